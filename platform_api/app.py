@@ -1,0 +1,72 @@
+"""The Litestar application: routers, auth dependency, problem+json errors, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from litestar import Litestar, MediaType, Response, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.pydantic import PydanticPlugin
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from platform_api.auth import principal_dependency
+from platform_api.problems import exception_handlers, problem
+from platform_api.routes import admin, agents, keys, runs, sandbox
+from tenants.kit.db import unit_of_work
+from tenants.kit.settings import Settings
+
+__all__ = ["create_app"]
+
+ReadinessCheck = Callable[[], None]
+
+
+def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | None = None) -> Litestar:
+    """Build the API. ``readiness`` adds checks to ``/readyz`` (the broker's, from the composition root)."""
+    checks: dict[str, ReadinessCheck] = {"database": _database_ready, **(readiness or {})}
+
+    @get("/healthz", summary="Liveness: the process answers", tags=["health"], sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", summary="Readiness: database and broker reachable", tags=["health"])
+    def readyz() -> Response[dict[str, Any]]:
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                check()
+                results[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason is reported
+                results[name] = f"unavailable: {type(exc).__name__}"
+        if all(v == "ok" for v in results.values()):
+            return Response({"status": "ok", "checks": results})
+        return problem(503, "unavailable", "a dependency is unavailable", checks=results)
+
+    @get("/metrics", summary="Prometheus metrics", tags=["health"], media_type=MediaType.TEXT, sync_to_thread=False)
+    def metrics() -> Response[bytes]:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Litestar(
+        route_handlers=[healthz, readyz, metrics, admin.router, keys.router, agents.build_router(
+            settings.max_run_body_bytes), runs.router, sandbox.router],
+        dependencies={"principal": Provide(principal_dependency, sync_to_thread=True)},
+        exception_handlers=exception_handlers,
+        plugins=[PydanticPlugin(validate_strict=True, prefer_alias=True)],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Midwatch API", version="1", path="/schema",
+            description="Run AI agents unattended for many tenants. Authenticate with "
+                        "'Authorization: Bearer <api key>'. Errors are RFC 9457 problem+json with a stable 'code'.",
+            components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )
+
+
+def _database_ready() -> None:
+    with unit_of_work() as session:
+        session.execute(text("SELECT 1"))

@@ -1,0 +1,46 @@
+"""Who is calling. The tenant comes from the API key only, never from the URL or body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from tenants.accounts.service import Principal, Role, authenticate
+from tenants.kit.db import unit_of_work
+from tenants.kit.errors import Forbidden
+
+__all__ = ["TenantPrincipal", "operator_only", "principal_dependency", "require"]
+
+
+class TenantPrincipal:
+    """A principal known to act inside a tenant (tenant_id is a str)."""
+
+    __slots__ = ("key_id", "role", "tenant_id")
+
+    def __init__(self, key_id: str, role: Role, tenant_id: str) -> None:
+        self.key_id = key_id
+        self.role = role
+        self.tenant_id = tenant_id
+
+
+def principal_dependency(request: Request[Any, Any, Any]) -> Principal:
+    """Resolve the Authorization header (its own short transaction: touches last-used)."""
+    with unit_of_work() as session:
+        return authenticate(session, request.headers.get("authorization"))
+
+
+def require(principal: Principal, *roles: Role) -> TenantPrincipal:
+    """The caller as a tenant principal holding one of ``roles`` (operators cannot act in a tenant)."""
+    if principal.tenant_id is None:
+        raise Forbidden("operator keys manage the platform; use a tenant key for tenant resources")
+    if roles and principal.role not in roles:
+        raise Forbidden(f"this action needs one of the roles: {', '.join(roles)} (your key is {principal.role})")
+    return TenantPrincipal(principal.key_id, principal.role, principal.tenant_id)
+
+
+def operator_only(principal: Principal) -> Principal:
+    """The caller, if an operator."""
+    if not principal.is_operator:
+        raise Forbidden("this action needs an operator key")
+    return principal

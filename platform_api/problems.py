@@ -1,0 +1,108 @@
+"""RFC 9457 problem+json for every error, with a stable ``code``; never a traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from runner.errors import SpecInvalid
+from tenants.kit.errors import MidwatchError
+from tenants.kit.logging import get_logger
+
+__all__ = ["PROBLEM_JSON", "exception_handlers", "problem"]
+
+PROBLEM_JSON = "application/problem+json"
+log = get_logger("api")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+_TITLES = {
+    "malformed_json": "Malformed JSON",
+    "validation_error": "The request is not valid",
+    "spec_invalid": "The agent spec is not valid",
+    "payload_too_large": "The request body is too large",
+    "unauthorized": "Authentication required",
+    "forbidden": "Not allowed",
+    "not_found": "Not found",
+}
+
+
+def problem(status: int, code: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+    """Build a problem+json response."""
+    body: dict[str, Any] = {
+        "type": f"urn:midwatch:error:{code}",
+        "title": _TITLES.get(code, code.replace("_", " ").capitalize()),
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _midwatch(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    assert isinstance(exc, MidwatchError)
+    return problem(exc.status, exc.code, exc.detail, **exc.extra)
+
+
+def _spec_invalid(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    assert isinstance(exc, SpecInvalid)
+    errors = [i.model_dump() if hasattr(i, "model_dump") else {"message": str(i)} for i in exc.issues]
+    return problem(422, "spec_invalid", f"the agent spec has {len(errors)} error(s)", errors=errors)
+
+
+def _validation(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    assert isinstance(exc, ValidationException)
+    errors = []
+    for entry in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(entry, dict):
+            key = entry.get("key")
+            message = str(entry.get("message", ""))
+            if key == "data" and entry.get("source") == "body":
+                message = "a JSON request body is required"
+            errors.append({"path": str(key) if key else "", "message": message})
+    detail = "; ".join(f"{e['path'] or '(body)'}: {e['message']}" for e in errors) or str(exc.detail)
+    return problem(422, "validation_error", detail, errors=errors)
+
+
+def _http(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    detail = str(exc.detail)
+    code = _HTTP_CODES.get(status, "bad_request" if status < 500 else "internal")
+    if status == 400 and ("JSON" in detail or "json" in detail):
+        code = "malformed_json"
+    if status >= 500:
+        log.error("http_error", status=status, detail=detail)
+        detail = "internal error"
+    return problem(status, code, detail)
+
+
+def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
+    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal",
+                   "internal error; the operator's logs have the details")
+
+
+exception_handlers: dict[type[Exception], Any] = {
+    MidwatchError: _midwatch,
+    SpecInvalid: _spec_invalid,
+    ValidationException: _validation,
+    HTTPException: _http,
+    Exception: _internal,
+}

@@ -1,0 +1,1 @@
+"""Route handlers by resource. Each handler owns its transaction (``unit_of_work``)."""

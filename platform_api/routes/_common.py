@@ -1,0 +1,12 @@
+"""Helpers shared by route modules: pagination parameters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar.params import Parameter
+
+__all__ = ["Cursor", "Limit"]
+
+Limit = Annotated[int, Parameter(ge=1, le=500, description="page size (1-500)")]
+Cursor = Annotated[str | None, Parameter(max_length=100, description="next_cursor of the previous page")]

@@ -1,0 +1,61 @@
+"""Operator endpoints: onboard and list tenants, suspend/resume them."""
+
+from __future__ import annotations
+
+from litestar import Router, get, post
+
+from platform_api.auth import operator_only
+from platform_api.routes._common import Cursor, Limit
+from platform_api.schemas import CreateTenant, IssuedKeyOut, KeyOut, OnboardedTenant, Page, TenantOut
+from tenants.accounts.repository import AccountsPlatformRepository
+from tenants.accounts.service import Principal, onboard_tenant
+from tenants.kit.db import unit_of_work
+from tenants.kit.errors import NotFound
+
+__all__ = ["router"]
+
+
+@post("/tenants", summary="Onboard a client tenant; returns its first tenant-admin key once")
+def create_tenant(data: CreateTenant, principal: Principal) -> OnboardedTenant:
+    operator_only(principal)
+    with unit_of_work() as session:
+        tenant, issued = onboard_tenant(session, data.name, data.display_name)
+        key = KeyOut.model_validate(issued.key).model_dump()
+        return OnboardedTenant(tenant=TenantOut.model_validate(tenant),
+                               admin_key=IssuedKeyOut(**key, key=issued.plaintext))
+
+
+@get("/tenants", summary="List tenants")
+def list_tenants(principal: Principal, limit: Limit = 100, cursor: Cursor = None) -> Page[TenantOut]:
+    operator_only(principal)
+    with unit_of_work() as session:
+        rows = AccountsPlatformRepository(session).list_tenants(after=cursor, limit=limit)
+        data = [TenantOut.model_validate(t) for t in rows]
+    return Page(data=data, next_cursor=data[-1].id if len(data) == limit else None)
+
+
+def _set_status(name: str, status: str) -> TenantOut:
+    with unit_of_work() as session:
+        repo = AccountsPlatformRepository(session)
+        tenant = repo.tenant_by_name(name)
+        if tenant is None:
+            raise NotFound(f"tenant {name!r} not found")
+        tenant.status = status
+        session.flush()
+        return TenantOut.model_validate(tenant)
+
+
+@post("/tenants/{name:str}/suspend", summary="Suspend a tenant: its keys stop working, its data stays")
+def suspend_tenant(name: str, principal: Principal) -> TenantOut:
+    operator_only(principal)
+    return _set_status(name, "suspended")
+
+
+@post("/tenants/{name:str}/resume", summary="Resume a suspended tenant")
+def resume_tenant(name: str, principal: Principal) -> TenantOut:
+    operator_only(principal)
+    return _set_status(name, "active")
+
+
+router = Router(path="/v1/admin", route_handlers=[create_tenant, list_tenants, suspend_tenant, resume_tenant],
+                tags=["operator"])

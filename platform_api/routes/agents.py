@@ -1,0 +1,158 @@
+"""Agents: store specs as immutable versions (with lint warnings), validate, list; submit runs."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Annotated
+
+import jsonschema
+from litestar import Response, Router, get, post, put
+from litestar.params import Parameter
+
+from platform_api.auth import require
+from platform_api.routes._common import Cursor, Limit
+from platform_api.schemas import AgentOut, AgentVersionOut, LintOut, Page, RunOut, StoredAgentOut, SubmitRun
+from runner.errors import SpecInvalid
+from runner.spec import AgentSpec, ParseResult, SpecIssue, load_spec, parse_spec
+from tenants.accounts.service import Principal
+from tenants.agents.repository import AgentRepository
+from tenants.agents.service import get_agent, get_version, store_version
+from tenants.kit.db import unit_of_work
+from tenants.kit.errors import InvalidInput
+from tenants.kit.settings import get_settings
+from tenants.runs.service import submit_run
+
+__all__ = ["build_router"]
+
+IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", max_length=200, min_length=1,
+                                                 description="same key, same run: retries never create two")]
+
+
+def _parse(name: str, body: bytes) -> ParseResult:
+    if not body.strip():
+        raise InvalidInput("the request body must be an agent spec (YAML or JSON)")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("the agent spec must be UTF-8 text") from exc
+    result = parse_spec(text)
+    if result.spec is not None and result.spec.name != name:
+        result.errors.append(SpecIssue(path="name", code="name_mismatch",
+                                       message=f"spec name {result.spec.name!r} differs from the URL's {name!r}"))
+        result.spec = None
+    return result
+
+
+def _lint_out(result: ParseResult) -> LintOut:
+    return LintOut(valid=not result.errors, errors=[e.model_dump() for e in result.errors],
+                   warnings=[w.model_dump() for w in result.warnings],
+                   projection=result.projection.model_dump() if result.projection else None)
+
+
+@put("/{name:str}", summary="Store an agent spec (YAML or JSON) as a new immutable version",
+     description="Returns 201 with the new version and lint warnings, or 200 if the spec equals the latest "
+                 "version. An invalid spec is a 422 spec_invalid listing every error with its field path.",
+     status_code=201)
+def put_agent(name: str, body: bytes, principal: Principal) -> Response[StoredAgentOut]:
+    me = require(principal, "tenant-admin")
+    result = _parse(name, body)
+    if result.spec is None:
+        raise SpecInvalid(result.errors)
+    spec_json = result.spec.model_dump(mode="json", by_alias=True)
+    with unit_of_work() as session:
+        stored = store_version(session, me.tenant_id, name, spec_json, [w.model_dump() for w in result.warnings])
+        out = StoredAgentOut(agent=AgentOut.model_validate(stored.agent),
+                             version=AgentVersionOut.model_validate(stored.version), created=stored.created)
+    return Response(out, status_code=201 if stored.created else 200)
+
+
+@post("/{name:str}/validate", summary="Validate and lint a spec without storing it", status_code=200)
+def validate_agent(name: str, body: bytes, principal: Principal) -> LintOut:
+    require(principal)
+    return _lint_out(_parse(name, body))
+
+
+@get("/", summary="List agents")
+def list_agents(principal: Principal, limit: Limit = 100, cursor: Cursor = None) -> Page[AgentOut]:
+    me = require(principal)
+    with unit_of_work() as session:
+        data = [AgentOut.model_validate(a) for a in AgentRepository(session, me.tenant_id).list(after=cursor,
+                                                                                               limit=limit)]
+    return Page(data=data, next_cursor=data[-1].name if len(data) == limit else None)
+
+
+@get("/{name:str}", summary="An agent and its latest version")
+def get_agent_route(name: str, principal: Principal) -> StoredAgentOut:
+    me = require(principal)
+    with unit_of_work() as session:
+        agent = get_agent(session, me.tenant_id, name)
+        version = get_version(session, me.tenant_id, name)
+        return StoredAgentOut(agent=AgentOut.model_validate(agent), version=AgentVersionOut.model_validate(version),
+                              created=False)
+
+
+@get("/{name:str}/versions", summary="Every version of an agent, newest first")
+def list_versions(name: str, principal: Principal) -> Page[AgentVersionOut]:
+    me = require(principal)
+    with unit_of_work() as session:
+        agent = get_agent(session, me.tenant_id, name)
+        rows = AgentRepository(session, me.tenant_id).versions(agent.id)
+        return Page(data=[AgentVersionOut.model_validate(v) for v in rows])
+
+
+@get("/{name:str}/versions/{version:int}", summary="One version of an agent")
+def get_version_route(name: str, version: int, principal: Principal) -> AgentVersionOut:
+    me = require(principal)
+    with unit_of_work() as session:
+        return AgentVersionOut.model_validate(get_version(session, me.tenant_id, name, version))
+
+
+@functools.lru_cache(maxsize=512)
+def _spec(version_id: str, spec_json: str) -> AgentSpec:
+    return load_spec(json.loads(spec_json))
+
+
+def _check_input(spec: AgentSpec, data: SubmitRun) -> None:
+    if spec.input.items and data.items is None:
+        raise InvalidInput("this agent processes batches: send 'items' (a list)", field="items")
+    if not spec.input.items and data.items is not None:
+        raise InvalidInput("this agent takes a single input: send 'input', not 'items'", field="items")
+    if data.items is not None and len(data.items) > min(spec.input.max_items, get_settings().max_batch_items):
+        raise InvalidInput(f"too many items: {len(data.items)} (limit "
+                           f"{min(spec.input.max_items, get_settings().max_batch_items)})", field="items")
+    schema = spec.input.schema_
+    if schema is None:
+        return
+    validator = jsonschema.Draft202012Validator(schema)
+    targets = [(f"items[{i}]", it) for i, it in enumerate(data.items)] if data.items is not None else [
+        ("input", data.input)]
+    for path, value in targets:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        if error is not None:
+            where = path + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in error.absolute_path)
+            raise InvalidInput(f"{where}: {error.message}", field=where)
+
+
+def submit(name: str, data: SubmitRun, principal: Principal,
+           idempotency_key: IdempotencyKey = None) -> Response[RunOut]:
+    me = require(principal, "tenant-admin")
+    with unit_of_work() as session:
+        version = get_version(session, me.tenant_id, name)
+        spec = _spec(version.id, json.dumps(version.spec, sort_keys=True))
+        _check_input(spec, data)
+        submitted = submit_run(session, me.tenant_id, version, name, data.input, data.items, idempotency_key)
+        out = RunOut.model_validate(submitted.run)
+    return Response(out, status_code=201 if submitted.created else 200)
+
+
+def build_router(max_run_body_bytes: int) -> Router:
+    """The agents router; run submission gets its own (larger) body limit for batch items."""
+    submit_handler = post(
+        "/{name:str}/runs", summary="Submit a run of the agent's latest version",
+        description="With an Idempotency-Key header, the same key always returns the same run (201 when created, "
+                    "200 when it already existed); a different request under the same key is 409.",
+        status_code=201, request_max_body_size=max_run_body_bytes)(submit)
+    return Router(path="/v1/agents", route_handlers=[put_agent, validate_agent, list_agents, get_agent_route,
+                                                     list_versions, get_version_route, submit_handler],
+                  tags=["agents"])

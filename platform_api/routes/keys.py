@@ -1,0 +1,45 @@
+"""A tenant's API keys: create (shown once), list, revoke."""
+
+from __future__ import annotations
+
+from litestar import Router, delete, get, post
+
+from platform_api.auth import require
+from platform_api.routes._common import Cursor, Limit
+from platform_api.schemas import CreateKey, IssuedKeyOut, KeyOut, Page
+from tenants.accounts.repository import ApiKeyRepository
+from tenants.accounts.service import Principal, issue_key
+from tenants.kit.db import unit_of_work
+from tenants.kit.errors import NotFound
+
+__all__ = ["router"]
+
+
+@post("/", summary="Create an API key; the key is in this response only")
+def create_key(data: CreateKey, principal: Principal) -> IssuedKeyOut:
+    me = require(principal, "tenant-admin")
+    with unit_of_work() as session:
+        issued = issue_key(session, me.tenant_id, data.role, data.name)
+        return IssuedKeyOut(**KeyOut.model_validate(issued.key).model_dump(), key=issued.plaintext)
+
+
+@get("/", summary="List API keys (never their values)")
+def list_keys(principal: Principal, limit: Limit = 100, cursor: Cursor = None) -> Page[KeyOut]:
+    me = require(principal, "tenant-admin")
+    with unit_of_work() as session:
+        data = [KeyOut.model_validate(k) for k in ApiKeyRepository(session, me.tenant_id).list(after=cursor,
+                                                                                               limit=limit)]
+    return Page(data=data, next_cursor=data[-1].id if len(data) == limit else None)
+
+
+@delete("/{key_id:str}", summary="Revoke an API key", status_code=204)
+def revoke_key(key_id: str, principal: Principal) -> None:
+    me = require(principal, "tenant-admin")
+    with unit_of_work() as session:
+        repo = ApiKeyRepository(session, me.tenant_id)
+        if repo.get(key_id) is None:
+            raise NotFound("API key not found")
+        repo.revoke(key_id)
+
+
+router = Router(path="/v1/keys", route_handlers=[create_key, list_keys, revoke_key], tags=["keys"])

@@ -1,0 +1,105 @@
+"""Runs: list, read, items, the decision timeline (and its verification), cancel, resume."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from litestar import Router, get, post
+from litestar.params import Parameter
+
+from platform_api.auth import require
+from platform_api.routes._common import Cursor, Limit
+from platform_api.schemas import DecisionEventOut, Page, RunItemOut, RunOut
+from tenants.accounts.service import Principal
+from tenants.kit.db import unit_of_work
+from tenants.kit.errors import InvalidInput
+from tenants.runs.events import HASHED_FIELDS, verify_chain
+from tenants.runs.models import RUN_STATES
+from tenants.runs.repository import RunRepository
+from tenants.runs.service import cancel_run, get_run, resume_run
+
+__all__ = ["router"]
+
+RunState = Literal["queued", "running", "waiting_approval", "succeeded", "failed", "cancelled", "escalated",
+                   "budget_exhausted"]
+ItemState = Literal["pending", "done", "failed", "escalated", "skipped"]
+assert set(RunState.__args__) == set(RUN_STATES)  # type: ignore[attr-defined]
+
+
+def _int_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        return int(cursor)
+    except ValueError:
+        raise InvalidInput("cursor must be the next_cursor of a previous page", field="cursor") from None
+
+
+@get("/", summary="List runs, newest first")
+def list_runs(principal: Principal, limit: Limit = 50, cursor: Cursor = None, state: RunState | None = None,
+              agent: Annotated[str | None, Parameter(max_length=64)] = None) -> Page[RunOut]:
+    me = require(principal)
+    with unit_of_work() as session:
+        rows = RunRepository(session, me.tenant_id).list(before=cursor, limit=limit, state=state, agent=agent)
+        data = [RunOut.model_validate(r) for r in rows]
+    return Page(data=data, next_cursor=data[-1].id if len(data) == limit else None)
+
+
+@get("/{run_id:str}", summary="A run with its progress (items done/total, failed items)")
+def get_run_route(run_id: str, principal: Principal) -> RunOut:
+    me = require(principal)
+    with unit_of_work() as session:
+        return RunOut.model_validate(get_run(session, me.tenant_id, run_id))
+
+
+@get("/{run_id:str}/items", summary="A run's items with their state, paginated")
+def list_items(run_id: str, principal: Principal, limit: Limit = 100, cursor: Cursor = None,
+               state: ItemState | None = None) -> Page[RunItemOut]:
+    me = require(principal)
+    with unit_of_work() as session:
+        get_run(session, me.tenant_id, run_id)
+        rows = RunRepository(session, me.tenant_id).items(run_id, after=_int_cursor(cursor), limit=limit, state=state)
+        data = [RunItemOut.model_validate(i) for i in rows]
+    return Page(data=data, next_cursor=str(data[-1].item_index) if len(data) == limit else None)
+
+
+@get("/{run_id:str}/events", summary="The run's decision timeline (append-only, hash-chained)")
+def list_events(run_id: str, principal: Principal, limit: Limit = 500, cursor: Cursor = None
+                ) -> Page[DecisionEventOut]:
+    me = require(principal)
+    with unit_of_work() as session:
+        get_run(session, me.tenant_id, run_id)
+        rows = RunRepository(session, me.tenant_id).events(run_id, after=_int_cursor(cursor), limit=limit)
+        data = [DecisionEventOut.model_validate(e) for e in rows]
+    return Page(data=data, next_cursor=str(data[-1].seq) if len(data) == limit else None)
+
+
+@get("/{run_id:str}/events/verify", summary="Recompute the run's event hash chain and report tampering")
+def verify_events(run_id: str, principal: Principal) -> dict[str, Any]:
+    me = require(principal)
+    with unit_of_work() as session:
+        get_run(session, me.tenant_id, run_id)
+        events = RunRepository(session, me.tenant_id).events(run_id, after=None, limit=1_000_000)
+        rows = [{**{f: getattr(e, f) for f in HASHED_FIELDS}, "prev_hash": e.prev_hash, "hash": e.hash}
+                for e in events]
+    verdict = verify_chain(rows)
+    return {"ok": verdict.ok, "events": verdict.events, "first_bad_seq": verdict.first_bad_seq,
+            "reason": verdict.reason}
+
+
+@post("/{run_id:str}/cancel", summary="Cancel a run (a running one stops between steps)", status_code=202)
+def cancel(run_id: str, principal: Principal) -> RunOut:
+    me = require(principal, "tenant-admin")
+    with unit_of_work() as session:
+        return RunOut.model_validate(cancel_run(session, me.tenant_id, run_id))
+
+
+@post("/{run_id:str}/resume", summary="Resume a failed or escalated run from its last checkpoint", status_code=202)
+def resume(run_id: str, principal: Principal) -> RunOut:
+    me = require(principal, "tenant-admin")
+    with unit_of_work() as session:
+        return RunOut.model_validate(resume_run(session, me.tenant_id, run_id))
+
+
+router = Router(path="/v1/runs", route_handlers=[list_runs, get_run_route, list_items, list_events, verify_events,
+                                                 cancel, resume], tags=["runs"])

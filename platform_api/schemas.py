@@ -1,0 +1,175 @@
+"""Wire types of the HTTP API: strict requests (unknown fields rejected), explicit responses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AgentOut",
+    "AgentVersionOut",
+    "CreateKey",
+    "CreateTenant",
+    "DecisionEventOut",
+    "IssuedKeyOut",
+    "KeyOut",
+    "LintOut",
+    "OnboardedTenant",
+    "Page",
+    "RunItemOut",
+    "RunOut",
+    "SandboxRecordOut",
+    "StoredAgentOut",
+    "SubmitRun",
+    "TenantOut",
+]
+
+T = TypeVar("T")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of results; pass ``next_cursor`` as ``cursor`` for the next page (null: no more)."""
+
+    data: list[T]
+    next_cursor: str | None = None
+
+
+class CreateTenant(_In):
+    name: str = Field(min_length=2, max_length=63, description="lowercase slug, unique on the platform")
+    display_name: str = Field("", max_length=200)
+
+
+class TenantOut(_Out):
+    id: str
+    name: str
+    display_name: str
+    status: str
+    created_at: datetime
+
+
+class KeyOut(_Out):
+    id: str
+    role: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class IssuedKeyOut(KeyOut):
+    key: str = Field(description="the API key itself: shown once, never again")
+
+
+class OnboardedTenant(BaseModel):
+    tenant: TenantOut
+    admin_key: IssuedKeyOut
+
+
+class CreateKey(_In):
+    role: Literal["tenant-admin", "approver", "viewer"]
+    name: str = Field("", max_length=100)
+
+
+class LintOut(BaseModel):
+    valid: bool
+    errors: list[dict[str, Any]]
+    warnings: list[dict[str, Any]]
+    projection: dict[str, Any] | None
+
+
+class AgentVersionOut(_Out):
+    id: str
+    version: int
+    spec_hash: str
+    spec: dict[str, Any]
+    warnings: list[Any]
+    created_at: datetime
+
+
+class AgentOut(_Out):
+    id: str
+    name: str
+    latest_version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class StoredAgentOut(BaseModel):
+    agent: AgentOut
+    version: AgentVersionOut
+    created: bool
+
+
+class SubmitRun(_In):
+    input: Any = Field(None, description="the run's input (any JSON); for batch agents, shared by all items")
+    items: list[Any] | None = Field(None, description="batch items, required iff the spec has input.items: true")
+
+
+class RunOut(_Out):
+    id: str
+    agent_name: str
+    agent_version: int
+    state: str
+    reason: str | None
+    failure_category: str | None
+    is_batch: bool
+    items_total: int
+    items_done: int
+    items_failed: int
+    steps_done: int
+    llm_calls: int
+    cost_usd: Decimal
+    idempotency_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    cancel_requested: bool
+
+
+class RunItemOut(_Out):
+    item_index: int
+    state: str
+    reason: str | None
+    failure_category: str | None
+    steps_used: int
+    input: Any
+
+
+class DecisionEventOut(_Out):
+    seq: int
+    kind: str
+    item_index: int | None
+    step_index: int | None
+    step_id: str | None
+    considered: Any
+    chosen: str | None
+    why: str | None
+    verdicts: Any
+    failure_category: str | None
+    cost_usd: Decimal
+    latency_ms: float
+    input_hash: str | None
+    output_hash: str | None
+    prev_hash: str
+    hash: str
+    created_at: datetime
+
+
+class SandboxRecordOut(_Out):
+    id: int
+    idempotency_key: str
+    args: Any
+    created_at: datetime

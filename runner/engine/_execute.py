@@ -1,0 +1,447 @@
+"""Executing a run: lease, then for each pending item and step, call, validate and checkpoint.
+
+One actor invocation works on a run for at most a time slice, then releases its lease and
+re-enqueues the run, so long batches share workers. Every step's checkpoint, decision event,
+counters and side-effect outcome are written in one commit guarded by the fencing token.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from runner.engine._lease import LeaseKeeper
+from runner.engine._registry import resolve_tool
+from runner.engine._steps import StepOutcome, run_llm_step, run_tool_step
+from runner.errors import NonDeterministicSpec, StepFailed
+from runner.metrics import RUNS_FINISHED, STEP_SECONDS, STEPS
+from runner.spec import AgentSpec, Step, load_spec
+from tenants.agents.repository import AgentRepository
+from tenants.kit.db import enqueue_after_commit, unit_of_work
+from tenants.kit.errors import LeaseLost
+from tenants.kit.ids import sha256_hex, utcnow
+from tenants.kit.logging import get_logger, redact
+from tenants.kit.settings import Settings
+from tenants.runs.events import GENESIS, event_hash
+from tenants.runs.models import Run, RunItem, StepCheckpoint
+from tenants.runs.repository import RunRepository
+from tenants.runs.service import EXECUTE_RUN, WAKE_GRACE
+
+__all__ = ["execute_run", "request_stop", "stopping"]
+
+log = get_logger("engine")
+T = TypeVar("T")
+
+stopping = threading.Event()  # set on SIGTERM: finish the current step, checkpoint, hand the run back
+ITEM_PAGE = 200
+DB_RETRY_FOR_S = 120.0
+
+
+def request_stop() -> None:
+    """Ask every execution in this process to hand its run back after the current step."""
+    stopping.set()
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_for(version_id: str, spec_json: str) -> AgentSpec:
+    import json
+
+    return load_spec(json.loads(spec_json))
+
+
+_keepers: dict[float, LeaseKeeper] = {}
+_keepers_lock = threading.Lock()
+
+
+def _keeper(lease_s: float) -> LeaseKeeper:
+    with _keepers_lock:
+        if lease_s not in _keepers:
+            _keepers[lease_s] = LeaseKeeper(lease_s)
+        return _keepers[lease_s]
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def with_db_retry(fn: Callable[[], T], what: str) -> T:
+    """Run ``fn`` (one unit of work), backing off while the database is unreachable.
+
+    A PostgreSQL restart makes workers wait and continue instead of crash-looping.
+    """
+    delay = 0.2
+    deadline = time.monotonic() + DB_RETRY_FOR_S
+    while True:
+        try:
+            return fn()
+        except (OperationalError, DBAPIError) as exc:
+            if not _transient(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("database_unavailable_backing_off", what=what, delay_s=round(delay, 2), error=str(exc)[:200])
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@dataclass(slots=True)
+class _Stop(Exception):
+    """Internal: stop working on this run now (cancelled, lease lost, handed back)."""
+
+    why: str
+
+
+class _Execution:
+    def __init__(self, settings: Settings, tenant_id: str, run: Run, spec: AgentSpec, fence: int,
+                 last_event: tuple[int, str] | None) -> None:
+        self.settings = settings
+        self.tenant_id = tenant_id
+        self.run = run
+        self.run_id = run.id
+        self.spec = spec
+        self.fence = fence
+        self.seq, self.prev_hash = last_event or (0, GENESIS)
+        self.lease_s = settings.lease_seconds
+        self.slice_deadline = time.monotonic() + settings.time_slice_seconds
+        started = run.started_at or utcnow()
+        self.run_deadline = started + timedelta(seconds=spec.autonomy.max_duration_s)
+
+    # ---- transactions ---------------------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[tuple[Session, RunRepository]]:
+        with unit_of_work() as session:
+            yield session, RunRepository(session, self.tenant_id)
+
+    def _event(self, repo: RunRepository, now: datetime, kind: str, **fields: Any) -> None:
+        """Append a hash-chained, redacted decision event (in the caller's transaction)."""
+        row: dict[str, Any] = {
+            "run_id": self.run_id, "seq": self.seq + 1, "kind": kind,
+            "item_index": fields.get("item_index"), "step_index": fields.get("step_index"),
+            "step_id": fields.get("step_id"), "considered": redact(fields.get("considered")),
+            "chosen": redact(fields.get("chosen")), "why": redact(fields.get("why")),
+            "verdicts": redact(fields.get("verdicts")), "failure_category": fields.get("failure_category"),
+            "cost_usd": fields.get("cost_usd", Decimal(0)),
+            "latency_ms": round(float(fields.get("latency_ms", 0.0)), 3),
+            "input_hash": fields.get("input_hash"), "output_hash": fields.get("output_hash"),
+            "created_at": now,
+        }
+        row["prev_hash"] = self.prev_hash
+        row["hash"] = event_hash(self.prev_hash, row)
+        repo.add_event(row)
+        self.seq += 1
+        self.prev_hash = row["hash"]
+
+    def _committed(self, write: Callable[[Session, RunRepository], T], what: str) -> T:
+        """One fenced unit of work with database back-off; the event chain rolls back with it."""
+        seq, prev = self.seq, self.prev_hash
+
+        def attempt() -> T:
+            self.seq, self.prev_hash = seq, prev
+            with self._tx() as (session, repo):
+                return write(session, repo)
+
+        try:
+            return with_db_retry(attempt, what)
+        except BaseException:
+            self.seq, self.prev_hash = seq, prev
+            raise
+
+    # ---- the run --------------------------------------------------------------------------
+    def execute(self, crash_count: int) -> None:
+        keeper = _keeper(self.lease_s)
+        keeper.hold(self.run_id, self.fence)
+        try:
+            self._begin(crash_count)
+            after = -1
+            while True:
+                page, checkpoints = with_db_retry(lambda: self._page(after), "load items")
+                if not page:
+                    break
+                for item in page:
+                    after = item.item_index
+                    self._item(item, checkpoints.get(item.item_index, {}))
+                    if keeper.lost(self.run_id):
+                        raise _Stop("lease lost")
+                    if stopping.is_set() or time.monotonic() > self.slice_deadline:
+                        self._hand_back("shutdown" if stopping.is_set() else "time slice used")
+                        return
+            self._complete()
+        except _Stop as stop:
+            log.info("run_stopped", run_id=self.run_id, why=stop.why)
+        except LeaseLost:
+            log.warning("lease_lost", run_id=self.run_id, fence=self.fence)
+        finally:
+            keeper.drop(self.run_id)
+
+    def _begin(self, crash_count: int) -> None:
+        kind = "run.started" if self.seq == 0 else "run.resumed"
+        why = ("first start" if kind == "run.started"
+               else f"resumed at the last checkpoint (owner changes after a crash: {crash_count})")
+
+        def write(_s: Session, repo: RunRepository) -> None:
+            repo.fenced_touch(self.run_id, self.fence, utcnow(), self.lease_s)
+            self._event(repo, utcnow(), kind, chosen=f"agent version {self.run.agent_version}", why=why,
+                        considered=[s.id for s in self.spec.steps])
+
+        self._committed(write, "begin")
+
+    def _page(self, after: int) -> tuple[list[RunItem], dict[int, dict[int, StepCheckpoint]]]:
+        with self._tx() as (session, repo):
+            items = list(repo.pending_items(self.run_id, after, ITEM_PAGE))
+            found: dict[int, dict[int, StepCheckpoint]] = {}
+            if items:
+                for cp in repo.checkpoints_between(self.run_id, items[0].item_index, items[-1].item_index):
+                    found.setdefault(cp.item_index, {})[cp.step_index] = cp
+            session.expunge_all()
+            return items, found
+
+    def _item(self, item: RunItem, checkpoints: dict[int, StepCheckpoint]) -> None:
+        context: dict[str, Any] = {"input": self.run.input, "item": item.input, "steps": {}}
+        steps_used = item.steps_used
+        llm_calls = item.llm_calls
+        last_index = len(self.spec.steps) - 1
+        for index, step in enumerate(self.spec.steps):
+            cp = checkpoints.get(index)
+            if cp is not None:
+                if cp.step_id != step.id:
+                    self._fail_run(NonDeterministicSpec(
+                        f"checkpoint at item {item.item_index} step {index} is {cp.step_id!r} but the pinned "
+                        f"spec says {step.id!r}"))
+                context["steps"][step.id] = {"output": cp.output}
+                steps_used += 1
+                continue
+            bound = self._bound_exceeded(step, steps_used, llm_calls)
+            if bound is not None:
+                self._item_failed(item, index, step, StepFailed("budget", bound, action="escalate"), 0.0,
+                                  steps_used, llm_calls)
+                return
+            started = time.perf_counter()
+            try:
+                outcome, key = self._call(item, index, step, context)
+            except StepFailed as failure:
+                self._item_failed(item, index, step, failure, (time.perf_counter() - started) * 1000,
+                                  steps_used + 1, llm_calls + int(failure.details.get("llm_calls", 0)))
+                return
+            steps_used += 1
+            llm_calls += outcome.llm_calls
+            latency_ms = (time.perf_counter() - started) * 1000
+            self._checkpoint(item, index, step, outcome, key, latency_ms, index == last_index, steps_used, llm_calls)
+            STEP_SECONDS.observe(latency_ms / 1000)
+            STEPS.labels("succeeded", "").inc()
+            context["steps"][step.id] = {"output": outcome.output}
+
+    def _bound_exceeded(self, step: Step, steps_used: int, llm_calls: int) -> str | None:
+        autonomy = self.spec.autonomy
+        if steps_used >= autonomy.max_steps:
+            return f"autonomy bound max_steps={autonomy.max_steps} reached"
+        if (step.llm is not None or step.agent is not None) and llm_calls >= autonomy.max_llm_calls:
+            return f"autonomy bound max_llm_calls={autonomy.max_llm_calls} reached"
+        if utcnow() > self.run_deadline:
+            return f"autonomy bound max_duration_s={autonomy.max_duration_s} exceeded"
+        return None
+
+    def _call(self, item: RunItem, index: int, step: Step, context: dict[str, Any]) -> tuple[StepOutcome, str | None]:
+        if step.tool is not None:
+            tool = resolve_tool(self.tenant_id, step.tool)
+            side_effect = step.side_effect if step.side_effect is not None else bool(tool.side_effect)
+            key = self._ledger_intent(item, index, step, bool(tool.idempotent)) if side_effect else None
+            return run_tool_step(self.tenant_id, self.run_id, item.item_index, step, context, key), key
+        if step.llm is not None:
+            return run_llm_step(self.tenant_id, step, context), None
+        raise StepFailed("internal", f"step kind {step.kind!r} is not supported yet", action="escalate")
+
+    def _ledger_intent(self, item: RunItem, index: int, step: Step, idempotent: bool) -> str:
+        """Record the intent (and commit) before a side effect; decide what an earlier intent means."""
+        key = f"mw-{self.run_id}-{item.item_index}-{index}"
+
+        def write(_s: Session, repo: RunRepository) -> str:
+            now = utcnow()
+            repo.fenced_touch(self.run_id, self.fence, now, self.lease_s)
+            existing = repo.side_effect(key)
+            if existing is None:
+                repo.record_intent({"idempotency_key": key, "run_id": self.run_id, "item_index": item.item_index,
+                                    "step_index": index, "step_id": step.id, "tool": step.tool or "",
+                                    "state": "intent", "attempts": 1, "created_at": now})
+                return "new"
+            if existing.state in ("intent", "unknown") and not idempotent:
+                repo.update_side_effect(key, state="unknown")
+                return "unknown"
+            repo.update_side_effect(key, state="intent", attempts=existing.attempts + 1)
+            self._event(repo, now, "side_effect.retried", item_index=item.item_index, step_index=index,
+                        step_id=step.id, chosen=step.tool, considered=["retry with the same key", "escalate"],
+                        why=f"earlier attempt's outcome unknown ({existing.state}); the tool is idempotent, so "
+                            f"it is retried with the same idempotency key")
+            return "retry"
+
+        verdict = self._committed(write, "ledger intent")
+        if verdict == "unknown":
+            raise StepFailed("state", f"unknown_outcome: a call to non-idempotent tool {step.tool} may have "
+                             f"happened before a crash (idempotency key {key}); a human must check",
+                             action="escalate", details={"idempotency_key": key})
+        return key
+
+    def _checkpoint(self, item: RunItem, index: int, step: Step, outcome: StepOutcome, key: str | None,
+                    latency_ms: float, last: bool, steps_used: int, llm_calls: int) -> None:
+        output_hash = sha256_hex(outcome.output)
+
+        def write(_s: Session, repo: RunRepository) -> bool:
+            now = utcnow()
+            cancel = repo.fenced_touch(self.run_id, self.fence, now, self.lease_s, steps=1,
+                                       items_done=int(last), llm_calls=outcome.llm_calls, cost_usd=outcome.cost_usd)
+            repo.add_checkpoint({"run_id": self.run_id, "item_index": item.item_index, "step_index": index,
+                                 "step_id": step.id, "status": "succeeded", "output": outcome.output,
+                                 "output_hash": output_hash, "attempts": outcome.attempts,
+                                 "latency_ms": round(latency_ms, 3), "fence": self.fence, "created_at": now})
+            self._event(repo, now, "step.succeeded", item_index=item.item_index, step_index=index, step_id=step.id,
+                        considered=outcome.considered, chosen=outcome.chosen, why=outcome.why,
+                        verdicts=outcome.verdicts or None, cost_usd=outcome.cost_usd, latency_ms=latency_ms,
+                        input_hash=sha256_hex(outcome.input_hash_source), output_hash=output_hash)
+            if key is not None:
+                repo.update_side_effect(key, state="succeeded", outcome=redact(outcome.output), completed_at=now)
+            if last:
+                repo.finish_item(self.run_id, item.item_index, "done", now, steps_used=steps_used,
+                                 llm_calls=llm_calls)
+            return cancel
+
+        if self._committed(write, "checkpoint"):
+            self._finish("cancelled", "cancelled by request", None)
+            raise _Stop("cancelled")
+
+    def _item_failed(self, item: RunItem, index: int, step: Step, failure: StepFailed, latency_ms: float,
+                     steps_used: int, llm_calls: int) -> None:
+        state = {"escalate": "escalated", "fail": "failed", "skip_item": "skipped"}[failure.action]
+        STEPS.labels("failed", failure.category).inc()
+
+        def write(_s: Session, repo: RunRepository) -> bool:
+            now = utcnow()
+            cancel = repo.fenced_touch(self.run_id, self.fence, now, self.lease_s, steps=0,
+                                       items_done=int(state == "skipped"), items_failed=int(state != "skipped"),
+                                       llm_calls=int(failure.details.get("llm_calls", 0)))
+            self._event(repo, now, "step.failed", item_index=item.item_index, step_index=index, step_id=step.id,
+                        considered=failure.details.get("considered") or [state, "retry"],
+                        chosen=state, why=failure.reason, verdicts=failure.details.get("verdicts"),
+                        failure_category=failure.category, latency_ms=latency_ms)
+            key = failure.details.get("idempotency_key")
+            if key:
+                repo.update_side_effect(str(key), state="unknown")
+            repo.finish_item(self.run_id, item.item_index, state, now, reason=failure.reason,
+                             category=failure.category, steps_used=steps_used, llm_calls=llm_calls)
+            return cancel
+
+        log.warning("step_failed", run_id=self.run_id, item=item.item_index, step=step.id,
+                    category=failure.category, reason=failure.reason)
+        if self._committed(write, "item failure"):
+            self._finish("cancelled", "cancelled by request", None)
+            raise _Stop("cancelled")
+
+    def _fail_run(self, error: NonDeterministicSpec) -> None:
+        self._finish("failed", str(error), "state", code=error.code)
+        raise _Stop("non-deterministic spec")
+
+    def _hand_back(self, why: str) -> None:
+        """Release the lease and re-enqueue, so this or another worker continues at the next item."""
+
+        def write(session: Session, repo: RunRepository) -> None:
+            now = utcnow()
+            if repo.release(self.run_id, self.fence, now, wake_at=now + WAKE_GRACE):
+                enqueue_after_commit(session, EXECUTE_RUN, tenant_id=self.tenant_id, run_id=self.run_id)
+
+        self._committed(write, "hand back")
+        log.info("run_handed_back", run_id=self.run_id, why=why)
+
+    def _complete(self) -> None:
+        def outcomes(_s: Session, repo: RunRepository) -> dict[str, int]:
+            return repo.item_outcomes(self.run_id)
+
+        counts = self._committed(outcomes, "outcomes")
+        failed, escalated = counts.get("failed", 0), counts.get("escalated", 0)
+        total = sum(counts.values())
+        if failed:
+            self._finish("failed", self._summary("failed", failed, total), self._first_category("failed"))
+        elif escalated:
+            self._finish("escalated", self._summary("escalated", escalated, total), self._first_category("escalated"))
+        else:
+            self._finish("succeeded", None, None)
+
+    def _first_problem(self, state: str) -> RunItem | None:
+        def read(session: Session, repo: RunRepository) -> RunItem | None:
+            found = repo.items(self.run_id, after=None, limit=1, state=state)
+            if found:
+                session.expunge(found[0])
+            return found[0] if found else None
+
+        return self._committed(read, "first problem")
+
+    def _summary(self, state: str, n: int, total: int) -> str:
+        first = self._first_problem(state)
+        reason = first.reason if first else ""
+        if total == 1:
+            return reason or state
+        return f"{n} of {total} items {state}; first (item {first.item_index if first else '?'}): {reason}"
+
+    def _first_category(self, state: str) -> str | None:
+        first = self._first_problem(state)
+        return first.failure_category if first else None
+
+    def _finish(self, state: str, reason: str | None, category: str | None, code: str | None = None) -> None:
+        def write(_s: Session, repo: RunRepository) -> None:
+            now = utcnow()
+            repo.fenced_touch(self.run_id, self.fence, now, self.lease_s)
+            self._event(repo, now, f"run.{state}", chosen=state, why=reason or "every item completed",
+                        failure_category=category, considered=[code] if code else None)
+            repo.release(self.run_id, self.fence, now, wake_at=None, state=state, reason=reason, category=category,
+                         finished=True)
+
+        self._committed(write, "finish")
+        RUNS_FINISHED.labels(state).inc()
+        log.info("run_finished", run_id=self.run_id, tenant_id=self.tenant_id, state=state, reason=reason)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def execute_run(settings: Settings, tenant_id: str, run_id: str) -> None:
+    """Take the run's lease and work on it for one time slice. Safe to call with duplicate messages."""
+
+    def acquire() -> tuple[Any, Run, AgentSpec, tuple[int, str] | None] | None:
+        with unit_of_work() as session:
+            repo = RunRepository(session, tenant_id)
+            lease = repo.acquire_lease(run_id, _owner(), utcnow(), settings.lease_seconds)
+            if lease is None:
+                return None
+            run = repo.get(run_id)
+            assert run is not None
+            version = AgentRepository(session, tenant_id).version_by_id(run.agent_version_id)
+            assert version is not None
+            import json
+
+            spec = _spec_for(version.id, json.dumps(version.spec, sort_keys=True))
+            last = repo.last_event(run_id)
+            session.expunge(run)
+            return lease, run, spec, last
+
+    got = with_db_retry(acquire, "acquire lease")
+    if got is None:
+        log.debug("run_not_available", run_id=run_id)
+        return
+    lease, run, spec, last = got
+    execution = _Execution(settings, tenant_id, run, spec, lease.fence, last)
+    if lease.crash_count > settings.max_redeliveries:
+        try:
+            execution._finish("failed", f"redelivery_exhausted: the run's worker vanished {lease.crash_count} times "
+                              f"(limit {settings.max_redeliveries})", "internal", code="redelivery_exhausted")
+        except LeaseLost:
+            pass
+        return
+    execution.execute(lease.crash_count)

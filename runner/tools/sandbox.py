@@ -1,0 +1,64 @@
+"""Built-in sandbox tools every tenant has: ``sandbox.echo``, ``sandbox.sleep``, ``sandbox.record``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runner.errors import StepFailed
+from runner.tools.base import ToolCall
+from tenants.kit.db import unit_of_work
+from tenants.sandbox.service import record_effect
+
+__all__ = ["BUILTIN_TOOLS", "EchoTool", "RecordTool", "SleepTool"]
+
+MAX_SLEEP_S = 300.0
+
+
+class EchoTool:
+    """Returns its args unchanged."""
+
+    name = "sandbox.echo"
+    side_effect = False
+    idempotent = True
+
+    def call(self, call: ToolCall) -> Any:
+        return call.args
+
+
+class SleepTool:
+    """Sleeps ``{seconds}`` (at most 300) and returns ``{slept: seconds}``."""
+
+    name = "sandbox.sleep"
+    side_effect = False
+    idempotent = True
+
+    def call(self, call: ToolCall) -> Any:
+        args = call.args if isinstance(call.args, dict) else {}
+        seconds = args.get("seconds", 0)
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds <= MAX_SLEEP_S:
+            raise StepFailed("validation", f"sandbox.sleep needs 0 <= seconds <= {MAX_SLEEP_S:g}")
+        time.sleep(float(seconds))
+        return {"slept": seconds}
+
+
+class RecordTool:
+    """A side effect: appends its args and idempotency key to the tenant's sandbox list.
+
+    Idempotent: a repeated key is acknowledged without a second entry, like a payment API
+    that honours ``Idempotency-Key``.
+    """
+
+    name = "sandbox.record"
+    side_effect = True
+    idempotent = True
+
+    def call(self, call: ToolCall) -> Any:
+        if call.idempotency_key is None:
+            raise StepFailed("internal", "sandbox.record called without an idempotency key")
+        with unit_of_work() as session:
+            created = record_effect(session, call.tenant_id, call.idempotency_key, call.args)
+        return {"recorded": True, "duplicate": not created, "idempotency_key": call.idempotency_key}
+
+
+BUILTIN_TOOLS: dict[str, Any] = {t.name: t for t in (EchoTool(), SleepTool(), RecordTool())}

@@ -1,0 +1,1 @@
+"""Tenants (client companies), API keys and roles."""

@@ -1,0 +1,169 @@
+"""Engine, sessions and the unit of work. The edge (route handler, actor) owns the transaction.
+
+SQLite (embedded) runs in WAL mode and starts every write transaction with ``BEGIN IMMEDIATE``
+so concurrent writers queue on the busy timeout instead of failing on lock upgrade.
+PostgreSQL runs READ COMMITTED with a pre-ping pool.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from tenants.kit.settings import Settings, get_settings
+
+__all__ = [
+    "Base",
+    "dispatch_after_commit",
+    "enqueue_after_commit",
+    "get_engine",
+    "reset_engine",
+    "session_factory",
+    "set_dispatcher",
+    "unit_of_work",
+]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Midwatch table."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_factory: sessionmaker[Session] | None = None
+
+Dispatcher = Callable[[str, dict[str, Any], float], None]
+_dispatcher: Dispatcher | None = None
+
+
+def _build_engine(settings: Settings) -> Engine:
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=NullPool if ":memory:" not in url else None,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=max(5, settings.worker_threads + 2),
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def get_engine() -> Engine:
+    """The process's engine, built lazily from settings."""
+    global _engine, _factory
+    with _lock:
+        if _engine is None:
+            _engine = _build_engine(get_settings())
+            _factory = sessionmaker(_engine, expire_on_commit=False)
+        return _engine
+
+
+def session_factory() -> sessionmaker[Session]:
+    """The process's session factory."""
+    get_engine()
+    assert _factory is not None
+    return _factory
+
+
+def reset_engine() -> None:
+    """Dispose the engine (tests and the CLI use this after changing settings)."""
+    global _engine, _factory
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = None
+        _factory = None
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """One transaction: commits on success, rolls back on any exception. Only edges call this."""
+    session = session_factory()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def set_dispatcher(dispatcher: Dispatcher | None) -> None:
+    """Install how this process sends wake-up messages (the runner's broker, set at start-up)."""
+    global _dispatcher
+    _dispatcher = dispatcher
+
+
+def dispatch_after_commit(actor_name: str, kwargs: dict[str, Any], delay_s: float = 0.0) -> None:
+    """Send a message now (the caller has already committed)."""
+    if _dispatcher is None:
+        raise RuntimeError("no dispatcher installed: the process did not set up its broker")
+    _dispatcher(actor_name, kwargs, delay_s)
+
+
+def enqueue_after_commit(session: Session, actor_name: str, delay_s: float = 0.0, **kwargs: Any) -> None:
+    """Queue a message by actor name; it is sent only if and after ``session`` commits.
+
+    A rolled-back transaction sends nothing. A message lost after commit only delays work:
+    the database is the source of truth and the sweeper re-sends wake-ups.
+    """
+    pending: list[tuple[str, dict[str, Any], float]] = session.info.setdefault("midwatch_outbox", [])
+    pending.append((actor_name, kwargs, delay_s))
+
+
+@event.listens_for(Session, "after_commit")
+def _send_outbox(session: Session) -> None:
+    pending = session.info.pop("midwatch_outbox", None)
+    if not pending:
+        return
+    for actor_name, kwargs, delay_s in pending:
+        try:
+            dispatch_after_commit(actor_name, kwargs, delay_s)
+        except Exception:  # noqa: BLE001 - a lost wake-up is recovered by the sweeper
+            from tenants.kit.logging import get_logger
+
+            get_logger("dispatch").warning("enqueue_failed", actor=actor_name, exc_info=True)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_outbox(session: Session) -> None:
+    session.info.pop("midwatch_outbox", None)

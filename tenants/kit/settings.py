@@ -1,0 +1,119 @@
+"""The one settings object per process: ``MIDWATCH_``-prefixed environment, validated at start-up."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings", "reset_settings"]
+
+
+class Settings(BaseSettings):
+    """Process configuration. Every field maps to ``MIDWATCH_<FIELD>``; ``midwatch config`` prints it masked."""
+
+    model_config = SettingsConfigDict(env_prefix="MIDWATCH_", extra="ignore", validate_default=True)
+
+    env: Literal["embedded", "production"] = "embedded"
+    data_dir: Path = Path(".midwatch")
+    database_url: str = ""  # empty: sqlite file in data_dir
+    broker_url: str = "stub://"  # stub:// | redis://... | amqp://...
+    queue_name: str = "midwatch"
+    redis_namespace: str = "midwatch"
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    dashboard_port: int = Field(8501, ge=1, le=65535)
+    health_port: int = Field(9090, ge=0, le=65535)  # worker/scheduler /healthz; 0 disables
+
+    operator_key: SecretStr | None = None
+    master_key: SecretStr | None = None
+
+    worker_threads: int = Field(4, ge=1, le=256)
+    lease_seconds: float = Field(30.0, gt=0)
+    time_slice_seconds: float = Field(30.0, gt=0)
+    max_redeliveries: int = Field(5, ge=1)
+    sweep_interval_seconds: float = Field(5.0, gt=0)
+    shutdown_grace_s: float = Field(25.0, ge=0)
+    actor_time_limit_s: float = Field(600.0, gt=0)
+
+    max_body_bytes: int = Field(1_048_576, ge=1024)  # every endpoint but run submission
+    max_run_body_bytes: int = Field(33_554_432, ge=1024)  # run submission (batch items)
+    max_batch_items: int = Field(100_000, ge=1)
+    allow_loopback_egress: bool = False
+    rate_limit_per_minute: int = Field(600, ge=1)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        if not value.startswith(("stub://", "redis://", "rediss://", "amqp://", "amqps://")):
+            raise ValueError("broker_url must start with stub://, redis://, rediss://, amqp:// or amqps://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("database_url must be a sqlite:// or postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_services(self) -> Settings:
+        if self.env == "production":
+            if not self.database_url.startswith(("postgresql", "postgres://")):
+                raise ValueError("MIDWATCH_ENV=production needs MIDWATCH_DATABASE_URL=postgresql://...")
+            if self.broker_url.startswith("stub://"):
+                raise ValueError("MIDWATCH_ENV=production needs a Redis or RabbitMQ MIDWATCH_BROKER_URL")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the driver SQLAlchemy should use (psycopg 3 for PostgreSQL)."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'midwatch.db').resolve()}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url.removeprefix("postgres://")
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting, secrets shown as ``****`` and URL passwords hidden."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(getattr(self, name), SecretStr):
+                out[name] = "****" if getattr(self, name) is not None else None
+            elif name.endswith("_url") and isinstance(value, str):
+                out[name] = _mask_url_password(value)
+            else:
+                out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _mask_url_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, has_pw, _ = creds.partition(":")
+    return f"{scheme}://{user}{':****' if has_pw else ''}@{host}"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read and validated once."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (the CLI re-reads them after applying its flags)."""
+    get_settings.cache_clear()

@@ -1,0 +1,21 @@
+"""Imports every domain's tables so ``Base.metadata`` is complete (Alembic and tests use this)."""
+
+from tenants.accounts.models import ApiKey, Tenant
+from tenants.agents.models import Agent, AgentVersion
+from tenants.kit.db import Base
+from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
+from tenants.sandbox.models import SandboxRecord
+
+__all__ = [
+    "Agent",
+    "AgentVersion",
+    "ApiKey",
+    "Base",
+    "DecisionEvent",
+    "Run",
+    "RunItem",
+    "SandboxRecord",
+    "SideEffect",
+    "StepCheckpoint",
+    "Tenant",
+]

@@ -1,0 +1,1 @@
+"""Runs, batch items, step checkpoints, the side-effect ledger, leases and the decision log."""

@@ -1,0 +1,162 @@
+"""Tables: runs, run_items, step_checkpoints, side_effects, decision_events.
+
+Checkpoints are keyed by position ``(run_id, item_index, step_index)`` and carry the step id,
+which the engine checks against the pinned spec on resume.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tenants.kit.db import Base
+from tenants.kit.types import JsonType, UtcDateTime
+
+__all__ = ["DecisionEvent", "Run", "RunItem", "SideEffect", "StepCheckpoint"]
+
+RUN_STATES = (
+    "queued",
+    "running",
+    "waiting_approval",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "escalated",
+    "budget_exhausted",
+)
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "escalated", "budget_exhausted"})
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_runs_tenant_idempotency_key"),
+        Index("ix_runs_tenant_created", "tenant_id", "id"),
+        Index("ix_runs_state_lease", "state", "lease_until"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    agent_name: Mapped[str] = mapped_column(String(64))
+    agent_version_id: Mapped[str] = mapped_column(ForeignKey("agent_versions.id"))
+    agent_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(24), default="queued")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failure_category: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    input: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    is_batch: Mapped[bool] = mapped_column(Boolean, default=False)
+    items_total: Mapped[int] = mapped_column(Integer, default=1)
+    items_done: Mapped[int] = mapped_column(Integer, default=0)
+    items_failed: Mapped[int] = mapped_column(Integer, default=0)
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    llm_calls: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Lease: the worker that owns the run, until when, and the fencing token every write checks.
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    fence: Mapped[int] = mapped_column(BigInteger, default=0)
+    crash_count: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    wake_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RunItem(Base):
+    __tablename__ = "run_items"
+    __table_args__ = (Index("ix_run_items_state", "run_id", "state", "item_index"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    item_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    input: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|done|failed|escalated|skipped
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failure_category: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    steps_used: Mapped[int] = mapped_column(Integer, default=0)
+    llm_calls: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class StepCheckpoint(Base):
+    __tablename__ = "step_checkpoints"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    item_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    step_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # succeeded | skipped
+    output: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    output_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    latency_ms: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
+    fence: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class SideEffect(Base):
+    """The side-effect ledger: intent before the call, outcome after, keyed by the idempotency key."""
+
+    __tablename__ = "side_effects"
+    __table_args__ = (Index("ix_side_effects_run", "run_id", "item_index", "step_index"),)
+
+    idempotency_key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    item_index: Mapped[int] = mapped_column(Integer)
+    step_index: Mapped[int] = mapped_column(Integer)
+    step_id: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(String(120))
+    state: Mapped[str] = mapped_column(String(16))  # intent | succeeded | failed | unknown
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    outcome: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class DecisionEvent(Base):
+    """Append-only, hash-chained per run: what was considered, what was chosen, and why."""
+
+    __tablename__ = "decision_events"
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_decision_events_run_seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))  # run.started | step.succeeded | step.failed | ...
+    item_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    step_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    step_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    considered: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    chosen: Mapped[str | None] = mapped_column(Text, nullable=True)
+    why: Mapped[str | None] = mapped_column(Text, nullable=True)
+    verdicts: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    failure_category: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
+    latency_ms: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
+    input_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    output_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -1,0 +1,99 @@
+"""Rules for runs on the API side: submission (idempotent), cancel, resume. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tenants.agents.models import AgentVersion
+from tenants.kit.db import enqueue_after_commit
+from tenants.kit.errors import Conflict, IdempotencyConflict, NotFound
+from tenants.kit.ids import new_id, sha256_hex, utcnow
+from tenants.runs.models import TERMINAL_STATES, Run
+from tenants.runs.repository import RunRepository
+
+__all__ = ["EXECUTE_RUN", "Submitted", "cancel_run", "get_run", "resume_run", "submit_run"]
+
+EXECUTE_RUN = "execute_run"  # the runner's actor, enqueued by name after commit
+WAKE_GRACE = timedelta(seconds=30)  # the sweeper re-sends a wake-up not picked up by then
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    run: Run
+    created: bool
+
+
+def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_name: str, run_input: Any,
+               items: Sequence[Any] | None, idempotency_key: str | None) -> Submitted:
+    """Insert a run (and its items) once per Idempotency-Key and wake a worker after commit."""
+    repo = RunRepository(session, tenant_id)
+    request_hash = sha256_hex({"agent": agent_name, "version": version.version, "input": run_input})
+    now = utcnow()
+    run = Run(
+        id=new_id("run"), tenant_id=tenant_id, agent_id=version.agent_id, agent_name=agent_name,
+        agent_version_id=version.id, agent_version=version.version, state="queued",
+        input=run_input, is_batch=items is not None,
+        items_total=len(items) if items is not None else 1, items_done=0, items_failed=0, steps_done=0,
+        llm_calls=0, fence=0, crash_count=0, cancel_requested=False,
+        idempotency_key=idempotency_key, request_hash=request_hash,
+        created_at=now, updated_at=now, wake_at=now + WAKE_GRACE,
+    )
+    if not repo.insert_run(run):
+        existing = repo.by_idempotency_key(idempotency_key or "")
+        if existing is None:  # pragma: no cover - the conflicting row must exist
+            raise Conflict("could not store the run; retry")
+        if existing.request_hash != request_hash:
+            raise IdempotencyConflict("this Idempotency-Key was used for a different request",
+                                      run_id=existing.id)
+        return Submitted(run=existing, created=False)
+    repo.insert_items(run.id, items if items is not None else [run_input])
+    enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run.id)
+    stored = repo.get(run.id)
+    assert stored is not None
+    return Submitted(run=stored, created=True)
+
+
+def get_run(session: Session, tenant_id: str, run_id: str) -> Run:
+    """The run or NotFound (also for another tenant's run)."""
+    run = RunRepository(session, tenant_id).get(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return run
+
+
+def cancel_run(session: Session, tenant_id: str, run_id: str) -> Run:
+    """Request cancellation: a queued or waiting run stops now, a running one between steps."""
+    repo = RunRepository(session, tenant_id)
+    run = get_run(session, tenant_id, run_id)
+    if run.state in TERMINAL_STATES:
+        raise Conflict(f"run is already {run.state}", state=run.state)
+    now = utcnow()
+    if run.lease_owner is None or (run.lease_until is not None and run.lease_until < now):
+        repo.set_state(run_id, from_states=[run.state], state="cancelled", reason="cancelled by request",
+                       cancel_requested=True, finished_at=now, updated_at=now, lease_owner=None, lease_until=None)
+    else:
+        repo.set_state(run_id, from_states=[run.state], cancel_requested=True, updated_at=now)
+    session.refresh(run)
+    return run
+
+
+def resume_run(session: Session, tenant_id: str, run_id: str) -> Run:
+    """Continue a failed/escalated/budget-exhausted run from its last checkpoint."""
+    repo = RunRepository(session, tenant_id)
+    run = get_run(session, tenant_id, run_id)
+    if run.state not in ("failed", "escalated", "budget_exhausted"):
+        raise Conflict(f"only failed, escalated or budget_exhausted runs can be resumed (run is {run.state})",
+                       state=run.state)
+    now = utcnow()
+    reset = repo.reset_items(run_id, ("failed", "escalated"))
+    repo.set_state(run_id, from_states=[run.state], state="queued", reason=None, failure_category=None,
+                   finished_at=None, crash_count=0, cancel_requested=False, updated_at=now,
+                   items_failed=max(0, run.items_failed - reset), wake_at=now + WAKE_GRACE)
+    enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run_id)
+    session.refresh(run)
+    return run

@@ -1,0 +1,25 @@
+"""Table: sandbox_records, what ``sandbox.record`` did, one row per idempotency key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tenants.kit.db import Base
+from tenants.kit.types import JsonType, UtcDateTime
+
+__all__ = ["SandboxRecord"]
+
+
+class SandboxRecord(Base):
+    __tablename__ = "sandbox_records"
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_sandbox_records_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(120))
+    args: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
