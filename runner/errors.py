@@ -1,0 +1,56 @@
+"""Errors raised by the runner package.
+
+One root, each error with a stable ``code`` that the API maps to problem+json::
+
+    RunnerError                  runner_error
+    ├── SpecInvalid              spec_invalid            (.issues: list[SpecIssue])
+    ├── NonDeterministicSpec     non_deterministic_spec
+    ├── TemplateError            template_error
+    └── RuleError                rule_error
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.spec import SpecIssue
+
+__all__ = ["NonDeterministicSpec", "RuleError", "RunnerError", "SpecInvalid", "TemplateError"]
+
+
+class RunnerError(Exception):
+    """Root of the runner package's errors. Each carries a stable `code`."""
+
+    code = "runner_error"
+
+
+class SpecInvalid(RunnerError):
+    """An agent spec failed validation; `.issues` lists every problem found."""
+
+    code = "spec_invalid"
+
+    def __init__(self, issues: Sequence[SpecIssue]) -> None:
+        self.issues: list[SpecIssue] = list(issues)
+        shown = "; ".join(f"{i.path or '<root>'}: {i.message}" for i in self.issues[:5])
+        more = f" (+{len(self.issues) - 5} more)" if len(self.issues) > 5 else ""
+        super().__init__(f"spec has {len(self.issues)} error(s): {shown}{more}")
+
+
+class NonDeterministicSpec(RunnerError):
+    """A checkpoint's stored step id does not match the spec's step at that position."""
+
+    code = "non_deterministic_spec"
+
+
+class TemplateError(RunnerError):
+    """A `{{ path }}` template is malformed or names a value that does not exist."""
+
+    code = "template_error"
+
+
+class RuleError(RunnerError):
+    """A CEL rule failed to compile, exceeds its bounds, or did not evaluate to a bool."""
+
+    code = "rule_error"
