@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, Self
 
@@ -376,7 +376,7 @@ def _check_step_shape(step: Mapping[str, Any], base: str) -> list[SpecIssue]:
         got = f"; got {' and '.join(kinds)}" if kinds else ""
         message = f"a step needs exactly one of tool, llm or agent{got}"
         issues.append(SpecIssue(path=base, message=message, code="one_of"))
-    if step.get("args") and "tool" not in kinds:
+    if step.get("args") and kinds and "tool" not in kinds:
         issues.append(
             SpecIssue(path=_join(base, "args"), message="args are only allowed on tool steps", code="invalid")
         )
@@ -442,16 +442,29 @@ def _check_templates(
 ) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     for value, field_path in _template_fields(step, base):
-        try:
-            found = references(value)
-        except TemplateError as exc:
-            issues.append(SpecIssue(path=field_path, message=str(exc), code="template"))
-            continue
-        for where, expr in found:
-            issue = _check_reference(expr, _join(field_path, where), earlier, all_ids, items_enabled)
-            if issue is not None:
-                issues.append(issue)
+        for text, text_path in _strings(value, field_path):
+            try:
+                found = references(text)
+            except TemplateError as exc:
+                issues.append(SpecIssue(path=text_path, message=str(exc), code="template"))
+                continue
+            for _, expr in found:
+                issue = _check_reference(expr, text_path, earlier, all_ids, items_enabled)
+                if issue is not None:
+                    issues.append(issue)
     return issues
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Yield (string, path) for every string inside dicts and lists, so errors point at the leaf."""
+    if isinstance(value, str):
+        yield value, path
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings(item, _join(path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
 
 
 def _cross_check(raw: Mapping[str, Any]) -> list[SpecIssue]:
@@ -525,7 +538,7 @@ def _issue_from_error(error: ErrorDetails) -> SpecIssue:
         message = f"unknown field {loc[-1]!r}"
     elif code == "missing":
         message = f"missing required field {loc[-1]!r}"
-    elif code == "type":
+    elif code == "type" and error["type"] != "type":  # pydantic's own type errors: say what came
         message = f"{error['msg']} (got {type(error.get('input')).__name__})"
     else:
         message = error["msg"].removeprefix("Value error, ")
