@@ -22,7 +22,8 @@ from runner.spec import (
     project_reliability,
 )
 
-# The PRODUCT.md "Agent spec v1" example, verbatim.
+# The PRODUCT.md "Agent spec v1" example; only the draft step's llm mapping is written as a block
+# so the line fits.
 EXAMPLE_YAML = """\
 apiVersion: midwatch/v1
 name: invoice-followup
@@ -53,7 +54,10 @@ steps:
     args: {id: "{{ item.invoice_id }}"}
     output_schema: {type: object, required: [amount, email, days_overdue]}
   - id: draft
-    llm: {model: careful, fallbacks: [fast], prompt: "Write a short reminder for {{ steps.fetch.output.email }}"}
+    llm:
+      model: careful
+      fallbacks: [fast]
+      prompt: "Write a short reminder for {{ steps.fetch.output.email }}"
     rules: ["size(output.text) < 2000", "!output.text.contains('password')"]
     on_invalid: {retry: 2, then: escalate}
   - id: send
@@ -145,7 +149,12 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "unknown_field",
     ),
     ("missing name", mutated(lambda d: d.pop("name")), "name", "missing"),
-    ("missing llm prompt", mutated(lambda d: d["steps"][1]["llm"].pop("prompt")), "steps[1].llm.prompt", "missing"),
+    (
+        "missing llm prompt",
+        mutated(lambda d: d["steps"][1]["llm"].pop("prompt")),
+        "steps[1].llm.prompt",
+        "missing",
+    ),
     ("bad apiVersion", mutated(lambda d: d.update(apiVersion="midwatch/v2")), "apiVersion", "choice"),
     ("name is not a slug", mutated(lambda d: d.update(name="Invoice Followup")), "name", "pattern"),
     ("wrong type", mutated(lambda d: d["autonomy"].update(max_steps="5")), "autonomy.max_steps", "type"),
@@ -252,7 +261,12 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "pattern",
     ),
     ("no steps", mutated(lambda d: d.update(steps=[])), "steps", "length"),
-    ("SLO of zero", mutated(lambda d: d["objective"]["slo"].update(success_rate=0)), "objective.slo.success_rate", "range"),
+    (
+        "SLO of zero",
+        mutated(lambda d: d["objective"]["slo"].update(success_rate=0)),
+        "objective.slo.success_rate",
+        "range",
+    ),
 ]
 
 
@@ -314,7 +328,8 @@ def test_load_spec_raises_spec_invalid_carrying_every_issue() -> None:
 
     assert isinstance(caught.value, RunnerError)
     assert caught.value.code == "spec_invalid"
-    assert {(i.path, i.code) for i in caught.value.issues} == {("name", "missing"), ("steps[2].id", "duplicate")}
+    found = {(i.path, i.code) for i in caught.value.issues}
+    assert found == {("name", "missing"), ("steps[2].id", "duplicate")}
 
 
 def test_max_cost_usd_keeps_decimal_precision_from_strings_and_floats() -> None:
