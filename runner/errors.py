@@ -1,18 +1,25 @@
-"""The one exception root of the ``runner`` package.
+"""Errors raised by the runner package.
 
-    RunnerError (code)
-    ├── SpecInvalid            spec_invalid          (carries .issues)
-    ├── NonDeterministicSpec   non_deterministic_spec (a checkpoint's step id differs from the pinned spec)
-    ├── TemplateError          template_error
-    ├── RuleError              rule_error
-    └── StepFailed             step_failed           (carries the failure category and the action to take)
+One root, each error with a stable ``code`` that the API maps to problem+json::
+
+    RunnerError                  runner_error
+    ├── SpecInvalid              spec_invalid            (.issues: list[SpecIssue])
+    ├── NonDeterministicSpec     non_deterministic_spec
+    ├── TemplateError            template_error
+    ├── RuleError                rule_error
+    └── StepFailed               step_failed             (.category from the failure taxonomy, .action)
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from runner.spec import SpecIssue
 
 __all__ = [
+    "FailureAction",
     "FailureCategory",
     "NonDeterministicSpec",
     "RuleError",
@@ -27,28 +34,38 @@ FailureAction = Literal["fail", "escalate", "skip_item"]
 
 
 class RunnerError(Exception):
-    """Root of the runner package's errors. Each carries a stable ``code``."""
+    """Root of the runner package's errors. Each carries a stable `code`."""
 
-    code: ClassVar[str] = "runner_error"
+    code = "runner_error"
 
 
 class SpecInvalid(RunnerError):
+    """An agent spec failed validation; `.issues` lists every problem found."""
+
     code = "spec_invalid"
 
-    def __init__(self, issues: list[Any]) -> None:
-        super().__init__("; ".join(f"{getattr(i, 'path', '')}: {getattr(i, 'message', i)}" for i in issues))
-        self.issues = issues
+    def __init__(self, issues: Sequence[SpecIssue]) -> None:
+        self.issues: list[SpecIssue] = list(issues)
+        shown = "; ".join(f"{i.path or '<root>'}: {i.message}" for i in self.issues[:5])
+        more = f" (+{len(self.issues) - 5} more)" if len(self.issues) > 5 else ""
+        super().__init__(f"spec has {len(self.issues)} error(s): {shown}{more}")
 
 
 class NonDeterministicSpec(RunnerError):
+    """A checkpoint's stored step id does not match the spec's step at that position."""
+
     code = "non_deterministic_spec"
 
 
 class TemplateError(RunnerError):
+    """A `{{ path }}` template is malformed or names a value that does not exist."""
+
     code = "template_error"
 
 
 class RuleError(RunnerError):
+    """A CEL rule failed to compile, exceeds its bounds, or did not evaluate to a bool."""
+
     code = "rule_error"
 
 

@@ -1,0 +1,120 @@
+"""CEL rules: bounded at compile time, evaluated to a strict bool."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from runner.errors import RuleError
+from runner.rules import MAX_RULE_CHARS, CompiledRule, check_rule_syntax, compile_rule
+
+DATA: dict[str, Any] = {
+    "input": {"amount": 12_000},
+    "item": {"invoice_id": "INV-7"},
+    "steps": {"fetch": {"output": {"email": "ap@acme.test"}}},
+    "output": {"text": "Dear customer, please pay."},
+    "step": {"id": "send", "tool": "mail.send_reminder"},
+}
+
+
+def test_rule_that_holds_evaluates_true() -> None:
+    rule = compile_rule("size(output.text) < 2000 && !output.text.contains('password')")
+
+    assert rule.evaluate(DATA) is True
+
+
+def test_rule_that_fails_evaluates_false() -> None:
+    assert compile_rule("step.tool == 'mail.send_reminder' && input.amount < 10000").evaluate(DATA) is False
+
+
+def test_rules_see_all_five_roots() -> None:
+    rule = compile_rule(
+        "input.amount > 0 && item.invoice_id == 'INV-7' && "
+        "steps.fetch.output.email.endsWith('.test') && output.text != '' && step.id == 'send'"
+    )
+
+    assert rule.evaluate(DATA) is True
+
+
+def test_non_bool_result_is_a_rule_error() -> None:
+    with pytest.raises(RuleError, match="not bool"):
+        compile_rule("size(output.text)").evaluate(DATA)
+
+
+def test_missing_key_is_a_rule_error_not_a_keyerror() -> None:
+    with pytest.raises(RuleError) as caught:
+        compile_rule("output.missing == 1").evaluate(DATA)
+
+    assert caught.value.code == "rule_error"
+
+
+def test_undefined_variable_and_type_mismatch_are_rule_errors() -> None:
+    with pytest.raises(RuleError):
+        compile_rule("nobody == 1").evaluate(DATA)
+    with pytest.raises(RuleError):
+        compile_rule("output.text + 1 == 2").evaluate(DATA)
+
+
+def test_decimal_amounts_are_converted_before_evaluation() -> None:
+    data = {"input": {"amount": Decimal("10000.50"), "count": Decimal("3")}, "output": {"tags": ("a", "b")}}
+
+    assert compile_rule("input.amount > 10000 && input.count == 3").evaluate(data) is True
+    assert compile_rule("size(output.tags) == 2 && 'a' in output.tags").evaluate(data) is True
+
+
+def test_dates_become_iso_strings_and_datetimes_stay_timestamps() -> None:
+    data = {"output": {"due": dt.date(2025, 1, 31), "at": dt.datetime(2025, 1, 31, tzinfo=dt.UTC)}}
+
+    rule = compile_rule("output.due == '2025-01-31' && output.at < timestamp('2026-01-01T00:00:00Z')")
+
+    assert rule.evaluate(data) is True
+
+
+def test_syntax_error_message_has_line_and_column() -> None:
+    with pytest.raises(RuleError, match=r"at 2:\d+"):
+        compile_rule("output.ok &&\n  (output.text ||")
+
+
+def test_check_rule_syntax_returns_none_or_the_message() -> None:
+    assert check_rule_syntax("1 < 2") is None
+    message = check_rule_syntax("1 <")
+    assert message is not None and "1:4" in message
+
+
+@pytest.mark.parametrize(
+    ("src", "why"),
+    [
+        ("true || " * 130 + "true", "characters"),
+        ("(" * 13 + "true" + ")" * 13, "nests"),
+        ("[[[[[[[[[[[[[1]]]]]]]]]]]]] != []", "nests"),
+        ("[1].map(x, x).filter(y, y > 0).exists(z, z == 1)", "comprehension"),
+        ("[1].all(a, [2].all(b, [3].exists(c, c == a)))", "comprehension"),
+        ("", "empty"),
+    ],
+)
+def test_rules_over_the_bounds_are_refused_before_compiling(src: str, why: str) -> None:
+    with pytest.raises(RuleError, match=why):
+        compile_rule(src)
+
+
+def test_bounds_ignore_brackets_and_macro_names_inside_strings() -> None:
+    src = "output.text != '((((((((((((((( .map( .map( .map(' && output.text != \"[[[[[[[[[[[[[[\""
+
+    assert compile_rule(src).evaluate(DATA) is True
+
+
+def test_two_comprehensions_and_twelve_levels_are_still_allowed() -> None:
+    assert compile_rule("[1, 2].map(x, x * 2).all(y, y > 0)").evaluate({}) is True
+    assert compile_rule("(" * 12 + "true" + ")" * 12).evaluate({}) is True
+    exactly_at_limit = "'" + "a" * (MAX_RULE_CHARS - 2) + "'"
+    assert compile_rule(exactly_at_limit).source == exactly_at_limit
+
+
+def test_compiled_rules_are_cached_by_source() -> None:
+    first = compile_rule("output.text != ''")
+
+    assert compile_rule("output.text != ''") is first
+    assert isinstance(first, CompiledRule) and first.source == "output.text != ''"
