@@ -111,6 +111,33 @@ def test_every_value_is_commented(kit):
     assert missing == [], f"values without a comment: {missing}"
 
 
+def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        return [p for k, v in node.items() for p in _leaf_paths(v, f"{prefix}{k}.")]
+    return [prefix.rstrip(".")]
+
+
+def test_readme_documents_every_value_and_the_secret(kit):
+    import yaml
+
+    readme = (kit.repo_root / "helm" / "README.md").read_text()
+    values_section = readme.split("\n## Values\n", 1)[1]
+    table = dict(re.findall(r"^\| `([^`]+)` \| `(.*?)` \|", values_section, flags=re.MULTILINE))
+    values = yaml.safe_load((kit.chart_dir / "values.yaml").read_text())
+    leaves = _leaf_paths(values)
+    assert sorted(table) == sorted(leaves), set(table) ^ set(leaves)
+    for path in leaves:
+        node: Any = values
+        for part in path.split("."):
+            node = node[part]
+        assert json.loads(table[path]) == node, f"README default for {path} is stale"
+    assert "kubectl -n midwatch create secret generic midwatch-secrets" in readme
+    for key in values["existingSecret"]["keys"].values():
+        assert f"--from-literal={key}=" in readme
+    for topic in ("helm upgrade", "helm rollback", "rotate-master-key", "operator key", "replicaCount"):
+        assert topic in readme, topic
+
+
 # --------------------------------------------------------------------------- lint / validate
 
 
