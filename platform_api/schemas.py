@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 __all__ = [
     "AgentOut",
@@ -28,6 +28,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# Money on the wire: a decimal string ("0.0123"), never a float and never "0E-8".
+Money = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
 
 
 class _In(BaseModel):
@@ -130,7 +133,7 @@ class RunOut(_Out):
     items_failed: int
     steps_done: int
     llm_calls: int
-    cost_usd: Decimal
+    cost_usd: Money
     idempotency_key: str | None
     created_at: datetime
     started_at: datetime | None
@@ -159,7 +162,7 @@ class DecisionEventOut(_Out):
     why: str | None
     verdicts: Any
     failure_category: str | None
-    cost_usd: Decimal
+    cost_usd: Money
     latency_ms: float
     input_hash: str | None
     output_hash: str | None

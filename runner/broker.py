@@ -17,7 +17,7 @@ from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotif
 from tenants.kit.db import set_dispatcher
 from tenants.kit.settings import Settings
 
-__all__ = ["ACTOR_OPTIONS", "init_broker", "reset_broker"]
+__all__ = ["ACTOR_OPTIONS", "broker_ready", "init_broker", "reset_broker"]
 
 # Retries: 3 attempts with 1 s..30 s backoff for errors that escape the engine (e.g. the database
 # is down). Messages older than a day are dropped: the sweeper re-enqueues anything still active.
@@ -85,3 +85,16 @@ def reset_broker() -> None:
             _broker.close()
         _broker = None
         set_dispatcher(None)
+
+
+def broker_ready() -> None:
+    """Raise if the broker cannot be reached (used by /readyz)."""
+    broker = _broker
+    if broker is None:
+        raise RuntimeError("broker not initialised")
+    client = getattr(broker, "client", None)
+    if client is not None:  # Redis
+        client.ping()
+        return
+    if hasattr(broker, "connection"):  # RabbitMQ: opening the thread's connection proves reachability
+        _ = broker.connection

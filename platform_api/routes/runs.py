@@ -36,11 +36,12 @@ def _int_cursor(cursor: str | None) -> int | None:
 
 
 @get("/", summary="List runs, newest first")
-def list_runs(principal: Principal, limit: Limit = 50, cursor: Cursor = None, state: RunState | None = None,
+def list_runs(principal: Principal, limit: Limit = 50, cursor: Cursor = None,
+              run_state: Annotated[RunState | None, Parameter(query="state")] = None,
               agent: Annotated[str | None, Parameter(max_length=64)] = None) -> Page[RunOut]:
     me = require(principal)
     with unit_of_work() as session:
-        rows = RunRepository(session, me.tenant_id).list(before=cursor, limit=limit, state=state, agent=agent)
+        rows = RunRepository(session, me.tenant_id).list(before=cursor, limit=limit, state=run_state, agent=agent)
         data = [RunOut.model_validate(r) for r in rows]
     return Page(data=data, next_cursor=data[-1].id if len(data) == limit else None)
 
@@ -54,11 +55,12 @@ def get_run_route(run_id: str, principal: Principal) -> RunOut:
 
 @get("/{run_id:str}/items", summary="A run's items with their state, paginated")
 def list_items(run_id: str, principal: Principal, limit: Limit = 100, cursor: Cursor = None,
-               state: ItemState | None = None) -> Page[RunItemOut]:
+               item_state: Annotated[ItemState | None, Parameter(query="state")] = None) -> Page[RunItemOut]:
     me = require(principal)
     with unit_of_work() as session:
         get_run(session, me.tenant_id, run_id)
-        rows = RunRepository(session, me.tenant_id).items(run_id, after=_int_cursor(cursor), limit=limit, state=state)
+        rows = RunRepository(session, me.tenant_id).items(run_id, after=_int_cursor(cursor), limit=limit,
+                                                          state=item_state)
         data = [RunItemOut.model_validate(i) for i in rows]
     return Page(data=data, next_cursor=str(data[-1].item_index) if len(data) == limit else None)
 

@@ -1,0 +1,270 @@
+"""The ``midwatch`` command. ``midwatch --help`` lists every subcommand; each has its own ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _settings(**overrides: Any) -> Any:
+    """Apply CLI flags as MIDWATCH_ env overrides, then read the one settings object."""
+    from pydantic import ValidationError
+
+    from tenants.kit.settings import get_settings, reset_settings
+
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"MIDWATCH_{key.upper()}"] = str(value)
+    reset_settings()
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        lines = [f"  MIDWATCH_{'_'.join(str(p) for p in e['loc']).upper() or '?'}: {e['msg']}" for e in exc.errors()]
+        sys.exit("invalid settings:\n" + "\n".join(lines))
+
+
+def _serve_api(settings: Any) -> None:
+    import uvicorn
+
+    from platform_api.app import create_app
+    from runner.broker import broker_ready
+
+    app = create_app(settings, readiness={"broker": broker_ready})
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Embedded default: API + worker threads + sweeper (+ dashboard) in one process on SQLite."""
+    settings = _settings(env="embedded", data_dir=args.data_dir, port=args.port, host=args.host,
+                         dashboard_port=args.dashboard_port, allow_loopback_egress=True if args.demo else None)
+    from midwatch.services import Services, bootstrap
+
+    generated = bootstrap(settings, migrate=True)
+    creds: dict[str, Any] = {}
+    if args.demo:
+        from midwatch.demo import ensure_demo
+
+        creds = ensure_demo(settings.data_dir, generated)
+    services = Services(settings)
+    services.start_worker()
+    services.start_sweeper()
+    dashboard = None if args.no_dashboard else _start_dashboard(settings, creds.get("operator_key"))
+    _print_banner(settings, generated, creds, dashboard is not None)
+    try:
+        _serve_api(settings)
+    finally:
+        services.stop()
+        if dashboard is not None:
+            dashboard.terminate()
+            dashboard.wait(timeout=10)
+    return 0
+
+
+def _start_dashboard(settings: Any, operator_key: str | None) -> subprocess.Popen[bytes] | None:
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    if not app.exists():
+        return None
+    env = {**os.environ, "MIDWATCH_DATA_DIR": str(settings.data_dir)}
+    if operator_key:
+        env["MIDWATCH_DASHBOARD_DEMO_KEY"] = operator_key
+    return subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", settings.host,
+         "--server.port", str(settings.dashboard_port), "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _print_banner(settings: Any, generated: str | None, creds: dict[str, Any], dashboard: bool) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    out = [f"Midwatch (embedded) — API {base}  (OpenAPI: {base}/schema)",
+           f"  data dir: {settings.data_dir.resolve()}"]
+    if dashboard:
+        out.append(f"  dashboard: http://{settings.host}:{settings.dashboard_port}")
+    if generated and not creds:
+        out.append(f"  operator key (shown once, store it now): {generated}")
+    if creds:
+        out.append(f"  operator key:   {creds.get('operator_key', '(set earlier; see MIDWATCH_OPERATOR_KEY)')}")
+        out.append(f"  demo admin key: {creds['admin_key']}")
+        out.append("  submit a demo run:")
+        body = json.dumps({"items": [{"invoice_id": "INV-1", "email": "ann@example.com", "amount": 120},
+                                     {"invoice_id": "INV-2", "email": "bob@example.com", "amount": 80}]})
+        out.append(f"    curl -s -X POST {base}/v1/agents/invoice-followup/runs -H 'Authorization: Bearer "
+                   f"{creds['admin_key']}' -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' "
+                   f"-d '{body}'")
+    out.append("  Ctrl-C stops it; restarting on the same data dir keeps everything.")
+    print("\n".join(out), flush=True)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Production API process."""
+    settings = _settings(port=args.port, host=args.host)
+    from midwatch.services import bootstrap
+
+    generated = bootstrap(settings, migrate=False)
+    if generated:
+        print(f"operator key (shown once, store it now): {generated}", flush=True)
+    _serve_api(settings)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Production worker process: consumes run wake-ups; SIGTERM hands runs back after the current step."""
+    settings = _settings(worker_threads=args.threads)
+    from midwatch.health import serve_health
+    from midwatch.services import Services, bootstrap, process_ready
+
+    bootstrap(settings, migrate=False)
+    services = Services(settings)
+    services.start_worker()
+    if settings.health_port:
+        serve_health(settings.host, settings.health_port, process_ready)
+    _wait_for_signal()
+    services.stop()
+    return 0
+
+
+def cmd_scheduler(_args: argparse.Namespace) -> int:
+    """Production scheduler process: the sweeper (exactly one replica)."""
+    settings = _settings()
+    from midwatch.health import serve_health
+    from midwatch.services import Services, bootstrap, process_ready
+
+    bootstrap(settings, migrate=False)
+    services = Services(settings)
+    services.start_sweeper()
+    if settings.health_port:
+        serve_health(settings.host, settings.health_port, process_ready)
+    _wait_for_signal()
+    services.stop()
+    return 0
+
+
+def cmd_dashboard(_args: argparse.Namespace) -> int:
+    """Production dashboard process (Streamlit)."""
+    settings = _settings()
+    proc = _start_dashboard(settings, None)
+    if proc is None:
+        sys.exit("the dashboard is not installed in this build")
+    return proc.wait()
+
+
+def _wait_for_signal() -> None:
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply database migrations (safe to re-run)."""
+    settings = _settings()
+    from tenants.kit.logging import configure_logging
+    from tenants.migrations import upgrade
+
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(args.revision)
+    print(f"database at {args.revision}", flush=True)
+    return 0
+
+
+def cmd_config(_args: argparse.Namespace) -> int:
+    """Print the effective settings, secrets masked."""
+    print(json.dumps(_settings().masked(), indent=2, default=str))
+    return 0
+
+
+def cmd_agent_lint(args: argparse.Namespace) -> int:
+    """Validate and lint an agent spec file; exit 1 if it has errors."""
+    from runner.spec import parse_spec
+
+    result = parse_spec(Path(args.file).read_bytes())
+    for err in result.errors:
+        print(f"error   {err.path or '(root)'}: {err.message} [{err.code}]")
+    for warn in result.warnings:
+        print(f"warning {warn.path or '(spec)'}: {warn.message} [{warn.code}]")
+    if not result.errors:
+        print("ok")
+    return 1 if result.errors else 0
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    """Onboard a tenant from the command line; prints its first admin key once."""
+    settings = _settings()
+    from tenants.accounts.service import onboard_tenant
+    from tenants.kit.db import unit_of_work
+    from tenants.kit.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    with unit_of_work() as session:
+        tenant, issued = onboard_tenant(session, args.name, args.display_name or "")
+    print(json.dumps({"tenant_id": tenant.id, "name": tenant.name, "admin_key": issued.plaintext}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="midwatch", description="Run AI agents unattended: durable, bounded, loud.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start everything in one process on SQLite (embedded default)")
+    up.add_argument("--demo", action="store_true", help="create a demo tenant and agent and print their keys")
+    up.add_argument("--data-dir", help="where the SQLite database lives (MIDWATCH_DATA_DIR, default .midwatch)")
+    up.add_argument("--port", type=int, help="API port (MIDWATCH_PORT, default 8080)")
+    up.add_argument("--host", help="bind address (MIDWATCH_HOST, default 127.0.0.1)")
+    up.add_argument("--dashboard-port", type=int, help="dashboard port (MIDWATCH_DASHBOARD_PORT, default 8501)")
+    up.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    up.set_defaults(func=cmd_up)
+
+    api = sub.add_parser("api", help="run the API (production)")
+    api.add_argument("--port", type=int)
+    api.add_argument("--host")
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="run a worker (production; Redis or RabbitMQ broker)")
+    worker.add_argument("--threads", type=int, help="worker threads (MIDWATCH_WORKER_THREADS)")
+    worker.set_defaults(func=cmd_worker)
+
+    sub.add_parser("scheduler", help="run the sweeper (production; exactly one)").set_defaults(func=cmd_scheduler)
+    sub.add_parser("dashboard", help="run the operator dashboard (production)").set_defaults(func=cmd_dashboard)
+    sub.add_parser("config", help="print the effective settings (secrets masked)").set_defaults(func=cmd_config)
+
+    db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)
+    upg = db.add_parser("upgrade", help="apply migrations")
+    upg.add_argument("revision", nargs="?", default="head")
+    upg.set_defaults(func=cmd_db_upgrade)
+
+    agent = sub.add_parser("agent", help="agent spec commands").add_subparsers(dest="agent_command", required=True)
+    lint = agent.add_parser("lint", help="validate and lint a spec file (YAML or JSON)")
+    lint.add_argument("file")
+    lint.set_defaults(func=cmd_agent_lint)
+
+    tenant = sub.add_parser("tenant", help="tenant commands").add_subparsers(dest="tenant_command", required=True)
+    create = tenant.add_parser("create", help="onboard a tenant; prints its first admin key once")
+    create.add_argument("name")
+    create.add_argument("--display-name")
+    create.set_defaults(func=cmd_tenant_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``midwatch`` console script."""
+    os.environ.setdefault("LITESTAR_WARN_IMPLICIT_SYNC_TO_THREAD", "0")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
