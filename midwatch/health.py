@@ -22,7 +22,7 @@ def serve_health(host: str, port: int, ready: Callable[[], None]) -> ThreadingHT
                 try:
                     ready()
                     self._send(200, b'{"status":"ok"}', "application/json")
-                except Exception as exc:  # noqa: BLE001 - report not-ready with the error type only
+                except Exception as exc:
                     body = f'{{"status":"unavailable","error":"{type(exc).__name__}"}}'.encode()
                     self._send(503, body, "application/json")
             elif self.path == "/metrics":
@@ -37,7 +37,7 @@ def serve_health(host: str, port: int, ready: Callable[[], None]) -> ThreadingHT
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     server = ThreadingHTTPServer((host, port), Handler)

@@ -28,4 +28,5 @@ def register_actors(broker: dramatiq.Broker, settings: Settings) -> None:
         "max_age": ACTOR_OPTIONS["max_age"],
         "time_limit": int(settings.actor_time_limit_s * 1000),
     }
-    dramatiq.actor(_execute_run, actor_name=EXECUTE_RUN, queue_name=settings.queue_name, broker=broker, **options)
+    decorate = dramatiq.actor(actor_name=EXECUTE_RUN, queue_name=settings.queue_name, broker=broker, **options)
+    decorate(_execute_run)

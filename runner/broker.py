@@ -47,7 +47,7 @@ def _build(settings: Settings) -> dramatiq.Broker:
     if url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url, namespace=settings.redis_namespace, middleware=middleware)
+        return RedisBroker(url=url, namespace=settings.redis_namespace, middleware=middleware)  # type: ignore[no-untyped-call]
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
     return RabbitmqBroker(url=url, middleware=middleware, confirm_delivery=True)

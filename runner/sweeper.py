@@ -43,5 +43,5 @@ def run_sweeper(settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(settings.sweep_interval_seconds):
         try:
             sweep_once(settings)
-        except Exception:  # noqa: BLE001 - the scheduler must outlive a database restart
+        except Exception:
             log.warning("sweep_failed", exc_info=True)

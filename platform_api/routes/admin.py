@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from litestar import Router, get, post
+from litestar.params import FromPath
 
 from platform_api.auth import operator_only
-from platform_api.routes._common import Cursor, Limit
+from platform_api.routes._common import Caller, Cursor, Limit
 from platform_api.schemas import CreateTenant, IssuedKeyOut, KeyOut, OnboardedTenant, Page, TenantOut
 from tenants.accounts.repository import AccountsPlatformRepository
-from tenants.accounts.service import Principal, onboard_tenant
+from tenants.accounts.service import onboard_tenant
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import NotFound
 
 __all__ = ["router"]
 
 
-@post("/tenants", summary="Onboard a client tenant; returns its first tenant-admin key once")
-def create_tenant(data: CreateTenant, principal: Principal) -> OnboardedTenant:
+@post("/tenants", sync_to_thread=True, summary="Onboard a client tenant; returns its first tenant-admin key once")
+def create_tenant(data: CreateTenant, principal: Caller) -> OnboardedTenant:
     operator_only(principal)
     with unit_of_work() as session:
         tenant, issued = onboard_tenant(session, data.name, data.display_name)
@@ -25,8 +26,8 @@ def create_tenant(data: CreateTenant, principal: Principal) -> OnboardedTenant:
                                admin_key=IssuedKeyOut(**key, key=issued.plaintext))
 
 
-@get("/tenants", summary="List tenants")
-def list_tenants(principal: Principal, limit: Limit = 100, cursor: Cursor = None) -> Page[TenantOut]:
+@get("/tenants", sync_to_thread=True, summary="List tenants")
+def list_tenants(principal: Caller, limit: Limit = 100, cursor: Cursor = None) -> Page[TenantOut]:
     operator_only(principal)
     with unit_of_work() as session:
         rows = AccountsPlatformRepository(session).list_tenants(after=cursor, limit=limit)
@@ -45,14 +46,15 @@ def _set_status(name: str, status: str) -> TenantOut:
         return TenantOut.model_validate(tenant)
 
 
-@post("/tenants/{name:str}/suspend", summary="Suspend a tenant: its keys stop working, its data stays")
-def suspend_tenant(name: str, principal: Principal) -> TenantOut:
+@post("/tenants/{name:str}/suspend", sync_to_thread=True,
+      summary="Suspend a tenant: its keys stop working, its data stays")
+def suspend_tenant(name: FromPath[str], principal: Caller) -> TenantOut:
     operator_only(principal)
     return _set_status(name, "suspended")
 
 
-@post("/tenants/{name:str}/resume", summary="Resume a suspended tenant")
-def resume_tenant(name: str, principal: Principal) -> TenantOut:
+@post("/tenants/{name:str}/resume", sync_to_thread=True, summary="Resume a suspended tenant")
+def resume_tenant(name: FromPath[str], principal: Caller) -> TenantOut:
     operator_only(principal)
     return _set_status(name, "active")
 

@@ -8,14 +8,13 @@ from typing import Annotated
 
 import jsonschema
 from litestar import Response, Router, get, post, put
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 
 from platform_api.auth import require
-from platform_api.routes._common import Cursor, Limit
+from platform_api.routes._common import Caller, Cursor, Limit
 from platform_api.schemas import AgentOut, AgentVersionOut, LintOut, Page, RunOut, StoredAgentOut, SubmitRun
 from runner.errors import SpecInvalid
 from runner.spec import AgentSpec, ParseResult, SpecIssue, load_spec, parse_spec
-from tenants.accounts.service import Principal
 from tenants.agents.repository import AgentRepository
 from tenants.agents.service import get_agent, get_version, store_version
 from tenants.kit.db import unit_of_work
@@ -38,9 +37,9 @@ def _parse(name: str, body: bytes) -> ParseResult:
         raise InvalidInput("the agent spec must be UTF-8 text") from exc
     result = parse_spec(text)
     if result.spec is not None and result.spec.name != name:
-        result.errors.append(SpecIssue(path="name", code="name_mismatch",
-                                       message=f"spec name {result.spec.name!r} differs from the URL's {name!r}"))
-        result.spec = None
+        mismatch = SpecIssue(path="name", code="name_mismatch",
+                             message=f"spec name {result.spec.name!r} differs from the URL's {name!r}")
+        return result.model_copy(update={"spec": None, "errors": [*result.errors, mismatch]})
     return result
 
 
@@ -50,11 +49,11 @@ def _lint_out(result: ParseResult) -> LintOut:
                    projection=result.projection.model_dump() if result.projection else None)
 
 
-@put("/{name:str}", summary="Store an agent spec (YAML or JSON) as a new immutable version",
+@put("/{name:str}", sync_to_thread=True, summary="Store an agent spec (YAML or JSON) as a new immutable version",
      description="Returns 201 with the new version and lint warnings, or 200 if the spec equals the latest "
                  "version. An invalid spec is a 422 spec_invalid listing every error with its field path.",
      status_code=201)
-def put_agent(name: str, body: bytes, principal: Principal) -> Response[StoredAgentOut]:
+def put_agent(name: str, body: bytes, principal: Caller) -> Response[StoredAgentOut]:
     me = require(principal, "tenant-admin")
     result = _parse(name, body)
     if result.spec is None:
@@ -67,14 +66,15 @@ def put_agent(name: str, body: bytes, principal: Principal) -> Response[StoredAg
     return Response(out, status_code=201 if stored.created else 200)
 
 
-@post("/{name:str}/validate", summary="Validate and lint a spec without storing it", status_code=200)
-def validate_agent(name: str, body: bytes, principal: Principal) -> LintOut:
+@post("/{name:str}/validate", sync_to_thread=True,
+      summary="Validate and lint a spec without storing it", status_code=200)
+def validate_agent(name: str, body: bytes, principal: Caller) -> LintOut:
     require(principal)
     return _lint_out(_parse(name, body))
 
 
-@get("/", summary="List agents")
-def list_agents(principal: Principal, limit: Limit = 100, cursor: Cursor = None) -> Page[AgentOut]:
+@get("/", sync_to_thread=True, summary="List agents")
+def list_agents(principal: Caller, limit: Limit = 100, cursor: Cursor = None) -> Page[AgentOut]:
     me = require(principal)
     with unit_of_work() as session:
         data = [AgentOut.model_validate(a) for a in AgentRepository(session, me.tenant_id).list(after=cursor,
@@ -82,8 +82,8 @@ def list_agents(principal: Principal, limit: Limit = 100, cursor: Cursor = None)
     return Page(data=data, next_cursor=data[-1].name if len(data) == limit else None)
 
 
-@get("/{name:str}", summary="An agent and its latest version")
-def get_agent_route(name: str, principal: Principal) -> StoredAgentOut:
+@get("/{name:str}", sync_to_thread=True, summary="An agent and its latest version")
+def get_agent_route(name: FromPath[str], principal: Caller) -> StoredAgentOut:
     me = require(principal)
     with unit_of_work() as session:
         agent = get_agent(session, me.tenant_id, name)
@@ -92,8 +92,8 @@ def get_agent_route(name: str, principal: Principal) -> StoredAgentOut:
                               created=False)
 
 
-@get("/{name:str}/versions", summary="Every version of an agent, newest first")
-def list_versions(name: str, principal: Principal) -> Page[AgentVersionOut]:
+@get("/{name:str}/versions", sync_to_thread=True, summary="Every version of an agent, newest first")
+def list_versions(name: FromPath[str], principal: Caller) -> Page[AgentVersionOut]:
     me = require(principal)
     with unit_of_work() as session:
         agent = get_agent(session, me.tenant_id, name)
@@ -101,8 +101,8 @@ def list_versions(name: str, principal: Principal) -> Page[AgentVersionOut]:
         return Page(data=[AgentVersionOut.model_validate(v) for v in rows])
 
 
-@get("/{name:str}/versions/{version:int}", summary="One version of an agent")
-def get_version_route(name: str, version: int, principal: Principal) -> AgentVersionOut:
+@get("/{name:str}/versions/{version:int}", sync_to_thread=True, summary="One version of an agent")
+def get_version_route(name: str, version: FromPath[int], principal: Caller) -> AgentVersionOut:
     me = require(principal)
     with unit_of_work() as session:
         return AgentVersionOut.model_validate(get_version(session, me.tenant_id, name, version))
@@ -134,7 +134,7 @@ def _check_input(spec: AgentSpec, data: SubmitRun) -> None:
             raise InvalidInput(f"{where}: {error.message}", field=where)
 
 
-def submit(name: str, data: SubmitRun, principal: Principal,
+def submit(name: str, data: SubmitRun, principal: Caller,
            idempotency_key: IdempotencyKey = None) -> Response[RunOut]:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
@@ -149,7 +149,7 @@ def submit(name: str, data: SubmitRun, principal: Principal,
 def build_router(max_run_body_bytes: int) -> Router:
     """The agents router; run submission gets its own (larger) body limit for batch items."""
     submit_handler = post(
-        "/{name:str}/runs", summary="Submit a run of the agent's latest version",
+        "/{name:str}/runs", sync_to_thread=True, summary="Submit a run of the agent's latest version",
         description="With an Idempotency-Key header, the same key always returns the same run (201 when created, "
                     "200 when it already existed); a different request under the same key is 409.",
         status_code=201, request_max_body_size=max_run_body_bytes)(submit)

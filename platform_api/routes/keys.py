@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 from litestar import Router, delete, get, post
+from litestar.params import FromPath
 
 from platform_api.auth import require
-from platform_api.routes._common import Cursor, Limit
+from platform_api.routes._common import Caller, Cursor, Limit
 from platform_api.schemas import CreateKey, IssuedKeyOut, KeyOut, Page
 from tenants.accounts.repository import ApiKeyRepository
-from tenants.accounts.service import Principal, issue_key
+from tenants.accounts.service import issue_key
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import NotFound
 
 __all__ = ["router"]
 
 
-@post("/", summary="Create an API key; the key is in this response only")
-def create_key(data: CreateKey, principal: Principal) -> IssuedKeyOut:
+@post("/", sync_to_thread=True, summary="Create an API key; the key is in this response only")
+def create_key(data: CreateKey, principal: Caller) -> IssuedKeyOut:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         issued = issue_key(session, me.tenant_id, data.role, data.name)
         return IssuedKeyOut(**KeyOut.model_validate(issued.key).model_dump(), key=issued.plaintext)
 
 
-@get("/", summary="List API keys (never their values)")
-def list_keys(principal: Principal, limit: Limit = 100, cursor: Cursor = None) -> Page[KeyOut]:
+@get("/", sync_to_thread=True, summary="List API keys (never their values)")
+def list_keys(principal: Caller, limit: Limit = 100, cursor: Cursor = None) -> Page[KeyOut]:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         data = [KeyOut.model_validate(k) for k in ApiKeyRepository(session, me.tenant_id).list(after=cursor,
@@ -32,8 +33,8 @@ def list_keys(principal: Principal, limit: Limit = 100, cursor: Cursor = None) -
     return Page(data=data, next_cursor=data[-1].id if len(data) == limit else None)
 
 
-@delete("/{key_id:str}", summary="Revoke an API key", status_code=204)
-def revoke_key(key_id: str, principal: Principal) -> None:
+@delete("/{key_id:str}", sync_to_thread=True, summary="Revoke an API key", status_code=204)
+def revoke_key(key_id: FromPath[str], principal: Caller) -> None:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         repo = ApiKeyRepository(session, me.tenant_id)

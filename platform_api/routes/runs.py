@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from litestar import Router, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 
 from platform_api.auth import require
-from platform_api.routes._common import Cursor, Limit
+from platform_api.routes._common import Caller, Cursor, Limit
 from platform_api.schemas import DecisionEventOut, Page, RunItemOut, RunOut
-from tenants.accounts.service import Principal
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
 from tenants.runs.events import HASHED_FIELDS, verify_chain
@@ -35,8 +34,8 @@ def _int_cursor(cursor: str | None) -> int | None:
         raise InvalidInput("cursor must be the next_cursor of a previous page", field="cursor") from None
 
 
-@get("/", summary="List runs, newest first")
-def list_runs(principal: Principal, limit: Limit = 50, cursor: Cursor = None,
+@get("/", sync_to_thread=True, summary="List runs, newest first")
+def list_runs(principal: Caller, limit: Limit = 50, cursor: Cursor = None,
               run_state: Annotated[RunState | None, Parameter(query="state")] = None,
               agent: Annotated[str | None, Parameter(max_length=64)] = None) -> Page[RunOut]:
     me = require(principal)
@@ -46,15 +45,15 @@ def list_runs(principal: Principal, limit: Limit = 50, cursor: Cursor = None,
     return Page(data=data, next_cursor=data[-1].id if len(data) == limit else None)
 
 
-@get("/{run_id:str}", summary="A run with its progress (items done/total, failed items)")
-def get_run_route(run_id: str, principal: Principal) -> RunOut:
+@get("/{run_id:str}", sync_to_thread=True, summary="A run with its progress (items done/total, failed items)")
+def get_run_route(run_id: FromPath[str], principal: Caller) -> RunOut:
     me = require(principal)
     with unit_of_work() as session:
         return RunOut.model_validate(get_run(session, me.tenant_id, run_id))
 
 
-@get("/{run_id:str}/items", summary="A run's items with their state, paginated")
-def list_items(run_id: str, principal: Principal, limit: Limit = 100, cursor: Cursor = None,
+@get("/{run_id:str}/items", sync_to_thread=True, summary="A run's items with their state, paginated")
+def list_items(run_id: FromPath[str], principal: Caller, limit: Limit = 100, cursor: Cursor = None,
                item_state: Annotated[ItemState | None, Parameter(query="state")] = None) -> Page[RunItemOut]:
     me = require(principal)
     with unit_of_work() as session:
@@ -65,8 +64,8 @@ def list_items(run_id: str, principal: Principal, limit: Limit = 100, cursor: Cu
     return Page(data=data, next_cursor=str(data[-1].item_index) if len(data) == limit else None)
 
 
-@get("/{run_id:str}/events", summary="The run's decision timeline (append-only, hash-chained)")
-def list_events(run_id: str, principal: Principal, limit: Limit = 500, cursor: Cursor = None
+@get("/{run_id:str}/events", sync_to_thread=True, summary="The run's decision timeline (append-only, hash-chained)")
+def list_events(run_id: FromPath[str], principal: Caller, limit: Limit = 500, cursor: Cursor = None
                 ) -> Page[DecisionEventOut]:
     me = require(principal)
     with unit_of_work() as session:
@@ -76,8 +75,9 @@ def list_events(run_id: str, principal: Principal, limit: Limit = 500, cursor: C
     return Page(data=data, next_cursor=str(data[-1].seq) if len(data) == limit else None)
 
 
-@get("/{run_id:str}/events/verify", summary="Recompute the run's event hash chain and report tampering")
-def verify_events(run_id: str, principal: Principal) -> dict[str, Any]:
+@get("/{run_id:str}/events/verify", sync_to_thread=True,
+     summary="Recompute the run's event hash chain and report tampering")
+def verify_events(run_id: FromPath[str], principal: Caller) -> dict[str, Any]:
     me = require(principal)
     with unit_of_work() as session:
         get_run(session, me.tenant_id, run_id)
@@ -89,15 +89,17 @@ def verify_events(run_id: str, principal: Principal) -> dict[str, Any]:
             "reason": verdict.reason}
 
 
-@post("/{run_id:str}/cancel", summary="Cancel a run (a running one stops between steps)", status_code=202)
-def cancel(run_id: str, principal: Principal) -> RunOut:
+@post("/{run_id:str}/cancel", sync_to_thread=True,
+      summary="Cancel a run (a running one stops between steps)", status_code=202)
+def cancel(run_id: FromPath[str], principal: Caller) -> RunOut:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         return RunOut.model_validate(cancel_run(session, me.tenant_id, run_id))
 
 
-@post("/{run_id:str}/resume", summary="Resume a failed or escalated run from its last checkpoint", status_code=202)
-def resume(run_id: str, principal: Principal) -> RunOut:
+@post("/{run_id:str}/resume", sync_to_thread=True,
+      summary="Resume a failed or escalated run from its last checkpoint", status_code=202)
+def resume(run_id: FromPath[str], principal: Caller) -> RunOut:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         return RunOut.model_validate(resume_run(session, me.tenant_id, run_id))

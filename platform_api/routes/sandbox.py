@@ -5,9 +5,8 @@ from __future__ import annotations
 from litestar import Router, get
 
 from platform_api.auth import require
-from platform_api.routes._common import Cursor, Limit
+from platform_api.routes._common import Caller, Cursor, Limit
 from platform_api.schemas import Page, SandboxRecordOut
-from tenants.accounts.service import Principal
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
 from tenants.sandbox.service import list_records
@@ -15,8 +14,8 @@ from tenants.sandbox.service import list_records
 __all__ = ["router"]
 
 
-@get("/records", summary="Effects recorded by sandbox.record, oldest first")
-def records(principal: Principal, limit: Limit = 500, cursor: Cursor = None) -> Page[SandboxRecordOut]:
+@get("/records", sync_to_thread=True, summary="Effects recorded by sandbox.record, oldest first")
+def records(principal: Caller, limit: Limit = 500, cursor: Cursor = None) -> Page[SandboxRecordOut]:
     me = require(principal)
     try:
         after = int(cursor) if cursor is not None else None

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -164,7 +164,7 @@ class _Execution:
             self._begin(crash_count)
             after = -1
             while True:
-                page, checkpoints = with_db_retry(lambda: self._page(after), "load items")
+                page, checkpoints = with_db_retry(functools.partial(self._page, after), "load items")
                 if not page:
                     break
                 for item in page:
@@ -438,10 +438,8 @@ def execute_run(settings: Settings, tenant_id: str, run_id: str) -> None:
     lease, run, spec, last = got
     execution = _Execution(settings, tenant_id, run, spec, lease.fence, last)
     if lease.crash_count > settings.max_redeliveries:
-        try:
+        with suppress(LeaseLost):
             execution._finish("failed", f"redelivery_exhausted: the run's worker vanished {lease.crash_count} times "
                               f"(limit {settings.max_redeliveries})", "internal", code="redelivery_exhausted")
-        except LeaseLost:
-            pass
         return
     execution.execute(lease.crash_count)

@@ -54,5 +54,5 @@ class LeaseKeeper:
                     lost = PlatformRunRepository(session).renew_leases(held, until)
                 with self._lock:
                     self._lost.update(lost)
-            except Exception:  # noqa: BLE001 - a failed renewal is retried next tick; expiry is the backstop
+            except Exception:
                 log.warning("lease_renewal_failed", exc_info=True)

@@ -142,7 +142,9 @@ def run_llm_step(tenant_id: str, step: Step, context: dict[str, Any]) -> StepOut
             verdict_log.extend(exc.details.get("verdicts", [{"check": "parse", "ok": False, "message": exc.reason}]))
             feedback = exc.reason
             continue
-        why = f"model {chosen!r} answered" + (f" after {len(dependency_errors)} fallback(s)" if dependency_errors else "")
+        why = f"model {chosen!r} answered"
+        if dependency_errors:
+            why += f" after {len(dependency_errors)} fallback(s)"
         if attempt > 1:
             why += f"; valid on attempt {attempt} of {max_attempts}"
         return StepOutcome(output=output, considered=chain, chosen=chosen, why=why,

@@ -36,7 +36,7 @@ class SandboxModel:
             raise StepFailed("dependency", f"sandbox model failure {request.attempt} (fail_times)")
         prompt = request.messages[-1].content if request.messages else ""
         answer: Any
-        if "answers" in opts and opts["answers"]:
+        if opts.get("answers"):
             answers = list(opts["answers"])
             answer = answers[min(request.attempt, len(answers)) - 1]
         elif "answer" in opts:

@@ -158,7 +158,7 @@ def _send_outbox(session: Session) -> None:
     for actor_name, kwargs, delay_s in pending:
         try:
             dispatch_after_commit(actor_name, kwargs, delay_s)
-        except Exception:  # noqa: BLE001 - a lost wake-up is recovered by the sweeper
+        except Exception:
             from tenants.kit.logging import get_logger
 
             get_logger("dispatch").warning("enqueue_failed", actor=actor_name, exc_info=True)

@@ -1,0 +1,308 @@
+"""Shared fixtures: real PostgreSQL/Redis/RabbitMQ (fail loudly under CI=true), and a harness that
+configures a whole Midwatch process (settings, database, broker, worker) and drives it through the API.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+CI = os.environ.get("CI") == "true"
+PG_URL = os.environ.get("MIDWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("MIDWATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("MIDWATCH_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = ("succeeded", "failed", "cancelled", "escalated", "budget_exhausted")
+MIDWATCH_ENV_KEYS = [k for k in os.environ if k.startswith("MIDWATCH_") and not k.startswith("MIDWATCH_TEST_")]
+
+
+def service_missing(name: str, error: BaseException) -> None:
+    """Under CI=true a missing service fails the test; locally it is reported as skipped."""
+    message = f"{name} is not reachable: {type(error).__name__}: {error}"
+    if CI:
+        pytest.fail(f"{message} (CI=true requires it)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for this test session, dropped at the end."""
+    import psycopg
+
+    schema = f"mwt_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except Exception as exc:
+        service_missing("PostgreSQL", exc)
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as exc:
+        service_missing("Redis", exc)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    import pika
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(AMQP_URL + "?connection_attempts=1&socket_timeout=3")).close()
+    except Exception as exc:
+        service_missing("RabbitMQ", exc)
+    return AMQP_URL
+
+
+@dataclass
+class Tenant:
+    name: str
+    id: str
+    admin_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+
+@dataclass
+class Harness:
+    """One configured Midwatch (settings + database + broker) driven through its real API."""
+
+    env: dict[str, str]
+    client: Any
+    operator_key: str
+    services: Any = None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def op_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.operator_key}"}
+
+    def onboard(self, name: str | None = None) -> Tenant:
+        name = name or f"t-{secrets.token_hex(4)}"
+        r = self.client.post("/v1/admin/tenants", json={"name": name}, headers=self.op_headers)
+        assert r.status_code == 201, r.text
+        body = r.json()
+        return Tenant(name=name, id=body["tenant"]["id"], admin_key=body["admin_key"]["key"])
+
+    def put_agent(self, tenant: Tenant, spec: str, name: str | None = None) -> dict[str, Any]:
+        import yaml
+
+        name = name or yaml.safe_load(spec)["name"]
+        r = self.client.put(f"/v1/agents/{name}", content=spec.encode(),
+                            headers={**tenant.headers, "Content-Type": "application/yaml"})
+        assert r.status_code in (200, 201), r.text
+        return dict(r.json())
+
+    def submit(self, tenant: Tenant, agent: str, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+        headers = dict(tenant.headers)
+        if key:
+            headers["Idempotency-Key"] = key
+        r = self.client.post(f"/v1/agents/{agent}/runs", json=body, headers=headers)
+        assert r.status_code in (200, 201), r.text
+        return dict(r.json())
+
+    def run(self, tenant: Tenant, run_id: str) -> dict[str, Any]:
+        r = self.client.get(f"/v1/runs/{run_id}", headers=tenant.headers)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def wait_run(self, tenant: Tenant, run_id: str, states: tuple[str, ...] = TERMINAL,
+                 timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.run(tenant, run_id)
+            if run["state"] in states:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} still {run['state']} after {timeout}s: {run}")
+            time.sleep(0.05)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.05)
+
+    def events(self, tenant: Tenant, run_id: str) -> list[dict[str, Any]]:
+        r = self.client.get(f"/v1/runs/{run_id}/events", headers=tenant.headers)
+        assert r.status_code == 200, r.text
+        return list(r.json()["data"])
+
+    def spawn(self, *args: str, extra_env: dict[str, str] | None = None, log: Path | None = None
+              ) -> subprocess.Popen[bytes]:
+        """Start ``midwatch <args>`` as a real child process with this harness's settings."""
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the OS at exit
+        proc = subprocess.Popen([sys.executable, "-m", "midwatch.cli", *args], env=env, cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+
+def _apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for key in MIDWATCH_ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+def _reset_process() -> None:
+    from runner.broker import reset_broker
+    from tenants.kit.db import reset_engine
+    from tenants.kit.settings import reset_settings
+
+    reset_broker()
+    reset_engine()
+    reset_settings()
+
+
+@pytest.fixture
+def make_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+                 ) -> Iterator[Callable[..., Harness]]:
+    """Build a harness: ``make_harness(db="sqlite"|"postgres", broker="stub"|"redis"|"amqp", worker=...)``.
+
+    ``worker="threads"`` runs worker threads in this process, ``"process"`` starts a real
+    ``midwatch worker`` child, ``None`` starts none (the test drives workers itself).
+    """
+    built: list[Harness] = []
+
+    def build(db: str = "sqlite", broker: str = "stub", worker: str | None = "threads",
+              extra: dict[str, str] | None = None) -> Harness:
+        from litestar.testing import TestClient
+
+        from midwatch.services import Services, bootstrap
+        from platform_api.app import create_app
+        from tenants.kit.settings import get_settings
+
+        tag = secrets.token_hex(4)
+        env = {
+            "MIDWATCH_DATA_DIR": str(tmp_path / "data"),
+            "MIDWATCH_OPERATOR_KEY": f"mw_op_test_{secrets.token_urlsafe(24)}",
+            "MIDWATCH_QUEUE_NAME": f"mwtest-{tag}",
+            "MIDWATCH_REDIS_NAMESPACE": f"mwtest-{tag}",
+            "MIDWATCH_LOG_LEVEL": "warning",
+            "MIDWATCH_HEALTH_PORT": "0",
+            "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.5",
+            "MIDWATCH_ALLOW_LOOPBACK_EGRESS": "true",
+        }
+        if db == "postgres":
+            env["MIDWATCH_DATABASE_URL"] = request.getfixturevalue("pg_schema_url")
+        if broker == "redis":
+            env["MIDWATCH_BROKER_URL"] = request.getfixturevalue("redis_url")
+        elif broker == "amqp":
+            env["MIDWATCH_BROKER_URL"] = request.getfixturevalue("amqp_url")
+        env.update(extra or {})
+        _apply_env(monkeypatch, env)
+        _reset_process()
+        settings = get_settings()
+        bootstrap(settings, migrate=True)
+        harness = Harness(env=env, client=None, operator_key=env["MIDWATCH_OPERATOR_KEY"])
+        if worker == "threads":
+            harness.services = Services(settings)
+            harness.services.start_worker()
+        elif worker == "process":
+            harness.spawn("worker", log=tmp_path / "worker.log")
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        harness.client = client
+        built.append(harness)
+        return harness
+
+    yield build
+    for harness in built:
+        for proc in harness.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        if harness.services is not None:
+            harness.services.stop()
+        harness.client.__exit__(None, None, None)
+        if harness.env.get("MIDWATCH_BROKER_URL", "").startswith("amqp"):
+            _delete_rabbit_queues(harness.env["MIDWATCH_QUEUE_NAME"])
+    _reset_process()
+
+
+def _delete_rabbit_queues(queue: str) -> None:
+    import pika
+
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        channel = conn.channel()
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            channel.queue_delete(queue=name)
+        conn.close()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def harness(make_harness: Callable[..., Harness]) -> Harness:
+    """The embedded default: SQLite + StubBroker + in-process worker threads."""
+    return make_harness()
+
+
+SIMPLE_SPEC = """\
+apiVersion: midwatch/v1
+name: {name}
+scope:
+  tools: [sandbox.echo, sandbox.record]
+steps:
+  - id: fetch
+    tool: sandbox.echo
+    args: {{customer: "{{{{ input.customer }}}}", amount: "{{{{ input.amount }}}}"}}
+  - id: draft
+    llm: {{model: sandbox, prompt: "Thank {{{{ steps.fetch.output.customer }}}}"}}
+  - id: send
+    tool: sandbox.record
+    args: {{to: "{{{{ steps.fetch.output.customer }}}}", text: "{{{{ steps.draft.output.text }}}}"}}
+"""
+
+
+def simple_spec(name: str = "greeter") -> str:
+    """A three-step spec (echo → sandbox model → record side effect) taking ``{customer, amount}``."""
+    return SIMPLE_SPEC.format(name=name)
+
+
+BATCH_SPEC = """\
+apiVersion: midwatch/v1
+name: {name}
+scope:
+  tools: [sandbox.echo, sandbox.record]
+input:
+  items: true
+  schema: {{type: object, required: [n], properties: {{n: {{type: integer}}}}}}
+steps:
+  - id: read
+    tool: sandbox.echo
+    args: {{n: "{{{{ item.n }}}}"}}
+  - id: send
+    tool: sandbox.record
+    args: {{n: "{{{{ steps.read.output.n }}}}"}}
+"""
+
+
+def batch_spec(name: str = "batcher") -> str:
+    """A two-step batch spec: echo each item ``{n}``, then record it (side effect)."""
+    return BATCH_SPEC.format(name=name)
