@@ -4,6 +4,7 @@ configures a whole Midwatch process (settings, database, broker, worker) and dri
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import subprocess
@@ -16,6 +17,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("pika").setLevel(logging.WARNING)
 
 CI = os.environ.get("CI") == "true"
 PG_URL = os.environ.get("MIDWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -146,9 +150,17 @@ class Harness:
             time.sleep(0.05)
 
     def events(self, tenant: Tenant, run_id: str) -> list[dict[str, Any]]:
-        r = self.client.get(f"/v1/runs/{run_id}/events", headers=tenant.headers)
-        assert r.status_code == 200, r.text
-        return list(r.json()["data"])
+        """Every decision event of the run (all pages)."""
+        out: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            url = f"/v1/runs/{run_id}/events?limit=500" + (f"&cursor={cursor}" if cursor else "")
+            r = self.client.get(url, headers=tenant.headers)
+            assert r.status_code == 200, r.text
+            out.extend(r.json()["data"])
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                return out
 
     def spawn(self, *args: str, extra_env: dict[str, str] | None = None, log: Path | None = None
               ) -> subprocess.Popen[bytes]:

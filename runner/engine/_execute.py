@@ -12,8 +12,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,7 +29,7 @@ from runner.errors import NonDeterministicSpec, StepFailed
 from runner.metrics import RUNS_FINISHED, STEP_SECONDS, STEPS
 from runner.spec import AgentSpec, Step, load_spec
 from tenants.agents.repository import AgentRepository
-from tenants.kit.db import enqueue_after_commit, unit_of_work
+from tenants.kit.db import enqueue_after_commit, session_factory, unit_of_work
 from tenants.kit.errors import LeaseLost
 from tenants.kit.ids import sha256_hex, utcnow
 from tenants.kit.logging import get_logger, redact
@@ -113,14 +113,26 @@ class _Execution:
         self.seq, self.prev_hash = last_event or (0, GENESIS)
         self.lease_s = settings.lease_seconds
         self.slice_deadline = time.monotonic() + settings.time_slice_seconds
+        self._open_session: Session | None = None
         started = run.started_at or utcnow()
         self.run_deadline = started + timedelta(seconds=spec.autonomy.max_duration_s)
 
     # ---- transactions ---------------------------------------------------------------------
-    @contextmanager
-    def _tx(self) -> Iterator[tuple[Session, RunRepository]]:
-        with unit_of_work() as session:
-            yield session, RunRepository(session, self.tenant_id)
+    # One session (one pooled connection) per slice: a step costs its statements and a commit,
+    # not a connection checkout and pre-ping. After a database error the session is replaced.
+    def _session(self) -> Session:
+        if self._open_session is None:
+            self._open_session = session_factory()()
+        return self._open_session
+
+    def _discard_session(self) -> None:
+        if self._open_session is not None:
+            try:
+                self._open_session.rollback()
+                self._open_session.close()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                log.debug("session_close_failed", exc_info=True)
+            self._open_session = None
 
     def _event(self, repo: RunRepository, now: datetime, kind: str, **fields: Any) -> None:
         """Append a hash-chained, redacted decision event (in the caller's transaction)."""
@@ -147,8 +159,14 @@ class _Execution:
 
         def attempt() -> T:
             self.seq, self.prev_hash = seq, prev
-            with self._tx() as (session, repo):
-                return write(session, repo)
+            session = self._session()
+            try:
+                result = write(session, RunRepository(session, self.tenant_id))
+                session.commit()
+                return result
+            except BaseException:
+                self._discard_session()
+                raise
 
         try:
             return with_db_retry(attempt, what)
@@ -164,7 +182,7 @@ class _Execution:
             self._begin(crash_count)
             after = -1
             while True:
-                page, checkpoints = with_db_retry(functools.partial(self._page, after), "load items")
+                page, checkpoints = self._page(after)
                 if not page:
                     break
                 for item in page:
@@ -182,6 +200,7 @@ class _Execution:
             log.warning("lease_lost", run_id=self.run_id, fence=self.fence)
         finally:
             keeper.drop(self.run_id)
+            self._discard_session()
 
     def _begin(self, crash_count: int) -> None:
         kind = "run.started" if self.seq == 0 else "run.resumed"
@@ -196,7 +215,7 @@ class _Execution:
         self._committed(write, "begin")
 
     def _page(self, after: int) -> tuple[list[RunItem], dict[int, dict[int, StepCheckpoint]]]:
-        with self._tx() as (session, repo):
+        def read(session: Session, repo: RunRepository) -> tuple[list[RunItem], dict[int, dict[int, StepCheckpoint]]]:
             items = list(repo.pending_items(self.run_id, after, ITEM_PAGE))
             found: dict[int, dict[int, StepCheckpoint]] = {}
             if items:
@@ -204,6 +223,8 @@ class _Execution:
                     found.setdefault(cp.item_index, {})[cp.step_index] = cp
             session.expunge_all()
             return items, found
+
+        return self._committed(read, "load items")
 
     def _item(self, item: RunItem, checkpoints: dict[int, StepCheckpoint]) -> None:
         context: dict[str, Any] = {"input": self.run.input, "item": item.input, "steps": {}}
@@ -393,6 +414,13 @@ class _Execution:
         first = self._first_problem(state)
         return first.failure_category if first else None
 
+    def fail_exhausted(self, reason: str) -> None:
+        """Give up on a run whose workers keep vanishing (poison run)."""
+        try:
+            self._finish("failed", reason, "internal", code="redelivery_exhausted")
+        finally:
+            self._discard_session()
+
     def _finish(self, state: str, reason: str | None, category: str | None, code: str | None = None) -> None:
         def write(_s: Session, repo: RunRepository) -> None:
             now = utcnow()
@@ -439,7 +467,7 @@ def execute_run(settings: Settings, tenant_id: str, run_id: str) -> None:
     execution = _Execution(settings, tenant_id, run, spec, lease.fence, last)
     if lease.crash_count > settings.max_redeliveries:
         with suppress(LeaseLost):
-            execution._finish("failed", f"redelivery_exhausted: the run's worker vanished {lease.crash_count} times "
-                              f"(limit {settings.max_redeliveries})", "internal", code="redelivery_exhausted")
+            execution.fail_exhausted(f"redelivery_exhausted: the run's worker vanished {lease.crash_count} times "
+                                    f"(limit {settings.max_redeliveries})")
         return
     execution.execute(lease.crash_count)

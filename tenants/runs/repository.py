@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import Table, and_, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,12 @@ from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepChe
 __all__ = ["Lease", "PlatformRunRepository", "RunRepository", "StrandedRun"]
 
 ACTIVE = ("queued", "running")
+# Tables for the engine's hot path: Core statements skip the ORM's per-statement bookkeeping.
+_RUNS: Table = Run.__table__  # type: ignore[assignment]
+_ITEMS: Table = RunItem.__table__  # type: ignore[assignment]
+_CHECKPOINTS: Table = StepCheckpoint.__table__  # type: ignore[assignment]
+_EVENTS: Table = DecisionEvent.__table__  # type: ignore[assignment]
+_SIDE_EFFECTS: Table = SideEffect.__table__  # type: ignore[assignment]
 ITEM_CHUNK = 1000
 
 
@@ -182,22 +188,24 @@ class RunRepository(TenantRepository):
                      cost_usd: Decimal = Decimal(0)) -> bool:
         """Renew the lease and bump counters if ``fence`` still owns the run; returns cancel_requested.
 
-        Raises LeaseLost when another worker has taken the run.
+        Raises LeaseLost when another worker has taken the run. Hot path: a Core statement on
+        the table (no ORM bookkeeping), one round trip.
         """
+        c = _RUNS.c
         values: dict[str, Any] = {"lease_until": now + timedelta(seconds=lease_s), "updated_at": now}
         if steps:
-            values["steps_done"] = Run.steps_done + steps
+            values["steps_done"] = c.steps_done + steps
         if items_done:
-            values["items_done"] = Run.items_done + items_done
+            values["items_done"] = c.items_done + items_done
         if items_failed:
-            values["items_failed"] = Run.items_failed + items_failed
+            values["items_failed"] = c.items_failed + items_failed
         if llm_calls:
-            values["llm_calls"] = Run.llm_calls + llm_calls
+            values["llm_calls"] = c.llm_calls + llm_calls
         if cost_usd:
-            values["cost_usd"] = Run.cost_usd + cost_usd
+            values["cost_usd"] = c.cost_usd + cost_usd
         row = self.session.execute(
-            update(Run).where(Run.tenant_id == self.tenant_id, Run.id == run_id, Run.fence == fence)
-            .values(**values).returning(Run.cancel_requested)
+            update(_RUNS).where(c.tenant_id == self.tenant_id, c.id == run_id, c.fence == fence)
+            .values(**values).returning(c.cancel_requested)
         ).first()
         if row is None:
             raise LeaseLost(f"run {run_id} is owned by another worker (fence {fence} is stale)")
@@ -236,20 +244,21 @@ class RunRepository(TenantRepository):
 
     def finish_item(self, run_id: str, item_index: int, state: str, now: datetime, *, reason: str | None = None,
                     category: str | None = None, steps_used: int = 0, llm_calls: int = 0) -> None:
+        c = _ITEMS.c
         self.session.execute(
-            update(RunItem)
-            .where(RunItem.tenant_id == self.tenant_id, RunItem.run_id == run_id, RunItem.item_index == item_index)
+            update(_ITEMS)
+            .where(c.tenant_id == self.tenant_id, c.run_id == run_id, c.item_index == item_index)
             .values(state=state, reason=reason, failure_category=category, updated_at=now,
                     steps_used=steps_used, llm_calls=llm_calls)
         )
 
     def add_checkpoint(self, values: dict[str, Any]) -> None:
         values["tenant_id"] = self.tenant_id
-        self.session.execute(insert(StepCheckpoint).values(**values))
+        self.session.execute(insert(_CHECKPOINTS), [values])
 
     def add_event(self, values: dict[str, Any]) -> None:
         values["tenant_id"] = self.tenant_id
-        self.session.execute(insert(DecisionEvent).values(**values))
+        self.session.execute(insert(_EVENTS), [values])
 
     def last_event(self, run_id: str) -> tuple[int, str] | None:
         row = self.session.execute(
@@ -270,9 +279,9 @@ class RunRepository(TenantRepository):
         self.session.execute(insert(SideEffect).values(**values))
 
     def update_side_effect(self, key: str, **values: Any) -> None:
+        c = _SIDE_EFFECTS.c
         self.session.execute(
-            update(SideEffect).where(SideEffect.tenant_id == self.tenant_id, SideEffect.idempotency_key == key)
-            .values(**values)
+            update(_SIDE_EFFECTS).where(c.tenant_id == self.tenant_id, c.idempotency_key == key).values(**values)
         )
 
 
