@@ -44,7 +44,7 @@ def body_head(body: bytes, limit: int = BODY_HEAD_BYTES) -> str:
 
 def media_type(headers: httpx.Headers) -> str:
     """The response's media type, lowercased, without parameters ("" when absent)."""
-    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return str(headers.get("content-type", "")).split(";", 1)[0].strip().lower()
 
 
 def is_json_media_type(value: str) -> bool:
