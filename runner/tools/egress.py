@@ -428,7 +428,7 @@ class EgressClient:
     def _transport_error(hop: _Hop, exc: httpx.TransportError, *, sent: bool,
                          mid_body: bool = False) -> StepFailed:
         kind = "connect" if isinstance(exc, httpx.ConnectError) else "protocol"
-        what = "connection lost mid-body (truncated response)" if mid_body else "connection failed"
+        what = "connection lost mid-body (truncated response)" if mid_body else "connection error"
         detail = str(exc) or type(exc).__name__
         return StepFailed("dependency", f"{what}: {hop.method} {display_url(hop.url)}: {detail}",
                           details={"kind": kind, "host": _normalise_host(hop.url),
