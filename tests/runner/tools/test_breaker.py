@@ -8,7 +8,8 @@ KEY = breaker_key("acme", "api.example.com")
 
 
 def _breaker() -> CircuitBreaker:
-    return CircuitBreaker(BreakerConfig(failure_threshold=3, window_s=60, open_for_s=30), InMemoryBreakerStore())
+    config = BreakerConfig(failure_threshold=3, window_s=60, open_for_s=30)
+    return CircuitBreaker(config, InMemoryBreakerStore())
 
 
 def test_opens_after_threshold_failures_within_the_window_and_fails_fast_with_the_probe_time() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -27,7 +28,8 @@ NOW = datetime(2026, 11, 25, 3, 0, 0, tzinfo=UTC)
     (None, None), ("", None), ("soon", None), ("nan", None),
     ("99999999", MAX_RETRY_AFTER_S),
 ])
-def test_parses_delta_seconds_clamping_negative_and_absurd_values(value: str | None, expected: float | None) -> None:
+def test_parses_delta_seconds_clamping_negative_and_absurd_values(value: str | None,
+                                                                   expected: float | None) -> None:
     assert parse_retry_after(value, NOW) == expected
 
 
@@ -64,7 +66,7 @@ def test_classifies_statuses_by_category(status: int, expected: tuple[str, bool]
     assert classify_status(status) == expected
 
 
-def _failing(n_failures: int, **details: object) -> tuple[list[int], object]:
+def _failing(n_failures: int, **details: object) -> tuple[list[int], Callable[[int], str]]:
     calls: list[int] = []
 
     def attempt(number: int) -> str:
@@ -79,29 +81,31 @@ def test_gives_up_after_max_attempts_with_every_attempt_in_the_details() -> None
     calls, attempt = _failing(10)
     slept: list[float] = []
     with pytest.raises(StepFailed) as info:
-        run_with_retries(attempt, policy=RetryPolicy(max_attempts=3), what="t", sleep=slept.append)  # type: ignore[arg-type]
+        run_with_retries(attempt, policy=RetryPolicy(max_attempts=3), what="t", sleep=slept.append)
     assert calls == [1, 2, 3] and len(slept) == 2
     assert "gave up after 3 attempts" in info.value.reason
     assert [a["decided"] for a in info.value.details["attempts"]] == ["retry", "retry", "give_up"]
 
 
 def test_a_delay_beyond_the_release_threshold_raises_retry_later_without_sleeping() -> None:
-    calls, attempt = _failing(1, retry_after_s=60.0)
+    _, attempt = _failing(1, retry_after_s=60.0)
     slept: list[float] = []
     with pytest.raises(RetryLater) as info:
-        run_with_retries(attempt, policy=RetryPolicy(), what="t", sleep=slept.append)  # type: ignore[arg-type]
+        run_with_retries(attempt, policy=RetryPolicy(), what="t", sleep=slept.append)
     assert slept == [] and info.value.delay_s == 60.0 and info.value.next_attempt == 2
-    assert info.value.category == "dependency"  # an engine unaware of RetryLater still sees a dependency failure
+    # An engine unaware of RetryLater still sees a dependency failure.
+    assert info.value.category == "dependency"
     # Resuming from next_attempt continues the same budget.
     calls2, attempt2 = _failing(0)
-    assert run_with_retries(attempt2, policy=RetryPolicy(), what="t", start_attempt=2) == "done"  # type: ignore[arg-type]
+    assert run_with_retries(attempt2, policy=RetryPolicy(), what="t", start_attempt=2) == "done"
     assert calls2 == [2]
 
 
 def test_unsafe_calls_are_retried_only_when_the_request_never_left() -> None:
-    calls, attempt = _failing(1, sent=False)
-    assert run_with_retries(attempt, policy=RetryPolicy(), what="t", unsafe=True, sleep=lambda _: None) == "done"  # type: ignore[arg-type]
+    _, attempt = _failing(1, sent=False)
+    assert run_with_retries(attempt, policy=RetryPolicy(), what="t", unsafe=True,
+                            sleep=lambda _: None) == "done"
     calls, attempt = _failing(1, sent=True)
     with pytest.raises(StepFailed) as info:
-        run_with_retries(attempt, policy=RetryPolicy(), what="t", unsafe=True, sleep=lambda _: None)  # type: ignore[arg-type]
+        run_with_retries(attempt, policy=RetryPolicy(), what="t", unsafe=True, sleep=lambda _: None)
     assert calls == [1] and info.value.action == "escalate" and "outcome unknown" in info.value.reason
