@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -255,7 +254,6 @@ class EgressClient:
         self._resolver: Resolver = resolver or system_resolver
         self._client = httpx.Client(
             transport=transport,
-            verify=ssl.create_default_context(),
             trust_env=False,  # a proxy from the environment would bypass address pinning
             follow_redirects=False,
             limits=httpx.Limits(max_keepalive_connections=0),

@@ -77,13 +77,15 @@ def test_429_with_retry_after_seconds_is_honoured(upstream: FaultyUpstream) -> N
 
 
 def test_429_with_an_http_date_retry_after_is_honoured(upstream: FaultyUpstream) -> None:
-    upstream.script("/invoices/inv-1", [rate_limit(datetime.now(UTC) + timedelta(seconds=2)), ok(INVOICE)])
+    # HTTP-dates have one-second resolution: aim at a whole second 1-2 s ahead.
+    target = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    upstream.script("/invoices/inv-1", [rate_limit(target), ok(INVOICE)])
     import time
     tool = make_tool(upstream, sleep=time.sleep)
     assert tool.call(call()) == INVOICE
     first, second = upstream.requests
     after = tool.attempts[0].retry_after_s
-    assert after is not None and 1.0 <= after <= 2.0  # HTTP-dates have one-second resolution
+    assert after is not None and 0.8 <= after <= 2.0
     assert second.at - first.at >= after - 0.05
 
 
