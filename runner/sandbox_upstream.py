@@ -1,0 +1,475 @@
+"""A fault-injecting upstream HTTP server for tests, demos and the 3 a.m. rehearsal.
+
+Each path follows a script of :class:`Fault` values, one per request (a fault with ``times=n``
+answers n requests); when the script is used up its last fault repeats. Unscripted paths
+answer 200 with a small JSON body, except the built-in endpoints:
+
+- ``POST /oauth/token`` issues ``tok-1``, ``tok-2``, ... (``.tokens_issued`` counts them);
+- ``POST /v1/chat/completions`` answers like an OpenAI-compatible server;
+- ``POST /v1/messages`` answers like the Anthropic messages API.
+
+Those can be scripted too (``chat(...)``, ``status(503)``, ``html_200()`` ...). A script key
+ending in ``*`` matches every path with that prefix (one shared script).
+
+    up = FaultyUpstream().start()
+    up.script("/invoices/1", [rate_limit("1"), burst_503(2), ok({"amount": 10})])
+    ... up.url + "/invoices/1" ...
+    up.requests  # what arrived, with monotonic timestamps
+    up.stop()
+
+``main(argv)`` is ``midwatch sandbox-upstream``: it serves a demo script until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = [
+    "Fault",
+    "FaultyUpstream",
+    "RecordedRequest",
+    "anthropic_message",
+    "burst_503",
+    "chat",
+    "html_200",
+    "main",
+    "ok",
+    "oversized",
+    "rate_limit",
+    "redirect",
+    "reset",
+    "slow",
+    "status",
+    "truncated_json",
+    "unauthorized_until_refresh",
+]
+
+DEFAULT_HTML = (
+    "<!doctype html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1>"
+    "<p>The upstream server is temporarily unavailable. Please try again later.</p></body></html>"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One scripted answer. Build it with the module's helpers (``ok``, ``rate_limit`` ...)."""
+
+    kind: str
+    status: int = 200
+    body: Any = None  # dict/list → JSON, str/bytes → as is
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    delay_s: float = 0.0
+    times: int = 1
+    then: Fault | None = None  # what ``slow`` finally answers
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """A request as the upstream received it; ``at`` is ``time.monotonic()`` on arrival."""
+
+    method: str
+    path: str  # with the query string
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    at: float
+    wall: float
+    fault: str  # the kind of fault that answered it
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+def ok(json_body: Any = None, *, times: int = 1, headers: dict[str, str] | None = None) -> Fault:
+    """200 with a JSON body (default ``{"ok": true, "path": ...}``)."""
+    return Fault("ok", 200, json_body, dict(headers or {}), times=times)
+
+
+def status(code: int, body: Any = None, headers: dict[str, str] | None = None, *, times: int = 1,
+           content_type: str = "application/json") -> Fault:
+    """Any status with an optional body and headers."""
+    return Fault("status", code, body if body is not None else {"error": code}, dict(headers or {}),
+                 content_type, times=times)
+
+
+def rate_limit(retry_after: str | float | datetime | None = "2", *, times: int = 1) -> Fault:
+    """429 with ``Retry-After`` (seconds, or a datetime sent as an HTTP-date; None: no header)."""
+    headers: dict[str, str] = {}
+    if isinstance(retry_after, datetime):
+        headers["Retry-After"] = format_datetime(retry_after.astimezone(UTC), usegmt=True)
+    elif retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return Fault("rate_limit", 429, {"error": "rate limited"}, headers, times=times)
+
+
+def burst_503(n: int, *, retry_after: str | None = None) -> Fault:
+    """``n`` consecutive 503 answers."""
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return Fault("burst_503", 503, {"error": "unavailable"}, headers, times=n)
+
+
+def html_200(body: str = DEFAULT_HTML, *, times: int = 1) -> Fault:
+    """200 with an HTML page where JSON was expected (a proxy's or CDN's error page)."""
+    return Fault("html_200", 200, body, {}, "text/html; charset=utf-8", times=times)
+
+
+def slow(seconds: float, then: Fault | None = None, *, times: int = 1) -> Fault:
+    """Wait ``seconds`` before answering with ``then`` (default ``ok()``)."""
+    return Fault("slow", delay_s=seconds, then=then or ok(), times=times)
+
+
+def reset(*, times: int = 1) -> Fault:
+    """Close the connection (TCP RST) without any response."""
+    return Fault("reset", times=times)
+
+
+def truncated_json(*, honest_length: bool = False, times: int = 1) -> Fault:
+    """Half a JSON document. By default ``Content-Length`` promises the whole document and the
+    connection closes early; with ``honest_length`` the length matches the half (invalid JSON)."""
+    return Fault("truncated_json", 200, {"items": [{"id": i, "name": f"item {i}"} for i in range(20)]},
+                 times=times, options={"honest_length": honest_length})
+
+
+def unauthorized_until_refresh(json_body: Any = None, *, times: int = 1) -> Fault:
+    """401 unless the bearer token was issued by ``/oauth/token`` after the first one (a refresh)."""
+    return Fault("unauthorized_until_refresh", 200, json_body, times=times)
+
+
+def redirect(location: str, code: int = 302, *, times: int = 1) -> Fault:
+    """A redirect to ``location``."""
+    return Fault("redirect", code, b"", {"Location": location}, times=times)
+
+
+def oversized(nbytes: int, *, times: int = 1) -> Fault:
+    """200 with a JSON string body of about ``nbytes`` bytes."""
+    return Fault("oversized", 200, "x" * max(0, nbytes - 2), times=times)
+
+
+def chat(content: Any = None, *, prompt_tokens: int | None = None, completion_tokens: int | None = None,
+         times: int = 1, finish_reason: str = "stop") -> Fault:
+    """An OpenAI-compatible chat completion (``content`` str, or a value sent as JSON text)."""
+    return Fault("chat", times=times, options={"content": content, "prompt_tokens": prompt_tokens,
+                                               "completion_tokens": completion_tokens,
+                                               "finish_reason": finish_reason})
+
+
+def anthropic_message(text: Any = None, *, input_tokens: int | None = None, output_tokens: int | None = None,
+                      times: int = 1) -> Fault:
+    """An Anthropic messages API answer."""
+    return Fault("anthropic", times=times, options={"content": text, "prompt_tokens": input_tokens,
+                                                    "completion_tokens": output_tokens})
+
+
+@dataclass(slots=True)
+class _Script:
+    faults: list[Fault]
+    index: int = 0
+    used: int = 0
+
+    def next(self) -> Fault:
+        fault = self.faults[self.index]
+        self.used += 1
+        if self.used >= fault.times and self.index < len(self.faults) - 1:
+            self.index += 1
+            self.used = 0
+        return fault
+
+
+class FaultyUpstream:
+    """A threaded HTTP server answering per-path fault scripts (see the module docstring)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.requests: list[RecordedRequest] = []
+        self.tokens_issued = 0
+        self._scripts: dict[str, _Script] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> FaultyUpstream:
+        """Bind and serve in a daemon thread; returns self."""
+        server = ThreadingHTTPServer((self.host, self.port), _Handler)
+        server.daemon_threads = True
+        server.upstream = self  # type: ignore[attr-defined]
+        self._server = server
+        self.port = server.server_address[1]
+        self._stopping.clear()
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="faulty-upstream", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (slow answers in progress are cut short)."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FaultyUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running server."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def netloc(self) -> str:
+        """``host:port``, as an egress allowed-host entry."""
+        return f"{self.host}:{self.port}"
+
+    # -- scripting ------------------------------------------------------------------------------
+
+    def script(self, path: str, faults: Sequence[Fault]) -> FaultyUpstream:
+        """Answer requests to ``path`` (or a ``prefix*``) with ``faults`` in order; the last repeats."""
+        if not faults:
+            raise ValueError("a script needs at least one fault")
+        with self._lock:
+            self._scripts[path] = _Script(list(faults))
+        return self
+
+    def clear(self) -> None:
+        """Forget every script, recorded request and issued token."""
+        with self._lock:
+            self._scripts.clear()
+            self.requests.clear()
+            self.tokens_issued = 0
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """Recorded requests whose path (without query) is ``path``."""
+        with self._lock:
+            return [r for r in self.requests if r.path.split("?", 1)[0] == path]
+
+    def _next_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            script = self._scripts.get(path)
+            if script is None:
+                prefixes = [k for k in self._scripts if k.endswith("*") and path.startswith(k[:-1])]
+                if prefixes:
+                    script = self._scripts[max(prefixes, key=len)]
+            return script.next() if script is not None else None
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def _issue_token(self) -> str:
+        with self._lock:
+            self.tokens_issued += 1
+            return f"tok-{self.tokens_issued}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FaultyUpstream/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log."""
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    @property
+    def upstream(self) -> FaultyUpstream:
+        up: FaultyUpstream = self.server.upstream  # type: ignore[attr-defined]
+        return up
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        path = self.path.split("?", 1)[0]
+        fault = self.upstream._next_fault(path) or self._builtin(path)
+        self.upstream._record(RecordedRequest(
+            method=self.command, path=self.path, headers={k.lower(): v for k, v in self.headers.items()},
+            body=body, at=time.monotonic(), wall=time.time(), fault=fault.kind))
+        with contextlib.suppress(OSError):  # the client gave up (timeout) or we reset the connection
+            self._answer(fault, path, body)
+        self.close_connection = True
+
+    def _builtin(self, path: str) -> Fault:
+        if path == "/oauth/token":
+            return Fault("token")
+        if path.endswith("/chat/completions"):
+            return chat()
+        if path.endswith("/v1/messages"):
+            return anthropic_message()
+        return ok()
+
+    def _answer(self, fault: Fault, path: str, body: bytes) -> None:
+        special = {"slow": self._slow, "reset": self._reset, "token": self._token,
+                   "unauthorized_until_refresh": self._until_refresh, "truncated_json": self._truncated}
+        handler = special.get(fault.kind)
+        if handler is not None:
+            handler(fault, path, body)
+        elif fault.kind in ("chat", "anthropic"):
+            self._send(200, self._model_answer(fault, body))
+        else:
+            default = {"ok": True, "path": path}
+            payload = fault.body if fault.body is not None or fault.kind != "ok" else default
+            self._send(fault.status, payload, fault.headers, fault.content_type)
+
+    def _slow(self, fault: Fault, path: str, body: bytes) -> None:
+        if not self.upstream._stopping.wait(fault.delay_s):
+            self._answer(fault.then or ok(), path, body)
+
+    def _reset(self, fault: Fault, path: str, body: bytes) -> None:
+        # SO_LINGER 0: close() sends a TCP RST instead of a graceful FIN.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+    def _token(self, fault: Fault, path: str, body: bytes) -> None:
+        token = self.upstream._issue_token()
+        self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+
+    def _until_refresh(self, fault: Fault, path: str, body: bytes) -> None:
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        if token.startswith("tok-") and token[4:].isdigit() and int(token[4:]) >= 2:
+            self._send(200, fault.body if fault.body is not None else {"ok": True, "path": path})
+        else:
+            challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            self._send(401, {"error": "invalid_token"}, challenge)
+
+    def _truncated(self, fault: Fault, path: str, body: bytes) -> None:
+        data = json.dumps(fault.body).encode()
+        half = data[: len(data) // 2]
+        declared = len(half) if fault.options.get("honest_length") else len(data)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(declared))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(half)
+        self.wfile.flush()
+
+    def _model_answer(self, fault: Fault, body: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            request = {}
+        messages = request.get("messages") or [{}]
+        prompt = str(messages[-1].get("content", ""))
+        content = fault.options.get("content")
+        if content is None:
+            content = f"[upstream] {prompt[:200]}"
+        text = content if isinstance(content, str) else json.dumps(content)
+        tokens_in = fault.options.get("prompt_tokens") or max(1, len(prompt) // 4)
+        tokens_out = fault.options.get("completion_tokens") or max(1, len(text) // 4)
+        model = request.get("model", "upstream-model")
+        if fault.kind == "anthropic":
+            return {"id": "msg_upstream", "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                    "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out}}
+        return {"id": "chatcmpl-upstream", "object": "chat.completion", "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": fault.options.get("finish_reason", "stop")}],
+                "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
+                          "total_tokens": tokens_in + tokens_out}}
+
+    def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+        if isinstance(payload, bytes):
+            data = payload
+        elif isinstance(payload, str) and not content_type.startswith("application/json"):
+            data = payload.encode()
+        else:
+            data = json.dumps(payload).encode()
+        self.send_response(code)
+        if data or code not in (204, 304):
+            self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+
+def demo_script(upstream: FaultyUpstream) -> dict[str, str]:
+    """Script every demo path; returns {path: what it does} for printing."""
+    invoice = {"amount": 120.5, "email": "billing@example.com", "days_overdue": 12}
+    paths: dict[str, tuple[list[Fault], str]] = {
+        "/demo/ok": ([ok(invoice)], "always 200 JSON"),
+        "/demo/rate-limited": ([rate_limit("2"), ok(invoice)], "429 Retry-After: 2, then 200"),
+        "/demo/rate-limited-date": ([rate_limit(datetime.now(UTC) + timedelta(seconds=3)), ok(invoice)],
+                                    "429 with an HTTP-date Retry-After, then 200"),
+        "/demo/flaky": ([burst_503(2), ok(invoice)], "two 503s, then 200"),
+        "/demo/html": ([html_200(), ok(invoice)], "200 text/html once, then 200 JSON"),
+        "/demo/slow": ([slow(30)], "answers after 30 s (beyond any sane timeout)"),
+        "/demo/reset": ([reset(), ok(invoice)], "connection reset once, then 200"),
+        "/demo/truncated": ([truncated_json(), ok(invoice)], "truncated JSON once, then 200"),
+        "/demo/oauth": ([unauthorized_until_refresh(invoice)], "401 until the OAuth token is refreshed"),
+        "/crm/invoices/*": ([rate_limit("1"), burst_503(1), ok(invoice), html_200(), ok(invoice, times=1000)],
+                            "invoice API: 429, 503, 200, HTML, then 200"),
+        "/v1/chat/completions": ([burst_503(1), chat()], "OpenAI-compatible: one 503, then answers"),
+    }
+    for path, (faults, _) in paths.items():
+        upstream.script(path, faults)
+    return {path: what for path, (_, what) in paths.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``midwatch sandbox-upstream [--host H] [--port P]``: serve the demo script until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="midwatch sandbox-upstream",
+                                     description="Serve a fault-injecting upstream for demos and tests.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8900, help="port to bind (default 8900; 0 picks one)")
+    args = parser.parse_args(argv)
+    upstream = FaultyUpstream(args.host, args.port).start()
+    described = demo_script(upstream)
+    print(f"fault-injecting upstream on {upstream.url}  (Ctrl-C to stop)")
+    for path, what in described.items():
+        print(f"  {path:<28} {what}")
+    print("  /oauth/token                 issues tok-1, tok-2, ...")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        upstream.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,448 @@
+"""Tenant HTTP tools (connectors): a declarative :class:`ToolDefinition` run by :class:`HttpTool`.
+
+One call of :meth:`HttpTool.call` goes:
+
+1. render the request from the step's args: URL placeholders (``{{ args.id }}``) are
+   percent-encoded as one path segment each (``/`` and ``..`` cannot escape the path); the
+   scheme and host are literal, so the host a tool reaches is known when it is declared;
+2. per attempt: ask the circuit breaker, add auth (bearer / header / OAuth2 client
+   credentials) and, for side effects, the idempotency key; send through the
+   :class:`~runner.tools.egress.EgressClient`; validate status, content type and schema;
+3. retry per :mod:`runner.tools.retry`: a non-idempotent side effect is never re-sent once it
+   may have reached the server; a 401 on an OAuth tool refreshes the token once; a second
+   401 (or any 401/403 on a static secret) is an ``auth`` failure that escalates, naming the
+   secret and never its value; long backoffs raise :class:`~runner.tools.retry.RetryLater`.
+
+Every attempt is recorded (:attr:`HttpResult.attempts`, ``StepFailed.details["attempts"]``,
+:attr:`HttpTool.attempts` for the calling thread) for the decision log.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlencode
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from runner.errors import StepFailed, TemplateError
+from runner.templating import render
+from runner.tools.base import ToolCall
+from runner.tools.breaker import CircuitBreaker
+from runner.tools.egress import EgressBlocked, EgressClient
+from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, run_with_retries
+from runner.tools.validate import validate_response
+from tenants.kit.logging import register_secret
+
+__all__ = [
+    "BearerAuth",
+    "HeaderAuth",
+    "HttpResult",
+    "HttpTool",
+    "OAuth2ClientCredentials",
+    "SecretResolver",
+    "TokenCache",
+    "ToolAuth",
+    "ToolDefinition",
+    "render_request",
+]
+
+SecretResolver = Callable[[str], str]
+
+_TOOL_NAME = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
+_SECRET_NAME = r"^[a-z][a-z0-9_-]{0,62}$"  # noqa: S105 - a name pattern, not a password
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "authorization",
+                               "proxy-authorization", "cookie"})
+_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
+_TOKEN_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["access_token"],
+    "properties": {"access_token": {"type": "string", "minLength": 1},
+                   "expires_in": {"type": ["integer", "number", "string"]}},
+}
+_TOKEN_SKEW_S = 30.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BearerAuth(_Strict):
+    """``Authorization: Bearer <secret>``."""
+
+    type: Literal["bearer"]
+    secret: Annotated[str, Field(pattern=_SECRET_NAME)]
+
+
+class HeaderAuth(_Strict):
+    """``<header>: <secret>`` (an API key header)."""
+
+    type: Literal["header"]
+    header: str = "X-Api-Key"
+    secret: Annotated[str, Field(pattern=_SECRET_NAME)]
+
+    @field_validator("header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value) or value.lower() in {"host", "content-length", "transfer-encoding"}:
+            raise ValueError(f"{value!r} is not a usable header name")
+        return value
+
+
+class OAuth2ClientCredentials(_Strict):
+    """OAuth2 client-credentials grant; the access token is cached and refreshed once on 401."""
+
+    type: Literal["oauth2_client_credentials"]
+    token_url: str
+    client_id_secret: Annotated[str, Field(pattern=_SECRET_NAME)]
+    client_secret_secret: Annotated[str, Field(pattern=_SECRET_NAME)]
+    scope: str | None = None
+    client_auth: Literal["basic", "post"] = "basic"  # RFC 6749 §2.3.1: servers must support basic
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or "{{" in value:
+            raise ValueError("token_url must be a literal http(s) URL")
+        return value
+
+
+ToolAuth = Annotated[BearerAuth | HeaderAuth | OAuth2ClientCredentials, Field(discriminator="type")]
+
+
+class ToolDefinition(_Strict):
+    """A tenant-declared HTTP action (what ``/v1/tools`` stores)."""
+
+    name: Annotated[str, Field(pattern=_TOOL_NAME, max_length=128)]
+    description: str = ""
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    url: str
+    query: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Literal["json_args", "none"] = "json_args"
+    auth: ToolAuth | None = None
+    side_effect: bool = False
+    idempotent: bool = False
+    idempotency_header: str = "Idempotency-Key"
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    expect_content_type: str | None = "application/json"
+    response_schema: dict[str, Any] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            raise ValueError("url must start with http:// or https://")
+        authority_end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        authority = rest[:authority_end]
+        if not authority or "{{" in authority or "}}" in authority:
+            raise ValueError("the url's host must be literal (templates only in the path and query)")
+        if "@" in authority:
+            raise ValueError("credentials in the url are not allowed (use auth)")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by Midwatch (credentials go in auth)")
+        return value
+
+    @field_validator("idempotency_header")
+    @classmethod
+    def _idempotency_header(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value) or value.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{value!r} is not a usable header name")
+        return value
+
+    @field_validator("response_schema")
+    @classmethod
+    def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                jsonschema.validators.validator_for(value).check_schema(value)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"response_schema is not a valid JSON schema: {exc.message}") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        """The URL's ``host[:port]`` (for the breaker key and the scope's egress list)."""
+        rest = self.url.partition("://")[2]
+        end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        return rest[:end].lower()
+
+
+def _segment(expr: str, value: Any) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str | int | float):
+        text = str(value)
+    else:
+        raise StepFailed("validation", f"URL placeholder {{{{ {expr} }}}} must be a string or number, "
+                         f"got {type(value).__name__}")
+    if text in ("", ".", ".."):
+        raise StepFailed("validation",
+                         f"URL placeholder {{{{ {expr} }}}} rendered to {text!r}, not a path segment")
+    return quote(text, safe="")
+
+
+def render_request(definition: ToolDefinition, args: Any) -> tuple[str, dict[str, str], Any]:
+    """The (url, headers, json body) for ``args``. Raises StepFailed("validation") on bad args."""
+    context = {"args": args}
+    try:
+        url = _PLACEHOLDER.sub(
+            lambda m: _segment(m.group(1).strip(), render("{{" + m.group(1) + "}}", context)), definition.url)
+        query = {k: str(render(v, context)) for k, v in definition.query.items()}
+        headers = {k: str(render(v, context)) for k, v in definition.headers.items()}
+    except TemplateError as exc:
+        raise StepFailed("validation", f"{definition.name}: cannot build the request: {exc}") from None
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value:
+            raise StepFailed("validation", f"{definition.name}: header {name!r} would contain a line break")
+    if query:
+        url += ("&" if "?" in url else "?") + urlencode(query)
+    body = args if definition.body == "json_args" and definition.method in ("POST", "PUT", "PATCH") else None
+    return url, headers, body
+
+
+class TokenCache:
+    """Thread-safe OAuth access tokens by key (``tenant/tool``), with their expiry (epoch seconds)."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, now: float) -> str | None:
+        """The cached token for ``key`` unless it has expired."""
+        with self._lock:
+            entry = self._tokens.get(key)
+        return entry[0] if entry is not None and now < entry[1] else None
+
+    def put(self, key: str, token: str, expires_at: float) -> None:
+        """Cache ``token`` for ``key`` until ``expires_at``."""
+        with self._lock:
+            self._tokens[key] = (token, expires_at)
+
+    def invalidate(self, key: str, token: str | None = None) -> None:
+        """Forget the token for ``key`` (only if it is still ``token``, when given)."""
+        with self._lock:
+            entry = self._tokens.get(key)
+            if entry is not None and (token is None or entry[0] == token):
+                del self._tokens[key]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResult:
+    """A validated tool result and every attempt that produced it."""
+
+    value: Any
+    attempts: list[RetryDecision] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _CallState:
+    token: str | None = None
+    force_refresh: bool = False
+    refreshed: bool = False
+
+
+class HttpTool:
+    """Runs a :class:`ToolDefinition` (implements the ``runner.tools.base.Tool`` protocol).
+
+    ``secrets(name)`` returns a secret's value (raising LookupError when it is missing);
+    ``breaker_key`` is usually ``breaker_key(tenant_id, definition.host)``. ``sleep``, ``clock``
+    (epoch seconds) and ``rng`` are injectable for tests.
+    """
+
+    def __init__(self, definition: ToolDefinition, client: EgressClient, secrets: SecretResolver,
+                 breaker: CircuitBreaker, breaker_key: str, *, token_cache: TokenCache | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 rng: Callable[[], float] = random.random,
+                 release_threshold_s: float = RELEASE_THRESHOLD_S) -> None:
+        self.definition = definition
+        self.name = definition.name
+        self.side_effect = definition.side_effect
+        self.idempotent = definition.idempotent
+        self._client = client
+        self._secrets = secrets
+        self._breaker = breaker
+        self._breaker_key = breaker_key
+        self._tokens = token_cache if token_cache is not None else TokenCache()
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        self._release_threshold_s = release_threshold_s
+        self._local = threading.local()
+
+    @property
+    def attempts(self) -> list[RetryDecision]:
+        """The attempts of this thread's latest call (also when it raised)."""
+        found: list[RetryDecision] = getattr(self._local, "attempts", [])
+        return found
+
+    def call(self, call: ToolCall) -> Any:
+        """Run the tool and return its validated response (see the module docstring)."""
+        return self.call_detailed(call).value
+
+    def call_detailed(self, call: ToolCall, *, start_attempt: int = 1) -> HttpResult:
+        """Like :meth:`call`, also returning the attempts. ``start_attempt`` resumes after RetryLater."""
+        d = self.definition
+        if d.side_effect and not call.idempotency_key:
+            raise StepFailed("internal", f"{d.name} is a side effect but got no idempotency key")
+        url, headers, body = render_request(d, call.args)
+        if d.side_effect and call.idempotency_key:
+            headers[d.idempotency_header] = call.idempotency_key
+        log: list[RetryDecision] = []
+        self._local.attempts = log
+        state = _CallState()
+
+        def attempt(_number: int) -> Any:
+            return self._attempt(call, state, url, headers, body)
+
+        value = run_with_retries(
+            attempt, policy=d.retry, what=d.name, log=log, unsafe=d.side_effect and not d.idempotent,
+            refresh_auth=lambda exc: self._refresh(call, state, exc), sleep=self._sleep, rng=self._rng,
+            release_threshold_s=self._release_threshold_s, start_attempt=start_attempt,
+        )
+        return HttpResult(value, log)
+
+    # -- one attempt ----------------------------------------------------------------------------
+
+    def _attempt(self, call: ToolCall, state: _CallState, url: str, headers: dict[str, str],
+                 body: Any) -> Any:
+        d = self.definition
+        decision = self._breaker.allow(self._breaker_key, self._clock())
+        if not decision.allowed:
+            raise StepFailed("dependency", f"{d.name}: {decision.reason}",
+                             details={"breaker": decision.state, "breaker_retry_at": decision.retry_at,
+                                      "retryable": False, "sent": False})
+        sent_headers = {**headers, **self._auth_headers(call, state)}
+        try:
+            response = self._client.request(d.method, url, headers=sent_headers, json=body,
+                                            timeout_s=d.timeout_s)
+            value = validate_response(response, d.expect_content_type, d.response_schema)
+        except EgressBlocked:
+            raise
+        except StepFailed as exc:
+            self._tell_breaker(exc)
+            if exc.category == "auth":
+                raise self._auth_failure(exc, state) from exc
+            raise
+        self._breaker.record_success(self._breaker_key, self._clock())
+        return value
+
+    def _tell_breaker(self, exc: StepFailed) -> None:
+        if exc.category == "dependency" and exc.details.get("retryable"):
+            self._breaker.record_failure(self._breaker_key, self._clock(), exc.reason[:200])
+        elif "status" in exc.details:
+            self._breaker.record_success(self._breaker_key, self._clock())  # the host answered sanely
+
+    def _auth_failure(self, exc: StepFailed, state: _CallState) -> StepFailed:
+        d = self.definition
+        status = exc.details.get("status")
+        where = exc.details.get("url", d.host)
+        auth = d.auth
+        if isinstance(auth, OAuth2ClientCredentials) and status == 401 and not state.refreshed:
+            return StepFailed("auth", f"{d.name}: {where} answered 401 to the cached OAuth token",
+                              details=exc.details)
+        if isinstance(auth, OAuth2ClientCredentials):
+            what = ("401 Unauthorized even after refreshing the OAuth token" if status == 401
+                    else f"{status} Forbidden to the OAuth client")
+            secret = auth.client_secret_secret
+        elif auth is not None:
+            what = f"{status} {'Unauthorized' if status == 401 else 'Forbidden'}"
+            secret = auth.secret
+        else:
+            return StepFailed("auth", f"{d.name}: {where} answered {status}; the tool has no auth configured",
+                              action="escalate", details=exc.details)
+        reason = f"{d.name}: {where} answered {what}; check the credential (secret '{secret}')"
+        return StepFailed("auth", reason, action="escalate", details={**exc.details, "secret": secret})
+
+    def _refresh(self, call: ToolCall, state: _CallState, exc: StepFailed) -> bool:
+        """After a 401 on an OAuth tool: drop the token so the next attempt fetches a new one."""
+        if not isinstance(self.definition.auth, OAuth2ClientCredentials) or exc.details.get("status") != 401:
+            return False
+        self._tokens.invalidate(self._token_key(call), state.token)
+        state.force_refresh = True
+        return True
+
+    # -- credentials ----------------------------------------------------------------------------
+
+    def _secret(self, name: str) -> str:
+        try:
+            value = self._secrets(name)
+        except LookupError:
+            raise StepFailed("auth", f"{self.name}: secret '{name}' is not available", action="escalate",
+                             details={"secret": name}) from None
+        register_secret([value])
+        return value
+
+    def _auth_headers(self, call: ToolCall, state: _CallState) -> dict[str, str]:
+        auth = self.definition.auth
+        if auth is None:
+            return {}
+        if isinstance(auth, BearerAuth):
+            return {"Authorization": f"Bearer {self._secret(auth.secret)}"}
+        if isinstance(auth, HeaderAuth):
+            return {auth.header: self._secret(auth.secret)}
+        key = self._token_key(call)
+        token = None if state.force_refresh else self._tokens.get(key, self._clock())
+        if token is None:
+            token, expires_in = self._fetch_token(auth)
+            self._tokens.put(key, token, self._clock() + max(0.0, expires_in - _TOKEN_SKEW_S))
+            if state.force_refresh:
+                state.force_refresh = False
+                state.refreshed = True
+        state.token = token
+        return {"Authorization": f"Bearer {token}"}
+
+    def _token_key(self, call: ToolCall) -> str:
+        return f"{call.tenant_id}/{self.name}"
+
+    def _fetch_token(self, auth: OAuth2ClientCredentials) -> tuple[str, float]:
+        client_id = self._secret(auth.client_id_secret)
+        client_secret = self._secret(auth.client_secret_secret)
+        form: dict[str, str] = {"grant_type": "client_credentials"}
+        if auth.scope:
+            form["scope"] = auth.scope
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        if auth.client_auth == "basic":
+            pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        else:
+            form.update(client_id=client_id, client_secret=client_secret)
+        try:
+            response = self._client.request("POST", auth.token_url, headers=headers,
+                                            content=urlencode(form).encode(),
+                                            timeout_s=self.definition.timeout_s)
+            data = validate_response(response, "application/json", _TOKEN_SCHEMA)
+        except EgressBlocked:
+            raise
+        except StepFailed as exc:
+            if exc.category == "auth" or exc.details.get("status") == 400:
+                raise StepFailed(
+                    "auth", f"{self.name}: the OAuth token endpoint rejected the client credentials "
+                    f"({exc.details.get('status')}) (secret '{auth.client_secret_secret}')",
+                    action="escalate", details={**exc.details, "secret": auth.client_secret_secret}) from None
+            raise StepFailed(exc.category, f"{self.name}: OAuth token request failed: {exc.reason}",
+                             details=exc.details) from None
+        token = str(data["access_token"])
+        register_secret([token])
+        try:
+            expires_in = float(data.get("expires_in", 3600))
+        except (TypeError, ValueError):
+            expires_in = 3600.0
+        return token, expires_in
