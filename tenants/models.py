@@ -2,6 +2,7 @@
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.agents.models import Agent, AgentVersion
+from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.db import Base
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
 from tenants.sandbox.models import SandboxRecord
@@ -11,11 +12,14 @@ __all__ = [
     "AgentVersion",
     "ApiKey",
     "Base",
+    "BreakerRecord",
     "DecisionEvent",
+    "ModelRecord",
     "Run",
     "RunItem",
     "SandboxRecord",
     "SideEffect",
     "StepCheckpoint",
     "Tenant",
+    "ToolRecord",
 ]

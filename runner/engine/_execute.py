@@ -23,11 +23,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from runner.engine._lease import LeaseKeeper
-from runner.engine._registry import resolve_tool
+from runner.engine._registry import Toolbox
 from runner.engine._steps import StepOutcome, run_llm_step, run_tool_step
-from runner.errors import NonDeterministicSpec, StepFailed
+from runner.errors import FailureAction, NonDeterministicSpec, StepFailed
 from runner.metrics import RUNS_FINISHED, STEP_SECONDS, STEPS
 from runner.spec import AgentSpec, Step, load_spec
+from runner.tools.retry import RetryLater
 from tenants.agents.repository import AgentRepository
 from tenants.kit.db import enqueue_after_commit, session_factory, unit_of_work
 from tenants.kit.errors import LeaseLost
@@ -114,6 +115,7 @@ class _Execution:
         self.lease_s = settings.lease_seconds
         self.slice_deadline = time.monotonic() + settings.time_slice_seconds
         self._open_session: Session | None = None
+        self.toolbox = Toolbox(settings, tenant_id, spec)
         started = run.started_at or utcnow()
         self.run_deadline = started + timedelta(seconds=spec.autonomy.max_duration_s)
 
@@ -130,7 +132,7 @@ class _Execution:
             try:
                 self._open_session.rollback()
                 self._open_session.close()
-            except Exception:  # noqa: BLE001 - the connection may already be gone
+            except Exception:
                 log.debug("session_close_failed", exc_info=True)
             self._open_session = None
 
@@ -247,9 +249,14 @@ class _Execution:
                                   steps_used, llm_calls)
                 return
             started = time.perf_counter()
+            start_attempt = item.next_attempt if index == len(checkpoints) else 1
             try:
-                outcome, key = self._call(item, index, step, context)
+                outcome, key = self._call(item, index, step, context, start_attempt)
+            except RetryLater as later:
+                self._defer(item, index, step, later.delay_s, later.next_attempt, later.reason,
+                            later.details.get("attempts"))
             except StepFailed as failure:
+                failure = self._apply_dependency_policy(item, index, step, failure)
                 self._item_failed(item, index, step, failure, (time.perf_counter() - started) * 1000,
                                   steps_used + 1, llm_calls + int(failure.details.get("llm_calls", 0)))
                 return
@@ -271,15 +278,62 @@ class _Execution:
             return f"autonomy bound max_duration_s={autonomy.max_duration_s} exceeded"
         return None
 
-    def _call(self, item: RunItem, index: int, step: Step, context: dict[str, Any]) -> tuple[StepOutcome, str | None]:
+    def _side_effect(self, step: Step) -> bool:
+        if step.side_effect is not None:
+            return step.side_effect
+        if step.tool is None:
+            return False
+        try:
+            return bool(self.toolbox.tool(step.tool).side_effect)
+        except StepFailed:
+            return False
+
+    def _call(self, item: RunItem, index: int, step: Step, context: dict[str, Any],
+              start_attempt: int) -> tuple[StepOutcome, str | None]:
         if step.tool is not None:
-            tool = resolve_tool(self.tenant_id, step.tool)
-            side_effect = step.side_effect if step.side_effect is not None else bool(tool.side_effect)
+            tool = self.toolbox.tool(step.tool)
+            side_effect = self._side_effect(step)
             key = self._ledger_intent(item, index, step, bool(tool.idempotent)) if side_effect else None
-            return run_tool_step(self.tenant_id, self.run_id, item.item_index, step, context, key), key
+            outcome = run_tool_step(self.toolbox, self.run_id, item.item_index, step, context, key, start_attempt)
+            return outcome, key
         if step.llm is not None:
-            return run_llm_step(self.tenant_id, step, context), None
+            return run_llm_step(self.toolbox, step, context), None
         raise StepFailed("internal", f"step kind {step.kind!r} is not supported yet", action="escalate")
+
+    def _apply_dependency_policy(self, item: RunItem, index: int, step: Step, failure: StepFailed) -> StepFailed:
+        """Map a dependency failure to the step's ``on_dependency_failure`` (default: escalate for side
+        effects; otherwise the tool's own retries already ran, then escalate). A tripped breaker with
+        policy ``retry`` waits for its next probe instead of failing."""
+        if failure.category != "dependency":
+            return failure
+        policy = step.on_dependency_failure or ("escalate" if self._side_effect(step) else "retry")
+        retry_at = failure.details.get("breaker_retry_at")
+        if policy == "retry" and retry_at:
+            delay = max(0.5, float(retry_at) - time.time())
+            self._defer(item, index, step, delay, item.next_attempt, failure.reason, failure.details.get("attempts"))
+        action: FailureAction = {"retry": "escalate", "fallback": "escalate", "escalate": "escalate",
+                                 "fail": "fail", "skip_item": "skip_item"}[policy]  # type: ignore[assignment]
+        return StepFailed(failure.category, f"{failure.reason} (on_dependency_failure: {policy})", action=action,
+                          attempts=failure.attempts, details=failure.details)
+
+    def _defer(self, item: RunItem, index: int, step: Step, delay_s: float, next_attempt: int, reason: str,
+               attempts: Any) -> None:
+        """Release the worker for a long backoff: remember the attempt number, wake up after ``delay_s``."""
+
+        def write(session: Session, repo: RunRepository) -> None:
+            now = utcnow()
+            repo.fenced_touch(self.run_id, self.fence, now, self.lease_s)
+            repo.set_item_attempt(self.run_id, item.item_index, next_attempt)
+            self._event(repo, now, "step.deferred", item_index=item.item_index, step_index=index, step_id=step.id,
+                        considered=["sleep in the worker", "release the worker and wake up later"],
+                        chosen=f"wake up in {delay_s:.1f}s (attempt {next_attempt} next)", why=reason,
+                        verdicts=attempts, failure_category="dependency")
+            if repo.release(self.run_id, self.fence, now, wake_at=now + timedelta(seconds=delay_s + 30)):
+                enqueue_after_commit(session, EXECUTE_RUN, delay_s=delay_s, tenant_id=self.tenant_id,
+                                     run_id=self.run_id)
+
+        self._committed(write, "defer")
+        raise _Stop(f"deferred {delay_s:.1f}s: {reason}")
 
     def _ledger_intent(self, item: RunItem, index: int, step: Step, idempotent: bool) -> str:
         """Record the intent (and commit) before a side effect; decide what an earlier intent means."""
@@ -332,6 +386,9 @@ class _Execution:
             if last:
                 repo.finish_item(self.run_id, item.item_index, "done", now, steps_used=steps_used,
                                  llm_calls=llm_calls)
+            if item.next_attempt != 1:
+                repo.set_item_attempt(self.run_id, item.item_index, 1)
+                item.next_attempt = 1
             return cancel
 
         if self._committed(write, "checkpoint"):
@@ -350,7 +407,8 @@ class _Execution:
                                        llm_calls=int(failure.details.get("llm_calls", 0)))
             self._event(repo, now, "step.failed", item_index=item.item_index, step_index=index, step_id=step.id,
                         considered=failure.details.get("considered") or [state, "retry"],
-                        chosen=state, why=failure.reason, verdicts=failure.details.get("verdicts"),
+                        chosen=state, why=failure.reason,
+                        verdicts=failure.details.get("verdicts") or failure.details.get("attempts"),
                         failure_category=failure.category, latency_ms=latency_ms)
             key = failure.details.get("idempotency_key")
             if key:

@@ -1,30 +1,134 @@
-"""Where the engine finds tools and models for a tenant."""
+"""Where an execution finds its tools, models, breakers and secrets — all inside the agent's scope.
+
+A :class:`Toolbox` is built per execution slice from the pinned spec: one egress client limited
+to ``scope.egress``, a secret resolver limited to ``scope.secrets``, circuit breakers whose state
+is shared by every worker through the database, and the tenant's tool/model definitions.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+from runner.catalog import BreakerConfig, BreakerState, ModelConfig, ToolDefinition
 from runner.errors import StepFailed
 from runner.providers.base import Provider
+from runner.providers.factory import build_provider
 from runner.providers.sandbox import SandboxModel
+from runner.spec import AgentSpec
+from runner.tools.breaker import CircuitBreaker
+from runner.tools.egress import EgressClient, EgressPolicy
+from runner.tools.http import HttpTool, TokenCache
 from runner.tools.sandbox import BUILTIN_TOOLS
+from tenants.catalog.repository import CatalogRepository
+from tenants.kit.db import unit_of_work
+from tenants.kit.ids import utcnow
+from tenants.kit.settings import Settings
 
-__all__ = ["resolve_model", "resolve_tool"]
+__all__ = ["DbBreakerStore", "SecretLookup", "Toolbox", "set_secret_lookup"]
 
-_MODELS: dict[str, Provider] = {"sandbox": SandboxModel()}
-
-
-def resolve_tool(tenant_id: str, name: str) -> Any:
-    """The tool named ``name`` for this tenant (built-ins first)."""
-    tool = BUILTIN_TOOLS.get(name)
-    if tool is None:
-        raise StepFailed("internal", f"tool {name!r} is not defined for this tenant", action="escalate")
-    return tool
+T = TypeVar("T")
+SecretLookup = Callable[[str, str], str]  # (tenant_id, name) -> plaintext
+_TOKENS = TokenCache()  # OAuth access tokens, per tenant and tool, shared by the process
+_SANDBOX = SandboxModel()
+_secret_lookup: SecretLookup | None = None
 
 
-def resolve_model(tenant_id: str, alias: str) -> Provider:
-    """The provider behind a model alias."""
-    provider = _MODELS.get(alias)
-    if provider is None:
-        raise StepFailed("dependency", f"model {alias!r} is not configured", action="escalate")
-    return provider
+def set_secret_lookup(lookup: SecretLookup | None) -> None:
+    """Install how this process resolves secrets (the keyring backend, at start-up)."""
+    global _secret_lookup
+    _secret_lookup = lookup
+
+
+class DbBreakerStore:
+    """A :class:`~runner.tools.breaker.BreakerStore` in the database, so all workers share a breaker."""
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+
+    @staticmethod
+    def _host(key: str) -> str:
+        return key.split("|", 1)[-1]
+
+    def get(self, key: str) -> BreakerState:
+        with unit_of_work() as session:
+            row = CatalogRepository(session, self.tenant_id).breaker_for_update(self._host(key))
+        return BreakerState.from_dict(row) if row else BreakerState()
+
+    def put(self, key: str, state: BreakerState) -> None:
+        with unit_of_work() as session:
+            CatalogRepository(session, self.tenant_id).save_breaker(self._host(key), state.to_dict(), utcnow())
+
+    def update(self, key: str, fn: Callable[[BreakerState], tuple[BreakerState, T]]) -> T:
+        host = self._host(key)
+        with unit_of_work() as session:
+            repo = CatalogRepository(session, self.tenant_id)
+            now = utcnow()
+            repo.ensure_breaker(host, BreakerState().to_dict(), now)
+            current = repo.breaker_for_update(host)
+            new, result = fn(BreakerState.from_dict(current) if current else BreakerState())
+            repo.save_breaker(host, new.to_dict(), now)
+            return result
+
+
+class Toolbox:
+    """The tools, models and secrets one execution may use, resolved lazily and cached per slice."""
+
+    def __init__(self, settings: Settings, tenant_id: str, spec: AgentSpec) -> None:
+        self.tenant_id = tenant_id
+        self.spec = spec
+        self.client = EgressClient(EgressPolicy(allowed_hosts=list(spec.scope.egress),
+                                                allow_loopback=settings.allow_loopback_egress))
+        self.breaker = CircuitBreaker(BreakerConfig(), DbBreakerStore(tenant_id))
+        self._tools: dict[str, Any] = {}
+        self._models: dict[str, Provider] = {}
+        self._lock = threading.Lock()
+
+    def secret(self, name: str) -> str:
+        """A secret's current value, only if the agent declared it in ``scope.secrets``."""
+        if name not in self.spec.scope.secrets:
+            raise StepFailed("scope", f"secret {name!r} is not in the agent's scope.secrets", action="fail")
+        if _secret_lookup is None:
+            raise LookupError(f"secret {name!r}: no secret store is configured in this process")
+        return _secret_lookup(self.tenant_id, name)
+
+    def tool(self, name: str) -> Any:
+        """The tool ``name``: a built-in, or the tenant's HTTP tool definition."""
+        if name not in self.spec.scope.tools:
+            raise StepFailed("scope", f"tool {name!r} is not in the agent's scope.tools", action="fail")
+        builtin = BUILTIN_TOOLS.get(name)
+        if builtin is not None:
+            return builtin
+        with self._lock:
+            if name not in self._tools:
+                with unit_of_work() as session:
+                    record = CatalogRepository(session, self.tenant_id).tool(name)
+                    definition = dict(record.definition) if record else None
+                if definition is None:
+                    raise StepFailed("internal", f"tool {name!r} is not defined for this tenant (PUT /v1/tools/{name})",
+                                     action="escalate")
+                parsed = ToolDefinition.model_validate(definition)
+                self._tools[name] = HttpTool(parsed, self.client, self.secret, self.breaker,
+                                             f"{self.tenant_id}|{parsed.host}", token_cache=_TOKENS)
+            return self._tools[name]
+
+    def model(self, alias: str) -> Provider:
+        """The provider behind a model alias: ``sandbox`` built in, others from ``/v1/models``."""
+        with self._lock:
+            if alias not in self._models:
+                with unit_of_work() as session:
+                    record = CatalogRepository(session, self.tenant_id).model(alias)
+                    config = dict(record.config) if record else None
+                if config is None:
+                    if alias != "sandbox":
+                        raise StepFailed("dependency", f"model {alias!r} is not configured (PUT /v1/models/{alias})",
+                                         action="escalate")
+                    self._models[alias] = _SANDBOX
+                else:
+                    parsed = ModelConfig.model_validate({**config, "alias": alias})
+                    host = urlsplit(parsed.base_url or "").hostname or alias
+                    self._models[alias] = build_provider(parsed, self.client, self.secret, breaker=self.breaker,
+                                                         breaker_key=f"{self.tenant_id}|{host}")
+            return self._models[alias]

@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema
 
-from runner.engine._registry import resolve_model, resolve_tool
+from runner.engine._registry import Toolbox
 from runner.errors import RuleError, StepFailed, TemplateError
 from runner.providers.base import Message, ModelRequest
 from runner.rules import compile_rule
@@ -73,18 +73,27 @@ def validate_output(step: Step, output: Any, context: dict[str, Any]) -> list[di
     return verdicts
 
 
-def run_tool_step(tenant_id: str, run_id: str, item_index: int, step: Step, context: dict[str, Any],
-                  idempotency_key: str | None) -> StepOutcome:
-    """Call the step's tool once with rendered args and validate what it returns."""
+def run_tool_step(toolbox: Toolbox, run_id: str, item_index: int, step: Step, context: dict[str, Any],
+                  idempotency_key: str | None, start_attempt: int = 1) -> StepOutcome:
+    """Call the step's tool (with its retry policy) and validate what it returns."""
     assert step.tool is not None
-    tool = resolve_tool(tenant_id, step.tool)
+    tool = toolbox.tool(step.tool)
     args = _render(step.args, context, "args")
-    output = tool.call(ToolCall(tenant_id=tenant_id, run_id=run_id, item_index=item_index, step_id=step.id,
-                                args=args, idempotency_key=idempotency_key))
+    call = ToolCall(tenant_id=toolbox.tenant_id, run_id=run_id, item_index=item_index, step_id=step.id,
+                    args=args, idempotency_key=idempotency_key)
+    attempts: list[dict[str, Any]] = []
+    if hasattr(tool, "call_detailed"):
+        result = tool.call_detailed(call, start_attempt=start_attempt)
+        output = result.value
+        attempts = [{"check": "attempt", **a.to_dict()} for a in result.attempts]
+    else:
+        output = tool.call(call)
     verdicts = validate_output(step, output, context)
-    return StepOutcome(output=output, considered=[step.tool], chosen=step.tool,
-                       why=f"spec step {step.id!r} calls tool {step.tool}", verdicts=verdicts,
-                       input_hash_source=args)
+    why = f"spec step {step.id!r} calls tool {step.tool}"
+    if len(attempts) > 1:
+        why += f"; succeeded on attempt {len(attempts) + start_attempt - 1} after retries"
+    return StepOutcome(output=output, considered=[step.tool], chosen=step.tool, why=why,
+                       verdicts=attempts + verdicts, attempts=max(1, len(attempts)), input_hash_source=args)
 
 
 def _parse_model_output(step: Step, text: str) -> Any:
@@ -96,62 +105,90 @@ def _parse_model_output(step: Step, text: str) -> Any:
         raise StepFailed("validation", f"model output is not JSON: {exc.msg} at {exc.pos}") from exc
 
 
-def run_llm_step(tenant_id: str, step: Step, context: dict[str, Any]) -> StepOutcome:
-    """Ask the step's model (then its fallbacks on dependency failures); validate, retrying with feedback."""
+@dataclass(slots=True)
+class _LlmLog:
+    """What an llm step's model calls did, for the decision event."""
+
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    usage: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0
+    cost: Decimal = Decimal(0)
+
+
+def _ask(toolbox: Toolbox, step: Step, chain: list[str], messages: list[Message], attempt: int,
+         log: _LlmLog) -> tuple[str, str, int]:
+    """Ask the models of ``chain`` in order until one answers; return (text, alias, fallbacks used)."""
+    assert step.llm is not None
+    errors: list[str] = []
+    for alias in chain:
+        started = time.perf_counter()
+        try:
+            provider = toolbox.model(alias)
+            log.calls += 1
+            response = provider.complete(ModelRequest(
+                model=alias, messages=messages, max_tokens=step.llm.max_tokens, temperature=step.llm.temperature,
+                output_schema=step.output_schema, options=dict(step.llm.sandbox or {}), attempt=attempt))
+        except StepFailed as exc:
+            if exc.category != "dependency":
+                raise
+            log.verdicts.append({"check": "model_call", "model": alias, "ok": False, "category": exc.category,
+                                 "message": exc.reason[:300]})
+            errors.append(f"{alias}: {exc.reason} ({(time.perf_counter() - started) * 1000:.0f} ms)")
+            continue
+        log.cost += response.cost_usd
+        log.usage.append({"check": "model_call", "model": alias, "provider": response.provider, "ok": True,
+                          "input_tokens": response.usage.input_tokens,
+                          "output_tokens": response.usage.output_tokens, "cost_usd": str(response.cost_usd)})
+        return response.text, alias, len(errors)
+    raise StepFailed("dependency", "every model failed: " + "; ".join(errors), action="escalate",
+                     details={"considered": chain, "verdicts": log.verdicts, "llm_calls": log.calls})
+
+
+def run_llm_step(toolbox: Toolbox, step: Step, context: dict[str, Any]) -> StepOutcome:
+    """Ask the step's model (its fallbacks on dependency failures) and validate the answer.
+
+    An invalid answer is retried ``on_invalid.retry`` times with the violation fed back to the
+    model; then ``on_invalid.then`` decides: ``fallback`` tries the next model of the chain the
+    same way, ``escalate`` or ``fail`` stop the item.
+    """
     assert step.llm is not None
     llm = step.llm
-    prompt = _render(llm.prompt, context, "prompt")
+    prompt = str(_render(llm.prompt, context, "prompt"))
     system = _render(llm.system, context, "system") if llm.system else None
     chain = [llm.model, *llm.fallbacks]
-    verdict_log: list[dict[str, Any]] = []
-    llm_calls = 0
-    cost = Decimal(0)
-    feedback: str | None = None
-    max_attempts = 1 + step.on_invalid.retry
+    log = _LlmLog()
+    tries_per_model = 1 + step.on_invalid.retry
+    models_to_try = len(chain) if step.on_invalid.then == "fallback" else 1
+    attempt = 0
     last_error: StepFailed | None = None
-    for attempt in range(1, max_attempts + 1):
-        messages = [Message("system", system)] if system else []
-        messages.append(Message("user", str(prompt)))
-        if feedback:
-            messages.append(Message("user", f"Your previous answer was rejected: {feedback}. Answer again."))
-        response = None
-        dependency_errors: list[str] = []
-        for alias in chain:
-            started = time.perf_counter()
+    for first in range(models_to_try):
+        feedback: str | None = None
+        for _ in range(tries_per_model):
+            attempt += 1
+            messages = [Message("system", str(system))] if system else []
+            messages.append(Message("user", prompt))
+            if feedback:
+                messages.append(Message("user", f"Your previous answer was rejected: {feedback}. Answer again."))
+            text, chosen, fallbacks = _ask(toolbox, step, chain[first:], messages, attempt, log)
             try:
-                provider = resolve_model(tenant_id, alias)
-                llm_calls += 1
-                response = provider.complete(ModelRequest(
-                    model=alias, messages=messages, max_tokens=llm.max_tokens, temperature=llm.temperature,
-                    output_schema=step.output_schema, options=dict(llm.sandbox or {}), attempt=attempt))
-                cost += response.cost_usd
-                chosen = alias
-                break
+                output = _parse_model_output(step, text)
+                verdicts = validate_output(step, output, context)
             except StepFailed as exc:
-                if exc.category != "dependency":
-                    raise
-                dependency_errors.append(f"{alias}: {exc.reason} ({(time.perf_counter() - started) * 1000:.0f} ms)")
-        if response is None:
-            raise StepFailed("dependency", "every model failed: " + "; ".join(dependency_errors),
-                             action="escalate", details={"considered": chain})
-        try:
-            output = _parse_model_output(step, response.text)
-            verdicts = validate_output(step, output, context)
-        except StepFailed as exc:
-            last_error = exc
-            verdict_log.extend(exc.details.get("verdicts", [{"check": "parse", "ok": False, "message": exc.reason}]))
-            feedback = exc.reason
-            continue
-        why = f"model {chosen!r} answered"
-        if dependency_errors:
-            why += f" after {len(dependency_errors)} fallback(s)"
-        if attempt > 1:
-            why += f"; valid on attempt {attempt} of {max_attempts}"
-        return StepOutcome(output=output, considered=chain, chosen=chosen, why=why,
-                           verdicts=verdict_log + verdicts, attempts=attempt, llm_calls=llm_calls, cost_usd=cost,
-                           input_hash_source=prompt)
+                last_error = exc
+                log.verdicts.extend(exc.details.get("verdicts", [{"check": "parse", "ok": False,
+                                                                  "message": exc.reason}]))
+                feedback = exc.reason
+                continue
+            why = f"model {chosen!r} answered"
+            if fallbacks:
+                why += f" after {fallbacks} fallback(s)"
+            if attempt > 1:
+                why += f"; valid on attempt {attempt}"
+            return StepOutcome(output=output, considered=chain, chosen=chosen, why=why,
+                               verdicts=log.verdicts + log.usage + verdicts, attempts=attempt, llm_calls=log.calls,
+                               cost_usd=log.cost, input_hash_source=prompt)
     assert last_error is not None
     then = step.on_invalid.then
-    raise StepFailed("validation", f"{last_error.reason} (after {max_attempts} attempt(s))",
-                     action="fail" if then == "fail" else "escalate", attempts=max_attempts,
-                     details={"verdicts": verdict_log, "llm_calls": llm_calls})
+    raise StepFailed("validation", f"{last_error.reason} (after {attempt} attempt(s))",
+                     action="fail" if then == "fail" else "escalate", attempts=attempt,
+                     details={"verdicts": log.verdicts + log.usage, "llm_calls": log.calls})

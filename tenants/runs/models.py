@@ -94,6 +94,8 @@ class RunItem(Base):
     failure_category: Mapped[str | None] = mapped_column(String(16), nullable=True)
     steps_used: Mapped[int] = mapped_column(Integer, default=0)
     llm_calls: Mapped[int] = mapped_column(Integer, default=0)
+    # The attempt number the next call of the item's current step starts at (after a deferred retry).
+    next_attempt: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 

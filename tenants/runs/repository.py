@@ -72,7 +72,7 @@ class RunRepository(TenantRepository):
         chunk: list[dict[str, Any]] = []
         for item in items:
             chunk.append({"run_id": run_id, "item_index": count, "tenant_id": self.tenant_id, "input": item,
-                          "state": "pending", "steps_used": 0, "llm_calls": 0})
+                          "state": "pending", "steps_used": 0, "llm_calls": 0, "next_attempt": 1})
             count += 1
             if len(chunk) >= ITEM_CHUNK:
                 self.session.execute(insert(RunItem), chunk)
@@ -250,6 +250,13 @@ class RunRepository(TenantRepository):
             .where(c.tenant_id == self.tenant_id, c.run_id == run_id, c.item_index == item_index)
             .values(state=state, reason=reason, failure_category=category, updated_at=now,
                     steps_used=steps_used, llm_calls=llm_calls)
+        )
+
+    def set_item_attempt(self, run_id: str, item_index: int, next_attempt: int) -> None:
+        c = _ITEMS.c
+        self.session.execute(
+            update(_ITEMS).where(c.tenant_id == self.tenant_id, c.run_id == run_id, c.item_index == item_index)
+            .values(next_attempt=next_attempt)
         )
 
     def add_checkpoint(self, values: dict[str, Any]) -> None:

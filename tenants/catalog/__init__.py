@@ -1,0 +1,1 @@
+"""A tenant's catalog: HTTP tool definitions, model configurations and circuit-breaker states."""
