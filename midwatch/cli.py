@@ -212,6 +212,13 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sandbox_upstream(args: argparse.Namespace) -> int:
+    """A fault-injecting upstream (429, 503, HTML-with-200, slow, resets, truncated JSON, 401-until-refresh)."""
+    from runner.sandbox_upstream import main as upstream_main
+
+    return upstream_main(["--host", args.host, "--port", str(args.port)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midwatch", description="Run AI agents unattended: durable, bounded, loud.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -253,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--display-name")
     create.set_defaults(func=cmd_tenant_create)
+    upstream = sub.add_parser("sandbox-upstream", help="serve a fault-injecting upstream for demos and tests")
+    upstream.add_argument("--host", default="127.0.0.1")
+    upstream.add_argument("--port", type=int, default=8900)
+    upstream.set_defaults(func=cmd_sandbox_upstream)
     return parser
 
 

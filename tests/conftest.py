@@ -270,6 +270,15 @@ def _delete_rabbit_queues(queue: str) -> None:
 
 
 @pytest.fixture
+def upstream() -> Iterator[Any]:
+    """A fault-injecting upstream (runner.sandbox_upstream.FaultyUpstream) on 127.0.0.1, random port."""
+    from runner.sandbox_upstream import FaultyUpstream
+
+    with FaultyUpstream() as up:
+        yield up
+
+
+@pytest.fixture
 def harness(make_harness: Callable[..., Harness]) -> Harness:
     """The embedded default: SQLite + StubBroker + in-process worker threads."""
     return make_harness()
