@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
-from litestar import Litestar, MediaType, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from platform_api.auth import principal_dependency
 from platform_api.problems import exception_handlers, problem
 from platform_api.routes import admin, agents, catalog, keys, runs, sandbox
 from tenants.kit.db import unit_of_work
+from tenants.kit.errors import InvalidInput, NotFound
 from tenants.kit.settings import Settings
 
 __all__ = ["create_app"]
@@ -54,6 +55,7 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
             settings.max_run_body_bytes), runs.router, sandbox.router, catalog.tools_router,
             catalog.models_router, catalog.breakers_router],
         dependencies={"principal": Provide(principal_dependency, sync_to_thread=True)},
+        before_request=_reject_nul,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]  # Litestar's handler map is invariant
         plugins=[PydanticPlugin(validate_strict=True, prefer_alias=True)],
         request_max_body_size=settings.max_body_bytes,
@@ -68,6 +70,14 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
     )
 
 
+def _reject_nul(request: Request[Any, Any, Any]) -> None:
+    """No object's name or id holds a NUL (PostgreSQL cannot even compare one): 404 in a path, 422 in a query."""
+    if "\x00" in request.scope["path"]:
+        raise NotFound("not found")
+    if "\x00" in unquote_plus(request.scope["query_string"].decode("latin-1")):
+        raise InvalidInput("query parameters cannot contain NUL characters")
+
+
 def _database_ready() -> None:
-    with unit_of_work() as session:
-        session.execute(text("SELECT 1"))
+    with unit_of_work() as session:  # plain SQL through the session: the API never imports SQLAlchemy
+        session.connection().exec_driver_sql("SELECT 1")

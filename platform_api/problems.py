@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from runner.errors import SpecInvalid
@@ -85,12 +85,21 @@ def _http(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
     status = exc.status_code
     detail = str(exc.detail)
     code = _HTTP_CODES.get(status, "bad_request" if status < 500 else "internal")
-    if status == 400 and ("JSON" in detail or "json" in detail):
+    if status == 400 and isinstance(exc.__cause__, SerializationException):  # the body failed to decode
         code = "malformed_json"
     if status >= 500:
         log.error("http_error", status=status, detail=detail)
         detail = "internal error"
     return problem(status, code, detail)
+
+
+def _undecodable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Litestar lets these escape while decoding a JSON body: bad UTF-8, nesting deeper than the decoder allows."""
+    if isinstance(exc, UnicodeDecodeError):
+        return problem(400, "malformed_json", "the request body is not valid UTF-8")
+    if isinstance(exc, RecursionError) and "deserializing" in str(exc):
+        return problem(400, "malformed_json", "the JSON body is nested too deeply")
+    return _internal(request, exc)
 
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -104,5 +113,7 @@ exception_handlers: dict[type[Exception], Any] = {
     SpecInvalid: _spec_invalid,
     ValidationException: _validation,
     HTTPException: _http,
+    UnicodeDecodeError: _undecodable,
+    RecursionError: _undecodable,
     Exception: _internal,
 }

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 __all__ = [
     "AgentOut",
@@ -25,6 +25,7 @@ __all__ = [
     "StoredAgentOut",
     "SubmitRun",
     "TenantOut",
+    "find_nul",
 ]
 
 T = TypeVar("T")
@@ -33,8 +34,37 @@ T = TypeVar("T")
 Money = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
 
 
+def find_nul(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) holding a NUL character, else None.
+
+    PostgreSQL cannot store NUL in text or JSONB, so such input is rejected at the edge (on every
+    database, so SQLite and PostgreSQL installs answer alike). Iterative: depth is the decoder's to bound.
+    """
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, current = stack.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return where or "(body)"
+        elif isinstance(current, dict):
+            for key, child in current.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return f"{where}[{key!r}]"
+                stack.append((f"{where}[{key!r}]" if where else str(key), child))
+        elif isinstance(current, list | tuple):
+            stack.extend((f"{where}[{i}]", child) for i, child in enumerate(current))
+    return None
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> _In:
+        where = find_nul(dict(self))
+        if where is not None:
+            raise ValueError(f"{where}: text cannot contain NUL (\\u0000) characters")
+        return self
 
 
 class _Out(BaseModel):

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from tenants.accounts.service import Principal
+from tenants.kit.errors import InvalidInput
 
-__all__ = ["Caller", "Cursor", "Limit"]
+__all__ = ["INT32_MAX", "INT64_MAX", "Caller", "Cursor", "Limit", "int_cursor"]
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 Caller = NamedDependency[Principal]  # the authenticated principal (see platform_api.auth)
 
 Limit = Annotated[int, Parameter(ge=1, le=500, description="page size (1-500)")]
 Cursor = Annotated[str | None, Parameter(max_length=100, description="next_cursor of the previous page")]
+
+
+def int_cursor(cursor: str | None, maximum: int) -> int | None:
+    """A numeric cursor (digits only, at most ``maximum``: the column's range) or a 422."""
+    if cursor is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,19}", cursor) or int(cursor) > maximum:
+        raise InvalidInput("cursor must be the next_cursor of a previous page", field="cursor")
+    return int(cursor)

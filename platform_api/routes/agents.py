@@ -12,7 +12,16 @@ from litestar.params import FromPath, Parameter
 
 from platform_api.auth import require
 from platform_api.routes._common import Caller, Cursor, Limit
-from platform_api.schemas import AgentOut, AgentVersionOut, LintOut, Page, RunOut, StoredAgentOut, SubmitRun
+from platform_api.schemas import (
+    AgentOut,
+    AgentVersionOut,
+    LintOut,
+    Page,
+    RunOut,
+    StoredAgentOut,
+    SubmitRun,
+    find_nul,
+)
 from runner.errors import SpecInvalid
 from runner.spec import AgentSpec, ParseResult, SpecIssue, load_spec, parse_spec
 from tenants.agents.repository import AgentRepository
@@ -25,7 +34,9 @@ from tenants.runs.service import submit_run
 __all__ = ["build_router"]
 
 IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", max_length=200, min_length=1,
-                                                 description="same key, same run: retries never create two")]
+                                                 pattern=r"^[\x20-\x7e]+$",
+                                                 description="same key, same run: retries never create two "
+                                                             "(printable ASCII, up to 200 characters)")]
 
 
 def _parse(name: str, body: bytes) -> ParseResult:
@@ -36,6 +47,10 @@ def _parse(name: str, body: bytes) -> ParseResult:
     except UnicodeDecodeError as exc:
         raise InvalidInput("the agent spec must be UTF-8 text") from exc
     result = parse_spec(text)
+    nul_at = find_nul(result.spec.model_dump(mode="json", by_alias=True)) if result.spec is not None else None
+    if nul_at is not None:
+        nul = SpecIssue(path=nul_at, code="nul_character", message="text cannot contain NUL (\\u0000) characters")
+        return result.model_copy(update={"spec": None, "errors": [*result.errors, nul]})
     if result.spec is not None and result.spec.name != name:
         mismatch = SpecIssue(path="name", code="name_mismatch",
                              message=f"spec name {result.spec.name!r} differs from the URL's {name!r}")

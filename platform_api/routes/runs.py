@@ -8,10 +8,9 @@ from litestar import Router, get, post
 from litestar.params import FromPath, Parameter
 
 from platform_api.auth import require
-from platform_api.routes._common import Caller, Cursor, Limit
+from platform_api.routes._common import INT32_MAX, Caller, Cursor, Limit, int_cursor
 from platform_api.schemas import DecisionEventOut, Page, RunItemOut, RunOut
 from tenants.kit.db import unit_of_work
-from tenants.kit.errors import InvalidInput
 from tenants.runs.events import HASHED_FIELDS, verify_chain
 from tenants.runs.models import RUN_STATES
 from tenants.runs.repository import RunRepository
@@ -23,15 +22,6 @@ RunState = Literal["queued", "running", "waiting_approval", "succeeded", "failed
                    "budget_exhausted"]
 ItemState = Literal["pending", "done", "failed", "escalated", "skipped"]
 assert set(RunState.__args__) == set(RUN_STATES)  # type: ignore[attr-defined]
-
-
-def _int_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        return int(cursor)
-    except ValueError:
-        raise InvalidInput("cursor must be the next_cursor of a previous page", field="cursor") from None
 
 
 @get("/", sync_to_thread=True, summary="List runs, newest first")
@@ -58,7 +48,7 @@ def list_items(run_id: FromPath[str], principal: Caller, limit: Limit = 100, cur
     me = require(principal)
     with unit_of_work() as session:
         get_run(session, me.tenant_id, run_id)
-        rows = RunRepository(session, me.tenant_id).items(run_id, after=_int_cursor(cursor), limit=limit,
+        rows = RunRepository(session, me.tenant_id).items(run_id, after=int_cursor(cursor, INT32_MAX), limit=limit,
                                                           state=item_state)
         data = [RunItemOut.model_validate(i) for i in rows]
     return Page(data=data, next_cursor=str(data[-1].item_index) if len(data) == limit else None)
@@ -70,7 +60,7 @@ def list_events(run_id: FromPath[str], principal: Caller, limit: Limit = 500, cu
     me = require(principal)
     with unit_of_work() as session:
         get_run(session, me.tenant_id, run_id)
-        rows = RunRepository(session, me.tenant_id).events(run_id, after=_int_cursor(cursor), limit=limit)
+        rows = RunRepository(session, me.tenant_id).events(run_id, after=int_cursor(cursor, INT32_MAX), limit=limit)
         data = [DecisionEventOut.model_validate(e) for e in rows]
     return Page(data=data, next_cursor=str(data[-1].seq) if len(data) == limit else None)
 

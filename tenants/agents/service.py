@@ -15,6 +15,8 @@ from tenants.kit.ids import new_id, sha256_hex, utcnow
 
 __all__ = ["StoredVersion", "get_agent", "get_version", "store_version"]
 
+MAX_VERSION = 2**31 - 1  # the column is a 32-bit INTEGER; a larger number cannot exist (nor be bound)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredVersion:
@@ -65,7 +67,9 @@ def get_agent(session: Session, tenant_id: str, name: str) -> Agent:
 def get_version(session: Session, tenant_id: str, name: str, version: int | None = None) -> AgentVersion:
     """A version (the latest by default) or NotFound."""
     agent = get_agent(session, tenant_id, name)
-    found = AgentRepository(session, tenant_id).version(agent.id, version or agent.latest_version)
+    if version is not None and not 1 <= version <= MAX_VERSION:
+        raise NotFound(f"agent {name!r} has no version {version}")
+    found = AgentRepository(session, tenant_id).version(agent.id, agent.latest_version if version is None else version)
     if found is None:
         raise NotFound(f"agent {name!r} has no version {version}")
     return found

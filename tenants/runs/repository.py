@@ -63,8 +63,8 @@ class RunRepository(TenantRepository):
         stmt = _insert_ignore(self.session, Run).values(**values)
         if run.idempotency_key is not None:
             stmt = stmt.on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
-        res = self.session.execute(stmt)
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        # RETURNING, not rowcount: an ORM-enabled INSERT reports rowcount -1 on PostgreSQL (psycopg).
+        return self.session.execute(stmt.returning(Run.id)).first() is not None
 
     def insert_items(self, run_id: str, items: Iterable[Any]) -> int:
         """Store batch items in chunks; returns how many."""

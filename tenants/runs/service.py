@@ -32,7 +32,10 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
                items: Sequence[Any] | None, idempotency_key: str | None) -> Submitted:
     """Insert a run (and its items) once per Idempotency-Key and wake a worker after commit."""
     repo = RunRepository(session, tenant_id)
-    request_hash = sha256_hex({"agent": agent_name, "version": version.version, "input": run_input})
+    request: dict[str, Any] = {"agent": agent_name, "version": version.version, "input": run_input}
+    if items is not None:  # part of the request: the same key with other items is a different request
+        request["items"] = list(items)
+    request_hash = sha256_hex(request)
     now = utcnow()
     run = Run(
         id=new_id("run"), tenant_id=tenant_id, agent_id=version.agent_id, agent_name=agent_name,

@@ -24,8 +24,9 @@ class SandboxRepository(TenantRepository):
             insert(SandboxRecord)
             .values(tenant_id=self.tenant_id, idempotency_key=key, args=args, created_at=utcnow())
             .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+            .returning(SandboxRecord.id)  # not rowcount: an ORM-enabled INSERT reports -1 on PostgreSQL
         )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        return res.first() is not None
 
     def list(self, *, after: int | None, limit: int) -> Sequence[SandboxRecord]:
         q = (select(SandboxRecord).where(SandboxRecord.tenant_id == self.tenant_id)

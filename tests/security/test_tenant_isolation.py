@@ -1,0 +1,309 @@
+"""Two tenants, every endpoint: tenant B never sees, changes or learns the existence of tenant A's objects.
+
+The endpoint list comes from the app's own route table, so a new endpoint without a row in ``PROBES``
+fails :func:`test_every_endpoint_has_an_isolation_probe` until someone decides how it must behave.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+
+from tests.conftest import Harness, Tenant, batch_spec, simple_spec
+
+UNPROBED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema")  # public, no tenant data
+IGNORED_METHODS = {"OPTIONS", "HEAD"}
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class World:
+    """Tenant A with a finished batch run (items, events, sandbox records) and keys; tenant B likewise."""
+
+    h: Harness
+    a: Tenant
+    b: Tenant
+    a_run: str
+    b_run: str
+    a_viewer_key_id: str
+    a_ids: set[str]  # every identifier of A's that B must never see
+    b_viewer: str
+    b_approver: str
+
+    def headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+
+Kind = Literal["hidden", "listing", "own_namespace", "operator_only"]
+
+
+@dataclass
+class Probe:
+    """How B's admin key probes one endpoint.
+
+    - ``hidden``: ``url(world, ref)`` with A's object must answer exactly like with a missing one (404);
+    - ``listing``: 200, and none of A's identifiers in the body;
+    - ``own_namespace``: acts on B's own namespace (a PUT by name creates B's agent; A's is untouched);
+    - ``operator_only``: an operator endpoint, 403 for any tenant key.
+    """
+
+    kind: Kind
+    url: Callable[[World, str], str]
+    a_ref: Callable[[World], str] = lambda w: ""
+    missing_ref: Callable[[], str] = lambda: ""
+    body: dict[str, Any] | bytes | None = None
+    admin_only: bool = False  # needs a tenant-admin key (viewers and approvers get 403)
+
+
+def _run_ref(w: World) -> str:
+    return w.a_run
+
+
+def _missing_run() -> str:
+    return f"run_{secrets.token_hex(12)}"
+
+
+def _agent_ref(_w: World) -> str:
+    return "alpha-only"
+
+
+def _missing_agent() -> str:
+    return f"never-{secrets.token_hex(4)}"
+
+
+SPEC_FOR = {"alpha-put": simple_spec("alpha-put").encode()}
+
+PROBES: dict[tuple[str, str], Probe] = {
+    # ---- operator endpoints ---------------------------------------------------------------------
+    ("GET", "/v1/admin/tenants"): Probe("operator_only", lambda w, r: "/v1/admin/tenants"),
+    ("POST", "/v1/admin/tenants"): Probe("operator_only", lambda w, r: "/v1/admin/tenants",
+                                         body={"name": "sneaky"}),
+    ("POST", "/v1/admin/tenants/{name:str}/suspend"): Probe(
+        "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/suspend"),
+    ("POST", "/v1/admin/tenants/{name:str}/resume"): Probe(
+        "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/resume"),
+    # ---- keys -----------------------------------------------------------------------------------
+    ("GET", "/v1/keys"): Probe("listing", lambda w, r: "/v1/keys", admin_only=True),
+    ("POST", "/v1/keys"): Probe("own_namespace", lambda w, r: "/v1/keys", body={"role": "viewer"}, admin_only=True),
+    ("DELETE", "/v1/keys/{key_id:str}"): Probe(
+        "hidden", lambda w, r: f"/v1/keys/{r}", lambda w: w.a_viewer_key_id,
+        lambda: f"key_{secrets.token_hex(12)}", admin_only=True),
+    # ---- agents ---------------------------------------------------------------------------------
+    ("GET", "/v1/agents"): Probe("listing", lambda w, r: "/v1/agents"),
+    ("GET", "/v1/agents/{name:str}"): Probe("hidden", lambda w, r: f"/v1/agents/{r}", _agent_ref, _missing_agent),
+    ("PUT", "/v1/agents/{name:str}"): Probe("own_namespace", lambda w, r: "/v1/agents/alpha-put",
+                                            body=SPEC_FOR["alpha-put"], admin_only=True),
+    ("POST", "/v1/agents/{name:str}/validate"): Probe(
+        "own_namespace", lambda w, r: "/v1/agents/alpha-put/validate", body=SPEC_FOR["alpha-put"]),
+    ("GET", "/v1/agents/{name:str}/versions"): Probe(
+        "hidden", lambda w, r: f"/v1/agents/{r}/versions", _agent_ref, _missing_agent),
+    ("GET", "/v1/agents/{name:str}/versions/{version:int}"): Probe(
+        "hidden", lambda w, r: f"/v1/agents/{r}/versions/1", _agent_ref, _missing_agent),
+    ("POST", "/v1/agents/{name:str}/runs"): Probe(
+        "hidden", lambda w, r: f"/v1/agents/{r}/runs", _agent_ref, _missing_agent,
+        body={"items": [{"n": 1}]}, admin_only=True),
+    # ---- runs -----------------------------------------------------------------------------------
+    ("GET", "/v1/runs"): Probe("listing", lambda w, r: "/v1/runs"),
+    ("GET", "/v1/runs/{run_id:str}"): Probe("hidden", lambda w, r: f"/v1/runs/{r}", _run_ref, _missing_run),
+    ("GET", "/v1/runs/{run_id:str}/items"): Probe(
+        "hidden", lambda w, r: f"/v1/runs/{r}/items", _run_ref, _missing_run),
+    ("GET", "/v1/runs/{run_id:str}/events"): Probe(
+        "hidden", lambda w, r: f"/v1/runs/{r}/events", _run_ref, _missing_run),
+    ("GET", "/v1/runs/{run_id:str}/events/verify"): Probe(
+        "hidden", lambda w, r: f"/v1/runs/{r}/events/verify", _run_ref, _missing_run),
+    ("POST", "/v1/runs/{run_id:str}/cancel"): Probe(
+        "hidden", lambda w, r: f"/v1/runs/{r}/cancel", _run_ref, _missing_run, admin_only=True),
+    ("POST", "/v1/runs/{run_id:str}/resume"): Probe(
+        "hidden", lambda w, r: f"/v1/runs/{r}/resume", _run_ref, _missing_run, admin_only=True),
+    # ---- sandbox --------------------------------------------------------------------------------
+    ("GET", "/v1/sandbox/records"): Probe("listing", lambda w, r: "/v1/sandbox/records"),
+}
+
+
+def _app_routes(h: Harness) -> set[tuple[str, str]]:
+    return {(method, route.path) for route in h.client.app.routes for method in route.methods
+            if method not in IGNORED_METHODS and not route.path.startswith(UNPROBED_PREFIXES)}
+
+
+def _send(w: World, probe: Probe, key: str, ref: str) -> Any:
+    method_path = next(k for k, v in PROBES.items() if v is probe)
+    kwargs: dict[str, Any] = {"headers": w.headers(key)}
+    if isinstance(probe.body, bytes):
+        kwargs["content"] = probe.body
+    elif probe.body is not None:
+        kwargs["json"] = probe.body
+    return w.h.client.request(method_path[0], probe.url(w, ref), **kwargs)
+
+
+def _build_world(h: Harness) -> World:
+    a, b = h.onboard(), h.onboard()
+    for tenant in (a, b):
+        h.put_agent(tenant, simple_spec("greeter"))  # the same agent name in both tenants
+    h.put_agent(a, batch_spec("alpha-only"))
+    h.put_agent(a, simple_spec("alpha-put"))
+    a_run = h.submit(a, "alpha-only", {"items": [{"n": i} for i in range(3)]}, key="shared-key")
+    b_run = h.submit(b, "greeter", {"input": {"customer": "bob@example.com", "amount": 1}}, key="shared-key")
+    for tenant, run in ((a, a_run), (b, b_run)):
+        assert h.wait_run(tenant, run["id"])["state"] == "succeeded"
+    keys = {}
+    for tenant, role in ((a, "viewer"), (b, "viewer"), (b, "approver")):
+        r = h.client.post("/v1/keys", json={"role": role}, headers=tenant.headers)
+        assert r.status_code == 201, r.text
+        keys[(tenant.name, role)] = r.json()
+
+    # every identifier of A's that could leak
+    a_ids = {a.id, a_run["id"], a.admin_key[:14], keys[(a.name, "viewer")]["id"]}
+    for k in h.client.get("/v1/keys", headers=a.headers).json()["data"]:
+        a_ids |= {k["id"], k["prefix"]}
+    for name in ("greeter", "alpha-only", "alpha-put"):
+        body = h.client.get(f"/v1/agents/{name}", headers=a.headers).json()
+        a_ids |= {body["agent"]["id"], body["version"]["id"]}
+    records = h.client.get("/v1/sandbox/records", headers=a.headers).json()["data"]
+    assert len(records) == 3
+    a_ids |= {r["idempotency_key"] for r in records}
+    events = h.events(a, a_run["id"])
+    assert len(events) > 3
+    a_ids |= {e["hash"] for e in events}
+    return World(h=h, a=a, b=b, a_run=a_run["id"], b_run=b_run["id"],
+                 a_viewer_key_id=keys[(a.name, "viewer")]["id"], a_ids=a_ids,
+                 b_viewer=keys[(b.name, "viewer")]["key"], b_approver=keys[(b.name, "approver")]["key"])
+
+
+def _same_shape(w: World, probe: Probe, name: str) -> None:
+    """A's object and a truly missing one get the same answer, the id aside."""
+    a_ref, missing = probe.a_ref(w), probe.missing_ref()
+    theirs, nothing = _send(w, probe, w.b.admin_key, a_ref), _send(w, probe, w.b.admin_key, missing)
+    assert theirs.status_code == nothing.status_code == 404, f"{name}: {theirs.status_code} {theirs.text}"
+    for r in (theirs, nothing):
+        assert r.headers["content-type"].startswith(PROBLEM_JSON), name
+    assert dict(theirs.headers.items()).keys() == dict(nothing.headers.items()).keys(), name
+    assert theirs.text.replace(a_ref, "<ref>") == nothing.text.replace(missing, "<ref>"), \
+        f"{name}: B can tell A's object from a missing one:\n{theirs.text}\n{nothing.text}"
+    assert theirs.json()["code"] == "not_found"
+
+
+def _a_is_untouched(w: World) -> None:
+    h, a = w.h, w.a
+    run = h.run(a, w.a_run)
+    assert run["state"] == "succeeded" and run["cancel_requested"] is False, run
+    assert len(h.client.get("/v1/runs", headers=a.headers).json()["data"]) == 1
+    assert len(h.client.get(f"/v1/runs/{w.a_run}/items", headers=a.headers).json()["data"]) == 3
+    assert h.client.get(f"/v1/runs/{w.a_run}/events/verify", headers=a.headers).json()["ok"] is True
+    assert len(h.client.get("/v1/sandbox/records", headers=a.headers).json()["data"]) == 3
+    for name in ("alpha-only", "alpha-put", "greeter"):
+        assert h.client.get(f"/v1/agents/{name}", headers=a.headers).json()["agent"]["latest_version"] == 1
+    keys = h.client.get("/v1/keys", headers=a.headers).json()["data"]
+    assert all(k["revoked_at"] is None for k in keys) and len(keys) == 2
+
+
+def _isolation(h: Harness) -> None:
+    w = _build_world(h)
+    assert _app_routes(h) == set(PROBES)
+
+    for (method, path), probe in PROBES.items():
+        name = f"{method} {path}"
+        if probe.kind == "hidden":
+            _same_shape(w, probe, name)
+        elif probe.kind == "listing":
+            r = _send(w, probe, w.b.admin_key, "")
+            assert r.status_code == 200, f"{name}: {r.text}"
+            leaked = {i for i in w.a_ids if i in r.text}
+            assert not leaked, f"{name} shows B some of A's identifiers: {leaked}"
+            assert r.json()["data"], f"{name}: B's own listing should not be empty (else the check proves nothing)"
+        elif probe.kind == "operator_only":
+            r = _send(w, probe, w.b.admin_key, "")
+            assert r.status_code == 403 and r.json()["code"] == "forbidden", f"{name}: {r.text}"
+        else:  # own_namespace: B acts on its own namespace only
+            r = _send(w, probe, w.b.admin_key, "")
+            assert r.status_code in (200, 201), f"{name}: {r.text}"
+            assert not {i for i in w.a_ids if i in r.text}, f"{name} answers with A's identifiers"
+
+    # B's own same-named agent and same Idempotency-Key are B's, not A's
+    mine = h.client.get("/v1/agents/greeter", headers=w.b.headers).json()
+    assert mine["agent"]["id"] not in w.a_ids and mine["version"]["id"] not in w.a_ids
+    assert h.client.get("/v1/agents/alpha-put", headers=w.b.headers).json()["agent"]["latest_version"] == 1
+    b_runs = [r["id"] for r in h.client.get("/v1/runs", headers=w.b.headers).json()["data"]]
+    assert b_runs == [w.b_run] and w.a_run not in b_runs
+    _a_is_untouched(w)
+    _roles(w)
+
+
+def _roles(w: World) -> None:
+    h = w.h
+    tenant_routes = {k: p for k, p in PROBES.items() if p.kind != "operator_only"}
+
+    # the operator key manages the platform; it cannot act inside a tenant (403 on every tenant route)
+    for (method, path), probe in tenant_routes.items():
+        r = _send(w, probe, h.operator_key, probe.a_ref(w))
+        assert r.status_code == 403 and r.json()["code"] == "forbidden", f"operator on {method} {path}: {r.text}"
+
+    # no key, no answer (401 on every probed route)
+    for (method, path), probe in PROBES.items():
+        r = h.client.request(method, probe.url(w, probe.a_ref(w)))
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", f"anonymous {method} {path}: {r.text}"
+
+    # viewers and approvers read runs and agents but never write (nor list keys)
+    for key in (w.b_viewer, w.b_approver):
+        for (method, path), probe in tenant_routes.items():
+            r = _send(w, probe, key, _b_ref(w, path))
+            if probe.admin_only:
+                assert r.status_code == 403 and r.json()["code"] == "forbidden", f"{method} {path}: {r.text}"
+            else:
+                assert r.status_code == 200, f"{method} {path}: {r.text}"
+
+    # a revoked key is 401 at once
+    issued = h.client.post("/v1/keys", json={"role": "viewer"}, headers=w.b.headers).json()
+    assert h.client.get("/v1/runs", headers=w.headers(issued["key"])).status_code == 200
+    assert h.client.delete(f"/v1/keys/{issued['id']}", headers=w.b.headers).status_code == 204
+    r = h.client.get("/v1/runs", headers=w.headers(issued["key"]))
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+
+    # a suspended tenant's keys are 403 (all of them) until the operator resumes it; the other tenant is unaffected
+    assert h.client.post(f"/v1/admin/tenants/{w.b.name}/suspend", headers=h.op_headers).status_code == 201
+    for key in (w.b.admin_key, w.b_viewer):
+        r = h.client.get("/v1/runs", headers=w.headers(key))
+        assert r.status_code == 403 and r.json()["code"] == "forbidden", r.text
+    assert h.client.get("/v1/runs", headers=w.a.headers).status_code == 200
+    assert h.client.post(f"/v1/admin/tenants/{w.b.name}/resume", headers=h.op_headers).status_code == 201
+    assert h.client.get("/v1/runs", headers=w.b.headers).status_code == 200
+
+
+def _b_ref(w: World, path: str) -> str:
+    """B's own object for a path (so a read by B's viewer is a 200)."""
+    if "{run_id" in path:
+        return w.b_run
+    if "{name" in path:
+        return "greeter"
+    return "key_whatever"
+
+
+def test_every_endpoint_has_an_isolation_probe(harness: Harness) -> None:
+    routes = _app_routes(harness)
+    missing = routes - set(PROBES)
+    stale = set(PROBES) - routes
+    assert not missing, f"endpoints without a tenant-isolation probe: {sorted(missing)}"
+    assert not stale, f"probes for endpoints that no longer exist: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_tenant_b_never_sees_changes_or_learns_of_tenant_as_objects(make_harness: Callable[..., Harness],
+                                                                     db: str) -> None:
+    _isolation(make_harness(db=db))
+
+
+def test_problem_bodies_never_echo_other_tenants_data(harness: Harness) -> None:
+    """The idempotency conflict names the existing run: only ever the caller's own."""
+    a, b = harness.onboard(), harness.onboard()
+    for tenant in (a, b):
+        harness.put_agent(tenant, simple_spec())
+    a_run = harness.submit(a, "greeter", {"input": {"customer": "a", "amount": 1}}, key="k")
+    b_run = harness.submit(b, "greeter", {"input": {"customer": "a", "amount": 1}}, key="k")
+    assert a_run["id"] != b_run["id"]  # the same key in two tenants: two runs
+    r = harness.client.post("/v1/agents/greeter/runs", json={"input": {"customer": "z"}},
+                            headers={**b.headers, "Idempotency-Key": "k"})
+    assert r.status_code == 409 and json.loads(r.text)["run_id"] == b_run["id"]
