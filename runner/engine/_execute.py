@@ -19,9 +19,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session
-
 from runner.engine._lease import LeaseKeeper
 from runner.engine._registry import Toolbox
 from runner.engine._steps import StepOutcome, run_llm_step, run_tool_step
@@ -30,7 +27,7 @@ from runner.metrics import RUNS_FINISHED, STEP_SECONDS, STEPS
 from runner.spec import AgentSpec, Step, load_spec
 from runner.tools.retry import RetryLater
 from tenants.agents.repository import AgentRepository
-from tenants.kit.db import enqueue_after_commit, session_factory, unit_of_work
+from tenants.kit.db import Session, enqueue_after_commit, is_transient_db_error, session_factory, unit_of_work
 from tenants.kit.errors import LeaseLost
 from tenants.kit.ids import sha256_hex, utcnow
 from tenants.kit.logging import get_logger, redact
@@ -73,10 +70,6 @@ def _keeper(lease_s: float) -> LeaseKeeper:
         return _keepers[lease_s]
 
 
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
-
-
 def with_db_retry(fn: Callable[[], T], what: str) -> T:
     """Run ``fn`` (one unit of work), backing off while the database is unreachable.
 
@@ -87,8 +80,8 @@ def with_db_retry(fn: Callable[[], T], what: str) -> T:
     while True:
         try:
             return fn()
-        except (OperationalError, DBAPIError) as exc:
-            if not _transient(exc) or time.monotonic() > deadline:
+        except Exception as exc:
+            if not is_transient_db_error(exc) or time.monotonic() > deadline:
                 raise
             log.warning("database_unavailable_backing_off", what=what, delay_s=round(delay, 2), error=str(exc)[:200])
             time.sleep(delay)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -20,9 +21,11 @@ from tenants.kit.settings import Settings, get_settings
 
 __all__ = [
     "Base",
+    "Session",
     "dispatch_after_commit",
     "enqueue_after_commit",
     "get_engine",
+    "is_transient_db_error",
     "reset_engine",
     "session_factory",
     "set_dispatcher",
@@ -125,6 +128,11 @@ def unit_of_work() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is (briefly) unreachable: back off and retry."""
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 def set_dispatcher(dispatcher: Dispatcher | None) -> None:

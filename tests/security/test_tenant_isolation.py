@@ -58,6 +58,7 @@ class Probe:
     missing_ref: Callable[[], str] = lambda: ""
     body: dict[str, Any] | bytes | None = None
     admin_only: bool = False  # needs a tenant-admin key (viewers and approvers get 403)
+    may_be_empty: bool = False  # a listing B cannot populate through the API alone (e.g. breakers)
 
 
 def _run_ref(w: World) -> str:
@@ -77,6 +78,8 @@ def _missing_agent() -> str:
 
 
 SPEC_FOR = {"alpha-put": simple_spec("alpha-put").encode()}
+TOOL = {"method": "GET", "url": "https://crm.example.com/invoices/{{ args.id }}"}
+MODEL = {"provider": "sandbox"}
 
 PROBES: dict[tuple[str, str], Probe] = {
     # ---- operator endpoints ---------------------------------------------------------------------
@@ -120,6 +123,23 @@ PROBES: dict[tuple[str, str], Probe] = {
         "hidden", lambda w, r: f"/v1/runs/{r}/cancel", _run_ref, _missing_run, admin_only=True),
     ("POST", "/v1/runs/{run_id:str}/resume"): Probe(
         "hidden", lambda w, r: f"/v1/runs/{r}/resume", _run_ref, _missing_run, admin_only=True),
+    # ---- catalog: tools, models, breakers --------------------------------------------------------
+    ("GET", "/v1/tools"): Probe("listing", lambda w, r: "/v1/tools"),
+    ("PUT", "/v1/tools/{name:str}"): Probe("own_namespace", lambda w, r: "/v1/tools/crm.b_new", body=TOOL,
+                                           admin_only=True),
+    ("GET", "/v1/tools/{name:str}"): Probe("hidden", lambda w, r: f"/v1/tools/{r}", lambda w: "crm.a_only",
+                                           lambda: f"crm.never_{secrets.token_hex(3)}"),
+    ("DELETE", "/v1/tools/{name:str}"): Probe("hidden", lambda w, r: f"/v1/tools/{r}", lambda w: "crm.a_only",
+                                              lambda: f"crm.never_{secrets.token_hex(3)}", admin_only=True),
+    ("GET", "/v1/models"): Probe("listing", lambda w, r: "/v1/models"),
+    ("PUT", "/v1/models/{alias:str}"): Probe("own_namespace", lambda w, r: "/v1/models/b-new", body=MODEL,
+                                             admin_only=True),
+    ("DELETE", "/v1/models/{alias:str}"): Probe("hidden", lambda w, r: f"/v1/models/{r}", lambda w: "alpha-model",
+                                                lambda: f"never-{secrets.token_hex(3)}", admin_only=True),
+    ("GET", "/v1/breakers"): Probe("listing", lambda w, r: "/v1/breakers", may_be_empty=True),
+    ("POST", "/v1/breakers/{host:str}/reset"): Probe(
+        "hidden", lambda w, r: f"/v1/breakers/{r}/reset", lambda w: "crm.example.com",
+        lambda: f"never-{secrets.token_hex(3)}.example.com", admin_only=True),
     # ---- sandbox --------------------------------------------------------------------------------
     ("GET", "/v1/sandbox/records"): Probe("listing", lambda w, r: "/v1/sandbox/records"),
 }
@@ -150,6 +170,11 @@ def _build_world(h: Harness) -> World:
     b_run = h.submit(b, "greeter", {"input": {"customer": "bob@example.com", "amount": 1}}, key="shared-key")
     for tenant, run in ((a, a_run), (b, b_run)):
         assert h.wait_run(tenant, run["id"])["state"] == "succeeded"
+    for tenant in (a, b):
+        assert h.client.put("/v1/tools/crm.shared", json=TOOL, headers=tenant.headers).status_code == 201
+        assert h.client.put("/v1/models/fast", json=MODEL, headers=tenant.headers).status_code == 201
+    assert h.client.put("/v1/tools/crm.a_only", json=TOOL, headers=a.headers).status_code == 201
+    assert h.client.put("/v1/models/alpha-model", json=MODEL, headers=a.headers).status_code == 201
     keys = {}
     for tenant, role in ((a, "viewer"), (b, "viewer"), (b, "approver")):
         r = h.client.post("/v1/keys", json={"role": role}, headers=tenant.headers)
@@ -199,6 +224,9 @@ def _a_is_untouched(w: World) -> None:
         assert h.client.get(f"/v1/agents/{name}", headers=a.headers).json()["agent"]["latest_version"] == 1
     keys = h.client.get("/v1/keys", headers=a.headers).json()["data"]
     assert all(k["revoked_at"] is None for k in keys) and len(keys) == 2
+    assert h.client.get("/v1/tools/crm.a_only", headers=a.headers).status_code == 200
+    assert {m["alias"] for m in h.client.get("/v1/models", headers=a.headers).json()["data"]} == {"alpha-model",
+                                                                                                 "fast"}
 
 
 def _isolation(h: Harness) -> None:
@@ -214,7 +242,8 @@ def _isolation(h: Harness) -> None:
             assert r.status_code == 200, f"{name}: {r.text}"
             leaked = {i for i in w.a_ids if i in r.text}
             assert not leaked, f"{name} shows B some of A's identifiers: {leaked}"
-            assert r.json()["data"], f"{name}: B's own listing should not be empty (else the check proves nothing)"
+            assert r.json()["data"] or probe.may_be_empty, \
+                f"{name}: B's own listing should not be empty (else the check proves nothing)"
         elif probe.kind == "operator_only":
             r = _send(w, probe, w.b.admin_key, "")
             assert r.status_code == 403 and r.json()["code"] == "forbidden", f"{name}: {r.text}"
@@ -277,6 +306,10 @@ def _b_ref(w: World, path: str) -> str:
     """B's own object for a path (so a read by B's viewer is a 200)."""
     if "{run_id" in path:
         return w.b_run
+    if path.startswith("/v1/tools/"):
+        return "crm.shared"
+    if "{alias" in path:
+        return "fast"
     if "{name" in path:
         return "greeter"
     return "key_whatever"
