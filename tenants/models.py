@@ -5,6 +5,7 @@ from tenants.agents.models import Agent, AgentVersion
 from tenants.kit.db import Base
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
 from tenants.sandbox.models import SandboxRecord
+from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
 
 __all__ = [
     "Agent",
@@ -12,9 +13,12 @@ __all__ = [
     "ApiKey",
     "Base",
     "DecisionEvent",
+    "MasterKeyRecord",
     "Run",
     "RunItem",
     "SandboxRecord",
+    "Secret",
+    "SecretVersion",
     "SideEffect",
     "StepCheckpoint",
     "Tenant",
