@@ -4,6 +4,8 @@ and every value it returns is redacted from logs afterwards."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import keyring
 import keyring.backend
@@ -25,6 +27,7 @@ from tenants.secrets.keyring_backend import (
     install_keyring,
     service_name,
 )
+from tests.conftest import Harness
 
 pytestmark = pytest.mark.usefixtures("restore_keyring")
 
@@ -114,3 +117,11 @@ def test_a_resolved_value_is_redacted_from_structlog_and_redact(
     assert lines[0]["body"] == "echo: [REDACTED]!" and lines[1]["text"] == "[REDACTED]"
     assert redact({"note": f"token={plaintext}", "items": [plaintext]}) == {
         "note": "token=[REDACTED]", "items": ["[REDACTED]"]}
+
+
+def test_process_start_up_loads_the_master_key_and_selects_the_midwatch_keyring(
+        make_harness: Callable[..., Harness], tmp_path: Path) -> None:
+    keyring.set_keyring(fail.Keyring())
+    make_harness(worker=None)  # runs midwatch.services.bootstrap, as every process does
+    assert isinstance(keyring.get_keyring(), MidwatchKeyring)
+    assert (tmp_path / "data" / "master.key").exists()
