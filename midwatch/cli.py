@@ -219,6 +219,16 @@ def cmd_sandbox_upstream(args: argparse.Namespace) -> int:
     return upstream_main(["--host", args.host, "--port", str(args.port)])
 
 
+def cmd_rotate_master_key(args: argparse.Namespace) -> int:
+    """Re-encrypt every secret's data key under a new master key (stop workers first)."""
+    settings = _settings()
+    from midwatch.secrets_cli import rotate_master_key_command
+    from tenants.kit.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    return rotate_master_key_command(args.new_key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midwatch", description="Run AI agents unattended: durable, bounded, loud.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -260,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--display-name")
     create.set_defaults(func=cmd_tenant_create)
+    secrets_cmd = sub.add_parser("secrets", help="secret store commands").add_subparsers(dest="secrets_command",
+                                                                                        required=True)
+    rotate = secrets_cmd.add_parser("rotate-master-key",
+                                    help="re-encrypt all secrets under a new master key (MIDWATCH_NEW_MASTER_KEY)")
+    rotate.add_argument("new_key", nargs="?", help="base64 32-byte key; prefer MIDWATCH_NEW_MASTER_KEY (not in ps)")
+    rotate.set_defaults(func=cmd_rotate_master_key)
+
     upstream = sub.add_parser("sandbox-upstream", help="serve a fault-injecting upstream for demos and tests")
     upstream.add_argument("--host", default="127.0.0.1")
     upstream.add_argument("--port", type=int, default=8900)

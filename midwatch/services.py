@@ -11,12 +11,15 @@ from sqlalchemy import text
 
 from runner.broker import broker_ready, init_broker
 from runner.engine._execute import request_stop, stopping
+from runner.engine._registry import set_secret_lookup
 from runner.sweeper import run_sweeper
 from tenants.accounts.service import ensure_operator_key
 from tenants.kit.db import unit_of_work
 from tenants.kit.logging import configure_logging, get_logger
 from tenants.kit.settings import Settings
 from tenants.migrations import upgrade
+from tenants.secrets.keyring_backend import get_secret, get_secret_for_retry, install_keyring
+from tenants.secrets.master_key import get_master_key
 
 __all__ = ["Services", "bootstrap", "database_ready", "process_ready"]
 
@@ -36,7 +39,8 @@ def process_ready() -> None:
 
 
 def bootstrap(settings: Settings, *, migrate: bool) -> str | None:
-    """Configure logging, (optionally) migrate, build the broker, make sure an operator key exists.
+    """Configure logging, (optionally) migrate, build the broker, load the secrets master key and select the
+    Midwatch keyring, make sure an operator key exists.
 
     Returns a newly generated operator key (to print once), if one was generated.
     """
@@ -46,6 +50,9 @@ def bootstrap(settings: Settings, *, migrate: bool) -> str | None:
     if migrate:
         upgrade()
     init_broker(settings)
+    get_master_key()  # fail fast on a bad or missing key; the embedded mode generates its key here, at first start
+    install_keyring()  # tenant secrets are resolved only through the Midwatch keyring backend, selected explicitly
+    set_secret_lookup(get_secret, get_secret_for_retry)
     supplied = settings.operator_key.get_secret_value() if settings.operator_key else None
     with unit_of_work() as session:
         return ensure_operator_key(session, supplied)

@@ -6,6 +6,7 @@ from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.db import Base
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
 from tenants.sandbox.models import SandboxRecord
+from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
 
 __all__ = [
     "Agent",
@@ -14,10 +15,13 @@ __all__ = [
     "Base",
     "BreakerRecord",
     "DecisionEvent",
+    "MasterKeyRecord",
     "ModelRecord",
     "Run",
     "RunItem",
     "SandboxRecord",
+    "Secret",
+    "SecretVersion",
     "SideEffect",
     "StepCheckpoint",
     "Tenant",

@@ -27,19 +27,22 @@ from tenants.kit.db import unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.kit.settings import Settings
 
-__all__ = ["DbBreakerStore", "SecretLookup", "Toolbox", "set_secret_lookup"]
+__all__ = ["AlternateLookup", "DbBreakerStore", "SecretLookup", "Toolbox", "set_secret_lookup"]
 
 T = TypeVar("T")
 SecretLookup = Callable[[str, str], str]  # (tenant_id, name) -> plaintext
+AlternateLookup = Callable[[str, str], str | None]  # (tenant_id, name) -> pending/previous value, if any
 _TOKENS = TokenCache()  # OAuth access tokens, per tenant and tool, shared by the process
 _SANDBOX = SandboxModel()
 _secret_lookup: SecretLookup | None = None
+_alternate_lookup: AlternateLookup | None = None
 
 
-def set_secret_lookup(lookup: SecretLookup | None) -> None:
+def set_secret_lookup(lookup: SecretLookup | None, alternate: AlternateLookup | None = None) -> None:
     """Install how this process resolves secrets (the keyring backend, at start-up)."""
-    global _secret_lookup
+    global _secret_lookup, _alternate_lookup
     _secret_lookup = lookup
+    _alternate_lookup = alternate
 
 
 class DbBreakerStore:
@@ -94,6 +97,12 @@ class Toolbox:
             raise LookupError(f"secret {name!r}: no secret store is configured in this process")
         return _secret_lookup(self.tenant_id, name)
 
+    def alternate_secret(self, name: str) -> str | None:
+        """During a staged rotation: the value to retry once with after a 401 (pending, else previous)."""
+        if name not in self.spec.scope.secrets or _alternate_lookup is None:
+            return None
+        return _alternate_lookup(self.tenant_id, name)
+
     def tool(self, name: str) -> Any:
         """The tool ``name``: a built-in, or the tenant's HTTP tool definition."""
         if name not in self.spec.scope.tools:
@@ -111,7 +120,8 @@ class Toolbox:
                                      action="escalate")
                 parsed = ToolDefinition.model_validate(definition)
                 self._tools[name] = HttpTool(parsed, self.client, self.secret, self.breaker,
-                                             f"{self.tenant_id}|{parsed.host}", token_cache=_TOKENS)
+                                             f"{self.tenant_id}|{parsed.host}", token_cache=_TOKENS,
+                                             alternate_secret=self.alternate_secret)
             return self._tools[name]
 
     def model(self, alias: str) -> Provider:

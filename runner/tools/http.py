@@ -257,6 +257,7 @@ class _CallState:
     token: str | None = None
     force_refresh: bool = False
     refreshed: bool = False
+    secret_override: str | None = None  # the pending/previous value after a 401 during rotation
 
 
 class HttpTool:
@@ -271,8 +272,12 @@ class HttpTool:
                  breaker: CircuitBreaker, breaker_key: str, *, token_cache: TokenCache | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
-                 release_threshold_s: float = RELEASE_THRESHOLD_S) -> None:
+                 release_threshold_s: float = RELEASE_THRESHOLD_S,
+                 alternate_secret: Callable[[str], str | None] | None = None) -> None:
         self.definition = definition
+        # During a staged rotation, a 401 with the current value is retried once with the
+        # pending (or, within its grace, previous) value this returns.
+        self._alternate_secret = alternate_secret
         self.name = definition.name
         self.side_effect = definition.side_effect
         self.idempotent = definition.idempotent
@@ -372,8 +377,19 @@ class HttpTool:
         return StepFailed("auth", reason, action="escalate", details={**exc.details, "secret": secret})
 
     def _refresh(self, call: ToolCall, state: _CallState, exc: StepFailed) -> bool:
-        """After a 401 on an OAuth tool: drop the token so the next attempt fetches a new one."""
-        if not isinstance(self.definition.auth, OAuth2ClientCredentials) or exc.details.get("status") != 401:
+        """After a 401: an OAuth tool drops its token so the next attempt fetches a new one; a static
+        secret in the middle of a staged rotation is retried once with its pending/previous value."""
+        auth = self.definition.auth
+        if exc.details.get("status") != 401:
+            return False
+        if isinstance(auth, BearerAuth | HeaderAuth):
+            alternate = self._alternate_secret(auth.secret) if self._alternate_secret is not None else None
+            if not alternate:
+                return False
+            register_secret([alternate])
+            state.secret_override = alternate
+            return True
+        if not isinstance(auth, OAuth2ClientCredentials):
             return False
         self._tokens.invalidate(self._token_key(call), state.token)
         state.force_refresh = True
@@ -395,9 +411,9 @@ class HttpTool:
         if auth is None:
             return {}
         if isinstance(auth, BearerAuth):
-            return {"Authorization": f"Bearer {self._secret(auth.secret)}"}
+            return {"Authorization": f"Bearer {state.secret_override or self._secret(auth.secret)}"}
         if isinstance(auth, HeaderAuth):
-            return {auth.header: self._secret(auth.secret)}
+            return {auth.header: state.secret_override or self._secret(auth.secret)}
         key = self._token_key(call)
         token = None if state.force_refresh else self._tokens.get(key, self._clock())
         if token is None:

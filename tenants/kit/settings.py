@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     health_port: int = Field(9090, ge=0, le=65535)  # worker/scheduler /healthz; 0 disables
 
     operator_key: SecretStr | None = None
-    master_key: SecretStr | None = None
+    master_key: SecretStr | None = None  # base64 of 32 bytes: wraps every tenant secret's data key
+    master_key_file: Path | None = None  # a mounted file holding the same (e.g. a Kubernetes Secret)
 
     worker_threads: int = Field(4, ge=1, le=256)
     lease_seconds: float = Field(30.0, gt=0)
@@ -70,6 +71,13 @@ class Settings(BaseSettings):
                 raise ValueError("MIDWATCH_ENV=production needs MIDWATCH_DATABASE_URL=postgresql://...")
             if self.broker_url.startswith("stub://"):
                 raise ValueError("MIDWATCH_ENV=production needs a Redis or RabbitMQ MIDWATCH_BROKER_URL")
+            if self.master_key is None and self.master_key_file is None:
+                raise ValueError(
+                    "MIDWATCH_ENV=production needs the secrets master key: set MIDWATCH_MASTER_KEY (base64 of "
+                    "32 random bytes, e.g. `openssl rand -base64 32`) or MIDWATCH_MASTER_KEY_FILE (a file holding it)"
+                )
+        if self.master_key is not None and self.master_key_file is not None:
+            raise ValueError("set only one of MIDWATCH_MASTER_KEY and MIDWATCH_MASTER_KEY_FILE")
         return self
 
     @property

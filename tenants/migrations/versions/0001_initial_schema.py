@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:10:41.303811
+Create Date: 2026-11-25 03:18:35.972205
 """
 
 from collections.abc import Sequence
@@ -27,6 +27,12 @@ def upgrade() -> None:
     sa.Column('state', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('updated_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('tenant_id', 'host', name=op.f('pk_circuit_breakers'))
+    )
+    op.create_table('master_keys',
+    sa.Column('key_id', sa.String(length=32), nullable=False),
+    sa.Column('first_used_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('retired_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('key_id', name=op.f('pk_master_keys'))
     )
     op.create_table('sandbox_records',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -95,6 +101,23 @@ def upgrade() -> None:
     with op.batch_alter_table('model_configs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_model_configs_tenant_id'), ['tenant_id'], unique=False)
 
+    op.create_table('secrets',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('max_age_days', sa.Integer(), nullable=True),
+    sa.Column('grace_seconds', sa.Integer(), nullable=False),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('last_rotated_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('last_used_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('deleted_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_secrets_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_secrets'))
+    )
+    with op.batch_alter_table('secrets', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_secrets_tenant_id'), ['tenant_id'], unique=False)
+        batch_op.create_index('uq_secrets_tenant_name_live', ['tenant_id', 'name'], unique=True, sqlite_where=sa.text('deleted_at IS NULL'), postgresql_where=sa.text('deleted_at IS NULL'))
+
     op.create_table('tool_definitions',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
@@ -126,6 +149,30 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('agent_versions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_agent_versions_tenant_id'), ['tenant_id'], unique=False)
+
+    op.create_table('secret_versions',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('secret_id', sa.String(length=40), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('ciphertext', sa.LargeBinary(), nullable=True),
+    sa.Column('nonce', sa.LargeBinary(), nullable=True),
+    sa.Column('wrapped_key', sa.LargeBinary(), nullable=True),
+    sa.Column('master_key_id', sa.String(length=32), nullable=True),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('promoted_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('retired_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['secret_id'], ['secrets.id'], name=op.f('fk_secret_versions_secret_id_secrets')),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_secret_versions_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_secret_versions')),
+    sa.UniqueConstraint('secret_id', 'version', name='uq_secret_versions_secret_version')
+    )
+    with op.batch_alter_table('secret_versions', schema=None) as batch_op:
+        batch_op.create_index('ix_secret_versions_master_key', ['master_key_id', 'id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_secret_versions_tenant_id'), ['tenant_id'], unique=False)
+        batch_op.create_index('uq_secret_versions_secret_state', ['secret_id', 'state'], unique=True, sqlite_where=sa.text("state IN ('pending', 'current', 'previous')"), postgresql_where=sa.text("state IN ('pending', 'current', 'previous')"))
 
     op.create_table('runs',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -267,6 +314,12 @@ def downgrade() -> None:
         batch_op.drop_index('ix_runs_state_lease')
 
     op.drop_table('runs')
+    with op.batch_alter_table('secret_versions', schema=None) as batch_op:
+        batch_op.drop_index('uq_secret_versions_secret_state', sqlite_where=sa.text("state IN ('pending', 'current', 'previous')"), postgresql_where=sa.text("state IN ('pending', 'current', 'previous')"))
+        batch_op.drop_index(batch_op.f('ix_secret_versions_tenant_id'))
+        batch_op.drop_index('ix_secret_versions_master_key')
+
+    op.drop_table('secret_versions')
     with op.batch_alter_table('agent_versions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_agent_versions_tenant_id'))
 
@@ -275,6 +328,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_tool_definitions_tenant_id'))
 
     op.drop_table('tool_definitions')
+    with op.batch_alter_table('secrets', schema=None) as batch_op:
+        batch_op.drop_index('uq_secrets_tenant_name_live', sqlite_where=sa.text('deleted_at IS NULL'), postgresql_where=sa.text('deleted_at IS NULL'))
+        batch_op.drop_index(batch_op.f('ix_secrets_tenant_id'))
+
+    op.drop_table('secrets')
     with op.batch_alter_table('model_configs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_model_configs_tenant_id'))
 
@@ -292,5 +350,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sandbox_records_tenant_id'))
 
     op.drop_table('sandbox_records')
+    op.drop_table('master_keys')
     op.drop_table('circuit_breakers')
     # ### end Alembic commands ###

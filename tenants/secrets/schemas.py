@@ -1,0 +1,69 @@
+"""Wire types of ``/v1/secrets``. Requests are strict (unknown fields rejected); no response type
+has a field that could carry a value: values are write-only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tenants.secrets.service import (
+    MAX_AGE_DAYS_LIMIT,
+    MAX_GRACE_SECONDS,
+    MAX_VALUE_CHARS,
+    NAME_PATTERN,
+    SecretMetadata,
+)
+
+__all__ = ["CreateSecret", "PromoteSecret", "RotateSecret", "SecretOut"]
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
+
+
+class CreateSecret(_In):
+    name: str = Field(pattern=NAME_PATTERN.pattern,
+                      description="letters, digits, '_', '.', '-'; starts with a letter; unique")
+    value: str = Field(min_length=1, max_length=MAX_VALUE_CHARS, description="write-only: never returned")
+    max_age_days: int | None = Field(None, ge=1, le=MAX_AGE_DAYS_LIMIT,
+                                     description="rotation policy: rotation_due once the current value is this old")
+    grace_seconds: int | None = Field(None, ge=0, le=MAX_GRACE_SECONDS,
+                                      description="how long the previous value keeps working after a promote "
+                                                  "(default 3600)")
+
+
+class RotateSecret(_In):
+    value: str = Field(min_length=1, max_length=MAX_VALUE_CHARS,
+                       description="the new value, staged as pending (write-only)")
+
+
+class PromoteSecret(_In):
+    version: int | None = Field(None, ge=1, description="promote only if this is still the pending version")
+    verify_with_tool: str | None = Field(
+        None, max_length=200,
+        description="reserved: verify the pending value through this tool before promoting (not available yet)")
+
+
+class SecretOut(BaseModel):
+    """A secret's metadata. Deliberately has no value field."""
+
+    name: str
+    current_version: int | None
+    pending_version: int | None
+    previous_version: int | None
+    previous_expires_at: datetime | None
+    max_age_days: int | None
+    grace_seconds: int
+    created_at: datetime
+    last_rotated_at: datetime | None
+    last_used_at: datetime | None
+    age_days: int
+    rotation_due: bool
+
+    @classmethod
+    def of(cls, meta: SecretMetadata) -> SecretOut:
+        return cls(name=meta.name, current_version=meta.current_version, pending_version=meta.pending_version,
+                   previous_version=meta.previous_version, previous_expires_at=meta.previous_expires_at,
+                   max_age_days=meta.max_age_days, grace_seconds=meta.grace_seconds, created_at=meta.created_at,
+                   last_rotated_at=meta.last_rotated_at, last_used_at=meta.last_used_at, age_days=meta.age_days,
+                   rotation_due=meta.rotation_due)
