@@ -229,6 +229,15 @@ def cmd_rotate_master_key(args: argparse.Namespace) -> int:
     return rotate_master_key_command(args.new_key)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run benchmarks (from a source checkout): figures beside their peers, JSON in benchmarks/results/."""
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError:
+        sys.exit("benchmarks live in the source checkout: run from the repository (uv run midwatch bench)")
+    return bench_main(args.names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midwatch", description="Run AI agents unattended: durable, bounded, loud.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -276,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     help="re-encrypt all secrets under a new master key (MIDWATCH_NEW_MASTER_KEY)")
     rotate.add_argument("new_key", nargs="?", help="base64 32-byte key; prefer MIDWATCH_NEW_MASTER_KEY (not in ps)")
     rotate.set_defaults(func=cmd_rotate_master_key)
+
+    bench = sub.add_parser("bench", help="run benchmarks (step_latency, throughput, overhead, recovery, ...)")
+    bench.add_argument("names", nargs="*", help="benchmark names (default: the engine set)")
+    bench.set_defaults(func=cmd_bench)
 
     upstream = sub.add_parser("sandbox-upstream", help="serve a fault-injecting upstream for demos and tests")
     upstream.add_argument("--host", default="127.0.0.1")

@@ -16,7 +16,7 @@ from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
 from tenants.runs.repository import PlatformRunRepository
-from tenants.runs.service import EXECUTE_RUN, WAKE_GRACE
+from tenants.runs.service import EXECUTE_RUN, wake_grace
 
 __all__ = ["run_sweeper", "sweep_once"]
 
@@ -29,7 +29,7 @@ def sweep_once(settings: Settings) -> int:
     with unit_of_work() as session:
         repo = PlatformRunRepository(session)
         stranded = repo.stranded(now)
-        repo.snooze(stranded, now + max(WAKE_GRACE, timedelta(seconds=settings.lease_seconds)))
+        repo.snooze(stranded, now + max(wake_grace(), timedelta(seconds=settings.lease_seconds)))
     for run in stranded:
         dispatch_after_commit(EXECUTE_RUN, {"tenant_id": run.tenant_id, "run_id": run.run_id})
     if stranded:

@@ -35,7 +35,7 @@ from tenants.kit.settings import Settings
 from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.models import Run, RunItem, StepCheckpoint
 from tenants.runs.repository import RunRepository
-from tenants.runs.service import EXECUTE_RUN, WAKE_GRACE
+from tenants.runs.service import EXECUTE_RUN, wake_grace
 
 __all__ = ["execute_run", "request_stop", "stopping"]
 
@@ -425,7 +425,7 @@ class _Execution:
 
         def write(session: Session, repo: RunRepository) -> None:
             now = utcnow()
-            if repo.release(self.run_id, self.fence, now, wake_at=now + WAKE_GRACE):
+            if repo.release(self.run_id, self.fence, now, wake_at=now + wake_grace()):
                 enqueue_after_commit(session, EXECUTE_RUN, tenant_id=self.tenant_id, run_id=self.run_id)
 
         self._committed(write, "hand back")

@@ -34,10 +34,11 @@ class Settings(BaseSettings):
     master_key_file: Path | None = None  # a mounted file holding the same (e.g. a Kubernetes Secret)
 
     worker_threads: int = Field(4, ge=1, le=256)
-    lease_seconds: float = Field(30.0, gt=0)
+    lease_seconds: float = Field(4.0, gt=0)  # renewed every lease/3 s; a dead worker's run resumes after it
     time_slice_seconds: float = Field(30.0, gt=0)
     max_redeliveries: int = Field(5, ge=1)
-    sweep_interval_seconds: float = Field(5.0, gt=0)
+    sweep_interval_seconds: float = Field(1.0, gt=0)
+    wake_grace_seconds: float = Field(30.0, gt=0)  # a queued run nobody picked up is re-sent after this
     shutdown_grace_s: float = Field(25.0, ge=0)
     actor_time_limit_s: float = Field(600.0, gt=0)
 

@@ -13,13 +13,16 @@ from tenants.agents.models import AgentVersion
 from tenants.kit.db import enqueue_after_commit
 from tenants.kit.errors import Conflict, IdempotencyConflict, NotFound
 from tenants.kit.ids import new_id, sha256_hex, utcnow
+from tenants.kit.settings import get_settings
 from tenants.runs.models import TERMINAL_STATES, Run
 from tenants.runs.repository import RunRepository
 
-__all__ = ["EXECUTE_RUN", "Submitted", "cancel_run", "get_run", "resume_run", "submit_run"]
+__all__ = ["EXECUTE_RUN", "Submitted", "cancel_run", "get_run", "resume_run", "submit_run", "wake_grace"]
 
 EXECUTE_RUN = "execute_run"  # the runner's actor, enqueued by name after commit
-WAKE_GRACE = timedelta(seconds=30)  # the sweeper re-sends a wake-up not picked up by then
+def wake_grace() -> timedelta:
+    """How long a wake-up may go unanswered before the sweeper re-sends it (``MIDWATCH_WAKE_GRACE_SECONDS``)."""
+    return timedelta(seconds=get_settings().wake_grace_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,7 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
         items_total=len(items) if items is not None else 1, items_done=0, items_failed=0, steps_done=0,
         llm_calls=0, fence=0, crash_count=0, cancel_requested=False,
         idempotency_key=idempotency_key, request_hash=request_hash,
-        created_at=now, updated_at=now, wake_at=now + WAKE_GRACE,
+        created_at=now, updated_at=now, wake_at=now + wake_grace(),
     )
     if not repo.insert_run(run):
         existing = repo.by_idempotency_key(idempotency_key or "")
@@ -96,7 +99,7 @@ def resume_run(session: Session, tenant_id: str, run_id: str) -> Run:
     reset = repo.reset_items(run_id, ("failed", "escalated"))
     repo.set_state(run_id, from_states=[run.state], state="queued", reason=None, failure_category=None,
                    finished_at=None, crash_count=0, cancel_requested=False, updated_at=now,
-                   items_failed=max(0, run.items_failed - reset), wake_at=now + WAKE_GRACE)
+                   items_failed=max(0, run.items_failed - reset), wake_at=now + wake_grace())
     enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run_id)
     session.refresh(run)
     return run

@@ -1,0 +1,34 @@
+"""``uv run python -m benchmarks [NAME ...]`` (or ``uv run midwatch bench [NAME ...]``): run benchmarks.
+
+Without names, runs the engine set: step_latency, throughput, overhead, recovery, batch_memory.
+Others: budget_race, dashboard (see BENCHMARKS.md). Needs PostgreSQL and Redis on localhost.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+ENGINE = ["step_latency", "throughput", "overhead", "recovery", "batch_memory"]
+MODULES = {"budget_race": "benchmarks.budget_race", "dashboard": "benchmarks.dashboard"}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or ENGINE
+    unknown = [n for n in names if n not in ENGINE and n not in MODULES]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(ENGINE + list(MODULES))}")
+        return 2
+    from benchmarks import engine
+
+    for name in names:
+        if name in ENGINE:
+            engine.main([name])
+        else:
+            module = importlib.import_module(MODULES[name])
+            module.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

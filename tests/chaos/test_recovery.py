@@ -1,0 +1,162 @@
+"""Recovery from lost broker messages, a PostgreSQL restart, a paused (zombie) worker and a poison run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.conftest import all_records, wait_progress
+from tests.conftest import AMQP_URL, Harness, Tenant, batch_spec
+
+pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
+FAST = {"MIDWATCH_LEASE_SECONDS": "1", "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.3",
+        "MIDWATCH_WAKE_GRACE_SECONDS": "1"}
+
+PACED_BATCH = """\
+apiVersion: midwatch/v1
+name: paced
+scope: {tools: [sandbox.echo, sandbox.sleep, sandbox.record]}
+input: {items: true}
+steps:
+  - id: read
+    tool: sandbox.echo
+    args: {n: "{{ item.n }}"}
+  - id: pace
+    tool: sandbox.sleep
+    args: {seconds: 0.01}
+  - id: send
+    tool: sandbox.record
+    args: {n: "{{ steps.read.output.n }}"}
+"""
+
+SLOW_STEP = """\
+apiVersion: midwatch/v1
+name: slow
+scope: {tools: [sandbox.sleep, sandbox.record]}
+steps:
+  - id: think
+    tool: sandbox.sleep
+    args: {seconds: %s}
+  - id: send
+    tool: sandbox.record
+    args: {done: true}
+"""
+
+
+@pytest.mark.parametrize("broker", [pytest.param("redis", marks=pytest.mark.redis),
+                                    pytest.param("amqp", marks=pytest.mark.rabbitmq)])
+def test_wiping_the_broker_delays_runs_but_loses_none(make_harness: Callable[..., Harness], broker: str,
+                                                      tmp_path: Path) -> None:
+    h = make_harness(db="postgres", broker=broker, worker=None, extra=FAST)
+    tenant = h.onboard()
+    h.put_agent(tenant, batch_spec())
+    runs = [h.submit(tenant, "batcher", {"items": [{"n": i} for i in range(5)]}) for _ in range(3)]
+    if broker == "redis":
+        import redis
+
+        client = redis.Redis.from_url(h.env["MIDWATCH_BROKER_URL"])
+        wiped = [k for k in client.scan_iter(f"{h.env['MIDWATCH_REDIS_NAMESPACE']}*")]
+        assert wiped, "the wake-up messages were never in Redis"
+        client.delete(*wiped)
+    else:
+        import pika
+
+        conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        purged = conn.channel().queue_purge(h.env["MIDWATCH_QUEUE_NAME"]).method.message_count
+        conn.close()
+        assert purged == 3, purged
+    h.spawn("worker", log=tmp_path / "worker.log")
+    time.sleep(2)
+    assert all(h.run(tenant, r["id"])["state"] == "queued" for r in runs), "messages survived the wipe"
+    h.spawn("scheduler", log=tmp_path / "scheduler.log")
+    for r in runs:
+        assert h.wait_run(tenant, r["id"], timeout=60)["state"] == "succeeded"
+
+
+def _pg_cluster() -> tuple[str, str]:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    return version, "main"
+
+
+@pytest.mark.redis
+def test_a_postgresql_restart_mid_run_is_survived(make_harness: Callable[..., Harness], tmp_path: Path) -> None:
+    h = make_harness(db="postgres", broker="redis", worker=None, extra={"MIDWATCH_LEASE_SECONDS": "10"})
+    h.spawn("scheduler", log=tmp_path / "scheduler.log")
+    worker = h.spawn("worker", "--threads", "2", log=tmp_path / "worker.log")
+    tenant = h.onboard()
+    h.put_agent(tenant, PACED_BATCH)
+    run = h.submit(tenant, "paced", {"items": [{"n": i} for i in range(300)]})
+    wait_progress(h, tenant, run["id"], 60)
+    version, cluster = _pg_cluster()
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "restart"], check=True,
+                   timeout=120)
+    done = h.wait_run(tenant, run["id"], timeout=180)
+    assert done["state"] == "succeeded" and done["items_done"] == 300, done
+    assert worker.poll() is None, "the worker crashed instead of backing off"
+    assert len(all_records(h, tenant)) == 300
+    assert "database_unavailable_backing_off" in (tmp_path / "worker.log").read_text()
+
+
+@pytest.mark.redis
+def test_a_paused_worker_that_wakes_up_cannot_overwrite_the_new_owner(make_harness: Callable[..., Harness],
+                                                                       tmp_path: Path) -> None:
+    from tenants.kit.db import unit_of_work
+    from tenants.runs.repository import RunRepository
+
+    h = make_harness(db="postgres", broker="redis", worker=None, extra=FAST)
+    h.spawn("scheduler", log=tmp_path / "scheduler.log")
+    zombie = h.spawn("worker", log=tmp_path / "zombie.log")
+    tenant = h.onboard()
+    h.put_agent(tenant, SLOW_STEP % 3)
+    run = h.submit(tenant, "slow", {"input": None})
+    h.wait_for(lambda: h.run(tenant, run["id"])["state"] == "running", timeout=30, what="the zombie to start")
+    time.sleep(0.5)
+    os.kill(zombie.pid, signal.SIGSTOP)  # paused mid-step: a GC pause, a partition
+    try:
+        h.spawn("worker", log=tmp_path / "owner.log")
+        done = h.wait_run(tenant, run["id"], timeout=60)
+        assert done["state"] == "succeeded", done
+    finally:
+        os.kill(zombie.pid, signal.SIGCONT)
+    h.wait_for(lambda: "lease_lost" in (tmp_path / "zombie.log").read_text(), timeout=30,
+               what="the zombie to notice it lost the lease")
+    with unit_of_work() as session:
+        checkpoints = RunRepository(session, tenant.id).checkpoints(run["id"], 0)
+        fences = {cp.fence for cp in checkpoints}
+    assert len(checkpoints) == 2 and fences == {2}, f"a stale owner wrote checkpoints: {fences}"
+    events = h.events(tenant, run["id"])
+    assert [e["kind"] for e in events].count("step.succeeded") == 2
+    assert h.client.get(f"/v1/runs/{run['id']}/events/verify", headers=tenant.headers).json()["ok"] is True
+    assert len(all_records(h, tenant)) == 1
+
+
+def _deliveries(h: Harness, tenant: Tenant, run_id: str) -> int:
+    return sum(e["kind"] in ("run.started", "run.resumed") for e in h.events(tenant, run_id))
+
+
+@pytest.mark.redis
+def test_a_run_that_keeps_killing_its_worker_is_failed_not_looped(make_harness: Callable[..., Harness],
+                                                                  tmp_path: Path) -> None:
+    h = make_harness(db="postgres", broker="redis", worker=None,
+                     extra={**FAST, "MIDWATCH_MAX_REDELIVERIES": "2"})
+    h.spawn("scheduler", log=tmp_path / "scheduler.log")
+    tenant = h.onboard()
+    h.put_agent(tenant, SLOW_STEP % 60)
+    run = h.submit(tenant, "slow", {"input": None})
+    for attempt in range(3):
+        worker = h.spawn("worker", log=tmp_path / f"worker{attempt}.log")
+        deliveries = attempt + 1
+        h.wait_for(lambda n=deliveries: _deliveries(h, tenant, run["id"]) >= n, timeout=30,
+                   what=f"delivery {deliveries}")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    h.spawn("worker", log=tmp_path / "last.log")
+    done = h.wait_run(tenant, run["id"], timeout=60)
+    assert done["state"] == "failed" and done["reason"].startswith("redelivery_exhausted"), done
+    assert done["failure_category"] == "internal"
