@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from platform_api.auth import principal_dependency
 from platform_api.problems import exception_handlers, problem
-from platform_api.routes import admin, agents, keys, runs, sandbox
+from platform_api.routes import admin, agents, budgets, keys, runs, sandbox
 from tenants.kit.db import unit_of_work
 from tenants.kit.settings import Settings
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
 
     return Litestar(
         route_handlers=[healthz, readyz, metrics, admin.router, keys.router, agents.build_router(
-            settings.max_run_body_bytes), runs.router, sandbox.router],
+            settings.max_run_body_bytes), runs.router, sandbox.router, budgets.router, budgets.admin_router],
         dependencies={"principal": Provide(principal_dependency, sync_to_thread=True)},
         exception_handlers=exception_handlers,  # type: ignore[arg-type]  # Litestar's handler map is invariant
         plugins=[PydanticPlugin(validate_strict=True, prefer_alias=True)],

@@ -2,6 +2,7 @@
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.agents.models import Agent, AgentVersion
+from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation, BudgetSlot
 from tenants.kit.db import Base
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
 from tenants.sandbox.models import SandboxRecord
@@ -11,6 +12,11 @@ __all__ = [
     "AgentVersion",
     "ApiKey",
     "Base",
+    "Budget",
+    "BudgetEvent",
+    "BudgetLimit",
+    "BudgetReservation",
+    "BudgetSlot",
     "DecisionEvent",
     "Run",
     "RunItem",
