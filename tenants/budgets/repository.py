@@ -9,6 +9,9 @@ The spend check is one statement, :meth:`BudgetRepository.try_reserve`::
 PostgreSQL (READ COMMITTED) re-checks the WHERE clause on the latest row version after waiting
 for a concurrent writer's lock, and SQLite serialises writers (``BEGIN IMMEDIATE``), so two
 workers can never both pass the check on the same room. There is no read-then-write anywhere.
+
+Whether an ``INSERT ... ON CONFLICT DO NOTHING`` inserted is read from ``RETURNING``, never from
+``rowcount``: with psycopg 3 under SQLAlchemy 2.1 an INSERT's rowcount is -1 (truthy) either way.
 """
 
 from __future__ import annotations
@@ -174,8 +177,9 @@ class BudgetRepository(TenantRepository):
                     amount=amount, overspend=Decimal(0), budget_ids=[], state="reserved", created_at=now,
                     expires_at=expires_at)
             .on_conflict_do_nothing(index_elements=["tenant_id", "id", "metric"])
-        )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+            .returning(BudgetReservation.id)
+        ).first()
+        return res is not None
 
     def set_budget_ids(self, reservation_id: str, metric: str, budget_ids: list[str]) -> None:
         self.session.execute(
@@ -252,8 +256,17 @@ class BudgetRepository(TenantRepository):
             _insert_ignore(self.session, BudgetSlot)
             .values(tenant_id=self.tenant_id, run_id=run_id, acquired_at=now, expires_at=expires_at)
             .on_conflict_do_nothing(index_elements=["tenant_id", "run_id"])
-        )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+            .returning(BudgetSlot.run_id)
+        ).first()
+        return res is not None
+
+    def has_slot(self, run_id: str) -> bool:
+        q = select(BudgetSlot.run_id).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.run_id == run_id)
+        return self.session.scalar(q) is not None
+
+    def has_expired_slots(self, now: datetime) -> bool:
+        q = select(BudgetSlot.run_id).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.expires_at < now)
+        return self.session.scalar(q.limit(1)) is not None
 
     def renew_slot(self, run_id: str, expires_at: datetime) -> bool:
         res = self.session.execute(
@@ -266,15 +279,17 @@ class BudgetRepository(TenantRepository):
         """Drop the slot row; True only for the one caller that actually deleted it."""
         res = self.session.execute(
             delete(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.run_id == run_id)
-        )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+            .returning(BudgetSlot.run_id)
+        ).first()
+        return res is not None
 
     def delete_expired_slots(self, now: datetime) -> int:
         """Drop this tenant's slots whose holder stopped renewing them; how many this call dropped."""
         res = self.session.execute(
             delete(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.expires_at < now)
-        )
-        return int(res.rowcount)  # type: ignore[attr-defined]
+            .returning(BudgetSlot.run_id)
+        ).all()
+        return len(res)
 
     def slots(self) -> Sequence[BudgetSlot]:
         return self.session.scalars(

@@ -563,15 +563,18 @@ def acquire_slot(session: Session, tenant_id: str, run_id: str, *, now: datetime
     if limit is None or counter is None:
         return True
     expires_at = now + timedelta(seconds=ttl_s)
+    if repo.has_slot(run_id):
+        return repo.renew_slot(run_id, expires_at)
+    ledger = repo.snapshot(counter)
+    if ledger is not None and ledger.reserved + 1 > ledger.limit and not repo.has_expired_slots(now):
+        return False  # full: a cheap, write-free no (the conditional UPDATE below is what decides a yes)
     if not repo.insert_slot(run_id, now, expires_at):
-        repo.renew_slot(run_id, expires_at)
-        return True
-    if repo.try_reserve(counter, Decimal(1)) is not None:
-        return True
-    if _reclaim_slots(repo, now) and repo.try_reserve(counter, Decimal(1)) is not None:
-        return True
-    repo.delete_slot(run_id)
-    return False
+        return repo.renew_slot(run_id, expires_at)  # a concurrent call for the same run took it
+    granted = repo.try_reserve(counter, Decimal(1)) is not None or (
+        _reclaim_slots(repo, now) > 0 and repo.try_reserve(counter, Decimal(1)) is not None)
+    if not granted:
+        repo.delete_slot(run_id)
+    return granted
 
 
 def renew_slot(session: Session, tenant_id: str, run_id: str, *, now: datetime | None = None,

@@ -16,7 +16,6 @@ from tenants.budgets.service import (
     reconcile,
     release,
     release_expired,
-    reserve,
     reserve_many,
 )
 from tenants.kit.db import unit_of_work
@@ -82,9 +81,9 @@ def test_reserve_many_is_all_or_nothing_even_if_the_caller_catches_and_commits(d
     tenant = db.onboard()
     set_budget(tenant.id, limit("cost_usd", "1.00"), limit("llm_calls", 1))
     _reserve(tenant.id, {"cost_usd": "0.20", "llm_calls": 1}, "ok")
-    with unit_of_work() as session:  # cost_usd is held first, then llm_calls fails
-        with pytest.raises(BudgetExhausted, match="llm_calls"):
-            reserve_many(session, tenant.id, "bot", {"cost_usd": "0.20", "llm_calls": 1}, "too-many", now=NOW)
+    # cost_usd is held first, then llm_calls fails; the caller catches the error and commits
+    with unit_of_work() as session, pytest.raises(BudgetExhausted, match="llm_calls"):
+        reserve_many(session, tenant.id, "bot", {"cost_usd": "0.20", "llm_calls": 1}, "too-many", now=NOW)
     assert one_ledger(tenant.id, "cost_usd").reserved == d("0.20")
     assert one_ledger(tenant.id, "llm_calls").reserved == 1
     assert _lines(tenant.id, "too-many") == []
@@ -153,10 +152,12 @@ def test_expired_reservations_of_a_crashed_worker_are_released_by_the_scheduler(
     tenant = db.onboard()
     set_budget(tenant.id, limit("cost_usd", "1.00"))
     _reserve(tenant.id, {"cost_usd": "0.60"}, "crashed", ttl_s=60)
+    with unit_of_work() as session:  # the database is shared with other tests: look at this tenant only
+        release_expired(session, now=NOW + timedelta(seconds=30))
+    assert [r.state for r in _lines(tenant.id, "crashed")] == ["reserved"]
     with unit_of_work() as session:
-        assert release_expired(session, now=NOW + timedelta(seconds=30)).reservations == 0
-        assert release_expired(session, now=NOW + timedelta(seconds=61)).reservations == 1
-        assert release_expired(session, now=NOW + timedelta(seconds=62)).reservations == 0
+        assert release_expired(session, now=NOW + timedelta(seconds=61)).reservations >= 1
+        assert release_expired(session, now=NOW + timedelta(seconds=62)).reservations == 0  # once only
     assert one_ledger(tenant.id, "cost_usd").reserved == 0
     assert [r.state for r in _lines(tenant.id, "crashed")] == ["expired"]
     # a worker that was only slow reconciles late: the money was spent, so it is charged
