@@ -328,9 +328,12 @@ def overview(session: Session, tenant_id: str, *, now: datetime | None = None) -
             start, end = period_window(limit.period, limit.timezone, now)
         ledger: Budget | None = repo.ledger(limit.agent, limit.metric, limit.period, start)
         zero = Decimal(0).quantize(_QUANTUM)
+        used, reserved = (ledger.used, ledger.reserved) if ledger else (zero, zero)
+        if limit.metric == "concurrent_runs":  # the counter holds slots in use as "reserved"
+            used, reserved = reserved, zero
         out.append(LimitUsage(
             agent=limit.agent, metric=limit.metric, period=limit.period, timezone=limit.timezone,
-            limit=limit.limit, used=ledger.used if ledger else zero, reserved=ledger.reserved if ledger else zero,
+            limit=limit.limit, used=used, reserved=reserved,
             overspend=ledger.overspend if ledger else zero,
             period_start=None if limit.metric == "concurrent_runs" else start,
             period_end=None if limit.metric == "concurrent_runs" else end,

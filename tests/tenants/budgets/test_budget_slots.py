@@ -29,6 +29,8 @@ def test_a_tenant_gets_at_most_its_limit_of_slots_and_a_released_slot_is_reusabl
     assert not _acquire(tenant.id, "r3")
     assert _acquire(tenant.id, "r1")  # already held: kept, not counted twice
     assert one_ledger(tenant.id, "concurrent_runs").reserved == 2
+    slots = next(x for x in db.client.get("/v1/budgets", headers=tenant.headers).json()["limits"])
+    assert (slots["metric"], slots["used"], slots["remaining"]) == ("concurrent_runs", "2", "0")
     with unit_of_work() as session:
         assert release_slot(session, tenant.id, "r1")
         assert not release_slot(session, tenant.id, "r1")
