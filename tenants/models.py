@@ -2,6 +2,7 @@
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.agents.models import Agent, AgentVersion
+from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation, BudgetSlot
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.db import Base
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
@@ -14,6 +15,11 @@ __all__ = [
     "ApiKey",
     "Base",
     "BreakerRecord",
+    "Budget",
+    "BudgetEvent",
+    "BudgetLimit",
+    "BudgetReservation",
+    "BudgetSlot",
     "DecisionEvent",
     "MasterKeyRecord",
     "ModelRecord",

@@ -17,7 +17,7 @@ from tenants.secrets.schemas import CreateSecret, PromoteSecret, RotateSecret, S
 
 __all__ = ["router"]
 
-_READERS: tuple[Role, ...] = ("tenant-admin", "viewer")
+_READERS: tuple[Role, ...] = ("tenant-admin", "approver", "viewer")  # metadata only, never values
 
 
 @post("/", sync_to_thread=True, status_code=201, summary="Create a secret (the value is never returned)")

@@ -140,6 +140,30 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/v1/breakers/{host:str}/reset"): Probe(
         "hidden", lambda w, r: f"/v1/breakers/{r}/reset", lambda w: "crm.example.com",
         lambda: f"never-{secrets.token_hex(3)}.example.com", admin_only=True),
+    # ---- secrets (metadata only) -----------------------------------------------------------------
+    ("GET", "/v1/secrets"): Probe("listing", lambda w, r: "/v1/secrets"),
+    ("POST", "/v1/secrets"): Probe("own_namespace", lambda w, r: "/v1/secrets",
+                                   body={"name": "b-new", "value": "b-new-value-123"}, admin_only=True),
+    ("GET", "/v1/secrets/{name:str}"): Probe("hidden", lambda w, r: f"/v1/secrets/{r}", lambda w: "a-only",
+                                             lambda: f"never-{secrets.token_hex(3)}"),
+    ("POST", "/v1/secrets/{name:str}/rotate"): Probe(
+        "hidden", lambda w, r: f"/v1/secrets/{r}/rotate", lambda w: "a-only", lambda: f"never-{secrets.token_hex(3)}",
+        body={"value": "rotated-by-b-123"}, admin_only=True),
+    ("POST", "/v1/secrets/{name:str}/promote"): Probe(
+        "hidden", lambda w, r: f"/v1/secrets/{r}/promote", lambda w: "a-only",
+        lambda: f"never-{secrets.token_hex(3)}", admin_only=True),
+    ("DELETE", "/v1/secrets/{name:str}"): Probe(
+        "hidden", lambda w, r: f"/v1/secrets/{r}", lambda w: "a-only", lambda: f"never-{secrets.token_hex(3)}",
+        admin_only=True),
+    # ---- budgets --------------------------------------------------------------------------------
+    ("GET", "/v1/budgets"): Probe("listing", lambda w, r: "/v1/budgets"),
+    ("GET", "/v1/budgets/events"): Probe("listing", lambda w, r: "/v1/budgets/events", may_be_empty=True),
+    ("GET", "/v1/budgets/reservations"): Probe("listing", lambda w, r: "/v1/budgets/reservations",
+                                               may_be_empty=True),
+    ("GET", "/v1/admin/tenants/{name:str}/budgets"): Probe(
+        "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/budgets"),
+    ("PUT", "/v1/admin/tenants/{name:str}/budgets"): Probe(
+        "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/budgets", body=[]),  # type: ignore[arg-type]
     # ---- sandbox --------------------------------------------------------------------------------
     ("GET", "/v1/sandbox/records"): Probe("listing", lambda w, r: "/v1/sandbox/records"),
 }
@@ -175,6 +199,15 @@ def _build_world(h: Harness) -> World:
         assert h.client.put("/v1/models/fast", json=MODEL, headers=tenant.headers).status_code == 201
     assert h.client.put("/v1/tools/crm.a_only", json=TOOL, headers=a.headers).status_code == 201
     assert h.client.put("/v1/models/alpha-model", json=MODEL, headers=a.headers).status_code == 201
+    for tenant in (a, b):
+        r = h.client.post("/v1/secrets", json={"name": "shared", "value": f"{tenant.name}-shared-value"},
+                          headers=tenant.headers)
+        assert r.status_code == 201, r.text
+        r = h.client.put(f"/v1/admin/tenants/{tenant.name}/budgets", headers=h.op_headers,
+                         json=[{"metric": "runs", "limit": 1000, "period": "day"}])
+        assert r.status_code == 200, r.text
+    assert h.client.post("/v1/secrets", json={"name": "a-only", "value": "a-only-value"},
+                         headers=a.headers).status_code == 201
     keys = {}
     for tenant, role in ((a, "viewer"), (b, "viewer"), (b, "approver")):
         r = h.client.post("/v1/keys", json={"role": role}, headers=tenant.headers)
@@ -242,7 +275,8 @@ def _isolation(h: Harness) -> None:
             assert r.status_code == 200, f"{name}: {r.text}"
             leaked = {i for i in w.a_ids if i in r.text}
             assert not leaked, f"{name} shows B some of A's identifiers: {leaked}"
-            assert r.json()["data"] or probe.may_be_empty, \
+            body = r.json()
+            assert (body.get("data") if "data" in body else body) or probe.may_be_empty, \
                 f"{name}: B's own listing should not be empty (else the check proves nothing)"
         elif probe.kind == "operator_only":
             r = _send(w, probe, w.b.admin_key, "")
@@ -308,6 +342,8 @@ def _b_ref(w: World, path: str) -> str:
         return w.b_run
     if path.startswith("/v1/tools/"):
         return "crm.shared"
+    if path.startswith("/v1/secrets/"):
+        return "shared"
     if "{alias" in path:
         return "fast"
     if "{name" in path:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:18:35.972205
+Create Date: 2026-11-25 03:25:32.285955
 """
 
 from collections.abc import Sequence
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+import tenants.budgets.models
 import tenants.kit.types
 
 revision: str = '0001'
@@ -86,6 +87,76 @@ def upgrade() -> None:
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.create_index('ix_api_keys_tenant', ['tenant_id', 'created_at'], unique=False)
 
+    op.create_table('budget_limits',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('agent', sa.String(length=64), nullable=False),
+    sa.Column('metric', sa.String(length=24), nullable=False),
+    sa.Column('period', sa.String(length=8), nullable=False),
+    sa.Column('timezone', sa.String(length=64), nullable=False),
+    sa.Column('limit', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=False),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_budget_limits_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_budget_limits')),
+    sa.UniqueConstraint('tenant_id', 'agent', 'metric', 'period', name='uq_budget_limits_key')
+    )
+    with op.batch_alter_table('budget_limits', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_budget_limits_tenant_id'), ['tenant_id'], unique=False)
+
+    op.create_table('budget_reservations',
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('id', sa.String(length=160), nullable=False),
+    sa.Column('metric', sa.String(length=24), nullable=False),
+    sa.Column('agent', sa.String(length=64), nullable=False),
+    sa.Column('run_id', sa.String(length=40), nullable=True),
+    sa.Column('amount', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=False),
+    sa.Column('actual', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=True),
+    sa.Column('overspend', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=False),
+    sa.Column('budget_ids', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_budget_reservations_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('tenant_id', 'id', 'metric', name=op.f('pk_budget_reservations'))
+    )
+    with op.batch_alter_table('budget_reservations', schema=None) as batch_op:
+        batch_op.create_index('ix_budget_reservations_expiry', ['state', 'expires_at'], unique=False)
+        batch_op.create_index('ix_budget_reservations_tenant', ['tenant_id', 'state', 'created_at'], unique=False)
+
+    op.create_table('budget_slots',
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('run_id', sa.String(length=40), nullable=False),
+    sa.Column('acquired_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_budget_slots_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('tenant_id', 'run_id', name=op.f('pk_budget_slots'))
+    )
+    with op.batch_alter_table('budget_slots', schema=None) as batch_op:
+        batch_op.create_index('ix_budget_slots_expiry', ['expires_at'], unique=False)
+
+    op.create_table('budgets',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('agent', sa.String(length=64), nullable=False),
+    sa.Column('metric', sa.String(length=24), nullable=False),
+    sa.Column('period', sa.String(length=8), nullable=False),
+    sa.Column('timezone', sa.String(length=64), nullable=False),
+    sa.Column('period_start', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('period_end', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('limit', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=False),
+    sa.Column('used', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=False),
+    sa.Column('reserved', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=False),
+    sa.Column('overspend', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=False),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_budgets_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_budgets')),
+    sa.UniqueConstraint('tenant_id', 'agent', 'metric', 'period', 'period_start', name='uq_budgets_period')
+    )
+    with op.batch_alter_table('budgets', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_budgets_tenant_id'), ['tenant_id'], unique=False)
+
     op.create_table('model_configs',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
@@ -149,6 +220,26 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('agent_versions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_agent_versions_tenant_id'), ['tenant_id'], unique=False)
+
+    op.create_table('budget_events',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('budget_id', sa.String(length=40), nullable=False),
+    sa.Column('agent', sa.String(length=64), nullable=False),
+    sa.Column('metric', sa.String(length=24), nullable=False),
+    sa.Column('period', sa.String(length=8), nullable=False),
+    sa.Column('period_start', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('threshold', sa.Integer(), nullable=False),
+    sa.Column('limit', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=False),
+    sa.Column('committed', tenants.budgets.models.ExactDecimal(precision=20, scale=8), nullable=False),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['budget_id'], ['budgets.id'], name=op.f('fk_budget_events_budget_id_budgets'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_budget_events_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_budget_events')),
+    sa.UniqueConstraint('budget_id', 'threshold', name='uq_budget_events_threshold')
+    )
+    with op.batch_alter_table('budget_events', schema=None) as batch_op:
+        batch_op.create_index('ix_budget_events_tenant', ['tenant_id', 'id'], unique=False)
 
     op.create_table('secret_versions',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -320,6 +411,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_secret_versions_master_key')
 
     op.drop_table('secret_versions')
+    with op.batch_alter_table('budget_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_budget_events_tenant')
+
+    op.drop_table('budget_events')
     with op.batch_alter_table('agent_versions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_agent_versions_tenant_id'))
 
@@ -337,6 +432,23 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_model_configs_tenant_id'))
 
     op.drop_table('model_configs')
+    with op.batch_alter_table('budgets', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_budgets_tenant_id'))
+
+    op.drop_table('budgets')
+    with op.batch_alter_table('budget_slots', schema=None) as batch_op:
+        batch_op.drop_index('ix_budget_slots_expiry')
+
+    op.drop_table('budget_slots')
+    with op.batch_alter_table('budget_reservations', schema=None) as batch_op:
+        batch_op.drop_index('ix_budget_reservations_tenant')
+        batch_op.drop_index('ix_budget_reservations_expiry')
+
+    op.drop_table('budget_reservations')
+    with op.batch_alter_table('budget_limits', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_budget_limits_tenant_id'))
+
+    op.drop_table('budget_limits')
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.drop_index('ix_api_keys_tenant')
 

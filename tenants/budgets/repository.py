@@ -1,0 +1,315 @@
+"""All SQL for budgets: limits, period ledger rows, reservations, threshold events and run slots.
+
+The spend check is one statement, :meth:`BudgetRepository.try_reserve`::
+
+    UPDATE budgets SET reserved = reserved + :amount
+    WHERE id = :id AND used + reserved + :amount <= "limit"
+    RETURNING "limit", used, reserved
+
+PostgreSQL (READ COMMITTED) re-checks the WHERE clause on the latest row version after waiting
+for a concurrent writer's lock, and SQLite serialises writers (``BEGIN IMMEDIATE``), so two
+workers can never both pass the check on the same room. There is no read-then-write anywhere.
+
+Whether an ``INSERT ... ON CONFLICT DO NOTHING`` inserted is read from ``RETURNING``, never from
+``rowcount``: with psycopg 3 under SQLAlchemy 2.1 an INSERT's rowcount is -1 (truthy) either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from tenants.budgets.models import (
+    Budget,
+    BudgetEvent,
+    BudgetLimit,
+    BudgetReservation,
+    BudgetSlot,
+    ExactDecimal,
+)
+from tenants.kit.ids import new_id
+from tenants.kit.repository import PlatformRepository, TenantRepository
+
+__all__ = ["BudgetRepository", "LedgerRow", "PlatformBudgetRepository", "ReservationLine"]
+
+_AMOUNT = ExactDecimal()
+
+
+def _amount(value: Decimal) -> Any:
+    """A bound amount typed as ExactDecimal (scaled int on SQLite, NUMERIC on PostgreSQL)."""
+    return literal(value, _AMOUNT)
+
+
+def _insert_ignore(session: Session, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """A budget row's figures right after a statement changed it (from RETURNING)."""
+
+    id: str
+    limit: Decimal
+    used: Decimal
+    reserved: Decimal
+
+    @property
+    def committed(self) -> Decimal:
+        return self.used + self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationLine:
+    """One metric of a reservation, as it was when a state transition claimed it."""
+
+    metric: str
+    amount: Decimal
+    budget_ids: list[str]
+
+
+_LEDGER_COLS = (Budget.id, Budget.limit, Budget.used, Budget.reserved)
+
+
+def _ledger(row: Any) -> LedgerRow:
+    return LedgerRow(id=str(row[0]), limit=row[1], used=row[2], reserved=row[3])
+
+
+class BudgetRepository(TenantRepository):
+    """A tenant's budgets."""
+
+    # ---- limits ---------------------------------------------------------------------------
+    def limits(self, metrics: Sequence[str] | None = None, agents: Sequence[str] | None = None
+               ) -> Sequence[BudgetLimit]:
+        q = select(BudgetLimit).where(BudgetLimit.tenant_id == self.tenant_id)
+        if metrics is not None:
+            q = q.where(BudgetLimit.metric.in_(metrics))
+        if agents is not None:
+            q = q.where(BudgetLimit.agent.in_(agents))
+        return self.session.scalars(q.order_by(BudgetLimit.metric, BudgetLimit.agent, BudgetLimit.period)).all()
+
+    def replace_limits(self, rows: Sequence[dict[str, Any]], now: datetime) -> None:
+        """Make ``rows`` the tenant's whole set of limits; running periods take the new limit at once."""
+        self.session.execute(delete(BudgetLimit).where(BudgetLimit.tenant_id == self.tenant_id))
+        for row in rows:
+            self.session.add(BudgetLimit(id=new_id("bl"), tenant_id=self.tenant_id, created_at=now,
+                                         updated_at=now, **row))
+            self.session.execute(
+                update(Budget)
+                .where(Budget.tenant_id == self.tenant_id, Budget.agent == row["agent"],
+                       Budget.metric == row["metric"], Budget.period == row["period"],
+                       Budget.timezone == row["timezone"], Budget.period_end > now)
+                .values(limit=_amount(row["limit"]))
+            )
+        self.session.flush()
+
+    # ---- period ledger rows ---------------------------------------------------------------
+    def ledger(self, agent: str, metric: str, period: str, period_start: datetime) -> Budget | None:
+        return self.session.scalar(
+            select(Budget).where(Budget.tenant_id == self.tenant_id, Budget.agent == agent,
+                                 Budget.metric == metric, Budget.period == period,
+                                 Budget.period_start == period_start)
+        )
+
+    def ensure_ledger(self, limit: BudgetLimit, period_start: datetime, period_end: datetime,
+                      now: datetime) -> str:
+        """The id of ``limit``'s ledger row for the period, creating it if this is the period's first use.
+
+        Lazy rollover: INSERT ... ON CONFLICT DO NOTHING, so concurrent first uses create one row.
+        """
+        key = (Budget.tenant_id == self.tenant_id, Budget.agent == limit.agent, Budget.metric == limit.metric,
+               Budget.period == limit.period, Budget.period_start == period_start)
+        found = self.session.scalar(select(Budget.id).where(*key))
+        if found is not None:
+            return str(found)
+        self.session.execute(
+            _insert_ignore(self.session, Budget)
+            .values(id=new_id("bud"), tenant_id=self.tenant_id, agent=limit.agent, metric=limit.metric,
+                    period=limit.period, timezone=limit.timezone, period_start=period_start,
+                    period_end=period_end, limit=limit.limit, used=Decimal(0), reserved=Decimal(0),
+                    overspend=Decimal(0), created_at=now)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "agent", "metric", "period", "period_start"])
+        )
+        created = self.session.scalar(select(Budget.id).where(*key))
+        assert created is not None
+        return str(created)
+
+    def try_reserve(self, budget_id: str, amount: Decimal) -> LedgerRow | None:
+        """Hold ``amount`` on the row if it fits under the limit; None (nothing changed) if not."""
+        row = self.session.execute(
+            update(Budget)
+            .where(Budget.tenant_id == self.tenant_id, Budget.id == budget_id,
+                   Budget.used + Budget.reserved + _amount(amount) <= Budget.limit)
+            .values(reserved=Budget.reserved + _amount(amount))
+            .returning(*_LEDGER_COLS)
+        ).first()
+        return None if row is None else _ledger(row)
+
+    def snapshot(self, budget_id: str) -> Budget | None:
+        return self.session.scalar(select(Budget).where(Budget.tenant_id == self.tenant_id, Budget.id == budget_id))
+
+    def settle(self, budget_id: str, *, unreserve: Decimal, charge: Decimal, overspend: Decimal) -> LedgerRow | None:
+        """Move ``unreserve`` out of reserved and ``charge`` into used (and count overspend)."""
+        row = self.session.execute(
+            update(Budget)
+            .where(Budget.tenant_id == self.tenant_id, Budget.id == budget_id)
+            .values(reserved=Budget.reserved - _amount(unreserve), used=Budget.used + _amount(charge),
+                    overspend=Budget.overspend + _amount(overspend))
+            .returning(*_LEDGER_COLS)
+        ).first()
+        return None if row is None else _ledger(row)
+
+    # ---- reservations ---------------------------------------------------------------------
+    def add_reservation(self, reservation_id: str, metric: str, *, agent: str, run_id: str | None,
+                        amount: Decimal, now: datetime, expires_at: datetime) -> bool:
+        """Insert the reservation line unless it exists; True when this call created it."""
+        res = self.session.execute(
+            _insert_ignore(self.session, BudgetReservation)
+            .values(tenant_id=self.tenant_id, id=reservation_id, metric=metric, agent=agent, run_id=run_id,
+                    amount=amount, overspend=Decimal(0), budget_ids=[], state="reserved", created_at=now,
+                    expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "id", "metric"])
+            .returning(BudgetReservation.id)
+        ).first()
+        return res is not None
+
+    def set_budget_ids(self, reservation_id: str, metric: str, budget_ids: list[str]) -> None:
+        self.session.execute(
+            update(BudgetReservation)
+            .where(BudgetReservation.tenant_id == self.tenant_id, BudgetReservation.id == reservation_id,
+                   BudgetReservation.metric == metric)
+            .values(budget_ids=budget_ids)
+        )
+
+    def reservation_lines(self, reservation_id: str) -> Sequence[BudgetReservation]:
+        return self.session.scalars(
+            select(BudgetReservation)
+            .where(BudgetReservation.tenant_id == self.tenant_id, BudgetReservation.id == reservation_id)
+            .order_by(BudgetReservation.metric)
+        ).all()
+
+    def claim(self, reservation_id: str, from_state: str, to_state: str, now: datetime) -> list[ReservationLine]:
+        """Move the reservation's lines from ``from_state`` to ``to_state``; returns the lines this call moved.
+
+        A conditional UPDATE, so of two concurrent callers (worker and scheduler) exactly one wins.
+        """
+        rows = self.session.execute(
+            update(BudgetReservation)
+            .where(BudgetReservation.tenant_id == self.tenant_id, BudgetReservation.id == reservation_id,
+                   BudgetReservation.state == from_state)
+            .values(state=to_state, finished_at=now)
+            .returning(BudgetReservation.metric, BudgetReservation.amount, BudgetReservation.budget_ids)
+        ).all()
+        return [ReservationLine(metric=str(r[0]), amount=r[1], budget_ids=list(r[2] or [])) for r in rows]
+
+    def record_actual(self, reservation_id: str, metric: str, actual: Decimal, overspend: Decimal) -> None:
+        self.session.execute(
+            update(BudgetReservation)
+            .where(BudgetReservation.tenant_id == self.tenant_id, BudgetReservation.id == reservation_id,
+                   BudgetReservation.metric == metric)
+            .values(actual=_amount(actual), overspend=_amount(overspend))
+        )
+
+    def reservations(self, *, state: str | None, limit: int) -> Sequence[BudgetReservation]:
+        q = select(BudgetReservation).where(BudgetReservation.tenant_id == self.tenant_id)
+        if state is not None:
+            q = q.where(BudgetReservation.state == state)
+        return self.session.scalars(
+            q.order_by(BudgetReservation.created_at.desc(), BudgetReservation.id).limit(limit)
+        ).all()
+
+    # ---- threshold events -----------------------------------------------------------------
+    def record_event(self, budget_id: str, threshold: int, committed: Decimal, now: datetime) -> BudgetEvent | None:
+        """Record that ``budget_id`` crossed ``threshold`` %; None when it was already recorded."""
+        ledger = self.snapshot(budget_id)
+        assert ledger is not None
+        inserted = self.session.execute(
+            _insert_ignore(self.session, BudgetEvent)
+            .values(tenant_id=self.tenant_id, budget_id=budget_id, agent=ledger.agent, metric=ledger.metric,
+                    period=ledger.period, period_start=ledger.period_start, threshold=threshold,
+                    limit=ledger.limit, committed=committed, created_at=now)
+            .on_conflict_do_nothing(index_elements=["budget_id", "threshold"])
+            .returning(BudgetEvent.id)
+        ).first()
+        if inserted is None:
+            return None
+        return self.session.get(BudgetEvent, inserted[0])
+
+    def events(self, *, before: int | None, limit: int) -> Sequence[BudgetEvent]:
+        q = select(BudgetEvent).where(BudgetEvent.tenant_id == self.tenant_id)
+        if before is not None:
+            q = q.where(BudgetEvent.id < before)
+        return self.session.scalars(q.order_by(BudgetEvent.id.desc()).limit(limit)).all()
+
+    # ---- concurrent-run slots -------------------------------------------------------------
+    def insert_slot(self, run_id: str, now: datetime, expires_at: datetime) -> bool:
+        """Record that ``run_id`` holds a slot; False if it already did."""
+        res = self.session.execute(
+            _insert_ignore(self.session, BudgetSlot)
+            .values(tenant_id=self.tenant_id, run_id=run_id, acquired_at=now, expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "run_id"])
+            .returning(BudgetSlot.run_id)
+        ).first()
+        return res is not None
+
+    def has_slot(self, run_id: str) -> bool:
+        q = select(BudgetSlot.run_id).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.run_id == run_id)
+        return self.session.scalar(q) is not None
+
+    def has_expired_slots(self, now: datetime) -> bool:
+        q = select(BudgetSlot.run_id).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.expires_at < now)
+        return self.session.scalar(q.limit(1)) is not None
+
+    def renew_slot(self, run_id: str, expires_at: datetime) -> bool:
+        res = self.session.execute(
+            update(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.run_id == run_id)
+            .values(expires_at=expires_at)
+        )
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def delete_slot(self, run_id: str) -> bool:
+        """Drop the slot row; True only for the one caller that actually deleted it."""
+        res = self.session.execute(
+            delete(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.run_id == run_id)
+            .returning(BudgetSlot.run_id)
+        ).first()
+        return res is not None
+
+    def delete_expired_slots(self, now: datetime) -> int:
+        """Drop this tenant's slots whose holder stopped renewing them; how many this call dropped."""
+        res = self.session.execute(
+            delete(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.expires_at < now)
+            .returning(BudgetSlot.run_id)
+        ).all()
+        return len(res)
+
+    def slots(self) -> Sequence[BudgetSlot]:
+        return self.session.scalars(
+            select(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id).order_by(BudgetSlot.acquired_at)
+        ).all()
+
+
+class PlatformBudgetRepository(PlatformRepository):
+    """Across tenants, for the scheduler: what has expired."""
+
+    def expired_reservations(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        rows = self.session.execute(
+            select(BudgetReservation.tenant_id, BudgetReservation.id)
+            .where(BudgetReservation.state == "reserved", BudgetReservation.expires_at < now)
+            .distinct().limit(limit)
+        ).all()
+        return [(str(t), str(i)) for t, i in rows]
+
+    def tenants_with_expired_slots(self, now: datetime) -> list[str]:
+        rows = self.session.scalars(
+            select(BudgetSlot.tenant_id).where(BudgetSlot.expires_at < now).distinct()
+        ).all()
+        return [str(t) for t in rows]

@@ -1,0 +1,85 @@
+"""Wire types for budgets: strict requests, and every amount as a decimal string (never a float)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+
+__all__ = ["Amount", "BudgetEventOut", "BudgetsOut", "LimitIn", "LimitOut", "ReservationOut"]
+
+# "0.30000000" → "0.3"; "0E-8" → "0". Strings on the wire, so no client ever parses money as a float.
+Amount = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
+
+
+class LimitIn(BaseModel):
+    """One limit. ``limit`` is a decimal string (``"12.50"``); counters may also be JSON integers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    metric: Literal["cost_usd", "tokens", "llm_calls", "runs", "concurrent_runs"]
+    limit: str | int = Field(description="decimal string for cost_usd; whole number for the others")
+    period: Literal["day", "month"] | None = Field(None, description="required except for concurrent_runs")
+    timezone: str = Field("UTC", min_length=1, max_length=64, description="IANA zone the period is aligned to")
+    agent: str | None = Field(None, min_length=1, max_length=64, pattern=r"^(\*|[a-z0-9][a-z0-9._-]*)$",
+                              description="limit one agent; omit (or '*') for the whole tenant")
+
+    @model_validator(mode="after")
+    def _money_is_a_string(self) -> LimitIn:
+        if self.metric == "cost_usd" and not isinstance(self.limit, str):
+            raise ValueError('cost_usd limits are decimal strings, e.g. "12.50"')
+        if isinstance(self.limit, str) and not self.limit.strip():
+            raise ValueError("limit is empty")
+        return self
+
+
+class LimitOut(BaseModel):
+    agent: str | None = Field(description="null: the whole tenant")
+    metric: str
+    period: str | None = Field(description="null for concurrent_runs")
+    timezone: str
+    limit: Amount
+    used: Amount = Field(description="spent this period (concurrent_runs: slots in use)")
+    reserved: Amount = Field(description="held by reservations not yet reconciled")
+    remaining: Amount = Field(description="room left, never negative")
+    overspend: Amount = Field(description="charged beyond reservations this period")
+    period_start: datetime | None
+    period_end: datetime | None
+
+
+class ReservationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    metric: str
+    agent: str
+    run_id: str | None
+    amount: Amount
+    actual: Amount | None
+    overspend: Amount
+    state: str
+    created_at: datetime
+    expires_at: datetime
+    finished_at: datetime | None
+
+
+class BudgetEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    agent: str
+    metric: str
+    period: str
+    period_start: datetime
+    threshold: int = Field(description="percent of the limit: 50, 80 or 100")
+    limit: Amount
+    committed: Amount = Field(description="used + reserved when the threshold was crossed")
+    created_at: datetime
+
+
+class BudgetsOut(BaseModel):
+    limits: list[LimitOut]
+    reservations: list[ReservationOut] = Field(description="open reservations (newest 100)")
+    events: list[BudgetEventOut] = Field(description="latest threshold events (newest 100)")
