@@ -88,7 +88,12 @@ def _print_banner(settings: Any, generated: str | None, creds: dict[str, Any], d
     out = [f"Midwatch (embedded) — API {base}  (OpenAPI: {base}/schema)",
            f"  data dir: {settings.data_dir.resolve()}"]
     if dashboard:
-        out.append(f"  dashboard: http://{settings.host}:{settings.dashboard_port}")
+        dash_url = f"http://{settings.host}:{settings.dashboard_port}"
+        if creds.get("operator_key"):
+            from dashboard.login import demo_login_url
+
+            dash_url = demo_login_url(dash_url, creds["operator_key"])
+        out.append(f"  dashboard: {dash_url}")
     if generated and not creds:
         out.append(f"  operator key (shown once, store it now): {generated}")
     if creds:
@@ -238,6 +243,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.names)
 
 
+def cmd_demo_seed(args: argparse.Namespace) -> int:
+    """Fill the database with realistic history (tenants, agents, runs, rollups) for demos and benchmarks."""
+    _settings()
+    from dashboard.seed import seed_command
+
+    return seed_command(args.runs, args.tenants)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midwatch", description="Run AI agents unattended: durable, bounded, loud.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -285,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     help="re-encrypt all secrets under a new master key (MIDWATCH_NEW_MASTER_KEY)")
     rotate.add_argument("new_key", nargs="?", help="base64 32-byte key; prefer MIDWATCH_NEW_MASTER_KEY (not in ps)")
     rotate.set_defaults(func=cmd_rotate_master_key)
+
+    demo = sub.add_parser("demo", help="demo data commands").add_subparsers(dest="demo_command", required=True)
+    seed = demo.add_parser("seed", help="fill the database with realistic history")
+    seed.add_argument("--runs", type=int, default=10_000)
+    seed.add_argument("--tenants", type=int, default=10)
+    seed.set_defaults(func=cmd_demo_seed)
 
     bench = sub.add_parser("bench", help="run benchmarks (step_latency, throughput, overhead, recovery, ...)")
     bench.add_argument("names", nargs="*", help="benchmark names (default: the engine set)")

@@ -5,12 +5,21 @@ from tenants.agents.models import Agent, AgentVersion
 from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation, BudgetSlot
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.db import Base
+from tenants.reliability.models import (
+    AgentHealth,
+    FailureHourly,
+    LatestFailure,
+    ReliabilityCounter,
+    RunRollupHourly,
+    StepStatDaily,
+)
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
 from tenants.sandbox.models import SandboxRecord
 from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
 
 __all__ = [
     "Agent",
+    "AgentHealth",
     "AgentVersion",
     "ApiKey",
     "Base",
@@ -21,15 +30,20 @@ __all__ = [
     "BudgetReservation",
     "BudgetSlot",
     "DecisionEvent",
+    "FailureHourly",
+    "LatestFailure",
     "MasterKeyRecord",
     "ModelRecord",
+    "ReliabilityCounter",
     "Run",
     "RunItem",
+    "RunRollupHourly",
     "SandboxRecord",
     "Secret",
     "SecretVersion",
     "SideEffect",
     "StepCheckpoint",
+    "StepStatDaily",
     "Tenant",
     "ToolRecord",
 ]

@@ -32,6 +32,7 @@ from tenants.kit.errors import LeaseLost
 from tenants.kit.ids import sha256_hex, utcnow
 from tenants.kit.logging import get_logger, redact
 from tenants.kit.settings import Settings
+from tenants.reliability.service import record_run_finished, record_run_started, record_step
 from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.models import Run, RunItem, StepCheckpoint
 from tenants.runs.repository import RunRepository
@@ -202,10 +203,13 @@ class _Execution:
         why = ("first start" if kind == "run.started"
                else f"resumed at the last checkpoint (owner changes after a crash: {crash_count})")
 
-        def write(_s: Session, repo: RunRepository) -> None:
-            repo.fenced_touch(self.run_id, self.fence, utcnow(), self.lease_s)
-            self._event(repo, utcnow(), kind, chosen=f"agent version {self.run.agent_version}", why=why,
+        def write(session: Session, repo: RunRepository) -> None:
+            now = utcnow()
+            repo.fenced_touch(self.run_id, self.fence, now, self.lease_s)
+            self._event(repo, now, kind, chosen=f"agent version {self.run.agent_version}", why=why,
                         considered=[s.id for s in self.spec.steps])
+            if kind == "run.started":
+                record_run_started(session, self.tenant_id, self.run.agent_name, at=now)
 
         self._committed(write, "begin")
 
@@ -362,8 +366,10 @@ class _Execution:
                     latency_ms: float, last: bool, steps_used: int, llm_calls: int) -> None:
         output_hash = sha256_hex(outcome.output)
 
-        def write(_s: Session, repo: RunRepository) -> bool:
+        def write(session: Session, repo: RunRepository) -> bool:
             now = utcnow()
+            record_step(session, self.tenant_id, self.run.agent_name, step.id, ok=True, category=None,
+                        latency_ms=latency_ms, retries=max(0, outcome.attempts - 1), at=now)
             cancel = repo.fenced_touch(self.run_id, self.fence, now, self.lease_s, steps=1,
                                        items_done=int(last), llm_calls=outcome.llm_calls, cost_usd=outcome.cost_usd)
             repo.add_checkpoint({"run_id": self.run_id, "item_index": item.item_index, "step_index": index,
@@ -393,8 +399,10 @@ class _Execution:
         state = {"escalate": "escalated", "fail": "failed", "skip_item": "skipped"}[failure.action]
         STEPS.labels("failed", failure.category).inc()
 
-        def write(_s: Session, repo: RunRepository) -> bool:
+        def write(session: Session, repo: RunRepository) -> bool:
             now = utcnow()
+            record_step(session, self.tenant_id, self.run.agent_name, step.id, ok=False, category=failure.category,
+                        latency_ms=latency_ms, retries=max(0, failure.attempts - 1), at=now)
             cancel = repo.fenced_touch(self.run_id, self.fence, now, self.lease_s, steps=0,
                                        items_done=int(state == "skipped"), items_failed=int(state != "skipped"),
                                        llm_calls=int(failure.details.get("llm_calls", 0)))
@@ -473,13 +481,17 @@ class _Execution:
             self._discard_session()
 
     def _finish(self, state: str, reason: str | None, category: str | None, code: str | None = None) -> None:
-        def write(_s: Session, repo: RunRepository) -> None:
+        def write(session: Session, repo: RunRepository) -> None:
             now = utcnow()
             repo.fenced_touch(self.run_id, self.fence, now, self.lease_s)
             self._event(repo, now, f"run.{state}", chosen=state, why=reason or "every item completed",
                         failure_category=category, considered=[code] if code else None)
             repo.release(self.run_id, self.fence, now, wake_at=None, state=state, reason=reason, category=category,
                          finished=True)
+            run = repo.get(self.run_id)
+            assert run is not None
+            record_run_finished(session, self.tenant_id, run.agent_name, self.run_id, state=state, category=category,
+                                reason=reason, started_at=run.started_at, finished_at=now, cost_usd=run.cost_usd)
 
         self._committed(write, "finish")
         RUNS_FINISHED.labels(state).inc()

@@ -26,6 +26,7 @@ __all__ = [
     "enqueue_after_commit",
     "get_engine",
     "is_transient_db_error",
+    "read_only",
     "reset_engine",
     "session_factory",
     "set_dispatcher",
@@ -46,6 +47,8 @@ class Base(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING)
 
+
+READ_ONLY_OPTION = "midwatch_read_only"
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -77,7 +80,9 @@ def _build_engine(settings: Settings) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers (the dashboard) take no write lock: a deferred BEGIN never blocks a worker.
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(
@@ -133,6 +138,17 @@ def unit_of_work() -> Iterator[Session]:
 def is_transient_db_error(exc: BaseException) -> bool:
     """Whether ``exc`` means the database is (briefly) unreachable: back off and retry."""
     return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+@contextmanager
+def read_only() -> Iterator[Session]:
+    """A read-only session for dashboards and reports: never commits, never takes SQLite's write lock."""
+    session = session_factory()(bind=get_engine().execution_options(**{READ_ONLY_OPTION: True}))
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
 
 
 def set_dispatcher(dispatcher: Dispatcher | None) -> None:

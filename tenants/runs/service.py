@@ -14,6 +14,7 @@ from tenants.kit.db import enqueue_after_commit
 from tenants.kit.errors import Conflict, IdempotencyConflict, NotFound
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 from tenants.kit.settings import get_settings
+from tenants.reliability.service import record_run_finished
 from tenants.runs.models import TERMINAL_STATES, Run
 from tenants.runs.repository import RunRepository
 
@@ -82,6 +83,9 @@ def cancel_run(session: Session, tenant_id: str, run_id: str) -> Run:
     if run.lease_owner is None or (run.lease_until is not None and run.lease_until < now):
         repo.set_state(run_id, from_states=[run.state], state="cancelled", reason="cancelled by request",
                        cancel_requested=True, finished_at=now, updated_at=now, lease_owner=None, lease_until=None)
+        record_run_finished(session, tenant_id, run.agent_name, run_id, state="cancelled", category=None,
+                            reason="cancelled by request", started_at=run.started_at, finished_at=now,
+                            cost_usd=run.cost_usd)
     else:
         repo.set_state(run_id, from_states=[run.state], cancel_requested=True, updated_at=now)
     session.refresh(run)

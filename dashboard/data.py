@@ -1,0 +1,89 @@
+"""Cached reads for the pages: one read-only session per call, results cached for a short TTL.
+
+The database URL is part of every cache key, so two databases never share cached figures.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import streamlit as st
+
+from tenants.kit.db import read_only
+from tenants.kit.settings import Settings, get_settings
+from tenants.reliability import service
+
+__all__ = ["api_base", "db_key", "escalations", "failures_over_time", "overview", "reliability", "run_detail",
+           "search_runs", "security_posture", "tenants_and_budgets"]
+
+LIVE_TTL_S = 15
+SLOW_TTL_S = 60
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def db_key() -> str:
+    """The cache key of the configured database."""
+    return settings().sqlalchemy_url
+
+
+def api_base() -> str:
+    s = settings()
+    return f"http://{s.host}:{s.port}"
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def overview(db: str) -> service.Overview:
+    with read_only() as session:
+        return service.overview(session)
+
+
+@st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
+def reliability(db: str, days: int) -> tuple[service.AgentReliability, ...]:
+    with read_only() as session:
+        return service.reliability(session, days=days)
+
+
+@st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
+def failures_over_time(db: str, hours: int, tenant_id: str | None, agent_name: str | None
+                       ) -> tuple[service.FailurePoint, ...]:
+    with read_only() as session:
+        return service.failures_over_time(session, hours=hours, tenant_id=tenant_id, agent_name=agent_name)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def search_runs(db: str, tenant_id: str | None, agent_name: str | None, state: str | None, run_id: str | None,
+                limit: int) -> tuple[service.RunRow, ...]:
+    with read_only() as session:
+        return service.search_runs(session, tenant_id=tenant_id, agent_name=agent_name, state=state, run_id=run_id,
+                                   limit=limit)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def run_detail(db: str, run_id: str) -> service.RunDetail | None:
+    with read_only() as session:
+        return service.run_detail(session, run_id)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def escalations(db: str) -> service.Escalations:
+    with read_only() as session:
+        return service.escalations(session)
+
+
+@st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
+def security_posture(db: str) -> tuple[tuple[service.TenantPosture, ...], tuple[service.KeyRow, ...]]:
+    with read_only() as session:
+        return service.security_posture(session)
+
+
+@st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
+def tenants_and_budgets(db: str) -> service.TenantsAndBudgets:
+    with read_only() as session:
+        return service.tenants_and_budgets(session)
+
+
+def as_of(now: datetime) -> str:
+    return now.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,457 @@
+"""Fill a database with realistic history for the dashboard, tests and the benchmark.
+
+``seed(runs=N, tenants=M, now=...)`` creates M tenants (agents with real specs, API keys of various
+ages) and N runs spread over the last :data:`HISTORY_DAYS` days: mostly succeeded, some failed /
+escalated / budget-exhausted with a category and a reason, a few cancelled, and a live tail
+(queued, running, stuck with an expired lease, waiting for approval). The read models
+(``run_rollups_hourly``, ``step_stats_daily``, ``failures_hourly``, ``agent_health``,
+``latest_failures``) are computed from the same generated runs, exactly as the runner's hooks
+would have recorded them, and bulk-loaded (COPY on PostgreSQL) in batches, so a million runs
+take minutes, not hours. Recent runs also get items, checkpoints, hash-chained decision events
+and side effects, so the run page has a timeline to show.
+
+``midwatch demo seed --runs N --tenants M`` calls :func:`seed_command`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tenants.accounts.repository import AccountsPlatformRepository
+from tenants.accounts.service import hash_key, onboard_tenant
+from tenants.agents.service import store_version
+from tenants.kit.db import unit_of_work
+from tenants.kit.ids import sha256_hex, utcnow
+from tenants.reliability.models import LATEST_FAILURES_PER_TENANT
+from tenants.reliability.service import day_of, hour_of, load_rows
+from tenants.runs.events import GENESIS, event_hash
+
+__all__ = ["HISTORY_DAYS", "SeedReport", "seed", "seed_command"]
+
+HISTORY_DAYS = 14
+BATCH = 50_000
+DETAIL_ALL_BELOW = 20_000  # seeds up to this size get a full timeline for every run
+DETAIL_HOURS = 3  # larger seeds: only runs created in the last hours get one
+
+COMPANIES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell", "cyberdyne",
+             "soylent", "aperture", "massive", "vandelay", "monarch", "oscorp", "pied-piper", "gringotts",
+             "nakatomi", "dunder"]
+
+# name, SLO, steps: (id, kind, tool, base success rate, median latency ms)
+AGENTS: list[tuple[str, float, list[tuple[str, str, str, float, float]]]] = [
+    ("invoice-followup", 0.95, [("fetch", "tool", "crm.get_invoice", 0.995, 180.0),
+                                ("draft", "llm", "", 0.985, 1400.0),
+                                ("send", "tool", "mail.send_reminder", 0.997, 240.0)]),
+    ("lead-enrichment", 0.90, [("lookup", "tool", "crm.get_lead", 0.99, 150.0),
+                               ("search", "tool", "web.search_company", 0.97, 900.0),
+                               ("summarise", "llm", "", 0.985, 1800.0),
+                               ("update", "tool", "crm.update_lead", 0.996, 200.0)]),
+    ("ticket-triage", 0.97, [("read", "tool", "helpdesk.get_ticket", 0.998, 120.0),
+                             ("classify", "llm", "", 0.99, 900.0),
+                             ("route", "tool", "helpdesk.assign", 0.997, 160.0)]),
+    ("refund-review", 0.99, [("order", "tool", "shop.get_order", 0.997, 200.0),
+                             ("policy", "tool", "docs.refund_policy", 0.999, 90.0),
+                             ("decide", "llm", "", 0.98, 2200.0),
+                             ("refund", "tool", "payments.refund", 0.995, 450.0),
+                             ("notify", "tool", "mail.send", 0.998, 230.0)]),
+    ("contract-summary", 0.95, [("fetch", "tool", "drive.get_file", 0.996, 300.0),
+                                ("summarise", "llm", "", 0.98, 3500.0)]),
+]
+SIDE_EFFECT_TOOLS = frozenset({"mail.send_reminder", "crm.update_lead", "helpdesk.assign", "payments.refund",
+                               "mail.send"})
+CATEGORY_WEIGHTS = {"dependency": 45, "validation": 18, "auth": 9, "budget": 7, "scope": 4, "approval": 5,
+                    "state": 5, "internal": 7}
+REASONS = {
+    "dependency": ["{tool}: 503 Service Unavailable after 3 attempts (Retry-After honoured)",
+                   "{tool}: timed out after 10 s (3 attempts)",
+                   "{tool}: expected application/json, got text/html (a login page?)",
+                   "{tool}: 429 Too Many Requests; circuit breaker open for 60 s"],
+    "auth": ["{tool}: 401 Unauthorized; OAuth refresh failed: invalid_grant",
+             "{tool}: 403 Forbidden for secret crm_token (rotated upstream?)"],
+    "validation": ["{step}: output rejected by rule size(output.text) < 2000 after 2 retries; escalated",
+                   "{step}: output does not match output_schema: 'amount' is a required property"],
+    "budget": ["tenant budget exhausted: USD 50.00 of 50.00 per day reserved",
+               "autonomy bound max_llm_calls=10 reached"],
+    "scope": ["{tool}: host api.unknown-host.io is outside the agent's declared egress",
+              "tool shell.exec is not in the agent's scope"],
+    "approval": ["approval for {tool} expired after 3600 s; on_timeout=deny",
+                 "approval for {tool} rejected by approver: 'amount looks wrong'"],
+    "state": ["unknown_outcome: a call to non-idempotent tool {tool} may have happened before a crash; "
+              "a human must check"],
+    "internal": ["redelivery_exhausted: the run's worker vanished 6 times (limit 5)",
+                 "step kind 'agent' is not supported yet"],
+}
+STATE_FOR = {"dependency": "failed", "auth": "failed", "validation": "escalated", "budget": "budget_exhausted",
+             "scope": "failed", "approval": "escalated", "state": "escalated", "internal": "failed"}
+
+
+@dataclass
+class _Agent:
+    tenant_id: str
+    agent_id: str
+    version_id: str
+    name: str
+    steps: list[tuple[str, str, str, float, float]]
+    health: float  # multiplies every step's failure odds: > 1 is an unreliable tenant
+
+
+@dataclass
+class SeedReport:
+    tenants: int = 0
+    agents: int = 0
+    runs: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    tenant_ids: list[str] = field(default_factory=list)
+
+
+def _spec(name: str, slo: float, steps: list[tuple[str, str, str, float, float]]) -> dict[str, Any]:
+    tools = [tool for _, kind, tool, _, _ in steps if kind == "tool"]
+    hosts = sorted({f"api.{tool.split('.')[0]}.example.com" for tool in tools})
+    spec_steps: list[dict[str, Any]] = []
+    for sid, kind, tool, _, _ in steps:
+        if kind == "tool":
+            spec_steps.append({"id": sid, "tool": tool, "args": {"id": "{{ item.id }}"}})
+        else:
+            spec_steps.append({"id": sid, "llm": {"model": "careful", "fallbacks": ["fast"],
+                                                  "prompt": f"{sid} for item {{{{ item.id }}}}"},
+                               "rules": ["size(output.text) < 2000"], "on_invalid": {"retry": 2, "then": "escalate"}})
+    return {"apiVersion": "midwatch/v1", "name": name, "description": f"{name} (seeded)",
+            "objective": {"success_criteria": "every item handled once", "slo": {"success_rate": slo}},
+            "scope": {"tools": tools, "egress": hosts,
+                      "secrets": sorted({f"{t.split('.')[0]}_token" for t in tools[:2]})},
+            "autonomy": {"max_steps": 10, "max_llm_calls": 10, "max_duration_s": 600},
+            "input": {"items": True, "schema": {"type": "object", "required": ["id"]}},
+            "steps": spec_steps}
+
+
+def _run_id(at: datetime, rng: random.Random) -> str:
+    return f"run_{int(at.timestamp() * 1000):012x}{rng.getrandbits(48):012x}"
+
+
+def _setup_tenants(n: int, rng: random.Random, now: datetime) -> list[_Agent]:
+    agents: list[_Agent] = []
+    with unit_of_work() as session:
+        accounts = AccountsPlatformRepository(session)
+        keys: list[dict[str, Any]] = []
+        for i in range(n):
+            base = COMPANIES[i % len(COMPANIES)]
+            name = base if i < len(COMPANIES) else f"{base}-{i // len(COMPANIES) + 1}"
+            suffix = 1
+            while accounts.tenant_by_name(name) is not None:
+                suffix += 1
+                name = f"{base}-{i // len(COMPANIES) + 1}-{suffix}"
+            tenant, _ = onboard_tenant(session, name, name.replace("-", " ").title())
+            health = rng.choice([0.5, 1.0, 1.0, 1.0, 2.0, 3.0, 6.0])
+            for agent_name, slo, steps in rng.sample(AGENTS, rng.randint(1, 4)):
+                stored = store_version(session, tenant.id, agent_name, _spec(agent_name, slo, steps), [])
+                agents.append(_Agent(tenant.id, stored.agent.id, stored.version.id, agent_name, steps, health))
+            for role, age, used in [("tenant-admin", rng.randint(5, 200), rng.choice([0.1, 3, None, 60])),
+                                    ("viewer", rng.randint(1, 120), rng.choice([0.5, 10, None]))]:
+                plaintext = f"seed-{rng.getrandbits(128):032x}"
+                created = now - timedelta(days=age)
+                keys.append({"id": f"key_seed{rng.getrandbits(64):016x}", "tenant_id": tenant.id, "role": role,
+                             "name": f"{role} key (seeded)", "prefix": plaintext[:14], "key_hash": hash_key(plaintext),
+                             "created_at": created,
+                             "last_used_at": None if used is None else now - timedelta(days=min(age, used)),
+                             "revoked_at": None})
+        load_rows(session, "api_keys", keys)
+    return agents
+
+
+class _Rollups:
+    """The read models, computed from generated runs exactly as the runner's hooks record them."""
+
+    def __init__(self) -> None:
+        self.runs: dict[tuple[str, str, datetime], list[Any]] = defaultdict(lambda: [0] * 8)
+        self.steps: dict[tuple[str, str, str, datetime], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0, 0.0])
+        self.failures: dict[tuple[str, str, datetime, str], int] = defaultdict(int)
+        self.outcomes: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
+        self.bad_count: dict[str, int] = defaultdict(int)
+        self.latest: dict[str, list[tuple[float, str, dict[str, Any]]]] = defaultdict(list)
+        self.cols = ["started", "succeeded", "failed", "escalated", "cancelled", "budget_exhausted"]
+
+    def started(self, t: str, a: str, at: datetime) -> None:
+        self.runs[(t, a, hour_of(at))][0] += 1
+
+    def step(self, t: str, a: str, sid: str, at: datetime, ok: bool, retries: int, latency: float) -> None:
+        row = self.steps[(t, a, sid, day_of(at))]
+        row[0] += 1 + retries
+        row[1] += int(ok)
+        row[2] += int(not ok)
+        row[3] += retries
+        row[4] += latency
+        row[5] = max(row[5], latency)
+
+    def finished(self, t: str, a: str, run_id: str, state: str, category: str | None, reason: str | None,
+                 started: datetime | None, finished: datetime, cost: Decimal) -> None:
+        row = self.runs[(t, a, hour_of(finished))]
+        row[self.cols.index(state)] += 1
+        row[6] += max(0, int((finished - started).total_seconds() * 1000)) if started else 0
+        row[7] += cost
+        self.outcomes[(t, a)].append((finished.timestamp(), state))
+        if state in ("failed", "escalated", "budget_exhausted"):
+            cat = category or "internal"
+            self.failures[(t, a, hour_of(finished), cat)] += 1
+            self.bad_count[t] += 1
+            entry = (finished.timestamp(), run_id, {"run_id": run_id, "agent_name": a, "state": state,
+                                                    "category": cat, "reason": (reason or "")[:500] or None,
+                                                    "at": finished})
+            heap = self.latest[t]
+            if len(heap) < LATEST_FAILURES_PER_TENANT:
+                heapq.heappush(heap, entry)
+            else:
+                heapq.heappushpop(heap, entry)
+
+    def rows(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for (t, a, hour), r in self.runs.items():
+            out["run_rollups_hourly"].append({"tenant_id": t, "agent_name": a, "hour": hour,
+                                              **dict(zip(self.cols, r[:6], strict=True)),
+                                              "duration_ms_sum": r[6], "cost_usd_sum": Decimal(r[7])})
+        for (t, a, sid, day), s in self.steps.items():
+            out["step_stats_daily"].append({"tenant_id": t, "agent_name": a, "step_id": sid, "day": day,
+                                            "attempts": int(s[0]), "succeeded": int(s[1]), "failed": int(s[2]),
+                                            "retries": int(s[3]), "latency_ms_sum": s[4], "latency_ms_max": s[5]})
+        for (t, a, hour, cat), n in self.failures.items():
+            out["failures_hourly"].append({"tenant_id": t, "agent_name": a, "hour": hour, "category": cat,
+                                           "count": n})
+        for (t, a), outcomes in self.outcomes.items():
+            out["agent_health"].append(_health(t, a, sorted(outcomes)))
+        for t, heap in self.latest.items():
+            total = self.bad_count[t]
+            out["reliability_counters"].append({"tenant_id": t, "failures_seq": total})
+            for rank, (_, _, values) in enumerate(sorted(heap)):
+                seq = total - len(heap) + rank + 1
+                out["latest_failures"].append({"tenant_id": t, "slot": (seq - 1) % LATEST_FAILURES_PER_TENANT,
+                                               "seq": seq, **values})
+        return out
+
+
+def _health(t: str, a: str, outcomes: list[tuple[float, str]]) -> dict[str, Any]:
+    """Replay the agent-health state machine of ``record_run_finished`` over outcomes in finish order."""
+    open_since: int | None = None
+    consecutive = incidents = recovery = 0
+    last_ts, last_state = outcomes[-1]
+    for ts, state in outcomes:
+        ms = int(ts * 1000)
+        if state in ("failed", "escalated", "budget_exhausted"):
+            open_since = ms if open_since is None else open_since
+            consecutive += 1
+        elif state == "succeeded":
+            if open_since is not None:
+                incidents += 1
+                recovery += ms - open_since
+            open_since, consecutive = None, 0
+    return {"tenant_id": t, "agent_name": a, "last_state": last_state,
+            "last_finished_at": datetime.fromtimestamp(last_ts, tz=utcnow().tzinfo), "open_since_ms": open_since,
+            "consecutive_failures": consecutive, "incidents": incidents, "recovery_ms_sum": recovery}
+
+
+def _flush(batches: dict[str, list[dict[str, Any]]], report: SeedReport) -> None:
+    order = ["runs", "run_items", "step_checkpoints", "side_effects", "decision_events"]
+    with unit_of_work() as session:
+        for name in order:
+            rows = batches.get(name) or []
+            if rows:
+                report.rows[name] = report.rows.get(name, 0) + load_rows(session, name, rows)
+    batches.clear()
+
+
+def seed(runs: int, tenants: int, *, now: datetime | None = None, rng_seed: int = 7,
+         live_fraction: float = 0.01) -> SeedReport:
+    """Create ``tenants`` tenants and ``runs`` runs of history ending at ``now``; returns what was written."""
+    started_clock = time.monotonic()
+    now = now or utcnow()
+    rng = random.Random(rng_seed)
+    report = SeedReport()
+    agents = _setup_tenants(tenants, rng, now)
+    report.tenants, report.agents = tenants, len(agents)
+    report.tenant_ids = sorted({a.tenant_id for a in agents})
+    weights = [1.0 / math.sqrt(1 + i % 37) for i in range(len(agents))]  # some tenants are much busier
+    categories, cat_weights = list(CATEGORY_WEIGHTS), list(CATEGORY_WEIGHTS.values())
+    rollups = _Rollups()
+    span = HISTORY_DAYS * 86400.0
+    offsets = sorted(rng.random() * span for _ in range(runs))  # ascending: oldest first
+    n_live = max(0, int(runs * live_fraction)) if runs >= 20 else 0
+    detail_since = now - timedelta(hours=DETAIL_HOURS)
+    batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    chosen = rng.choices(agents, weights=weights, k=runs)
+    for index, offset in enumerate(offsets):
+        agent = chosen[index]
+        created = now - timedelta(seconds=span - offset) - timedelta(seconds=60)
+        live = index >= runs - n_live
+        detail = runs <= DETAIL_ALL_BELOW or created >= detail_since or live
+        _one_run(agent, created, now, live, detail, rng, categories, cat_weights, rollups, batches)
+        report.runs += 1
+        if len(batches["runs"]) >= BATCH:
+            _flush(batches, report)
+    _flush(batches, report)
+    with unit_of_work() as session:
+        for name, rows in rollups.rows().items():
+            report.rows[name] = load_rows(session, name, rows)
+    report.seconds = time.monotonic() - started_clock
+    return report
+
+
+def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom like the engine's loop
+        agent: _Agent, created: datetime, now: datetime, live: bool, detail: bool, rng: random.Random,
+             categories: list[str], cat_weights: list[int], rollups: _Rollups,
+             batches: dict[str, list[dict[str, Any]]]) -> None:
+    run_id = _run_id(created, rng)
+    t, a = agent.tenant_id, agent.name
+    n_items = 1 if rng.random() < 0.7 else rng.randint(2, 6)
+    started = created + timedelta(milliseconds=rng.randint(20, 3000))
+    state, category, reason = "succeeded", None, None
+    live_state = None
+    if live:
+        live_state = rng.choices(["queued", "running", "stuck", "waiting_approval"], [3, 4, 1, 2])[0]
+        if live_state == "queued":
+            started = None  # type: ignore[assignment]
+    clock = started or created
+    steps_done = llm_calls = items_failed = 0
+    cost = Decimal(0)
+    events: list[dict[str, Any]] = []
+    checkpoints: list[dict[str, Any]] = []
+    effects: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
+    cancelled = not live and rng.random() < 0.01
+    stop_at_item = rng.randrange(n_items) if live_state in ("running", "stuck", "waiting_approval") else None
+
+    def event(kind: str, at: datetime, **kw: Any) -> None:
+        if not detail:
+            return
+        row: dict[str, Any] = {"tenant_id": t, "run_id": run_id, "seq": len(events) + 1, "kind": kind,
+                               "item_index": kw.get("item_index"), "step_index": kw.get("step_index"),
+                               "step_id": kw.get("step_id"), "considered": kw.get("considered"),
+                               "chosen": kw.get("chosen"), "why": kw.get("why"), "verdicts": None,
+                               "failure_category": kw.get("failure_category"),
+                               "cost_usd": kw.get("cost_usd", Decimal(0)),
+                               "latency_ms": round(float(kw.get("latency_ms", 0.0)), 3),
+                               "input_hash": kw.get("input_hash"), "output_hash": kw.get("output_hash"),
+                               "created_at": at}
+        row["prev_hash"] = events[-1]["hash"] if events else GENESIS
+        row["hash"] = event_hash(row["prev_hash"], row)
+        events.append(row)
+
+    if started is not None:
+        rollups.started(t, a, started)
+        event("run.started", started, chosen="agent version 1", why="first start",
+              considered=[s[0] for s in agent.steps])
+    for item_index in range(n_items if started is not None else 0):
+        item_state = "done"
+        for step_index, (sid, kind, tool, base, median) in enumerate(agent.steps):
+            if stop_at_item is not None and item_index == stop_at_item and step_index == len(agent.steps) - 1:
+                item_state = "pending"
+                break
+            fail_p = min(0.9, (1 - base) * agent.health)
+            ok = rng.random() >= fail_p
+            retries = 0 if rng.random() < 0.9 else rng.randint(1, 3)
+            latency = round(median * math.exp(rng.gauss(0, 0.5)) * (1 + retries), 3)
+            clock += timedelta(milliseconds=latency)
+            rollups.step(t, a, sid, clock, ok, retries, latency)
+            step_cost = Decimal("0.0021") * Decimal(int(latency / 100) + 1) if kind == "llm" else Decimal(0)
+            llm_calls += 1 + retries if kind == "llm" else 0
+            cost += step_cost
+            key = f"mw-{run_id}-{item_index}-{step_index}"
+            if ok:
+                steps_done += 1
+                out_hash = sha256_hex(f"{run_id}/{item_index}/{sid}")
+                if detail:
+                    checkpoints.append({"run_id": run_id, "item_index": item_index, "step_index": step_index,
+                                        "tenant_id": t, "step_id": sid, "status": "succeeded",
+                                        "output": {"ok": True}, "output_hash": out_hash, "attempts": 1 + retries,
+                                        "latency_ms": latency, "fence": 1, "created_at": clock})
+                    if tool in SIDE_EFFECT_TOOLS:
+                        effects.append({"idempotency_key": key, "tenant_id": t, "run_id": run_id,
+                                        "item_index": item_index, "step_index": step_index, "step_id": sid,
+                                        "tool": tool, "state": "succeeded", "attempts": 1 + retries,
+                                        "outcome": {"status": 200},
+                                        "created_at": clock - timedelta(milliseconds=latency),
+                                        "completed_at": clock})
+                considered = (["careful", "fast"] if kind == "llm" else [tool])
+                event("step.succeeded", clock, item_index=item_index, step_index=step_index, step_id=sid,
+                      considered=considered, chosen="careful" if kind == "llm" else tool,
+                      why=(f"succeeded after {retries} retr{'y' if retries == 1 else 'ies'} (503, backoff)"
+                           if retries else "output valid (schema and rules passed)"),
+                      cost_usd=step_cost, latency_ms=latency, output_hash=out_hash)
+                continue
+            category = rng.choices(categories, cat_weights)[0]
+            reason = rng.choice(REASONS[category]).format(tool=tool or f"{sid} (llm)", step=sid)
+            item_state = "escalated" if STATE_FOR[category] == "escalated" else "failed"
+            items_failed += 1
+            if detail and kind == "tool" and category == "state":
+                effects.append({"idempotency_key": key, "tenant_id": t, "run_id": run_id, "item_index": item_index,
+                                "step_index": step_index, "step_id": sid, "tool": tool, "state": "unknown",
+                                "attempts": 1, "outcome": None, "created_at": clock, "completed_at": None})
+            event("step.failed", clock, item_index=item_index, step_index=step_index, step_id=sid,
+                  considered=[item_state, "retry"], chosen=item_state, why=reason, failure_category=category,
+                  latency_ms=latency)
+            break
+        items.append({"run_id": run_id, "item_index": item_index, "tenant_id": t, "input": {"id": f"R-{item_index}"},
+                      "state": item_state, "reason": reason if item_state in ("failed", "escalated") else None,
+                      "failure_category": category if item_state in ("failed", "escalated") else None,
+                      "steps_used": len(agent.steps), "llm_calls": 0, "updated_at": clock})
+        if item_state not in ("done", "pending"):
+            state = STATE_FOR[category or "internal"]
+            break
+    finished: datetime | None = None
+    if live_state is None:
+        if cancelled:
+            state, category, reason = "cancelled", None, "cancelled by request"
+        finished = clock + timedelta(milliseconds=rng.randint(5, 200))
+        if state != "succeeded" and n_items > 1 and state != "cancelled":
+            reason = f"{items_failed} of {n_items} items {state}; first (item {len(items) - 1}): {reason}"
+        event(f"run.{state}", finished, chosen=state, why=reason or "every item completed",
+              failure_category=category)
+        rollups.finished(t, a, run_id, state, category, reason, started, finished, cost)
+        run_state = state
+        lease_until = None
+    else:
+        run_state = "running" if live_state == "stuck" else live_state
+        category = reason = None
+        lease_until = {"running": now + timedelta(seconds=25), "stuck": now - timedelta(minutes=rng.randint(3, 40))
+                       }.get(live_state)
+    batches["runs"].append({
+        "id": run_id, "tenant_id": t, "agent_id": agent.agent_id, "agent_name": a,
+        "agent_version_id": agent.version_id, "agent_version": 1, "state": run_state, "reason": reason,
+        "failure_category": category if run_state in ("failed", "escalated", "budget_exhausted") else None,
+        "input": {"items": n_items} if detail else None, "is_batch": n_items > 1, "items_total": n_items,
+        "items_done": sum(1 for i in items if i["state"] == "done"), "items_failed": items_failed,
+        "steps_done": steps_done, "llm_calls": llm_calls, "cost_usd": cost, "idempotency_key": None,
+        "request_hash": None, "lease_owner": "worker-1:4242:1" if lease_until else None, "lease_until": lease_until,
+        "fence": 1 if started else 0, "crash_count": 0, "cancel_requested": state == "cancelled",
+        "wake_at": None, "created_at": created, "started_at": started, "finished_at": finished,
+        "updated_at": finished or clock})
+    if detail:
+        pending = [{"run_id": run_id, "item_index": i, "tenant_id": t, "input": {"id": f"R-{i}"}, "state": "pending",
+                    "reason": None, "failure_category": None, "steps_used": 0, "llm_calls": 0, "updated_at": None}
+                   for i in range(len(items), n_items)]
+        batches["run_items"].extend(items + pending)
+        batches["step_checkpoints"].extend(checkpoints)
+        batches["side_effects"].extend(effects)
+        batches["decision_events"].extend(events)
+
+
+def seed_command(runs: int, tenants: int) -> int:
+    """``midwatch demo seed --runs N --tenants M``: seed the configured database (migrated first) and report."""
+    from tenants.migrations import upgrade
+
+    upgrade()
+    report = seed(runs, tenants)
+    rows = ", ".join(f"{name} {n:,}" for name, n in sorted(report.rows.items()))
+    print(f"seeded {report.tenants} tenants, {report.agents} agents, {report.runs:,} runs in "
+          f"{report.seconds:.1f} s ({rows})", flush=True)
+    if os.environ.get("MIDWATCH_DASHBOARD_DEMO_KEY") is None:
+        print("open the dashboard with `midwatch dashboard` (or `midwatch up`) and sign in with an operator key",
+              flush=True)
+    return 0

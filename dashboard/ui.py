@@ -1,0 +1,60 @@
+"""Formatting and small shared widgets for the pages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import streamlit as st
+
+__all__ = ["STATE_COLORS", "ago", "api_note", "duration", "money", "not_configured", "pct", "state_badge"]
+
+STATE_COLORS = {
+    "succeeded": "#2e7d32", "failed": "#c62828", "escalated": "#ef6c00", "budget_exhausted": "#6a1b9a",
+    "cancelled": "#9e9e9e", "running": "#1565c0", "queued": "#78909c", "waiting_approval": "#f9a825",
+}
+CATEGORY_COLORS = {
+    "dependency": "#e53935", "auth": "#8e24aa", "validation": "#fb8c00", "budget": "#6d4c41", "scope": "#3949ab",
+    "approval": "#fdd835", "state": "#00897b", "internal": "#546e7a",
+}
+
+
+def pct(rate: float | None, digits: int = 1) -> str:
+    """70.0% (or an em dash when nothing was measured)."""
+    return "—" if rate is None else f"{rate * 100:.{digits}f}%"
+
+
+def money(value: Decimal | float | None) -> str:
+    return "—" if value is None else f"${float(value):,.2f}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def ago(then: datetime | None, now: datetime | None = None) -> str:
+    if then is None:
+        return "never"
+    now = now or datetime.now(UTC)
+    return duration(max(0.0, (now - then).total_seconds())) + " ago"
+
+
+def state_badge(state: str) -> str:
+    """The state as operators read it in tables (plain text: headless browsers and terminals lack emoji fonts)."""
+    return state.replace("_", " ")
+
+
+def not_configured(title: str, note: str) -> None:
+    st.info(f"**{title}** — {note}", icon=":material/extension:")
+
+
+def api_note(text: str) -> None:
+    st.caption(f"Read-only dashboard. {text}")

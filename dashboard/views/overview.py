@@ -1,0 +1,73 @@
+"""Overview: is anything broken right now?"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, ui
+
+st.title("Overview")
+
+
+@st.fragment(run_every="30s")
+def body() -> None:
+    o = data.overview(data.db_key())
+    st.caption(f"As of {data.as_of(o.now)} · refreshes every 30 s · success rate = succeeded ÷ finished "
+               "(cancelled runs excluded)")
+    c = st.columns(4)
+    c[0].metric("Success 24 h", ui.pct(o.last_24h.success_rate), border=True,
+                help=f"{o.last_24h.succeeded:,} of {o.last_24h.decided:,} finished runs")
+    c[1].metric("Success 7 d", ui.pct(o.last_7d.success_rate), border=True,
+                help=f"{o.last_7d.succeeded:,} of {o.last_7d.decided:,} finished runs")
+    c[2].metric("Finished 24 h", f"{o.last_24h.finished:,}", border=True)
+    c[3].metric("Not succeeded 24 h", f"{o.last_24h.not_succeeded:,}", border=True,
+                help="failed, escalated or budget-exhausted")
+    c = st.columns(4)
+    c[0].metric("Running", f"{o.live.get('running', 0):,}", border=True)
+    c[1].metric("Stuck", f"{o.live.get('stuck', 0):,}", border=True,
+                help="running with an expired lease, or handed back and not picked up for 2 min")
+    c[2].metric("Waiting approval", f"{o.live.get('waiting_approval', 0):,}", border=True)
+    c[3].metric("Escalated", f"{o.live.get('escalated', 0):,}", border=True, help="waiting for a human to resume")
+    if o.live.get("stuck", 0):
+        st.error(f"{o.live['stuck']} run(s) are stuck: their worker's lease expired. The sweeper should re-enqueue "
+                 "them within seconds; if this number stays, check workers and the broker.", icon=":material/error:")
+
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("Runs per hour (24 h)")
+        outcomes = ("succeeded", "failed", "escalated", "budget_exhausted", "cancelled")
+        rows = [{"hour": h, "outcome": name, "runs": getattr(cnt, name)} for h, cnt in o.hourly for name in outcomes]
+        frame = pd.DataFrame(rows)
+        colors = ui.STATE_COLORS
+        domain = ["succeeded", "failed", "escalated", "budget_exhausted", "cancelled"]
+        chart = alt.Chart(frame).mark_bar().encode(
+            x=alt.X("hour:T", title=None, axis=alt.Axis(format="%H:%M")),
+            y=alt.Y("sum(runs):Q", title="finished runs"),
+            color=alt.Color("outcome:N", scale=alt.Scale(domain=domain, range=[colors[d] for d in domain]),
+                            legend=alt.Legend(orient="bottom", title=None)),
+            tooltip=["hour:T", "outcome:N", "runs:Q"],
+        ).properties(height=280)
+        st.altair_chart(chart, width="stretch")
+    with right:
+        st.subheader("Spend per tenant")
+        if not o.budgets.configured:
+            st.caption("Budget limits: not configured yet (the budgets table has not landed); showing spend.")
+        spend = pd.DataFrame([{"tenant": s.tenant, "runs 24 h": s.runs_24h, "spend 24 h": ui.money(s.cost_24h),
+                               "spend 7 d": ui.money(s.cost_7d), "budget": "not configured"} for s in o.spend])
+        st.dataframe(spend, hide_index=True, height=280, width="stretch")
+
+    st.subheader("Latest failures")
+    if not o.latest_failures:
+        st.success("No failed or escalated runs recorded.")
+    else:
+        fails = pd.DataFrame([{"when": ui.ago(f.at, o.now), "tenant": f.tenant, "agent": f.agent_name,
+                               "state": ui.state_badge(f.state), "category": f.category, "reason": f.reason,
+                               "run": f.run_id} for f in o.latest_failures])
+        st.dataframe(fails, hide_index=True, width="stretch",
+                     column_config={"reason": st.column_config.TextColumn(width="large")})
+    ui.api_note("Resume, cancel and approve through the API (`POST /v1/runs/{id}/resume`).")
+
+
+body()

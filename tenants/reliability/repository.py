@@ -1,0 +1,304 @@
+"""All SQL for the reliability read models: the runner's upserts and the operator dashboard's reads.
+
+Writes (:class:`ReliabilityRepository`, tenant-scoped) are single-statement upserts
+``INSERT ... ON CONFLICT DO UPDATE SET x = x + excluded.x`` on SQLite and PostgreSQL, so two
+workers finishing runs of the same agent in the same hour never lose a count.
+
+Reads (:class:`PlatformReliabilityRepository`) are the operator's explicit cross-tenant path. They
+aggregate the rollup tables; the only reads of ``runs`` are index lookups (live state counts on
+``ix_runs_state_lease``, search by tenant/id, one run's timeline).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, case, func, inspect, literal, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from tenants.accounts.models import ApiKey, Tenant
+from tenants.agents.models import Agent, AgentVersion
+from tenants.kit.db import Base
+from tenants.kit.repository import PlatformRepository, TenantRepository
+from tenants.reliability.models import (
+    LATEST_FAILURES_PER_TENANT,
+    AgentHealth,
+    FailureHourly,
+    LatestFailure,
+    ReliabilityCounter,
+    RunRollupHourly,
+    StepStatDaily,
+)
+from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
+
+__all__ = ["RUN_OUTCOME_COLUMNS", "PlatformReliabilityRepository", "ReliabilityRepository"]
+
+RUN_OUTCOME_COLUMNS = ("succeeded", "failed", "escalated", "cancelled", "budget_exhausted")
+LIVE_STATES = ("queued", "running", "waiting_approval", "escalated")
+_TABLE_CACHE_S = 300.0
+_table_cache: dict[tuple[str, str], tuple[float, bool]] = {}
+
+
+def _insert(session: Session, model: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
+def _epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+class ReliabilityRepository(TenantRepository):
+    """The runner's writes to one tenant's read models, in the runner's transaction."""
+
+    def _bump(self, model: Any, keys: Mapping[str, Any], increments: Mapping[str, Any],
+              maxima: Sequence[str] = ()) -> None:
+        table = model.__table__
+        stmt = _insert(self.session, model).values(tenant_id=self.tenant_id, **keys, **increments)
+        set_: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in increments if name not in maxima}
+        for name in maxima:
+            set_[name] = case((stmt.excluded[name] > table.c[name], stmt.excluded[name]), else_=table.c[name])
+        stmt = stmt.on_conflict_do_update(index_elements=["tenant_id", *keys], set_=set_)
+        self.session.execute(stmt)
+
+    def bump_run_hour(self, agent_name: str, hour: datetime, **increments: Any) -> None:
+        """Add to one (agent, hour) run rollup: ``started=1``, ``failed=1``, ``duration_ms_sum=...``."""
+        row = {"started": 0, **dict.fromkeys(RUN_OUTCOME_COLUMNS, 0), "duration_ms_sum": 0,
+               "cost_usd_sum": Decimal(0)}
+        row.update(increments)
+        self._bump(RunRollupHourly, {"agent_name": agent_name, "hour": hour}, row)
+
+    def bump_step_day(self, agent_name: str, step_id: str, day: datetime, *, attempts: int, succeeded: int,
+                      failed: int, retries: int, latency_ms: float) -> None:
+        self._bump(StepStatDaily, {"agent_name": agent_name, "step_id": step_id, "day": day},
+                   {"attempts": attempts, "succeeded": succeeded, "failed": failed, "retries": retries,
+                    "latency_ms_sum": latency_ms, "latency_ms_max": latency_ms},
+                   maxima=("latency_ms_max",))
+
+    def bump_failure_hour(self, agent_name: str, hour: datetime, category: str) -> None:
+        self._bump(FailureHourly, {"agent_name": agent_name, "hour": hour, "category": category}, {"count": 1})
+
+    def note_outcome(self, agent_name: str, state: str, finished_at: datetime, *, bad: bool, good: bool) -> None:
+        """Track the agent's open incident: opened by the first bad run, closed (and timed) by a good one."""
+        table = AgentHealth.__table__
+        finished_ms = _epoch_ms(finished_at)
+        stmt = _insert(self.session, AgentHealth).values(
+            tenant_id=self.tenant_id, agent_name=agent_name, last_state=state, last_finished_at=finished_at,
+            open_since_ms=finished_ms if bad else None, consecutive_failures=int(bad), incidents=0,
+            recovery_ms_sum=0)
+        set_: dict[str, Any] = {"last_state": stmt.excluded.last_state,
+                                "last_finished_at": stmt.excluded.last_finished_at}
+        if bad:
+            set_["open_since_ms"] = func.coalesce(table.c.open_since_ms, stmt.excluded.open_since_ms)
+            set_["consecutive_failures"] = table.c.consecutive_failures + 1
+        elif good:
+            is_open = table.c.open_since_ms.is_not(None)
+            set_["incidents"] = table.c.incidents + case((is_open, 1), else_=0)
+            set_["recovery_ms_sum"] = table.c.recovery_ms_sum + func.coalesce(
+                literal(finished_ms) - table.c.open_since_ms, 0)
+            set_["open_since_ms"] = None
+            set_["consecutive_failures"] = 0
+        self.session.execute(stmt.on_conflict_do_update(index_elements=["tenant_id", "agent_name"], set_=set_))
+
+    def push_latest_failure(self, *, run_id: str, agent_name: str, state: str, category: str,
+                            reason: str | None, at: datetime) -> None:
+        """Write into the tenant's ring buffer of recent failures (slot = seq mod N)."""
+        counter = _insert(self.session, ReliabilityCounter).values(tenant_id=self.tenant_id, failures_seq=1)
+        counter = counter.on_conflict_do_update(
+            index_elements=["tenant_id"],
+            set_={"failures_seq": ReliabilityCounter.__table__.c.failures_seq + 1},
+        ).returning(ReliabilityCounter.failures_seq)
+        seq = int(self.session.execute(counter).scalar_one())
+        values = {"seq": seq, "run_id": run_id, "agent_name": agent_name, "state": state, "category": category,
+                  "reason": (reason or "")[:500] or None, "at": at}
+        stmt = _insert(self.session, LatestFailure).values(
+            tenant_id=self.tenant_id, slot=(seq - 1) % LATEST_FAILURES_PER_TENANT, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["tenant_id", "slot"],
+                                          set_={name: stmt.excluded[name] for name in values})
+        self.session.execute(stmt)
+
+
+class PlatformReliabilityRepository(PlatformRepository):
+    """Operator reads across every tenant (the dashboard), and bulk loading for seeds and benchmarks."""
+
+    # ---- optional tables (other domains land them later) ----------------------------------
+    def has_table(self, name: str) -> bool:
+        """Whether ``name`` exists, asked once per 5 minutes per database."""
+        bind = self.session.get_bind()
+        key = (str(bind.engine.url), name)
+        cached = _table_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < _TABLE_CACHE_S:
+            return cached[1]
+        found = bool(inspect(self.session.connection()).has_table(name))
+        _table_cache[key] = (time.monotonic(), found)
+        return found
+
+    # ---- rollups ---------------------------------------------------------------------------
+    def run_totals_by_hour(self, since: datetime) -> Sequence[Any]:
+        r = RunRollupHourly
+        return self.session.execute(
+            select(r.hour, func.sum(r.started), *(func.sum(getattr(r, c)) for c in RUN_OUTCOME_COLUMNS),
+                   func.sum(r.duration_ms_sum), func.sum(r.cost_usd_sum))
+            .where(r.hour >= since).group_by(r.hour).order_by(r.hour)
+        ).all()
+
+    def run_totals_by_agent(self, since: datetime) -> Sequence[Any]:
+        """(tenant_id, agent_name, started, succeeded, failed, escalated, cancelled, budget_exhausted,
+        duration_ms_sum, cost_usd_sum) since ``since``."""
+        r = RunRollupHourly
+        return self.session.execute(
+            select(r.tenant_id, r.agent_name, func.sum(r.started),
+                   *(func.sum(getattr(r, c)) for c in RUN_OUTCOME_COLUMNS),
+                   func.sum(r.duration_ms_sum), func.sum(r.cost_usd_sum))
+            .where(r.hour >= since).group_by(r.tenant_id, r.agent_name)
+        ).all()
+
+    def step_totals(self, since_day: datetime, tenant_id: str | None = None,
+                    agent_name: str | None = None) -> Sequence[Any]:
+        """(tenant_id, agent_name, step_id, attempts, succeeded, failed, retries, latency_sum, latency_max)."""
+        s = StepStatDaily
+        q = (select(s.tenant_id, s.agent_name, s.step_id, func.sum(s.attempts), func.sum(s.succeeded),
+                    func.sum(s.failed), func.sum(s.retries), func.sum(s.latency_ms_sum), func.max(s.latency_ms_max))
+             .where(s.day >= since_day).group_by(s.tenant_id, s.agent_name, s.step_id))
+        if tenant_id:
+            q = q.where(s.tenant_id == tenant_id)
+        if agent_name:
+            q = q.where(s.agent_name == agent_name)
+        return self.session.execute(q).all()
+
+    def failures_by_hour(self, since: datetime, tenant_id: str | None = None,
+                         agent_name: str | None = None) -> Sequence[Any]:
+        """(hour, category, count) since ``since``, optionally for one tenant / agent."""
+        f = FailureHourly
+        q = (select(f.hour, f.category, func.sum(f.count)).where(f.hour >= since)
+             .group_by(f.hour, f.category).order_by(f.hour))
+        if tenant_id:
+            q = q.where(f.tenant_id == tenant_id)
+        if agent_name:
+            q = q.where(f.agent_name == agent_name)
+        return self.session.execute(q).all()
+
+    def latest_failures(self, limit: int, tenant_id: str | None = None) -> Sequence[LatestFailure]:
+        q = select(LatestFailure).order_by(LatestFailure.at.desc(), LatestFailure.seq.desc()).limit(limit)
+        if tenant_id:
+            q = q.where(LatestFailure.tenant_id == tenant_id)
+        return self.session.scalars(q).all()
+
+    def agent_health(self) -> Sequence[AgentHealth]:
+        return self.session.scalars(select(AgentHealth)).all()
+
+    # ---- live counts (index lookups on runs.state) -----------------------------------------
+    def live_counts(self, now: datetime, stuck_after: datetime) -> dict[str, int]:
+        """Runs now queued / running / waiting_approval / escalated, and ``stuck``: running with an
+        expired lease, or handed back and not picked up since ``stuck_after``."""
+        rows = self.session.execute(
+            select(Run.state, func.count()).where(Run.state.in_(LIVE_STATES)).group_by(Run.state)
+        ).all()
+        counts = {str(state): int(n) for state, n in rows}
+        stuck = self.session.scalar(
+            select(func.count()).select_from(Run).where(
+                Run.state == "running",
+                or_(Run.lease_until < now, and_(Run.lease_until.is_(None), Run.wake_at < stuck_after)),
+            )
+        )
+        counts["stuck"] = int(stuck or 0)
+        return counts
+
+    # ---- catalogue ---------------------------------------------------------------------------
+    def tenants(self) -> Sequence[Tenant]:
+        return self.session.scalars(select(Tenant).order_by(Tenant.name)).all()
+
+    def latest_specs(self) -> Sequence[Any]:
+        """(tenant_id, agent_name, version, spec) of every agent's latest version."""
+        return self.session.execute(
+            select(Agent.tenant_id, Agent.name, AgentVersion.version, AgentVersion.spec)
+            .join(AgentVersion, and_(AgentVersion.agent_id == Agent.id,
+                                     AgentVersion.version == Agent.latest_version))
+            .order_by(Agent.tenant_id, Agent.name)
+        ).all()
+
+    def api_keys(self) -> Sequence[ApiKey]:
+        return self.session.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
+
+    # ---- runs (index lookups) -----------------------------------------------------------------
+    def search_runs(self, *, tenant_id: str | None, agent_name: str | None, state: str | None,
+                    run_id: str | None, limit: int) -> Sequence[Run]:
+        """Newest first; the tenant filter uses ``ix_runs_tenant_created``, the id an exact PK lookup."""
+        q = select(Run).order_by(Run.id.desc()).limit(limit)
+        if run_id:
+            q = q.where(Run.id == run_id)
+        if tenant_id:
+            q = q.where(Run.tenant_id == tenant_id)
+        if agent_name:
+            q = q.where(Run.agent_name == agent_name)
+        if state:
+            q = q.where(Run.state == state)
+        return self.session.scalars(q).all()
+
+    def runs_in_states(self, states: Sequence[str], limit: int) -> Sequence[Run]:
+        return self.session.scalars(
+            select(Run).where(Run.state.in_(states)).order_by(Run.updated_at).limit(limit)
+        ).all()
+
+    def recent_run_ids(self, tenant_id: str, limit: int) -> list[str]:
+        return list(self.session.scalars(
+            select(Run.id).where(Run.tenant_id == tenant_id).order_by(Run.id.desc()).limit(limit)
+        ).all())
+
+    def run(self, run_id: str) -> Run | None:
+        return self.session.get(Run, run_id)
+
+    def run_items(self, run_id: str, limit: int) -> Sequence[RunItem]:
+        return self.session.scalars(
+            select(RunItem).where(RunItem.run_id == run_id).order_by(RunItem.item_index).limit(limit)
+        ).all()
+
+    def run_events(self, run_id: str, limit: int) -> Sequence[DecisionEvent]:
+        return self.session.scalars(
+            select(DecisionEvent).where(DecisionEvent.run_id == run_id).order_by(DecisionEvent.seq).limit(limit)
+        ).all()
+
+    def run_checkpoints(self, run_id: str, limit: int) -> Sequence[StepCheckpoint]:
+        return self.session.scalars(
+            select(StepCheckpoint).where(StepCheckpoint.run_id == run_id)
+            .order_by(StepCheckpoint.item_index, StepCheckpoint.step_index).limit(limit)
+        ).all()
+
+    def run_side_effects(self, run_id: str, limit: int) -> Sequence[SideEffect]:
+        return self.session.scalars(
+            select(SideEffect).where(SideEffect.run_id == run_id)
+            .order_by(SideEffect.item_index, SideEffect.step_index).limit(limit)
+        ).all()
+
+    # ---- bulk loading (seed, benchmark) ----------------------------------------------------
+    def bulk_insert(self, table_name: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert many rows fast: COPY on PostgreSQL, executemany on SQLite. Returns the row count."""
+        table = Base.metadata.tables[table_name]
+        batch = list(rows)
+        if not batch:
+            return 0
+        if self.dialect != "postgresql":
+            self.session.execute(table.insert(), batch)
+            return len(batch)
+        columns = list(batch[0])
+        json_cols = {c.name for c in table.columns if c.name in columns and "JSON" in type(c.type).__name__.upper()}
+        json_cols |= {c.name for c in table.columns if c.name in columns and hasattr(c.type, "variant_mapping")
+                      and "postgresql" in c.type.variant_mapping}
+        raw = self.session.connection().connection.driver_connection
+        assert raw is not None
+        cols_sql = ", ".join(f'"{c}"' for c in columns)
+        with raw.cursor() as cur, cur.copy(f'COPY "{table_name}" ({cols_sql}) FROM STDIN') as copy:
+            for row in batch:
+                copy.write_row([json.dumps(row[c]) if c in json_cols and row[c] is not None else row[c]
+                                for c in columns])
+        return len(batch)
+
+    def count(self, table_name: str) -> int:
+        table = Base.metadata.tables[table_name]
+        return int(self.session.scalar(select(func.count()).select_from(table)) or 0)

@@ -1,0 +1,665 @@
+"""Reliability read models: the hooks the runner calls as it writes, and the operator's read functions.
+
+Hooks (call them inside the runner's own transaction, never commit here):
+
+- :func:`record_run_started` when a run starts for the first time (``run.started`` event);
+- :func:`record_step` once per step outcome of an item (checkpointed or finally failed);
+- :func:`record_run_finished` when a run reaches a terminal state.
+
+Read functions return plain frozen dataclasses (picklable, so the dashboard can cache them) and
+never scan ``runs``: figures come from the rollup tables; live counts are index lookups.
+
+Panels backed by tables other domains are still adding (approvals, budgets, secrets, audit,
+scope violations) report ``configured=False`` until :data:`OPTIONAL_TABLES` exist.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tenants.kit.ids import utcnow
+from tenants.reliability.models import FAILURE_CATEGORIES
+from tenants.reliability.repository import (
+    RUN_OUTCOME_COLUMNS,
+    PlatformReliabilityRepository,
+    ReliabilityRepository,
+)
+from tenants.runs.events import verify_chain
+
+__all__ = [
+    "DEFAULT_SLO",
+    "OPTIONAL_TABLES",
+    "AgentReliability",
+    "Counts",
+    "Escalations",
+    "FailurePoint",
+    "FailureRow",
+    "KeyRow",
+    "Overview",
+    "Panel",
+    "RunDetail",
+    "RunRow",
+    "ScopeRow",
+    "StepReliability",
+    "TenantPosture",
+    "TenantRow",
+    "day_of",
+    "escalations",
+    "failures_over_time",
+    "hour_of",
+    "load_rows",
+    "overview",
+    "record_run_finished",
+    "record_run_started",
+    "record_step",
+    "reliability",
+    "run_detail",
+    "search_runs",
+    "security_posture",
+    "table_count",
+    "tenants_and_budgets",
+]
+
+DEFAULT_SLO = 0.95  # runner.spec.Slo's default; tenants/ reads the stored spec JSON, not the runner's model
+BAD_STATES = frozenset({"failed", "escalated", "budget_exhausted"})
+STUCK_GRACE = timedelta(minutes=2)
+KEY_MAX_AGE_DAYS = 90
+KEY_IDLE_DAYS = 30
+BROAD_SCOPE_TOOLS = 8
+# Panels that light up once other domains' tables land: panel name -> table name.
+OPTIONAL_TABLES = {
+    "approvals": "approvals",
+    "budgets": "budgets",
+    "secrets": "secrets",
+    "audit": "audit_events",
+    "violations": "scope_violations",
+}
+
+
+def hour_of(at: datetime) -> datetime:
+    """The hour bucket of ``at`` (UTC)."""
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def day_of(at: datetime) -> datetime:
+    """The day bucket of ``at`` (UTC midnight)."""
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# ---- hooks (runner) -------------------------------------------------------------------------------
+def record_run_started(session: Session, tenant_id: str, agent_name: str, *, at: datetime) -> None:
+    """Count a run's first start in its hour. Call once per run, in the transaction writing ``run.started``."""
+    ReliabilityRepository(session, tenant_id).bump_run_hour(agent_name, hour_of(at), started=1)
+
+
+def record_step(session: Session, tenant_id: str, agent_name: str, step_id: str, *, ok: bool,
+                category: str | None, latency_ms: float, retries: int, at: datetime) -> None:
+    """Count one step outcome for one item: ``ok`` after ``retries`` extra attempts, taking ``latency_ms``.
+
+    ``category`` is the failure category of a failed step (kept for the caller's symmetry; run-level
+    categories feed the failure charts, see :func:`record_run_finished`).
+    """
+    del category
+    ReliabilityRepository(session, tenant_id).bump_step_day(
+        agent_name, step_id, day_of(at), attempts=1 + max(0, retries), succeeded=int(ok), failed=int(not ok),
+        retries=max(0, retries), latency_ms=max(0.0, float(latency_ms)))
+
+
+def record_run_finished(session: Session, tenant_id: str, agent_name: str, run_id: str, *, state: str,
+                        category: str | None, reason: str | None, started_at: datetime | None,
+                        finished_at: datetime, cost_usd: Decimal) -> None:
+    """Count a terminal run in its finishing hour; a failed / escalated / budget-exhausted run also
+    counts in the failure rollup by category, enters the tenant's latest-failures ring buffer and
+    opens (or extends) the agent's incident, which the next success closes (MTTR)."""
+    if state not in RUN_OUTCOME_COLUMNS:
+        raise ValueError(f"record_run_finished needs a terminal state, got {state!r}")
+    repo = ReliabilityRepository(session, tenant_id)
+    duration_ms = max(0, int((finished_at - started_at).total_seconds() * 1000)) if started_at else 0
+    repo.bump_run_hour(agent_name, hour_of(finished_at), **{state: 1}, duration_ms_sum=duration_ms,
+                       cost_usd_sum=Decimal(cost_usd or 0))
+    bad = state in BAD_STATES
+    if bad:
+        cat = category if category in FAILURE_CATEGORIES else "internal"
+        repo.bump_failure_hour(agent_name, hour_of(finished_at), cat)
+        repo.push_latest_failure(run_id=run_id, agent_name=agent_name, state=state, category=cat,
+                                 reason=reason, at=finished_at)
+    repo.note_outcome(agent_name, state, finished_at, bad=bad, good=state == "succeeded")
+
+
+# ---- read models --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Run outcomes over a window. Success rate = succeeded / (finished - cancelled)."""
+
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    escalated: int = 0
+    cancelled: int = 0
+    budget_exhausted: int = 0
+    duration_ms_sum: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+    @classmethod
+    def of(cls, values: Any) -> Counts:
+        v = list(values)
+        return cls(int(v[0] or 0), int(v[1] or 0), int(v[2] or 0), int(v[3] or 0), int(v[4] or 0),
+                   int(v[5] or 0), int(v[6] or 0), Decimal(str(v[7] or 0)))
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.started + other.started, self.succeeded + other.succeeded, self.failed + other.failed,
+                      self.escalated + other.escalated, self.cancelled + other.cancelled,
+                      self.budget_exhausted + other.budget_exhausted, self.duration_ms_sum + other.duration_ms_sum,
+                      self.cost_usd + other.cost_usd)
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.escalated + self.cancelled + self.budget_exhausted
+
+    @property
+    def decided(self) -> int:
+        return self.finished - self.cancelled
+
+    @property
+    def not_succeeded(self) -> int:
+        return self.failed + self.escalated + self.budget_exhausted
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.decided if self.decided else None
+
+    @property
+    def avg_duration_s(self) -> float | None:
+        return self.duration_ms_sum / 1000 / self.finished if self.finished else None
+
+
+@dataclass(frozen=True, slots=True)
+class Panel:
+    """A panel backed by a table that may not exist yet."""
+
+    name: str
+    configured: bool
+    rows: tuple[dict[str, Any], ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRow:
+    at: datetime
+    tenant_id: str
+    tenant: str
+    agent_name: str
+    run_id: str
+    state: str
+    category: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSpend:
+    tenant_id: str
+    tenant: str
+    runs_24h: int
+    cost_24h: Decimal
+    cost_7d: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    now: datetime
+    hourly: tuple[tuple[datetime, Counts], ...]  # last 24 hour buckets, oldest first, zero-filled
+    last_24h: Counts
+    last_7d: Counts
+    live: dict[str, int]
+    spend: tuple[TenantSpend, ...]
+    budgets: Panel
+    latest_failures: tuple[FailureRow, ...]
+
+
+def _names(repo: PlatformReliabilityRepository) -> dict[str, str]:
+    return {t.id: t.name for t in repo.tenants()}
+
+
+def _window_start(now: datetime, hours: int) -> datetime:
+    """The first hour bucket of a window of ``hours`` buckets ending with the current (partial) hour."""
+    return hour_of(now) - timedelta(hours=hours - 1)
+
+
+def _optional(repo: PlatformReliabilityRepository, name: str) -> Panel:
+    table = OPTIONAL_TABLES[name]
+    if not repo.has_table(table):
+        return Panel(name, False, note=f"not configured yet: the `{table}` table does not exist on this database")
+    # The owning domain lands the table first; its read function is wired in here when it does.
+    return Panel(name, True, note=f"`{table}` exists; its read function is not wired into the dashboard yet")
+
+
+def overview(session: Session, *, now: datetime | None = None, failures: int = 20) -> Overview:
+    """Runs per hour (24 h), success rates (24 h, 7 d), live counts, spend per tenant, latest failures."""
+    now = now or utcnow()
+    repo = PlatformReliabilityRepository(session)
+    names = _names(repo)
+    since_24h, since_7d = _window_start(now, 24), _window_start(now, 24 * 7)
+    by_hour = {row[0]: Counts.of(row[1:]) for row in repo.run_totals_by_hour(since_24h)}
+    hourly = tuple((since_24h + timedelta(hours=i), by_hour.get(since_24h + timedelta(hours=i), Counts()))
+                   for i in range(24))
+    last_24h = sum((c for _, c in hourly), Counts())
+    per_agent_7d = repo.run_totals_by_agent(since_7d)
+    per_agent_24h = repo.run_totals_by_agent(since_24h)
+    last_7d = sum((Counts.of(row[2:]) for row in per_agent_7d), Counts())
+    cost_7d: dict[str, Decimal] = defaultdict(Decimal)
+    for row in per_agent_7d:
+        cost_7d[row[0]] += Counts.of(row[2:]).cost_usd
+    t24: dict[str, Counts] = defaultdict(Counts)
+    for row in per_agent_24h:
+        t24[row[0]] += Counts.of(row[2:])
+    spend = tuple(sorted(
+        (TenantSpend(tid, names.get(tid, tid), t24[tid].started, t24[tid].cost_usd, cost_7d[tid])
+         for tid in set(cost_7d) | set(t24)),
+        key=lambda s: (-s.cost_24h, s.tenant)))
+    latest = tuple(FailureRow(f.at, f.tenant_id, names.get(f.tenant_id, f.tenant_id), f.agent_name, f.run_id,
+                              f.state, f.category, f.reason or "") for f in repo.latest_failures(failures))
+    return Overview(now=now, hourly=hourly, last_24h=last_24h, last_7d=last_7d,
+                    live=repo.live_counts(now, now - STUCK_GRACE), spend=spend,
+                    budgets=_optional(repo, "budgets"), latest_failures=latest)
+
+
+@dataclass(frozen=True, slots=True)
+class StepReliability:
+    step_id: str
+    attempts: int
+    succeeded: int
+    failed: int
+    retries: int
+    latency_ms_avg: float | None
+    latency_ms_max: float
+
+    @property
+    def outcomes(self) -> int:
+        return self.succeeded + self.failed
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.outcomes if self.outcomes else None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReliability:
+    tenant_id: str
+    tenant: str
+    agent_name: str
+    version: int | None
+    slo: float
+    counts: Counts
+    steps: tuple[StepReliability, ...]
+    last_state: str | None
+    open_incident_since: datetime | None
+    consecutive_failures: int
+    incidents: int
+    mttr_s: float | None
+
+    @property
+    def measured(self) -> float | None:
+        return self.counts.success_rate
+
+    @property
+    def projected(self) -> float | None:
+        """Product of the measured per-step success rates (None until every step has outcomes)."""
+        rates = [s.success_rate for s in self.steps]
+        if not rates or any(r is None for r in rates):
+            return None
+        return math.prod(r for r in rates if r is not None)
+
+    @property
+    def retries(self) -> int:
+        return sum(s.retries for s in self.steps)
+
+    @property
+    def meets_slo(self) -> bool | None:
+        return None if self.measured is None else self.measured >= self.slo - 1e-12
+
+
+def _spec_slo(spec: Any) -> float:
+    try:
+        return float(spec["objective"]["slo"]["success_rate"])
+    except (KeyError, TypeError, ValueError):
+        return DEFAULT_SLO
+
+
+def _spec_steps(spec: Any) -> list[str]:
+    try:
+        return [str(s["id"]) for s in spec["steps"]]
+    except (KeyError, TypeError):
+        return []
+
+
+def reliability(session: Session, *, days: int = 7, now: datetime | None = None) -> tuple[AgentReliability, ...]:
+    """Per tenant and agent over the last ``days``: outcomes, per-step success, projection vs SLO, MTTR."""
+    now = now or utcnow()
+    repo = PlatformReliabilityRepository(session)
+    names = _names(repo)
+    since = _window_start(now, 24 * days)
+    counts = {(r[0], r[1]): Counts.of(r[2:]) for r in repo.run_totals_by_agent(since)}
+    steps: dict[tuple[str, str], dict[str, StepReliability]] = defaultdict(dict)
+    for t, a, sid, attempts, ok, bad, retries, lat_sum, lat_max in repo.step_totals(day_of(since)):
+        outcomes = int(ok or 0) + int(bad or 0)
+        steps[(t, a)][sid] = StepReliability(sid, int(attempts or 0), int(ok or 0), int(bad or 0), int(retries or 0),
+                                             float(lat_sum or 0) / outcomes if outcomes else None,
+                                             float(lat_max or 0))
+    specs = {(r[0], r[1]): (int(r[2]), r[3]) for r in repo.latest_specs()}
+    health = {(h.tenant_id, h.agent_name): h for h in repo.agent_health()}
+    out: list[AgentReliability] = []
+    for key in sorted(set(counts) | set(specs), key=lambda k: (names.get(k[0], k[0]), k[1])):
+        version, spec = specs.get(key, (None, None))
+        order = _spec_steps(spec) if spec is not None else []
+        measured = steps.get(key, {})
+        ordered = [measured.get(sid, StepReliability(sid, 0, 0, 0, 0, None, 0.0)) for sid in order]
+        ordered += [s for sid, s in sorted(measured.items()) if sid not in order]
+        h = health.get(key)
+        open_since = (datetime.fromtimestamp(h.open_since_ms / 1000, tz=now.tzinfo)
+                      if h is not None and h.open_since_ms is not None else None)
+        mttr = h.recovery_ms_sum / 1000 / h.incidents if h is not None and h.incidents else None
+        out.append(AgentReliability(
+            tenant_id=key[0], tenant=names.get(key[0], key[0]), agent_name=key[1], version=version,
+            slo=_spec_slo(spec) if spec is not None else DEFAULT_SLO, counts=counts.get(key, Counts()),
+            steps=tuple(ordered), last_state=h.last_state if h else None, open_incident_since=open_since,
+            consecutive_failures=h.consecutive_failures if h else 0, incidents=h.incidents if h else 0,
+            mttr_s=mttr))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePoint:
+    hour: datetime
+    category: str
+    count: int
+
+
+def failures_over_time(session: Session, *, hours: int = 24 * 7, tenant_id: str | None = None,
+                       agent_name: str | None = None, now: datetime | None = None) -> tuple[FailurePoint, ...]:
+    """Failed / escalated / budget-exhausted runs per hour and category."""
+    now = now or utcnow()
+    rows = PlatformReliabilityRepository(session).failures_by_hour(_window_start(now, hours), tenant_id, agent_name)
+    return tuple(FailurePoint(r[0], str(r[1]), int(r[2] or 0)) for r in rows)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: str
+    tenant_id: str
+    tenant: str
+    agent_name: str
+    agent_version: int
+    state: str
+    failure_category: str | None
+    reason: str | None
+    items_total: int
+    items_done: int
+    items_failed: int
+    cost_usd: Decimal
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    lease_until: datetime | None
+
+
+def _run_row(run: Any, names: dict[str, str]) -> RunRow:
+    return RunRow(run.id, run.tenant_id, names.get(run.tenant_id, run.tenant_id), run.agent_name,
+                  run.agent_version, run.state, run.failure_category, run.reason, run.items_total, run.items_done,
+                  run.items_failed, Decimal(run.cost_usd or 0), run.created_at, run.started_at, run.finished_at,
+                  run.updated_at, run.lease_until)
+
+
+def search_runs(session: Session, *, tenant_id: str | None = None, agent_name: str | None = None,
+                state: str | None = None, run_id: str | None = None, limit: int = 100) -> tuple[RunRow, ...]:
+    """Newest runs matching every given filter (index lookups, bounded by ``limit``)."""
+    repo = PlatformReliabilityRepository(session)
+    names = _names(repo)
+    runs = repo.search_runs(tenant_id=tenant_id or None, agent_name=agent_name or None, state=state or None,
+                            run_id=(run_id or "").strip() or None, limit=limit)
+    return tuple(_run_row(r, names) for r in runs)
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    run: RunRow
+    items: tuple[dict[str, Any], ...]
+    events: tuple[dict[str, Any], ...]
+    checkpoints: tuple[dict[str, Any], ...]
+    side_effects: tuple[dict[str, Any], ...]
+    retries: int
+    chain_ok: bool
+    chain_note: str
+
+
+def run_detail(session: Session, run_id: str, *, limit: int = 1000) -> RunDetail | None:
+    """One run's timeline: items, decision events, checkpoints (attempts), side effects, cost."""
+    repo = PlatformReliabilityRepository(session)
+    run = repo.run(run_id)
+    if run is None:
+        return None
+    names = _names(repo)
+    events = repo.run_events(run_id, limit)
+    verdict = verify_chain({c.key: getattr(e, c.key) for c in e.__table__.columns} for e in events)
+    cps = repo.run_checkpoints(run_id, limit)
+    return RunDetail(
+        run=_run_row(run, names),
+        items=tuple({"item": i.item_index, "state": i.state, "category": i.failure_category, "reason": i.reason,
+                     "steps_used": i.steps_used, "llm_calls": i.llm_calls, "updated_at": i.updated_at}
+                    for i in repo.run_items(run_id, limit)),
+        events=tuple({"seq": e.seq, "at": e.created_at, "kind": e.kind, "item": e.item_index, "step": e.step_id,
+                      "considered": e.considered, "chose": e.chosen, "why": e.why, "category": e.failure_category,
+                      "cost_usd": float(e.cost_usd or 0), "latency_ms": float(e.latency_ms or 0)} for e in events),
+        checkpoints=tuple({"item": c.item_index, "step_index": c.step_index, "step": c.step_id, "status": c.status,
+                           "attempts": c.attempts, "retries": max(0, c.attempts - 1),
+                           "latency_ms": float(c.latency_ms or 0), "output_hash": c.output_hash[:12],
+                           "at": c.created_at} for c in cps),
+        side_effects=tuple({"idempotency_key": s.idempotency_key, "item": s.item_index, "step": s.step_id,
+                            "tool": s.tool, "outcome": s.state, "attempts": s.attempts,
+                            "created_at": s.created_at, "completed_at": s.completed_at}
+                           for s in repo.run_side_effects(run_id, limit)),
+        retries=sum(max(0, c.attempts - 1) for c in cps),
+        chain_ok=verdict.ok,
+        chain_note=("no decision events recorded" if not verdict.events
+                    else f"{verdict.events} decision events, hash chain intact" if verdict.ok
+                    else f"hash chain broken at seq {verdict.first_bad_seq}: {verdict.reason}"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Escalations:
+    escalated: tuple[RunRow, ...]
+    waiting_approval: tuple[RunRow, ...]
+    approvals: Panel
+
+
+def escalations(session: Session, *, limit: int = 200) -> Escalations:
+    """Runs waiting for a human: escalated (resume via the API) and waiting for approval, oldest first."""
+    repo = PlatformReliabilityRepository(session)
+    names = _names(repo)
+    return Escalations(
+        escalated=tuple(_run_row(r, names) for r in repo.runs_in_states(["escalated"], limit)),
+        waiting_approval=tuple(_run_row(r, names) for r in repo.runs_in_states(["waiting_approval"], limit)),
+        approvals=_optional(repo, "approvals"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    id: str
+    tenant_id: str | None
+    tenant: str
+    role: str
+    name: str
+    prefix: str
+    age_days: float
+    last_used_days: float | None
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRow:
+    agent_name: str
+    version: int
+    tools: int
+    egress: int
+    secrets: int
+    approvals: int
+    wildcard_egress: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPosture:
+    tenant_id: str
+    tenant: str
+    score: int
+    reasons: tuple[str, ...]
+    keys: tuple[KeyRow, ...]
+    scopes: tuple[ScopeRow, ...]
+    chains_checked: int
+    chains_broken: int
+    secrets: Panel
+    violations: Panel
+    audit: Panel
+
+
+def _days(now: datetime, then: datetime | None) -> float | None:
+    return None if then is None else max(0.0, (now - then).total_seconds() / 86400)
+
+
+def _key_row(k: Any, names: dict[str, str], now: datetime) -> KeyRow:
+    return KeyRow(k.id, k.tenant_id, names.get(k.tenant_id, "(operator)") if k.tenant_id else "(operator)",
+                  k.role, k.name, k.prefix, _days(now, k.created_at) or 0.0, _days(now, k.last_used_at),
+                  k.revoked_at is not None)
+
+
+def _scope_row(version: int, name: str, spec: Any) -> ScopeRow:
+    scope = (spec or {}).get("scope") or {}
+    egress = list(scope.get("egress") or [])
+    approvals = ((spec or {}).get("autonomy") or {}).get("approvals") or []
+    return ScopeRow(name, version, len(scope.get("tools") or []), len(egress), len(scope.get("secrets") or []),
+                    len(approvals), any("*" in str(h) for h in egress))
+
+
+def _score(keys: list[KeyRow], scopes: list[ScopeRow], broken: int, checked: int,
+           panels: list[Panel]) -> tuple[int, list[str]]:
+    score, reasons = 100, []
+    live = [k for k in keys if not k.revoked]
+    old = [k for k in live if k.age_days > KEY_MAX_AGE_DAYS]
+    if old:
+        score -= min(20, 10 * len(old))
+        reasons.append(f"{len(old)} active API key(s) older than {KEY_MAX_AGE_DAYS} days: rotate them")
+    idle = [k for k in live
+            if k.age_days > KEY_IDLE_DAYS and (k.last_used_days is None or k.last_used_days > KEY_IDLE_DAYS)]
+    if idle:
+        score -= min(15, 5 * len(idle))
+        reasons.append(f"{len(idle)} active API key(s) unused for {KEY_IDLE_DAYS}+ days: revoke them")
+    broad = [s for s in scopes if s.tools > BROAD_SCOPE_TOOLS]
+    if broad:
+        score -= min(15, 5 * len(broad))
+        reasons.append(f"{len(broad)} agent(s) with more than {BROAD_SCOPE_TOOLS} tools in scope: narrow them")
+    wild = [s for s in scopes if s.wildcard_egress]
+    if wild:
+        score -= min(20, 10 * len(wild))
+        reasons.append(f"{len(wild)} agent(s) with wildcard egress hosts")
+    if broken:
+        score -= 40
+        reasons.append(f"decision-log hash chain broken in {broken} of {checked} recent runs: investigate tampering")
+    missing = [p.name for p in panels if not p.configured]
+    if missing:
+        reasons.append("not assessed yet (tables not configured): " + ", ".join(missing))
+    if not reasons:
+        reasons.append("no findings")
+    return max(0, score), reasons
+
+
+def security_posture(session: Session, *, now: datetime | None = None,
+                     chains_per_tenant: int = 3) -> tuple[tuple[TenantPosture, ...], tuple[KeyRow, ...]]:
+    """Per tenant: keys by age and last use, scope breadth per agent, recent decision-log chain checks,
+    optional panels, and a 0-100 score with its reasons. Also the operator keys."""
+    now = now or utcnow()
+    repo = PlatformReliabilityRepository(session)
+    tenants = repo.tenants()
+    names = {t.id: t.name for t in tenants}
+    keys: dict[str | None, list[KeyRow]] = defaultdict(list)
+    for k in repo.api_keys():
+        keys[k.tenant_id].append(_key_row(k, names, now))
+    scopes: dict[str, list[ScopeRow]] = defaultdict(list)
+    for tid, name, version, spec in repo.latest_specs():
+        scopes[tid].append(_scope_row(int(version), name, spec))
+    panels = [_optional(repo, "secrets"), _optional(repo, "violations"), _optional(repo, "audit")]
+    out = []
+    for t in tenants:
+        checked = broken = 0
+        for run_id in repo.recent_run_ids(t.id, chains_per_tenant):
+            events = repo.run_events(run_id, 10_000)
+            if not events:
+                continue
+            checked += 1
+            rows = ({c.key: getattr(e, c.key) for c in e.__table__.columns} for e in events)
+            broken += int(not verify_chain(rows).ok)
+        score, reasons = _score(keys[t.id], scopes[t.id], broken, checked, panels)
+        out.append(TenantPosture(t.id, t.name, score, tuple(reasons), tuple(keys[t.id]), tuple(scopes[t.id]),
+                                 checked, broken, *panels))
+    return tuple(sorted(out, key=lambda p: (p.score, p.tenant))), tuple(keys[None])
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRow:
+    tenant_id: str
+    name: str
+    display_name: str
+    status: str
+    created_at: datetime
+    agents: int
+    active_keys: int
+    runs_24h: Counts
+    runs_7d: Counts
+
+
+@dataclass(frozen=True, slots=True)
+class TenantsAndBudgets:
+    tenants: tuple[TenantRow, ...]
+    budgets: Panel
+
+
+def tenants_and_budgets(session: Session, *, now: datetime | None = None) -> TenantsAndBudgets:
+    """Every tenant with its agents, keys, runs and spend (24 h, 7 d); budgets once that table exists."""
+    now = now or utcnow()
+    repo = PlatformReliabilityRepository(session)
+    agg_24h: dict[str, Counts] = defaultdict(Counts)
+    agg_7d: dict[str, Counts] = defaultdict(Counts)
+    for row in repo.run_totals_by_agent(_window_start(now, 24)):
+        agg_24h[row[0]] += Counts.of(row[2:])
+    for row in repo.run_totals_by_agent(_window_start(now, 24 * 7)):
+        agg_7d[row[0]] += Counts.of(row[2:])
+    agents: dict[str, int] = defaultdict(int)
+    for tid, *_ in repo.latest_specs():
+        agents[tid] += 1
+    keys: dict[str, int] = defaultdict(int)
+    for k in repo.api_keys():
+        if k.tenant_id and k.revoked_at is None:
+            keys[k.tenant_id] += 1
+    rows = tuple(TenantRow(t.id, t.name, t.display_name, t.status, t.created_at, agents[t.id], keys[t.id],
+                           agg_24h[t.id], agg_7d[t.id]) for t in repo.tenants())
+    return TenantsAndBudgets(rows, _optional(repo, "budgets"))
+
+
+
+# ---- bulk loading (seed and benchmark only) ------------------------------------------------------
+def load_rows(session: Session, table_name: str, rows: list[dict[str, Any]]) -> int:
+    """Bulk-insert rows into any Midwatch table (COPY on PostgreSQL); for seeding history, never for runs
+    the runner executes."""
+    return PlatformReliabilityRepository(session).bulk_insert(table_name, rows)
+
+
+def table_count(session: Session, table_name: str) -> int:
+    """Row count of a table (benchmark reporting)."""
+    return PlatformReliabilityRepository(session).count(table_name)

@@ -1,0 +1,112 @@
+"""The runner's hooks keep the read models exact: upserts add up on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from tenants.kit.settings import Settings
+from tenants.migrations import upgrade
+from tenants.reliability.models import (
+    LATEST_FAILURES_PER_TENANT,
+    AgentHealth,
+    FailureHourly,
+    LatestFailure,
+    RunRollupHourly,
+    StepStatDaily,
+)
+from tenants.reliability.service import record_run_finished, record_run_started, record_step
+
+T0 = datetime(2026, 11, 20, 3, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'r.db'}"
+    else:
+        url = Settings(database_url=request.getfixturevalue("pg_schema_url")).sqlalchemy_url
+    upgrade(url=url)
+    engine = create_engine(url)
+    with Session(engine) as s:
+        yield s
+        s.rollback()
+    if request.param == "postgres":
+        with engine.begin() as conn:
+            for table in ("run_rollups_hourly", "step_stats_daily", "failures_hourly", "agent_health",
+                          "latest_failures", "reliability_counters"):
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+    engine.dispose()
+
+
+def _finish(s: Session, run: str, state: str, at: datetime, category: str | None = None, agent: str = "a") -> None:
+    record_run_finished(s, "t1", agent, run, state=state, category=category, reason=f"{run} {state}",
+                        started_at=at - timedelta(seconds=2), finished_at=at, cost_usd=Decimal("0.25"))
+
+
+def test_run_outcomes_in_the_same_hour_add_up(session: Session) -> None:
+    for i in range(3):
+        record_run_started(session, "t1", "a", at=T0 + timedelta(minutes=i))
+    _finish(session, "r1", "succeeded", T0 + timedelta(minutes=5))
+    _finish(session, "r2", "succeeded", T0 + timedelta(minutes=6))
+    _finish(session, "r3", "failed", T0 + timedelta(minutes=7), "dependency")
+    _finish(session, "r4", "succeeded", T0 + timedelta(hours=1, minutes=1))
+    session.flush()
+    rows = session.scalars(select(RunRollupHourly).order_by(RunRollupHourly.hour)).all()
+    assert [(r.hour, r.started, r.succeeded, r.failed) for r in rows] == [
+        (T0, 3, 2, 1), (T0 + timedelta(hours=1), 0, 1, 0)]
+    assert rows[0].duration_ms_sum == 6000
+    assert rows[0].cost_usd_sum == Decimal("0.75")
+    failures = session.scalars(select(FailureHourly)).all()
+    assert [(f.hour, f.category, f.count) for f in failures] == [(T0, "dependency", 1)]
+
+
+def test_step_stats_count_outcomes_retries_and_keep_the_slowest_latency(session: Session) -> None:
+    record_step(session, "t1", "a", "fetch", ok=True, category=None, latency_ms=120.0, retries=2, at=T0)
+    record_step(session, "t1", "a", "fetch", ok=False, category="auth", latency_ms=900.5, retries=0, at=T0)
+    record_step(session, "t1", "a", "fetch", ok=True, category=None, latency_ms=80.0, retries=0,
+                at=T0 + timedelta(hours=5))
+    session.flush()
+    row = session.scalars(select(StepStatDaily)).one()
+    assert (row.attempts, row.succeeded, row.failed, row.retries) == (5, 2, 1, 2)
+    assert row.latency_ms_sum == pytest.approx(1100.5)
+    assert row.latency_ms_max == pytest.approx(900.5)
+
+
+def test_latest_failures_is_a_ring_buffer_of_the_last_n_per_tenant(session: Session) -> None:
+    n = LATEST_FAILURES_PER_TENANT + 5
+    for i in range(n):
+        _finish(session, f"r{i}", "escalated", T0 + timedelta(minutes=i), "validation")
+    session.flush()
+    rows = session.scalars(select(LatestFailure).order_by(LatestFailure.seq)).all()
+    assert len(rows) == LATEST_FAILURES_PER_TENANT
+    assert rows[0].run_id == "r5" and rows[-1].run_id == f"r{n - 1}"
+    assert {r.slot for r in rows} == set(range(LATEST_FAILURES_PER_TENANT))
+
+
+def test_agent_health_times_recovery_from_first_failure_to_next_success(session: Session) -> None:
+    _finish(session, "r1", "succeeded", T0)
+    _finish(session, "r2", "failed", T0 + timedelta(minutes=1), "dependency")
+    _finish(session, "r3", "escalated", T0 + timedelta(minutes=3), "state")
+    _finish(session, "r4", "cancelled", T0 + timedelta(minutes=4))
+    session.flush()
+    health = session.scalars(select(AgentHealth)).one()
+    assert health.consecutive_failures == 2
+    assert health.open_since_ms == int((T0 + timedelta(minutes=1)).timestamp() * 1000)
+    _finish(session, "r5", "succeeded", T0 + timedelta(minutes=6))
+    session.flush()
+    session.expire_all()
+    health = session.scalars(select(AgentHealth)).one()
+    assert (health.incidents, health.recovery_ms_sum, health.open_since_ms) == (1, 5 * 60 * 1000, None)
+    assert health.last_state == "succeeded" and health.consecutive_failures == 0
+
+
+def test_a_non_terminal_state_is_refused(session: Session) -> None:
+    with pytest.raises(ValueError, match="terminal"):
+        _finish(session, "r1", "running", T0)
