@@ -11,6 +11,7 @@ import threading
 from datetime import timedelta
 
 from runner.metrics import SWEEPER_REQUEUED
+from tenants.approvals.service import expire_due
 from tenants.kit.db import dispatch_after_commit, unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
@@ -30,6 +31,10 @@ def sweep_once(settings: Settings) -> int:
         repo = PlatformRunRepository(session)
         stranded = repo.stranded(now)
         repo.snooze(stranded, now + max(wake_grace(), timedelta(seconds=settings.lease_seconds)))
+    with unit_of_work() as session:
+        expired = expire_due(session, now)  # wakes their runs after commit (on_timeout applies)
+    if expired:
+        log.info("approvals_expired", approvals=len(expired))
     for run in stranded:
         dispatch_after_commit(EXECUTE_RUN, {"tenant_id": run.tenant_id, "run_id": run.run_id})
     if stranded:

@@ -2,6 +2,7 @@
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.agents.models import Agent, AgentVersion
+from tenants.approvals.models import Approval
 from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation, BudgetSlot
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.db import Base
@@ -22,6 +23,7 @@ __all__ = [
     "AgentHealth",
     "AgentVersion",
     "ApiKey",
+    "Approval",
     "Base",
     "BreakerRecord",
     "Budget",

@@ -22,11 +22,14 @@ from typing import Any, TypeVar
 from runner.engine._lease import LeaseKeeper
 from runner.engine._registry import Toolbox
 from runner.engine._steps import StepOutcome, run_llm_step, run_tool_step
-from runner.errors import FailureAction, NonDeterministicSpec, StepFailed
+from runner.errors import FailureAction, NonDeterministicSpec, RuleError, StepFailed, TemplateError
 from runner.metrics import RUNS_FINISHED, STEP_SECONDS, STEPS
+from runner.rules import compile_rule
 from runner.spec import AgentSpec, Step, load_spec
 from runner.tools.retry import RetryLater
 from tenants.agents.repository import AgentRepository
+from tenants.approvals.repository import ApprovalRepository
+from tenants.approvals.service import ApprovalRequest, request_approval
 from tenants.kit.db import Session, enqueue_after_commit, is_transient_db_error, session_factory, unit_of_work
 from tenants.kit.errors import LeaseLost
 from tenants.kit.ids import sha256_hex, utcnow
@@ -248,6 +251,7 @@ class _Execution:
             started = time.perf_counter()
             start_attempt = item.next_attempt if index == len(checkpoints) else 1
             try:
+                self._approval_gate(item, index, step, context)
                 outcome, key = self._call(item, index, step, context, start_attempt)
             except RetryLater as later:
                 self._defer(item, index, step, later.delay_s, later.next_attempt, later.reason,
@@ -296,6 +300,92 @@ class _Execution:
         if step.llm is not None:
             return run_llm_step(self.toolbox, step, context), None
         raise StepFailed("internal", f"step kind {step.kind!r} is not supported yet", action="escalate")
+
+    def _approval_gate(self, item: RunItem, index: int, step: Step, context: dict[str, Any]) -> None:
+        """Hold a risky action for a human: returns to proceed, raises _Stop to wait, StepFailed if denied."""
+        rules = self.spec.autonomy.approvals
+        if not rules:
+            return
+        action, args = self._pending_action(step, context)
+        data = {**context, "step": {"id": step.id, "kind": step.kind, "tool": step.tool or "", "args": args}}
+        matched = None
+        for rule in rules:
+            try:
+                if compile_rule(rule.when).evaluate(data):
+                    matched = rule
+                    break
+            except RuleError as exc:
+                raise StepFailed("validation", f"approval rule {rule.when!r} could not be evaluated: {exc}",
+                                 action="escalate") from exc
+        if matched is None:
+            return
+        args_hash = sha256_hex({"action": action, "args": args})
+        verdict = self._committed(lambda s, r: self._approval_verdict(s, r, item, index, step, action, args,
+                                                                      args_hash, matched), "approval gate")
+        if verdict == "proceed":
+            return
+        if verdict == "wait":
+            raise _Stop("waiting for approval")
+        raise StepFailed("approval", verdict, action="fail")
+
+    def _approval_verdict(self, session: Session, repo: RunRepository, item: RunItem, index: int, step: Step,
+                          action: str, args: Any, args_hash: str, rule: Any) -> str:
+        """In one fenced transaction: 'proceed', 'wait' (approval requested, run released) or a denial reason."""
+        now = utcnow()
+        repo.fenced_touch(self.run_id, self.fence, now, self.lease_s)
+        approvals = ApprovalRepository(session, self.tenant_id)
+        latest = approvals.latest_for(self.run_id, item.item_index, index)
+        where = {"item_index": item.item_index, "step_index": index, "step_id": step.id}
+        if latest is not None and latest.state in ("approved", "consumed") and latest.args_hash == args_hash:
+            if latest.state == "approved":
+                approvals.transition(latest.id, from_state="approved", state="consumed")
+                self._event(repo, now, "approval.granted", **where, chosen=action,
+                            considered=["call", "wait", "deny"], why=f"approved by {latest.decided_by}"
+                            + (f": {latest.comment}" if latest.comment else "") + f" (rule {rule.when!r})")
+            return "proceed"
+        if latest is not None and latest.state == "rejected":
+            return f"approval {latest.id} rejected by {latest.decided_by}" + (
+                f": {latest.comment}" if latest.comment else "")
+        if latest is not None and latest.state == "expired":
+            if latest.on_timeout == "approve":
+                approvals.transition(latest.id, from_state="expired", state="consumed")
+                self._event(repo, now, "approval.granted", **where, chosen=action, considered=["call", "deny"],
+                            why=f"approval {latest.id} expired with on_timeout: approve")
+                return "proceed"
+            return f"approval {latest.id} expired without a decision (on_timeout: deny)"
+        if latest is not None and latest.state == "pending" and latest.args_hash == args_hash:
+            seq = latest.seq  # woken early: keep waiting on the same request
+        else:
+            if latest is not None:  # approved for other arguments: that approval is not valid for these
+                approvals.transition(latest.id, from_state=latest.state, state="superseded")
+                self._event(repo, now, "approval.invalidated", **where, chosen="request a new approval",
+                            considered=["call", "request a new approval"],
+                            why=f"approval {latest.id} was for different arguments (hash mismatch)")
+            seq = (latest.seq + 1) if latest is not None else 1
+            approval = request_approval(session, self.tenant_id, ApprovalRequest(
+                run_id=self.run_id, agent_name=self.run.agent_name, item_index=item.item_index, step_index=index,
+                step_id=step.id, action=action, args=redact(args), args_hash=args_hash, rule=rule.when,
+                route=rule.route, timeout_s=rule.timeout_s, on_timeout=rule.on_timeout, seq=seq), now)
+            self._event(repo, now, "approval.requested", **where, chosen="wait for a human",
+                        considered=["call", "wait for a human"],
+                        why=f"rule {rule.when!r} matched; routed to {rule.route}, expires in {rule.timeout_s}s "
+                            f"(on_timeout: {rule.on_timeout}); approval {approval.id}")
+        repo.release(self.run_id, self.fence, now, wake_at=None, state="waiting_approval",
+                     reason=f"waiting for approval of {action} (item {item.item_index}, step {step.id})")
+        return "wait"
+
+    def _pending_action(self, step: Step, context: dict[str, Any]) -> tuple[str, Any]:
+        """What the step is about to do, as an approver sees it: the tool (or model) and rendered arguments."""
+        from runner.templating import render
+
+        try:
+            if step.tool is not None:
+                return step.tool, render(step.args, context)
+            if step.llm is not None:
+                return f"llm:{step.llm.model}", {"prompt": render(step.llm.prompt, context)}
+        except TemplateError as exc:
+            raise StepFailed("validation", f"args: {exc}", action="escalate") from exc
+        return f"agent:{step.id}", {}
 
     def _apply_dependency_policy(self, item: RunItem, index: int, step: Step, failure: StepFailed) -> StepFailed:
         """Map a dependency failure to the step's ``on_dependency_failure`` (default: escalate for side

@@ -139,6 +139,24 @@ class RunRepository(TenantRepository):
             q = q.where(SideEffect.item_index == item_index)
         return self.session.scalars(q.order_by(SideEffect.item_index, SideEffect.step_index)).all()
 
+    def escalated_items(self, *, after: tuple[str, int] | None, limit: int) -> Sequence[tuple[RunItem, Run]]:
+        """Items waiting for a human (escalated), with their runs, oldest run first."""
+        q = (select(RunItem, Run).join(Run, Run.id == RunItem.run_id)
+             .where(RunItem.tenant_id == self.tenant_id, RunItem.state == "escalated")
+             .order_by(RunItem.run_id, RunItem.item_index).limit(limit))
+        if after is not None:
+            q = q.where(or_(RunItem.run_id > after[0], and_(RunItem.run_id == after[0], RunItem.item_index > after[1])))
+        return [(item, run) for item, run in self.session.execute(q).all()]
+
+    def item(self, run_id: str, item_index: int) -> RunItem | None:
+        return self.session.scalar(select(RunItem).where(RunItem.tenant_id == self.tenant_id,
+                                                         RunItem.run_id == run_id, RunItem.item_index == item_index))
+
+    def bump_counters(self, run_id: str, *, items_done: int = 0, items_failed: int = 0) -> None:
+        c = _RUNS.c
+        self.session.execute(update(_RUNS).where(c.tenant_id == self.tenant_id, c.id == run_id)
+                             .values(items_done=c.items_done + items_done, items_failed=c.items_failed + items_failed))
+
     def set_state(self, run_id: str, *, from_states: Sequence[str], **values: Any) -> bool:
         """Change a run's row only if it is in one of ``from_states`` (API-side transitions)."""
         res = self.session.execute(
@@ -173,6 +191,7 @@ class RunRepository(TenantRepository):
                 fence=Run.fence + 1,
                 crash_count=Run.crash_count + case((Run.lease_owner.is_not(None), 1), else_=0),
                 state="running",
+                reason=None,
                 started_at=func.coalesce(Run.started_at, now),
                 updated_at=now,
                 wake_at=None,

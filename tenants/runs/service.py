@@ -15,10 +15,20 @@ from tenants.kit.errors import Conflict, IdempotencyConflict, NotFound
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 from tenants.kit.settings import get_settings
 from tenants.reliability.service import record_run_finished
-from tenants.runs.models import TERMINAL_STATES, Run
+from tenants.runs.models import TERMINAL_STATES, Run, RunItem
 from tenants.runs.repository import RunRepository
 
-__all__ = ["EXECUTE_RUN", "Submitted", "cancel_run", "get_run", "resume_run", "submit_run", "wake_grace"]
+__all__ = [
+    "EXECUTE_RUN",
+    "Submitted",
+    "cancel_run",
+    "get_run",
+    "list_escalations",
+    "resolve_item",
+    "resume_run",
+    "submit_run",
+    "wake_grace",
+]
 
 EXECUTE_RUN = "execute_run"  # the runner's actor, enqueued by name after commit
 def wake_grace() -> timedelta:
@@ -90,6 +100,38 @@ def cancel_run(session: Session, tenant_id: str, run_id: str) -> Run:
         repo.set_state(run_id, from_states=[run.state], cancel_requested=True, updated_at=now)
     session.refresh(run)
     return run
+
+
+def list_escalations(session: Session, tenant_id: str, *, after: tuple[str, int] | None,
+                     limit: int) -> Sequence[tuple[RunItem, Run]]:
+    """The escalation queue: items a human must look at, with their reason."""
+    return RunRepository(session, tenant_id).escalated_items(after=after, limit=limit)
+
+
+def resolve_item(session: Session, tenant_id: str, run_id: str, item_index: int, *, action: str, key_id: str,
+                 comment: str | None) -> RunItem:
+    """Skip or fail an escalated item by hand; the run then finishes (or continues) on its own."""
+    repo = RunRepository(session, tenant_id)
+    run = get_run(session, tenant_id, run_id)
+    item = repo.item(run_id, item_index)
+    if item is None:
+        raise NotFound(f"run {run_id!r} has no item {item_index}")
+    if item.state != "escalated":
+        raise Conflict(f"only escalated items can be resolved (item is {item.state})", state=item.state)
+    now = utcnow()
+    state = "skipped" if action == "skip" else "failed"
+    reason = f"{state} by {key_id}" + (f": {comment}" if comment else "") + f" (was: {item.reason})"
+    repo.finish_item(run_id, item_index, state, now, reason=reason, category=item.failure_category,
+                     steps_used=item.steps_used, llm_calls=item.llm_calls)
+    if state == "skipped":
+        repo.bump_counters(run_id, items_done=1, items_failed=-1)
+    if run.state in ("escalated", "failed") and repo.set_state(
+            run_id, from_states=[run.state], state="queued", reason=None, failure_category=None, finished_at=None,
+            crash_count=0, updated_at=now, wake_at=now + wake_grace()):
+        enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run_id)
+    session.flush()
+    session.refresh(item)
+    return item
 
 
 def resume_run(session: Session, tenant_id: str, run_id: str) -> Run:

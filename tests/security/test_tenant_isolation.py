@@ -34,6 +34,7 @@ class World:
     a_ids: set[str]  # every identifier of A's that B must never see
     b_viewer: str
     b_approver: str
+    a_approval: str = ""
 
     def headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -59,6 +60,7 @@ class Probe:
     body: dict[str, Any] | bytes | None = None
     admin_only: bool = False  # needs a tenant-admin key (viewers and approvers get 403)
     may_be_empty: bool = False  # a listing B cannot populate through the API alone (e.g. breakers)
+    own_role_check: bool = False  # the route's role rules are covered by its own tests (approval routing)
 
 
 def _run_ref(w: World) -> str:
@@ -80,6 +82,14 @@ def _missing_agent() -> str:
 SPEC_FOR = {"alpha-put": simple_spec("alpha-put").encode()}
 TOOL = {"method": "GET", "url": "https://crm.example.com/invoices/{{ args.id }}"}
 MODEL = {"provider": "sandbox"}
+GATED = """\
+apiVersion: midwatch/v1
+name: gated
+scope: {tools: [sandbox.record]}
+autonomy: {approvals: [{when: "step.tool == 'sandbox.record'", route: approver}]}
+steps:
+  - {id: pay, tool: sandbox.record, args: {amount: 1}}
+"""
 
 PROBES: dict[tuple[str, str], Probe] = {
     # ---- operator endpoints ---------------------------------------------------------------------
@@ -164,6 +174,22 @@ PROBES: dict[tuple[str, str], Probe] = {
         "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/budgets"),
     ("PUT", "/v1/admin/tenants/{name:str}/budgets"): Probe(
         "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/budgets", body=[]),  # type: ignore[arg-type]
+    # ---- approvals and escalations ----------------------------------------------------------------
+    ("GET", "/v1/approvals"): Probe("listing", lambda w, r: "/v1/approvals", may_be_empty=True),
+    ("GET", "/v1/approvals/{approval_id:str}"): Probe(
+        "hidden", lambda w, r: f"/v1/approvals/{r}", lambda w: w.a_approval, lambda: f"apr_{secrets.token_hex(12)}",
+        own_role_check=True),
+    ("POST", "/v1/approvals/{approval_id:str}/approve"): Probe(
+        "hidden", lambda w, r: f"/v1/approvals/{r}/approve", lambda w: w.a_approval,
+        lambda: f"apr_{secrets.token_hex(12)}", admin_only=True, own_role_check=True),
+    ("POST", "/v1/approvals/{approval_id:str}/reject"): Probe(
+        "hidden", lambda w, r: f"/v1/approvals/{r}/reject", lambda w: w.a_approval,
+        lambda: f"apr_{secrets.token_hex(12)}", admin_only=True, own_role_check=True),
+    ("GET", "/v1/escalations"): Probe("listing", lambda w, r: "/v1/escalations", may_be_empty=True),
+    ("POST", "/v1/runs/{run_id:str}/items/{item_index:int}/skip"): Probe(
+        "hidden", lambda w, r: f"/v1/runs/{r}/items/0/skip", _run_ref, _missing_run, admin_only=True),
+    ("POST", "/v1/runs/{run_id:str}/items/{item_index:int}/fail"): Probe(
+        "hidden", lambda w, r: f"/v1/runs/{r}/items/0/fail", _run_ref, _missing_run, admin_only=True),
     # ---- sandbox --------------------------------------------------------------------------------
     ("GET", "/v1/sandbox/records"): Probe("listing", lambda w, r: "/v1/sandbox/records"),
 }
@@ -227,7 +253,12 @@ def _build_world(h: Harness) -> World:
     events = h.events(a, a_run["id"])
     assert len(events) > 3
     a_ids |= {e["hash"] for e in events}
-    return World(h=h, a=a, b=b, a_run=a_run["id"], b_run=b_run["id"],
+    h.put_agent(a, GATED)
+    gated = h.submit(a, "gated", {"input": None})
+    h.wait_run(a, gated["id"], states=("waiting_approval",))
+    a_approval = h.client.get("/v1/approvals", headers=a.headers).json()["data"][0]["id"]
+    a_ids |= {a_approval, gated["id"]}
+    return World(h=h, a=a, b=b, a_run=a_run["id"], b_run=b_run["id"], a_approval=a_approval,
                  a_viewer_key_id=keys[(a.name, "viewer")]["id"], a_ids=a_ids,
                  b_viewer=keys[(b.name, "viewer")]["key"], b_approver=keys[(b.name, "approver")]["key"])
 
@@ -249,10 +280,11 @@ def _a_is_untouched(w: World) -> None:
     h, a = w.h, w.a
     run = h.run(a, w.a_run)
     assert run["state"] == "succeeded" and run["cancel_requested"] is False, run
-    assert len(h.client.get("/v1/runs", headers=a.headers).json()["data"]) == 1
+    assert len(h.client.get("/v1/runs", headers=a.headers).json()["data"]) == 2  # the batch and the gated run
     assert len(h.client.get(f"/v1/runs/{w.a_run}/items", headers=a.headers).json()["data"]) == 3
     assert h.client.get(f"/v1/runs/{w.a_run}/events/verify", headers=a.headers).json()["ok"] is True
     assert len(h.client.get("/v1/sandbox/records", headers=a.headers).json()["data"]) == 3
+    assert h.client.get(f"/v1/approvals/{w.a_approval}", headers=a.headers).json()["state"] == "pending"
     for name in ("alpha-only", "alpha-put", "greeter"):
         assert h.client.get(f"/v1/agents/{name}", headers=a.headers).json()["agent"]["latest_version"] == 1
     keys = h.client.get("/v1/keys", headers=a.headers).json()["data"]
@@ -313,6 +345,8 @@ def _roles(w: World) -> None:
     # viewers and approvers read runs and agents but never write (nor list keys)
     for key in (w.b_viewer, w.b_approver):
         for (method, path), probe in tenant_routes.items():
+            if probe.own_role_check:
+                continue
             r = _send(w, probe, key, _b_ref(w, path))
             if probe.admin_only:
                 assert r.status_code == 403 and r.json()["code"] == "forbidden", f"{method} {path}: {r.text}"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:27:17.231623
+Create Date: 2026-11-25 03:31:15.925091
 """
 
 from collections.abc import Sequence
@@ -380,6 +380,36 @@ def upgrade() -> None:
         batch_op.create_index('ix_runs_state_lease', ['state', 'lease_until'], unique=False)
         batch_op.create_index('ix_runs_tenant_created', ['tenant_id', 'id'], unique=False)
 
+    op.create_table('approvals',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('run_id', sa.String(length=40), nullable=False),
+    sa.Column('agent_name', sa.String(length=64), nullable=False),
+    sa.Column('item_index', sa.Integer(), nullable=False),
+    sa.Column('step_index', sa.Integer(), nullable=False),
+    sa.Column('step_id', sa.String(length=64), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('action', sa.String(length=120), nullable=False),
+    sa.Column('args', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('args_hash', sa.String(length=64), nullable=False),
+    sa.Column('rule', sa.Text(), nullable=False),
+    sa.Column('route', sa.String(length=16), nullable=False),
+    sa.Column('on_timeout', sa.String(length=8), nullable=False),
+    sa.Column('state', sa.String(length=12), nullable=False),
+    sa.Column('decided_by', sa.String(length=40), nullable=True),
+    sa.Column('comment', sa.Text(), nullable=True),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('decided_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_approvals_run_id_runs'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_approvals_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_approvals')),
+    sa.UniqueConstraint('run_id', 'item_index', 'step_index', 'seq', name='uq_approvals_position')
+    )
+    with op.batch_alter_table('approvals', schema=None) as batch_op:
+        batch_op.create_index('ix_approvals_state_expiry', ['state', 'expires_at'], unique=False)
+        batch_op.create_index('ix_approvals_tenant_state', ['tenant_id', 'state', 'id'], unique=False)
+
     op.create_table('decision_events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
@@ -475,6 +505,11 @@ def downgrade() -> None:
 
     op.drop_table('run_items')
     op.drop_table('decision_events')
+    with op.batch_alter_table('approvals', schema=None) as batch_op:
+        batch_op.drop_index('ix_approvals_tenant_state')
+        batch_op.drop_index('ix_approvals_state_expiry')
+
+    op.drop_table('approvals')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_index('ix_runs_tenant_created')
         batch_op.drop_index('ix_runs_state_lease')

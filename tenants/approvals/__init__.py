@@ -1,0 +1,1 @@
+"""Human approvals of risky actions: the exact action and its arguments hash, route, expiry, single use."""

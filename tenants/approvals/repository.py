@@ -1,0 +1,73 @@
+"""All SQL for approvals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from tenants.approvals.models import Approval
+from tenants.kit.repository import PlatformRepository, TenantRepository
+
+__all__ = ["ApprovalRepository", "PlatformApprovalRepository"]
+
+
+class ApprovalRepository(TenantRepository):
+    """A tenant's approvals."""
+
+    def add(self, approval: Approval) -> Approval:
+        approval.tenant_id = self.tenant_id
+        self.session.add(approval)
+        self.session.flush()
+        return approval
+
+    def get(self, approval_id: str, *, for_update: bool = False) -> Approval | None:
+        q = select(Approval).where(Approval.tenant_id == self.tenant_id, Approval.id == approval_id)
+        if for_update:
+            q = q.with_for_update()
+        return self.session.scalar(q)
+
+    def latest_for(self, run_id: str, item_index: int, step_index: int) -> Approval | None:
+        return self.session.scalar(
+            select(Approval)
+            .where(Approval.tenant_id == self.tenant_id, Approval.run_id == run_id, Approval.item_index == item_index,
+                   Approval.step_index == step_index)
+            .order_by(Approval.seq.desc()).limit(1)
+        )
+
+    def list(self, *, state: str | None, run_id: str | None, after: str | None, limit: int) -> Sequence[Approval]:
+        q = select(Approval).where(Approval.tenant_id == self.tenant_id).order_by(Approval.id).limit(limit)
+        if state:
+            q = q.where(Approval.state == state)
+        if run_id:
+            q = q.where(Approval.run_id == run_id)
+        if after:
+            q = q.where(Approval.id > after)
+        return self.session.scalars(q).all()
+
+    def transition(self, approval_id: str, *, from_state: str, **values: Any) -> bool:
+        """Change state only from ``from_state`` (single use: a second decision changes nothing)."""
+        res = self.session.execute(
+            update(Approval)
+            .where(Approval.tenant_id == self.tenant_id, Approval.id == approval_id, Approval.state == from_state)
+            .values(**values)
+        )
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+class PlatformApprovalRepository(PlatformRepository):
+    """The scheduler's cross-tenant view: pending approvals past their expiry."""
+
+    def expired(self, now: datetime, limit: int = 500) -> Sequence[Approval]:
+        return self.session.scalars(
+            select(Approval).where(Approval.state == "pending", Approval.expires_at <= now)
+            .order_by(Approval.expires_at).limit(limit).with_for_update(skip_locked=True)
+        ).all()
+
+    def pending_count(self) -> int:
+        from sqlalchemy import func
+
+        return int(self.session.scalar(select(func.count()).select_from(Approval)
+                                       .where(Approval.state == "pending")) or 0)
