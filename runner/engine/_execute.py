@@ -30,6 +30,7 @@ from runner.tools.retry import RetryLater
 from tenants.agents.repository import AgentRepository
 from tenants.approvals.repository import ApprovalRepository
 from tenants.approvals.service import ApprovalRequest, request_approval
+from tenants.budgets.service import acquire_slot, release_slot, slot_retry_delay_s
 from tenants.kit.db import Session, enqueue_after_commit, is_transient_db_error, session_factory, unit_of_work
 from tenants.kit.errors import LeaseLost
 from tenants.kit.ids import sha256_hex, utcnow
@@ -48,6 +49,7 @@ T = TypeVar("T")
 
 stopping = threading.Event()  # set on SIGTERM: finish the current step, checkpoint, hand the run back
 ITEM_PAGE = 200
+SLOT_TTL_S = 300.0  # a concurrency slot outlives a time slice; the lease keeper renews it during long steps
 DB_RETRY_FOR_S = 120.0
 
 
@@ -113,6 +115,9 @@ class _Execution:
         self.slice_deadline = time.monotonic() + settings.time_slice_seconds
         self._open_session: Session | None = None
         self.toolbox = Toolbox(settings, tenant_id, spec)
+        self.toolbox.run_id = run.id
+        self.toolbox.agent_name = run.agent_name
+        self.toolbox.spent = run.cost_usd or Decimal(0)
         started = run.started_at or utcnow()
         self.run_deadline = started + timedelta(seconds=spec.autonomy.max_duration_s)
 
@@ -176,7 +181,7 @@ class _Execution:
     # ---- the run --------------------------------------------------------------------------
     def execute(self, crash_count: int) -> None:
         keeper = _keeper(self.lease_s)
-        keeper.hold(self.run_id, self.fence)
+        keeper.hold(self.run_id, self.fence, self.tenant_id)
         try:
             self._begin(crash_count)
             after = -1
@@ -260,6 +265,9 @@ class _Execution:
                 failure = self._apply_dependency_policy(item, index, step, failure)
                 self._item_failed(item, index, step, failure, (time.perf_counter() - started) * 1000,
                                   steps_used + 1, llm_calls + int(failure.details.get("llm_calls", 0)))
+                if failure.details.get("stop_run"):
+                    self._finish("budget_exhausted", failure.reason, "budget")
+                    raise _Stop("budget exhausted") from failure
                 return
             steps_used += 1
             llm_calls += outcome.llm_calls
@@ -300,6 +308,13 @@ class _Execution:
         if step.llm is not None:
             return run_llm_step(self.toolbox, step, context), None
         raise StepFailed("internal", f"step kind {step.kind!r} is not supported yet", action="escalate")
+
+    def _release(self, session: Session, repo: RunRepository, now: datetime, **values: Any) -> bool:
+        """Give the lease (and the tenant's concurrency slot) back, in the caller's transaction."""
+        released = repo.release(self.run_id, self.fence, now, **values)
+        if released:
+            release_slot(session, self.tenant_id, self.run_id)
+        return released
 
     def _approval_gate(self, item: RunItem, index: int, step: Step, context: dict[str, Any]) -> None:
         """Hold a risky action for a human: returns to proceed, raises _Stop to wait, StepFailed if denied."""
@@ -370,8 +385,8 @@ class _Execution:
                         considered=["call", "wait for a human"],
                         why=f"rule {rule.when!r} matched; routed to {rule.route}, expires in {rule.timeout_s}s "
                             f"(on_timeout: {rule.on_timeout}); approval {approval.id}")
-        repo.release(self.run_id, self.fence, now, wake_at=None, state="waiting_approval",
-                     reason=f"waiting for approval of {action} (item {item.item_index}, step {step.id})")
+        self._release(session, repo, now, wake_at=None, state="waiting_approval",
+                      reason=f"waiting for approval of {action} (item {item.item_index}, step {step.id})")
         return "wait"
 
     def _pending_action(self, step: Step, context: dict[str, Any]) -> tuple[str, Any]:
@@ -415,7 +430,7 @@ class _Execution:
                         considered=["sleep in the worker", "release the worker and wake up later"],
                         chosen=f"wake up in {delay_s:.1f}s (attempt {next_attempt} next)", why=reason,
                         verdicts=attempts, failure_category="dependency")
-            if repo.release(self.run_id, self.fence, now, wake_at=now + timedelta(seconds=delay_s + 30)):
+            if self._release(session, repo, now, wake_at=now + timedelta(seconds=delay_s + 30)):
                 enqueue_after_commit(session, EXECUTE_RUN, delay_s=delay_s, tenant_id=self.tenant_id,
                                      run_id=self.run_id)
 
@@ -523,7 +538,7 @@ class _Execution:
 
         def write(session: Session, repo: RunRepository) -> None:
             now = utcnow()
-            if repo.release(self.run_id, self.fence, now, wake_at=now + wake_grace()):
+            if self._release(session, repo, now, wake_at=now + wake_grace()):
                 enqueue_after_commit(session, EXECUTE_RUN, tenant_id=self.tenant_id, run_id=self.run_id)
 
         self._committed(write, "hand back")
@@ -576,8 +591,8 @@ class _Execution:
             repo.fenced_touch(self.run_id, self.fence, now, self.lease_s)
             self._event(repo, now, f"run.{state}", chosen=state, why=reason or "every item completed",
                         failure_category=category, considered=[code] if code else None)
-            repo.release(self.run_id, self.fence, now, wake_at=None, state=state, reason=reason, category=category,
-                         finished=True)
+            self._release(session, repo, now, wake_at=None, state=state, reason=reason, category=category,
+                          finished=True)
             run = repo.get(self.run_id)
             assert run is not None
             record_run_finished(session, self.tenant_id, run.agent_name, self.run_id, state=state, category=category,
@@ -598,11 +613,21 @@ def execute_run(settings: Settings, tenant_id: str, run_id: str) -> None:
     def acquire() -> tuple[Any, Run, AgentSpec, tuple[int, str] | None] | None:
         with unit_of_work() as session:
             repo = RunRepository(session, tenant_id)
-            lease = repo.acquire_lease(run_id, _owner(), utcnow(), settings.lease_seconds)
+            now = utcnow()
+            lease = repo.acquire_lease(run_id, _owner(), now, settings.lease_seconds)
             if lease is None:
                 return None
             run = repo.get(run_id)
             assert run is not None
+            if not acquire_slot(session, tenant_id, run_id, ttl_s=SLOT_TTL_S):
+                # The tenant is at its concurrent-runs limit: hand the run back with a delay instead of
+                # holding a worker, so one tenant's flood never starves another's runs.
+                waited = (now - run.created_at).total_seconds()
+                delay = slot_retry_delay_s(min(6, int(waited // 5) + 1))
+                repo.release(run_id, lease.fence, now, wake_at=now + timedelta(seconds=delay + 30),
+                             state="queued", reason="waiting for a concurrency slot (concurrent_runs limit)")
+                enqueue_after_commit(session, EXECUTE_RUN, delay_s=delay, tenant_id=tenant_id, run_id=run_id)
+                return None
             version = AgentRepository(session, tenant_id).version_by_id(run.agent_version_id)
             assert version is not None
             import json

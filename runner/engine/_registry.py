@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -22,14 +24,17 @@ from runner.tools.breaker import CircuitBreaker
 from runner.tools.egress import EgressClient, EgressPolicy
 from runner.tools.http import HttpTool, TokenCache
 from runner.tools.sandbox import BUILTIN_TOOLS
+from tenants.budgets.service import check_priced, reconcile, release, reserve_many
 from tenants.catalog.repository import CatalogRepository
 from tenants.kit.db import unit_of_work
-from tenants.kit.ids import utcnow
+from tenants.kit.errors import BudgetExhausted
+from tenants.kit.ids import new_id, utcnow
 from tenants.kit.settings import Settings
 
 __all__ = ["AlternateLookup", "DbBreakerStore", "SecretLookup", "Toolbox", "set_secret_lookup"]
 
 T = TypeVar("T")
+MILLION = Decimal(1_000_000)
 SecretLookup = Callable[[str, str], str]  # (tenant_id, name) -> plaintext
 AlternateLookup = Callable[[str, str], str | None]  # (tenant_id, name) -> pending/previous value, if any
 _TOKENS = TokenCache()  # OAuth access tokens, per tenant and tool, shared by the process
@@ -76,6 +81,16 @@ class DbBreakerStore:
             return result
 
 
+@dataclass(slots=True)
+class LlmReservation:
+    """A budget hold for one model call (None id: nothing to hold, no budgets configured)."""
+
+    id: str
+    alias: str
+    price_in: Decimal
+    price_out: Decimal
+
+
 class Toolbox:
     """The tools, models and secrets one execution may use, resolved lazily and cached per slice."""
 
@@ -87,6 +102,10 @@ class Toolbox:
         self.breaker = CircuitBreaker(BreakerConfig(), DbBreakerStore(tenant_id))
         self._tools: dict[str, Any] = {}
         self._models: dict[str, Provider] = {}
+        self._prices: dict[str, tuple[Decimal, Decimal] | None] = {"sandbox": (Decimal(0), Decimal(0))}
+        self.run_id = ""
+        self.agent_name = ""
+        self.spent = Decimal(0)  # the run's cost so far (for autonomy.max_cost_usd)
         self._lock = threading.Lock()
 
     def secret(self, name: str) -> str:
@@ -138,7 +157,59 @@ class Toolbox:
                     self._models[alias] = _SANDBOX
                 else:
                     parsed = ModelConfig.model_validate({**config, "alias": alias})
+                    self._prices[alias] = ((parsed.price_in_per_mtok, parsed.price_out_per_mtok)
+                                           if parsed.price_in_per_mtok is not None
+                                           and parsed.price_out_per_mtok is not None else None)
                     host = urlsplit(parsed.base_url or "").hostname or alias
                     self._models[alias] = build_provider(parsed, self.client, self.secret, breaker=self.breaker,
                                                          breaker_key=f"{self.tenant_id}|{host}")
             return self._models[alias]
+
+    def reserve_llm(self, alias: str, prompt_chars: int, max_tokens: int) -> LlmReservation:
+        """Reserve the call's worst case (tokens, one LLM call, money) before it is made: fail closed.
+
+        Raises StepFailed(category='budget') when a tenant budget or the agent's ``max_cost_usd`` has
+        no room, or the model is unpriced while a money budget applies.
+        """
+        self.model(alias)  # learns the price
+        price = self._prices.get(alias)
+        worst_tokens = prompt_chars // 3 + 16 + max_tokens
+        worst_cost = Decimal(0)
+        if price is not None:
+            worst_cost = (Decimal(prompt_chars // 3 + 16) * price[0] + Decimal(max_tokens) * price[1]) / MILLION
+        cap = self.spec.autonomy.max_cost_usd
+        if cap is not None:
+            if price is None:
+                raise StepFailed("budget", f"model {alias!r} has no price and the agent has max_cost_usd={cap}",
+                                 action="fail", details={"stop_run": True})
+            if self.spent + worst_cost > cap:
+                raise StepFailed("budget", f"autonomy bound max_cost_usd={cap} would be exceeded (spent "
+                                 f"{self.spent}, this call may cost up to {worst_cost:.6f})", action="fail",
+                                 details={"stop_run": True})
+        reservation_id = new_id("rsv")
+        amounts: dict[str, Any] = {"tokens": worst_tokens, "llm_calls": 1}
+        if price is not None:
+            amounts["cost_usd"] = worst_cost
+        try:
+            with unit_of_work() as session:
+                check_priced(session, self.tenant_id, self.agent_name, model=alias,
+                             price=None if price is None else price[0])
+                reserve_many(session, self.tenant_id, self.agent_name, amounts, reservation_id, run_id=self.run_id)
+        except BudgetExhausted as exc:
+            raise StepFailed("budget", f"budget exhausted: {exc.detail}", action="fail",
+                             details={"stop_run": True}) from exc
+        return LlmReservation(reservation_id, alias, *(price or (Decimal(0), Decimal(0))))
+
+    def settle_llm(self, reservation: LlmReservation, input_tokens: int | None, output_tokens: int | None,
+                   cost: Decimal | None) -> None:
+        """Reconcile the hold to the actual use (or release it when the call failed before spending)."""
+        with unit_of_work() as session:
+            if input_tokens is None:
+                release(session, self.tenant_id, reservation.id)
+                return
+            actual_cost = cost if cost else (Decimal(input_tokens) * reservation.price_in
+                                             + Decimal(output_tokens or 0) * reservation.price_out) / MILLION
+            amounts: dict[str, Any] = {"tokens": input_tokens + (output_tokens or 0), "llm_calls": 1,
+                                       "cost_usd": actual_cost}
+            reconcile(session, self.tenant_id, reservation.id, amounts)
+            self.spent += actual_cost

@@ -122,6 +122,7 @@ def _ask(toolbox: Toolbox, step: Step, chain: list[str], messages: list[Message]
     errors: list[str] = []
     for alias in chain:
         started = time.perf_counter()
+        hold = toolbox.reserve_llm(alias, sum(len(m.content) for m in messages), step.llm.max_tokens)
         try:
             provider = toolbox.model(alias)
             log.calls += 1
@@ -129,12 +130,14 @@ def _ask(toolbox: Toolbox, step: Step, chain: list[str], messages: list[Message]
                 model=alias, messages=messages, max_tokens=step.llm.max_tokens, temperature=step.llm.temperature,
                 output_schema=step.output_schema, options=dict(step.llm.sandbox or {}), attempt=attempt))
         except StepFailed as exc:
+            toolbox.settle_llm(hold, None, None, None)
             if exc.category != "dependency":
                 raise
             log.verdicts.append({"check": "model_call", "model": alias, "ok": False, "category": exc.category,
                                  "message": exc.reason[:300]})
             errors.append(f"{alias}: {exc.reason} ({(time.perf_counter() - started) * 1000:.0f} ms)")
             continue
+        toolbox.settle_llm(hold, response.usage.input_tokens, response.usage.output_tokens, response.cost_usd)
         log.cost += response.cost_usd
         log.usage.append({"check": "model_call", "model": alias, "provider": response.provider, "ok": True,
                           "input_tokens": response.usage.input_tokens,

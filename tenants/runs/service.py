@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tenants.agents.models import AgentVersion
+from tenants.budgets.service import consume
 from tenants.kit.db import enqueue_after_commit
 from tenants.kit.errors import Conflict, IdempotencyConflict, NotFound
 from tenants.kit.ids import new_id, sha256_hex, utcnow
@@ -68,6 +69,8 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
             raise IdempotencyConflict("this Idempotency-Key was used for a different request",
                                       run_id=existing.id)
         return Submitted(run=existing, created=False)
+    # Runs per period are charged when a run is accepted; an exhausted budget refuses it (402).
+    consume(session, tenant_id, agent_name, "runs", 1, f"run:{run.id}", run_id=run.id, now=now)
     repo.insert_items(run.id, items if items is not None else [run_input])
     enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run.id)
     stored = repo.get(run.id)

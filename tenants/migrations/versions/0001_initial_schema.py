@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:31:15.925091
+Create Date: 2026-11-25 03:35:24.729897
 """
 
 from collections.abc import Sequence
