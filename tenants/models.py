@@ -17,6 +17,7 @@ from tenants.reliability.models import (
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
 from tenants.sandbox.models import SandboxRecord
 from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
+from tenants.security.models import ScopeViolation
 
 __all__ = [
     "Agent",
@@ -41,6 +42,7 @@ __all__ = [
     "RunItem",
     "RunRollupHourly",
     "SandboxRecord",
+    "ScopeViolation",
     "Secret",
     "SecretVersion",
     "SideEffect",

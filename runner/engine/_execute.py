@@ -41,6 +41,7 @@ from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.models import Run, RunItem, StepCheckpoint
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
+from tenants.security.service import record_violation
 
 __all__ = ["execute_run", "request_stop", "stopping"]
 
@@ -521,6 +522,12 @@ class _Execution:
                 repo.update_side_effect(str(key), state="unknown")
             repo.finish_item(self.run_id, item.item_index, state, now, reason=failure.reason,
                              category=failure.category, steps_used=steps_used, llm_calls=llm_calls)
+            if failure.category == "scope":
+                details = failure.details
+                record_violation(session, self.tenant_id, run_id=self.run_id, agent_name=self.run.agent_name,
+                                 step_id=step.id, kind=str(details.get("kind") or "host"),
+                                 target=str(details.get("target") or details.get("host") or details.get("url") or ""),
+                                 reason=failure.reason, at=now)
             return cancel
 
         log.warning("step_failed", run_id=self.run_id, item=item.item_index, step=step.id,

@@ -111,7 +111,8 @@ class Toolbox:
     def secret(self, name: str) -> str:
         """A secret's current value, only if the agent declared it in ``scope.secrets``."""
         if name not in self.spec.scope.secrets:
-            raise StepFailed("scope", f"secret {name!r} is not in the agent's scope.secrets", action="fail")
+            raise StepFailed("scope", f"secret {name!r} is not in the agent's scope.secrets", action="fail",
+                             details={"kind": "secret", "target": name})
         if _secret_lookup is None:
             raise LookupError(f"secret {name!r}: no secret store is configured in this process")
         return _secret_lookup(self.tenant_id, name)
@@ -125,7 +126,8 @@ class Toolbox:
     def tool(self, name: str) -> Any:
         """The tool ``name``: a built-in, or the tenant's HTTP tool definition."""
         if name not in self.spec.scope.tools:
-            raise StepFailed("scope", f"tool {name!r} is not in the agent's scope.tools", action="fail")
+            raise StepFailed("scope", f"tool {name!r} is not in the agent's scope.tools", action="fail",
+                             details={"kind": "tool", "target": name})
         builtin = BUILTIN_TOOLS.get(name)
         if builtin is not None:
             return builtin

@@ -190,6 +190,7 @@ PROBES: dict[tuple[str, str], Probe] = {
         "hidden", lambda w, r: f"/v1/runs/{r}/items/0/skip", _run_ref, _missing_run, admin_only=True),
     ("POST", "/v1/runs/{run_id:str}/items/{item_index:int}/fail"): Probe(
         "hidden", lambda w, r: f"/v1/runs/{r}/items/0/fail", _run_ref, _missing_run, admin_only=True),
+    ("GET", "/v1/security/violations"): Probe("listing", lambda w, r: "/v1/security/violations", may_be_empty=True),
     # ---- sandbox --------------------------------------------------------------------------------
     ("GET", "/v1/sandbox/records"): Probe("listing", lambda w, r: "/v1/sandbox/records"),
 }

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:35:24.729897
+Create Date: 2026-11-25 03:36:00.740392
 """
 
 from collections.abc import Sequence
@@ -105,6 +105,21 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('sandbox_records', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sandbox_records_tenant_id'), ['tenant_id'], unique=False)
+
+    op.create_table('scope_violations',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('run_id', sa.String(length=40), nullable=False),
+    sa.Column('agent_name', sa.String(length=64), nullable=False),
+    sa.Column('step_id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('target', sa.String(length=255), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_scope_violations'))
+    )
+    with op.batch_alter_table('scope_violations', schema=None) as batch_op:
+        batch_op.create_index('ix_scope_violations_tenant_at', ['tenant_id', 'at'], unique=False)
 
     op.create_table('step_stats_daily',
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
@@ -572,6 +587,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_step_stats_daily_day')
 
     op.drop_table('step_stats_daily')
+    with op.batch_alter_table('scope_violations', schema=None) as batch_op:
+        batch_op.drop_index('ix_scope_violations_tenant_at')
+
+    op.drop_table('scope_violations')
     with op.batch_alter_table('sandbox_records', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sandbox_records_tenant_id'))
 

@@ -161,3 +161,5 @@ steps:
 """)
     done, _ = _run(harness, tenant)
     assert done["state"] == "failed" and done["failure_category"] == "scope", done
+    violations = harness.client.get("/v1/security/violations", headers=tenant.headers).json()["data"]
+    assert [(v["kind"], v["target"]) for v in violations] == [("host", "169.254.169.254")], violations

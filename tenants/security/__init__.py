@@ -1,0 +1,1 @@
+"""Security posture facts the runner records: blocked scope and egress violations."""
