@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from platform_api.auth import principal_dependency
 from platform_api.problems import exception_handlers, problem
-from platform_api.routes import admin, agents, catalog, keys, runs, sandbox, secrets
+from platform_api.routes import admin, agents, audit, catalog, keys, runs, sandbox, secrets, webhooks
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput, NotFound
 from tenants.kit.settings import Settings
@@ -53,7 +53,8 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
     return Litestar(
         route_handlers=[healthz, readyz, metrics, admin.router, keys.router, agents.build_router(
             settings.max_run_body_bytes), runs.router, sandbox.router, catalog.tools_router,
-            catalog.models_router, catalog.breakers_router, secrets.router],
+            catalog.models_router, catalog.breakers_router, secrets.router, audit.router, audit.admin_router,
+            webhooks.router],
         dependencies={"principal": Provide(principal_dependency, sync_to_thread=True)},
         before_request=_reject_nul,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]  # Litestar's handler map is invariant
