@@ -100,7 +100,7 @@ def _settle(job: ClaimedDelivery, outcome: Outcome, now: datetime) -> str:
             job.id, state=state, status=outcome.status, error=(outcome.error or None) and outcome.error[:1000],
             next_attempt_at=next_at, delivered_at=utcnow() if state == "delivered" else None)
     log.info("webhook_attempt", tenant_id=job.tenant_id, delivery=job.id, endpoint=job.endpoint_id,
-             event=job.event_type, attempt=job.attempt, state=state, status=outcome.status, error=outcome.error)
+             event_type=job.event_type, attempt=job.attempt, state=state, status=outcome.status, error=outcome.error)
     return state
 
 

@@ -36,6 +36,7 @@ from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.models import Run, RunItem, StepCheckpoint
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
+from tenants.webhooks.service import emit
 
 __all__ = ["execute_run", "request_stop", "stopping"]
 
@@ -480,6 +481,10 @@ class _Execution:
                         failure_category=category, considered=[code] if code else None)
             repo.release(self.run_id, self.fence, now, wake_at=None, state=state, reason=reason, category=category,
                          finished=True)
+            if state in ("failed", "escalated"):  # webhook outbox: sent only if this commit lands
+                emit(_s, self.tenant_id, f"run.{state}", {"run_id": self.run_id, "agent": self.spec.name,
+                                                          "state": state, "reason": reason,
+                                                          "failure_category": category})
 
         self._committed(write, "finish")
         RUNS_FINISHED.labels(state).inc()
