@@ -251,6 +251,16 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
     return seed_command(args.runs, args.tenants)
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify the audit trail's hash chains and every run's decision-log chain; exit 1 on any break."""
+    settings = _settings()
+    from midwatch.audit_cli import audit_verify_command
+    from tenants.kit.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    return audit_verify_command(args.tenant, args.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midwatch", description="Run AI agents unattended: durable, bounded, loud.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -277,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("dashboard", help="run the operator dashboard (production)").set_defaults(func=cmd_dashboard)
     sub.add_parser("config", help="print the effective settings (secrets masked)").set_defaults(func=cmd_config)
 
+    _add_admin_commands(sub)
+    return parser
+
+
+def _add_admin_commands(sub: Any) -> None:
+    """Operator and developer commands: database, specs, tenants, secrets, audit, demo data, benchmarks."""
     db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)
     upg = db.add_parser("upgrade", help="apply migrations")
     upg.add_argument("revision", nargs="?", default="head")
@@ -299,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("new_key", nargs="?", help="base64 32-byte key; prefer MIDWATCH_NEW_MASTER_KEY (not in ps)")
     rotate.set_defaults(func=cmd_rotate_master_key)
 
+    audit = sub.add_parser("audit", help="audit commands").add_subparsers(dest="audit_command", required=True)
+    verify = audit.add_parser("verify", help="verify audit and decision-log hash chains (exit 1 on tampering)")
+    verify.add_argument("--tenant", help="one tenant by name (default: every tenant and the platform chain)")
+    verify.add_argument("--run", help="one run's decision log (default: every run)")
+    verify.set_defaults(func=cmd_audit_verify)
+
     demo = sub.add_parser("demo", help="demo data commands").add_subparsers(dest="demo_command", required=True)
     seed = demo.add_parser("seed", help="fill the database with realistic history")
     seed.add_argument("--runs", type=int, default=10_000)
@@ -313,7 +335,6 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--host", default="127.0.0.1")
     upstream.add_argument("--port", type=int, default=8900)
     upstream.set_defaults(func=cmd_sandbox_upstream)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from platform_api.routes import (
     admin,
     agents,
     approvals,
+    audit,
     budgets,
     catalog,
     keys,
@@ -26,6 +27,7 @@ from platform_api.routes import (
     sandbox,
     secrets,
     security,
+    webhooks,
 )
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput, NotFound
@@ -66,7 +68,7 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
             settings.max_run_body_bytes), runs.router, sandbox.router, catalog.tools_router,
             catalog.models_router, catalog.breakers_router, secrets.router, budgets.router,
             budgets.admin_router, approvals.approvals_router, approvals.escalations_router,
-            security.router],
+            security.router, audit.router, audit.admin_router, webhooks.router],
         dependencies={"principal": Provide(principal_dependency, sync_to_thread=True)},
         before_request=_reject_nul,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]  # Litestar's handler map is invariant

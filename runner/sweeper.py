@@ -11,6 +11,7 @@ import threading
 from datetime import timedelta
 
 from runner.metrics import SWEEPER_REQUEUED
+from runner.webhooks import deliver_due
 from tenants.approvals.service import expire_due
 from tenants.kit.db import dispatch_after_commit, unit_of_work
 from tenants.kit.ids import utcnow
@@ -50,3 +51,7 @@ def run_sweeper(settings: Settings, stop: threading.Event) -> None:
             sweep_once(settings)
         except Exception:
             log.warning("sweep_failed", exc_info=True)
+        try:  # the webhook outbox rides on the same loop (the scheduler process, and `midwatch up`'s thread)
+            deliver_due(settings)
+        except Exception:
+            log.warning("webhook_delivery_failed", exc_info=True)

@@ -3,6 +3,7 @@
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.agents.models import Agent, AgentVersion
 from tenants.approvals.models import Approval
+from tenants.audit.models import AuditEvent, AuditHead
 from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation, BudgetSlot
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.db import Base
@@ -18,6 +19,7 @@ from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepChe
 from tenants.sandbox.models import SandboxRecord
 from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
 from tenants.security.models import ScopeViolation
+from tenants.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Agent",
@@ -25,6 +27,8 @@ __all__ = [
     "AgentVersion",
     "ApiKey",
     "Approval",
+    "AuditEvent",
+    "AuditHead",
     "Base",
     "BreakerRecord",
     "Budget",
@@ -50,4 +54,6 @@ __all__ = [
     "StepStatDaily",
     "Tenant",
     "ToolRecord",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

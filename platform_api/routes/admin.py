@@ -9,7 +9,8 @@ from platform_api.auth import operator_only
 from platform_api.routes._common import Caller, Cursor, Limit
 from platform_api.schemas import CreateTenant, IssuedKeyOut, KeyOut, OnboardedTenant, Page, TenantOut
 from tenants.accounts.repository import AccountsPlatformRepository
-from tenants.accounts.service import onboard_tenant
+from tenants.accounts.service import Principal, onboard_tenant
+from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import NotFound
 
@@ -21,6 +22,8 @@ def create_tenant(data: CreateTenant, principal: Caller) -> OnboardedTenant:
     operator_only(principal)
     with unit_of_work() as session:
         tenant, issued = onboard_tenant(session, data.name, data.display_name)
+        record(session, None, actor=principal.key_id, role=principal.role, action="tenant.onboarded",
+               target=tenant.id, details={"name": tenant.name, "admin_key_id": issued.key.id})
         key = KeyOut.model_validate(issued.key).model_dump()
         return OnboardedTenant(tenant=TenantOut.model_validate(tenant),
                                admin_key=IssuedKeyOut(**key, key=issued.plaintext))
@@ -35,7 +38,7 @@ def list_tenants(principal: Caller, limit: Limit = 100, cursor: Cursor = None) -
     return Page(data=data, next_cursor=data[-1].id if len(data) == limit else None)
 
 
-def _set_status(name: str, status: str) -> TenantOut:
+def _set_status(name: str, status: str, principal: Principal) -> TenantOut:
     with unit_of_work() as session:
         repo = AccountsPlatformRepository(session)
         tenant = repo.tenant_by_name(name)
@@ -43,6 +46,9 @@ def _set_status(name: str, status: str) -> TenantOut:
             raise NotFound(f"tenant {name!r} not found")
         tenant.status = status
         session.flush()
+        record(session, None, actor=principal.key_id, role=principal.role,
+               action="tenant.suspended" if status == "suspended" else "tenant.resumed", target=tenant.id,
+               details={"name": tenant.name})
         return TenantOut.model_validate(tenant)
 
 
@@ -50,13 +56,13 @@ def _set_status(name: str, status: str) -> TenantOut:
       summary="Suspend a tenant: its keys stop working, its data stays")
 def suspend_tenant(name: FromPath[str], principal: Caller) -> TenantOut:
     operator_only(principal)
-    return _set_status(name, "suspended")
+    return _set_status(name, "suspended", principal)
 
 
 @post("/tenants/{name:str}/resume", sync_to_thread=True, summary="Resume a suspended tenant")
 def resume_tenant(name: FromPath[str], principal: Caller) -> TenantOut:
     operator_only(principal)
-    return _set_status(name, "active")
+    return _set_status(name, "active", principal)
 
 
 router = Router(path="/v1/admin", route_handlers=[create_tenant, list_tenants, suspend_tenant, resume_tenant],

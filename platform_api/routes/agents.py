@@ -26,6 +26,7 @@ from runner.errors import SpecInvalid
 from runner.spec import AgentSpec, ParseResult, SpecIssue, load_spec, parse_spec
 from tenants.agents.repository import AgentRepository
 from tenants.agents.service import get_agent, get_version, store_version
+from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
 from tenants.kit.settings import get_settings
@@ -76,6 +77,9 @@ def put_agent(name: str, body: bytes, principal: Caller) -> Response[StoredAgent
     spec_json = result.spec.model_dump(mode="json", by_alias=True)
     with unit_of_work() as session:
         stored = store_version(session, me.tenant_id, name, spec_json, [w.model_dump() for w in result.warnings])
+        if stored.created:
+            record(session, me.tenant_id, actor=me.key_id, role=me.role, action="agent.version_stored",
+                   target=stored.version.id, details={"agent": name, "version": stored.version.version})
         out = StoredAgentOut(agent=AgentOut.model_validate(stored.agent),
                              version=AgentVersionOut.model_validate(stored.version), created=stored.created)
     return Response(out, status_code=201 if stored.created else 200)
@@ -157,6 +161,10 @@ def submit(name: str, data: SubmitRun, principal: Caller,
         spec = _spec(version.id, json.dumps(version.spec, sort_keys=True))
         _check_input(spec, data)
         submitted = submit_run(session, me.tenant_id, version, name, data.input, data.items, idempotency_key)
+        if submitted.created:
+            record(session, me.tenant_id, actor=me.key_id, role=me.role, action="run.submitted",
+                   target=submitted.run.id, details={"agent": name, "version": version.version,
+                                                     "items": submitted.run.items_total})
         out = RunOut.model_validate(submitted.run)
     return Response(out, status_code=201 if submitted.created else 200)
 

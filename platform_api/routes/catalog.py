@@ -14,6 +14,7 @@ from platform_api.auth import require
 from platform_api.routes._common import Caller
 from platform_api.schemas import Page
 from runner.catalog import BreakerConfig, BreakerState, ModelConfig, ToolDefinition
+from tenants.audit.service import record
 from tenants.catalog import service
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
@@ -65,9 +66,11 @@ def put_tool(name: FromPath[str], data: dict[str, Any], principal: Caller) -> Re
     if definition.name != name:
         raise InvalidInput(f"body name {definition.name!r} differs from the URL's {name!r}", field="name")
     with unit_of_work() as session:
-        record, created = service.put_tool(session, me.tenant_id, name, definition.model_dump(mode="json"))
-        out = ToolOut(name=record.name, version=record.version, definition=record.definition,
-                      created_at=record.created_at, updated_at=record.updated_at)
+        tool, created = service.put_tool(session, me.tenant_id, name, definition.model_dump(mode="json"))
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="tool.stored", target=name,
+               details={"version": tool.version})
+        out = ToolOut(name=tool.name, version=tool.version, definition=tool.definition,
+                      created_at=tool.created_at, updated_at=tool.updated_at)
     return Response(out, status_code=201 if created else 200)
 
 
@@ -94,6 +97,7 @@ def delete_tool(name: FromPath[str], principal: Caller) -> None:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         service.delete_tool(session, me.tenant_id, name)
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="tool.deleted", target=name)
 
 
 @put("/{alias:str}", sync_to_thread=True, status_code=201,
@@ -105,9 +109,11 @@ def put_model(alias: FromPath[str], data: dict[str, Any], principal: Caller) -> 
     except ValidationError as exc:
         raise _validation(exc) from None
     with unit_of_work() as session:
-        record, created = service.put_model(session, me.tenant_id, alias, config.model_dump(mode="json"))
-        out = ModelOut(alias=record.alias, version=record.version, config=record.config,
-                       created_at=record.created_at, updated_at=record.updated_at)
+        model, created = service.put_model(session, me.tenant_id, alias, config.model_dump(mode="json"))
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="model.stored", target=alias,
+               details={"version": model.version})
+        out = ModelOut(alias=model.alias, version=model.version, config=model.config,
+                       created_at=model.created_at, updated_at=model.updated_at)
     return Response(out, status_code=201 if created else 200)
 
 
@@ -125,6 +131,7 @@ def delete_model(alias: FromPath[str], principal: Caller) -> None:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         service.delete_model(session, me.tenant_id, alias)
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="model.deleted", target=alias)
 
 
 def _breaker_out(host: str, raw: dict[str, Any], updated_at: datetime) -> BreakerOut:
@@ -149,6 +156,7 @@ def reset_breaker(host: FromPath[str], principal: Caller) -> dict[str, Any]:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         service.reset_breaker(session, me.tenant_id, host, BreakerState().to_dict())
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="breaker.reset", target=host)
     return {"host": host, "state": "closed", "reset_at": time.time()}
 
 

@@ -10,6 +10,7 @@ from platform_api.routes._common import Caller, Cursor, Limit
 from platform_api.schemas import CreateKey, IssuedKeyOut, KeyOut, Page
 from tenants.accounts.repository import ApiKeyRepository
 from tenants.accounts.service import issue_key
+from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import NotFound
 
@@ -21,6 +22,8 @@ def create_key(data: CreateKey, principal: Caller) -> IssuedKeyOut:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         issued = issue_key(session, me.tenant_id, data.role, data.name)
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="key.created", target=issued.key.id,
+               details={"role": issued.key.role, "name": issued.key.name, "prefix": issued.key.prefix})
         return IssuedKeyOut(**KeyOut.model_validate(issued.key).model_dump(), key=issued.plaintext)
 
 
@@ -41,6 +44,7 @@ def revoke_key(key_id: FromPath[str], principal: Caller) -> None:
         if repo.get(key_id) is None:
             raise NotFound("API key not found")
         repo.revoke(key_id)
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="key.revoked", target=key_id)
 
 
 router = Router(path="/v1/keys", route_handlers=[create_key, list_keys, revoke_key], tags=["keys"])

@@ -10,6 +10,7 @@ from litestar.params import FromPath, Parameter
 from platform_api.auth import require
 from platform_api.routes._common import INT32_MAX, Caller, Cursor, Limit, int_cursor
 from platform_api.schemas import DecisionEventOut, Page, RunItemOut, RunOut
+from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.runs.events import HASHED_FIELDS, verify_chain
 from tenants.runs.models import RUN_STATES
@@ -84,7 +85,9 @@ def verify_events(run_id: FromPath[str], principal: Caller) -> dict[str, Any]:
 def cancel(run_id: FromPath[str], principal: Caller) -> RunOut:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
-        return RunOut.model_validate(cancel_run(session, me.tenant_id, run_id))
+        out = RunOut.model_validate(cancel_run(session, me.tenant_id, run_id))
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="run.cancelled", target=run_id)
+        return out
 
 
 @post("/{run_id:str}/resume", sync_to_thread=True,
@@ -92,7 +95,9 @@ def cancel(run_id: FromPath[str], principal: Caller) -> RunOut:
 def resume(run_id: FromPath[str], principal: Caller) -> RunOut:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
-        return RunOut.model_validate(resume_run(session, me.tenant_id, run_id))
+        out = RunOut.model_validate(resume_run(session, me.tenant_id, run_id))
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="run.resumed", target=run_id)
+        return out
 
 
 router = Router(path="/v1/runs", route_handlers=[list_runs, get_run_route, list_items, list_events, verify_events,

@@ -10,6 +10,7 @@ from platform_api.auth import require
 from platform_api.routes._common import Caller, Cursor, Limit
 from platform_api.schemas import Page
 from tenants.accounts.service import Role
+from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
 from tenants.secrets import service
@@ -26,6 +27,8 @@ def create_secret(data: JSONBody[CreateSecret], principal: Caller) -> SecretOut:
     with unit_of_work() as session:
         meta = service.create_secret(session, me.tenant_id, data.name, data.value, max_age_days=data.max_age_days,
                                      grace_seconds=data.grace_seconds)
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="secret.created", target=data.name,
+               details={"version": meta.current_version})
     return SecretOut.of(meta)
 
 
@@ -49,7 +52,10 @@ def get_secret(name: FromPath[str], principal: Caller) -> SecretOut:
 def rotate_secret(name: FromPath[str], data: JSONBody[RotateSecret], principal: Caller) -> SecretOut:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
-        return SecretOut.of(service.rotate_secret(session, me.tenant_id, name, data.value))
+        meta = service.rotate_secret(session, me.tenant_id, name, data.value)
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="secret.rotated", target=name,
+               details={"pending_version": meta.pending_version})
+        return SecretOut.of(meta)
 
 
 @post("/{name:str}/promote", sync_to_thread=True, status_code=200,
@@ -64,7 +70,10 @@ def promote_secret(name: FromPath[str], principal: Caller, data: JSONBody[Promot
         raise InvalidInput("verify_with_tool is not available yet; verify the pending value yourself, then "
                            "promote with its version", field="verify_with_tool")
     with unit_of_work() as session:
-        return SecretOut.of(service.promote_secret(session, me.tenant_id, name, expected_version=body.version))
+        meta = service.promote_secret(session, me.tenant_id, name, expected_version=body.version)
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="secret.promoted", target=name,
+               details={"version": meta.current_version})
+        return SecretOut.of(meta)
 
 
 @delete("/{name:str}", sync_to_thread=True, status_code=204, summary="Delete a secret and wipe its values")
@@ -72,6 +81,7 @@ def delete_secret(name: FromPath[str], principal: Caller) -> None:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         service.delete_secret(session, me.tenant_id, name)
+        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="secret.deleted", target=name)
 
 
 router = Router(path="/v1/secrets", tags=["secrets"],

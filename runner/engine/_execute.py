@@ -30,6 +30,7 @@ from runner.tools.retry import RetryLater
 from tenants.agents.repository import AgentRepository
 from tenants.approvals.repository import ApprovalRepository
 from tenants.approvals.service import ApprovalRequest, request_approval
+from tenants.audit.service import record as record_audit
 from tenants.budgets.service import acquire_slot, release_slot, slot_retry_delay_s
 from tenants.kit.db import Session, enqueue_after_commit, is_transient_db_error, session_factory, unit_of_work
 from tenants.kit.errors import LeaseLost
@@ -42,6 +43,7 @@ from tenants.runs.models import Run, RunItem, StepCheckpoint
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
 from tenants.security.service import record_violation
+from tenants.webhooks.service import emit
 
 __all__ = ["execute_run", "request_stop", "stopping"]
 
@@ -524,10 +526,12 @@ class _Execution:
                              category=failure.category, steps_used=steps_used, llm_calls=llm_calls)
             if failure.category == "scope":
                 details = failure.details
+                kind = str(details.get("kind") or "host")
+                target = str(details.get("target") or details.get("host") or details.get("url") or "")
                 record_violation(session, self.tenant_id, run_id=self.run_id, agent_name=self.run.agent_name,
-                                 step_id=step.id, kind=str(details.get("kind") or "host"),
-                                 target=str(details.get("target") or details.get("host") or details.get("url") or ""),
-                                 reason=failure.reason, at=now)
+                                 step_id=step.id, kind=kind, target=target, reason=failure.reason, at=now)
+                record_audit(session, self.tenant_id, actor="runner", role="runner", action="scope.violation",
+                             target=self.run_id, details={"kind": kind, "name": target, "step_id": step.id})
             return cancel
 
         log.warning("step_failed", run_id=self.run_id, item=item.item_index, step=step.id,
@@ -604,6 +608,10 @@ class _Execution:
             assert run is not None
             record_run_finished(session, self.tenant_id, run.agent_name, self.run_id, state=state, category=category,
                                 reason=reason, started_at=run.started_at, finished_at=now, cost_usd=run.cost_usd)
+            if state in ("failed", "escalated"):  # webhook outbox: sent only if this commit lands
+                emit(session, self.tenant_id, f"run.{state}", {"run_id": self.run_id, "agent": self.spec.name,
+                                                               "state": state, "reason": reason,
+                                                               "failure_category": category})
 
         self._committed(write, "finish")
         RUNS_FINISHED.labels(state).inc()

@@ -18,11 +18,13 @@ from sqlalchemy.orm import Session
 
 from tenants.approvals.models import Approval
 from tenants.approvals.repository import ApprovalRepository, PlatformApprovalRepository
+from tenants.audit.service import record
 from tenants.kit.db import enqueue_after_commit
 from tenants.kit.errors import Conflict, Forbidden, NotFound
 from tenants.kit.ids import new_id, utcnow
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN
+from tenants.webhooks.service import emit
 
 __all__ = ["ApprovalRequest", "decide", "expire_due", "get_approval", "list_approvals", "request_approval"]
 
@@ -45,12 +47,16 @@ class ApprovalRequest:
 
 
 def request_approval(session: Session, tenant_id: str, req: ApprovalRequest, now: datetime) -> Approval:
-    """Create a pending approval (in the engine's transaction)."""
-    return ApprovalRepository(session, tenant_id).add(Approval(
+    """Create a pending approval (in the engine's transaction) and queue the approval.requested webhook."""
+    approval = ApprovalRepository(session, tenant_id).add(Approval(
         id=new_id("apr"), tenant_id=tenant_id, run_id=req.run_id, agent_name=req.agent_name,
         item_index=req.item_index, step_index=req.step_index, step_id=req.step_id, seq=req.seq, action=req.action,
         args=req.args, args_hash=req.args_hash, rule=req.rule, route=req.route, on_timeout=req.on_timeout,
         state="pending", created_at=now, expires_at=now + timedelta(seconds=req.timeout_s)))
+    emit(session, tenant_id, "approval.requested", {
+        "approval_id": approval.id, "run_id": req.run_id, "agent": req.agent_name, "step_id": req.step_id,
+        "action": req.action, "route": req.route, "expires_at": approval.expires_at.isoformat()})
+    return approval
 
 
 def get_approval(session: Session, tenant_id: str, approval_id: str) -> Approval:
@@ -88,6 +94,8 @@ def decide(session: Session, tenant_id: str, approval_id: str, *, approve: bool,
         raise Conflict("approval has expired; the scheduler applies its on_timeout", state="expired")
     repo.transition(approval_id, from_state="pending", state="approved" if approve else "rejected",
                     decided_by=key_id, comment=comment, decided_at=now)
+    record(session, tenant_id, actor=key_id, role=role, action="approval.decided", target=approval_id,
+           details={"decision": "approve" if approve else "reject", "comment": comment, "run_id": approval.run_id})
     _wake(session, tenant_id, approval.run_id, now)
     session.refresh(approval)
     return approval
@@ -99,5 +107,8 @@ def expire_due(session: Session, now: datetime) -> list[Approval]:
     for approval in expired:
         ApprovalRepository(session, approval.tenant_id).transition(approval.id, from_state="pending",
                                                                    state="expired", decided_at=now)
+        emit(session, approval.tenant_id, "approval.expired", {
+            "approval_id": approval.id, "run_id": approval.run_id,
+            "outcome": "approved" if approval.on_timeout == "approve" else "denied"})
         _wake(session, approval.tenant_id, approval.run_id, now)
     return expired

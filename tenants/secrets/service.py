@@ -23,6 +23,7 @@ from typing import Literal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import Conflict, InvalidInput
 from tenants.kit.ids import new_id, utcnow
@@ -299,7 +300,8 @@ def resolve(session: Session, tenant_id: str, name: str, which: Which = "current
     """Decrypt a secret's ``which`` version. The ONLY decrypt path of Midwatch.
 
     ``previous`` is available only until its grace period ends. The plaintext is registered for
-    redaction before it is returned, and the use is recorded (at most once a minute per secret).
+    redaction before it is returned; every read is audited (``secret.read``, actor "runner"), last-used is
+    touched at most once a minute per secret.
     """
     if which not in ("current", "pending", "previous"):
         raise InvalidInput("which must be current, pending or previous", field="which")
@@ -318,7 +320,8 @@ def resolve(session: Session, tenant_id: str, name: str, which: Which = "current
                            what)
     register_secret([plaintext])
     repo.touch_used(secret.id, now, TOUCH_EVERY)
-    # The audit trail of reads (tenants/audit) hooks in here; the value itself is never logged.
+    record(session, tenant_id, actor="runner", role="runner", action="secret.read", target=name,
+           details={"version": version.version, "which": which})
     log.info("secret_resolved", tenant_id=tenant_id, secret=name, version=version.version, which=which)
     return plaintext
 

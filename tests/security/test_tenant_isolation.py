@@ -35,6 +35,7 @@ class World:
     b_viewer: str
     b_approver: str
     a_approval: str = ""
+    a_webhook: str = ""
 
     def headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -61,6 +62,7 @@ class Probe:
     admin_only: bool = False  # needs a tenant-admin key (viewers and approvers get 403)
     may_be_empty: bool = False  # a listing B cannot populate through the API alone (e.g. breakers)
     own_role_check: bool = False  # the route's role rules are covered by its own tests (approval routing)
+    roles: tuple[str, ...] | None = None  # tenant roles answered 200 (None: tenant-admin only if admin_only, else all)
 
 
 def _run_ref(w: World) -> str:
@@ -80,6 +82,22 @@ def _missing_agent() -> str:
 
 
 SPEC_FOR = {"alpha-put": simple_spec("alpha-put").encode()}
+READERS = ("tenant-admin", "viewer")  # audit trail and secret metadata: not approvers
+
+
+def _webhook_ref(w: World) -> str:
+    return w.a_webhook
+
+
+def _missing_webhook() -> str:
+    return f"whk_{secrets.token_hex(12)}"
+
+
+def _missing_secret() -> str:
+    return f"never_{secrets.token_hex(4)}"
+
+
+HOOK = {"url": "http://127.0.0.1:9/hook", "events": ["run.failed"]}
 TOOL = {"method": "GET", "url": "https://crm.example.com/invoices/{{ args.id }}"}
 MODEL = {"provider": "sandbox"}
 GATED = """\
@@ -191,6 +209,22 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/v1/runs/{run_id:str}/items/{item_index:int}/fail"): Probe(
         "hidden", lambda w, r: f"/v1/runs/{r}/items/0/fail", _run_ref, _missing_run, admin_only=True),
     ("GET", "/v1/security/violations"): Probe("listing", lambda w, r: "/v1/security/violations", may_be_empty=True),
+    # ---- audit trail ----------------------------------------------------------------------------
+    ("GET", "/v1/audit"): Probe("listing", lambda w, r: "/v1/audit", roles=READERS),
+    ("GET", "/v1/audit/verify"): Probe("listing", lambda w, r: "/v1/audit/verify", roles=READERS,
+                                       may_be_empty=True),
+    ("GET", "/v1/admin/audit"): Probe("operator_only", lambda w, r: f"/v1/admin/audit?tenant={w.a.name}"),
+    ("GET", "/v1/admin/audit/verify"): Probe("operator_only",
+                                             lambda w, r: f"/v1/admin/audit/verify?tenant={w.a.name}"),
+    # ---- webhooks -------------------------------------------------------------------------------
+    ("POST", "/v1/webhooks"): Probe("own_namespace", lambda w, r: "/v1/webhooks", body=HOOK, admin_only=True),
+    ("GET", "/v1/webhooks"): Probe("listing", lambda w, r: "/v1/webhooks", admin_only=True),
+    ("DELETE", "/v1/webhooks/{webhook_id:str}"): Probe(
+        "hidden", lambda w, r: f"/v1/webhooks/{r}", _webhook_ref, _missing_webhook, admin_only=True),
+    ("GET", "/v1/webhooks/{webhook_id:str}/deliveries"): Probe(
+        "hidden", lambda w, r: f"/v1/webhooks/{r}/deliveries", _webhook_ref, _missing_webhook, admin_only=True),
+    ("POST", "/v1/webhooks/{webhook_id:str}/test"): Probe(
+        "hidden", lambda w, r: f"/v1/webhooks/{r}/test", _webhook_ref, _missing_webhook, admin_only=True),
     # ---- sandbox --------------------------------------------------------------------------------
     ("GET", "/v1/sandbox/records"): Probe("listing", lambda w, r: "/v1/sandbox/records"),
 }
@@ -235,6 +269,11 @@ def _build_world(h: Harness) -> World:
         assert r.status_code == 200, r.text
     assert h.client.post("/v1/secrets", json={"name": "a-only", "value": "a-only-value"},
                          headers=a.headers).status_code == 201
+    hooks = {}
+    for tenant in (a, b):
+        r = h.client.post("/v1/webhooks", json=HOOK, headers=tenant.headers)
+        assert r.status_code == 201, r.text
+        hooks[tenant.name] = r.json()
     keys = {}
     for tenant, role in ((a, "viewer"), (b, "viewer"), (b, "approver")):
         r = h.client.post("/v1/keys", json={"role": role}, headers=tenant.headers)
@@ -259,9 +298,12 @@ def _build_world(h: Harness) -> World:
     h.wait_run(a, gated["id"], states=("waiting_approval",))
     a_approval = h.client.get("/v1/approvals", headers=a.headers).json()["data"][0]["id"]
     a_ids |= {a_approval, gated["id"]}
+    a_ids |= {hooks[a.name]["id"], hooks[a.name]["secret"]}
+    a_ids |= {e["id"] for e in h.client.get("/v1/audit", headers=a.headers).json()["data"]}
     return World(h=h, a=a, b=b, a_run=a_run["id"], b_run=b_run["id"], a_approval=a_approval,
                  a_viewer_key_id=keys[(a.name, "viewer")]["id"], a_ids=a_ids,
-                 b_viewer=keys[(b.name, "viewer")]["key"], b_approver=keys[(b.name, "approver")]["key"])
+                 b_viewer=keys[(b.name, "viewer")]["key"], b_approver=keys[(b.name, "approver")]["key"],
+                 a_webhook=hooks[a.name]["id"])
 
 
 def _same_shape(w: World, probe: Probe, name: str) -> None:
@@ -293,6 +335,9 @@ def _a_is_untouched(w: World) -> None:
     assert h.client.get("/v1/tools/crm.a_only", headers=a.headers).status_code == 200
     assert {m["alias"] for m in h.client.get("/v1/models", headers=a.headers).json()["data"]} == {"alpha-model",
                                                                                                  "fast"}
+    assert h.client.get("/v1/secrets/a-only", headers=a.headers).json()["current_version"] == 1
+    assert [x["id"] for x in h.client.get("/v1/webhooks", headers=a.headers).json()["data"]] == [w.a_webhook]
+    assert h.client.get("/v1/audit/verify", headers=a.headers).json()["ok"] is True
 
 
 def _isolation(h: Harness) -> None:
@@ -344,12 +389,12 @@ def _roles(w: World) -> None:
         assert r.status_code == 401 and r.json()["code"] == "unauthorized", f"anonymous {method} {path}: {r.text}"
 
     # viewers and approvers read runs and agents but never write (nor list keys)
-    for key in (w.b_viewer, w.b_approver):
+    for key, role in ((w.b_viewer, "viewer"), (w.b_approver, "approver")):
         for (method, path), probe in tenant_routes.items():
             if probe.own_role_check:
                 continue
             r = _send(w, probe, key, _b_ref(w, path))
-            if probe.admin_only:
+            if (role not in probe.roles) if probe.roles is not None else probe.admin_only:
                 assert r.status_code == 403 and r.json()["code"] == "forbidden", f"{method} {path}: {r.text}"
             else:
                 assert r.status_code == 200, f"{method} {path}: {r.text}"
@@ -371,19 +416,15 @@ def _roles(w: World) -> None:
     assert h.client.get("/v1/runs", headers=w.b.headers).status_code == 200
 
 
+B_REFS = (("/v1/secrets/", "shared"), ("/v1/tools/", "crm.shared"), ("/v1/models/", "fast"),
+          ("/v1/agents/", "greeter"))
+
+
 def _b_ref(w: World, path: str) -> str:
     """B's own object for a path (so a read by B's viewer is a 200)."""
     if "{run_id" in path:
         return w.b_run
-    if path.startswith("/v1/tools/"):
-        return "crm.shared"
-    if path.startswith("/v1/secrets/"):
-        return "shared"
-    if "{alias" in path:
-        return "fast"
-    if "{name" in path:
-        return "greeter"
-    return "key_whatever"
+    return next((ref for prefix, ref in B_REFS if path.startswith(prefix)), "key_whatever")
 
 
 def test_every_endpoint_has_an_isolation_probe(harness: Harness) -> None:

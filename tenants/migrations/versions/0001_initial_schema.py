@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:36:00.740392
+Create Date: 2026-11-25 03:37:14.277334
 """
 
 from collections.abc import Sequence
@@ -32,6 +32,12 @@ def upgrade() -> None:
     sa.Column('incidents', sa.Integer(), nullable=False),
     sa.Column('recovery_ms_sum', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('tenant_id', 'agent_name', name=op.f('pk_agent_health'))
+    )
+    op.create_table('audit_heads',
+    sa.Column('tenant_key', sa.String(length=40), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('tenant_key', name=op.f('pk_audit_heads'))
     )
     op.create_table('circuit_breakers',
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
@@ -177,6 +183,26 @@ def upgrade() -> None:
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.create_index('ix_api_keys_tenant', ['tenant_id', 'created_at'], unique=False)
 
+    op.create_table('audit_events',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_key', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=True),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('actor', sa.String(length=64), nullable=False),
+    sa.Column('actor_role', sa.String(length=32), nullable=False),
+    sa.Column('action', sa.String(length=64), nullable=False),
+    sa.Column('target', sa.String(length=255), nullable=False),
+    sa.Column('details', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('prev_hash', sa.String(length=64), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_audit_events_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_events')),
+    sa.UniqueConstraint('tenant_key', 'seq', name='uq_audit_events_tenant_key_seq')
+    )
+    with op.batch_alter_table('audit_events', schema=None) as batch_op:
+        batch_op.create_index('ix_audit_events_tenant_action', ['tenant_key', 'action', 'seq'], unique=False)
+
     op.create_table('budget_limits',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
@@ -294,6 +320,22 @@ def upgrade() -> None:
     with op.batch_alter_table('tool_definitions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_tool_definitions_tenant_id'), ['tenant_id'], unique=False)
 
+    op.create_table('webhook_endpoints',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('url', sa.String(length=2048), nullable=False),
+    sa.Column('description', sa.String(length=200), nullable=False),
+    sa.Column('events', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('secret', sa.String(length=128), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_webhook_endpoints_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints'))
+    )
+    with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
+        batch_op.create_index('ix_webhook_endpoints_tenant', ['tenant_id', 'active'], unique=False)
+
     op.create_table('agent_versions',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
@@ -354,6 +396,28 @@ def upgrade() -> None:
         batch_op.create_index('ix_secret_versions_master_key', ['master_key_id', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_secret_versions_tenant_id'), ['tenant_id'], unique=False)
         batch_op.create_index('uq_secret_versions_secret_state', ['secret_id', 'state'], unique=True, sqlite_where=sa.text("state IN ('pending', 'current', 'previous')"), postgresql_where=sa.text("state IN ('pending', 'current', 'previous')"))
+
+    op.create_table('webhook_deliveries',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('endpoint_id', sa.String(length=40), nullable=False),
+    sa.Column('event_type', sa.String(length=64), nullable=False),
+    sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('last_status', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('last_attempt_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('delivered_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], name=op.f('fk_webhook_deliveries_endpoint_id_webhook_endpoints')),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_webhook_deliveries_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries'))
+    )
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_webhook_deliveries_due', ['state', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_webhook_deliveries_endpoint', ['endpoint_id', 'id'], unique=False)
 
     op.create_table('runs',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -530,6 +594,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_runs_state_lease')
 
     op.drop_table('runs')
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_deliveries_endpoint')
+        batch_op.drop_index('ix_webhook_deliveries_due')
+
+    op.drop_table('webhook_deliveries')
     with op.batch_alter_table('secret_versions', schema=None) as batch_op:
         batch_op.drop_index('uq_secret_versions_secret_state', sqlite_where=sa.text("state IN ('pending', 'current', 'previous')"), postgresql_where=sa.text("state IN ('pending', 'current', 'previous')"))
         batch_op.drop_index(batch_op.f('ix_secret_versions_tenant_id'))
@@ -544,6 +613,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_agent_versions_tenant_id'))
 
     op.drop_table('agent_versions')
+    with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_endpoints_tenant')
+
+    op.drop_table('webhook_endpoints')
     with op.batch_alter_table('tool_definitions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tool_definitions_tenant_id'))
 
@@ -574,6 +647,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_budget_limits_tenant_id'))
 
     op.drop_table('budget_limits')
+    with op.batch_alter_table('audit_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_audit_events_tenant_action')
+
+    op.drop_table('audit_events')
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.drop_index('ix_api_keys_tenant')
 
@@ -610,5 +687,6 @@ def downgrade() -> None:
 
     op.drop_table('failures_hourly')
     op.drop_table('circuit_breakers')
+    op.drop_table('audit_heads')
     op.drop_table('agent_health')
     # ### end Alembic commands ###

@@ -1,0 +1,116 @@
+"""All SQL of webhooks: a tenant's endpoints and delivery log; the scheduler's cross-tenant claim of due deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from tenants.kit.repository import PlatformRepository, TenantRepository
+from tenants.webhooks.models import WebhookDelivery, WebhookEndpoint
+
+__all__ = ["ClaimedDelivery", "WebhookPlatformRepository", "WebhookRepository"]
+
+
+class WebhookRepository(TenantRepository):
+    """A tenant's endpoints and deliveries."""
+
+    def add_endpoint(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+        endpoint.tenant_id = self.tenant_id
+        self.session.add(endpoint)
+        self.session.flush()
+        return endpoint
+
+    def endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
+        return self.session.scalar(select(WebhookEndpoint).where(
+            WebhookEndpoint.tenant_id == self.tenant_id, WebhookEndpoint.id == endpoint_id,
+            WebhookEndpoint.deleted_at.is_(None)))
+
+    def endpoints(self, *, after: str | None = None, limit: int = 1000) -> Sequence[WebhookEndpoint]:
+        q = (select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == self.tenant_id,
+                                           WebhookEndpoint.deleted_at.is_(None))
+             .order_by(WebhookEndpoint.id).limit(limit))
+        if after:
+            q = q.where(WebhookEndpoint.id > after)
+        return self.session.scalars(q).all()
+
+    def active_endpoints(self) -> Sequence[WebhookEndpoint]:
+        return self.session.scalars(select(WebhookEndpoint).where(
+            WebhookEndpoint.tenant_id == self.tenant_id, WebhookEndpoint.active.is_(True),
+            WebhookEndpoint.deleted_at.is_(None)).order_by(WebhookEndpoint.id)).all()
+
+    def delete_endpoint(self, endpoint_id: str, now: datetime) -> bool:
+        """Soft delete (the delivery log stays readable to the operator); pending deliveries are failed."""
+        res = self.session.execute(update(WebhookEndpoint).where(
+            WebhookEndpoint.tenant_id == self.tenant_id, WebhookEndpoint.id == endpoint_id,
+            WebhookEndpoint.deleted_at.is_(None)).values(active=False, deleted_at=now))
+        self.session.execute(update(WebhookDelivery).where(
+            WebhookDelivery.tenant_id == self.tenant_id, WebhookDelivery.endpoint_id == endpoint_id,
+            WebhookDelivery.state == "pending").values(state="failed", last_error="endpoint deleted",
+                                                       next_attempt_at=None))
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def add_delivery(self, delivery: WebhookDelivery) -> None:
+        delivery.tenant_id = self.tenant_id
+        self.session.add(delivery)
+
+    def deliveries(self, endpoint_id: str, *, before: str | None, limit: int) -> Sequence[WebhookDelivery]:
+        """An endpoint's deliveries, newest first."""
+        q = (select(WebhookDelivery).where(WebhookDelivery.tenant_id == self.tenant_id,
+                                           WebhookDelivery.endpoint_id == endpoint_id)
+             .order_by(WebhookDelivery.id.desc()).limit(limit))
+        if before:
+            q = q.where(WebhookDelivery.id < before)
+        return self.session.scalars(q).all()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """What the sender needs, copied out of the claiming transaction."""
+
+    id: str
+    tenant_id: str
+    endpoint_id: str
+    url: str
+    secret: str
+    event_type: str
+    payload: dict[str, Any]
+    attempt: int  # this attempt's number (1-based)
+    active: bool  # False: the endpoint was disabled after the event; do not send
+
+
+class WebhookPlatformRepository(PlatformRepository):
+    """The scheduler's view: due deliveries of every tenant."""
+
+    def claim_due(self, now: datetime, limit: int, claim_until: datetime) -> list[ClaimedDelivery]:
+        """Lock up to ``limit`` due deliveries (SKIP LOCKED: concurrent schedulers take different rows),
+        count the attempt and push ``next_attempt_at`` to ``claim_until`` so nobody else sends them while
+        this sender does; a sender that dies leaves them due again at ``claim_until`` (at-least-once)."""
+        q = (select(WebhookDelivery, WebhookEndpoint)
+             .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+             .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
+             .order_by(WebhookDelivery.next_attempt_at).limit(limit))
+        if self.dialect == "postgresql":
+            q = q.with_for_update(skip_locked=True, of=WebhookDelivery)
+        claimed = []
+        for delivery, endpoint in self.session.execute(q).tuples().all():
+            delivery.attempts += 1
+            delivery.next_attempt_at = claim_until
+            delivery.last_attempt_at = now
+            claimed.append(ClaimedDelivery(
+                id=delivery.id, tenant_id=delivery.tenant_id, endpoint_id=endpoint.id, url=endpoint.url,
+                secret=endpoint.secret, event_type=delivery.event_type, payload=dict(delivery.payload),
+                attempt=delivery.attempts, active=endpoint.active and endpoint.deleted_at is None))
+        self.session.flush()
+        return claimed
+
+    def settle(self, delivery_id: str, *, state: str, status: int | None, error: str | None,
+               next_attempt_at: datetime | None, delivered_at: datetime | None) -> None:
+        """Record one attempt's outcome (only on a delivery still pending: a deleted endpoint's stays failed)."""
+        self.session.execute(update(WebhookDelivery).where(
+            WebhookDelivery.id == delivery_id, WebhookDelivery.state == "pending").values(
+            state=state, last_status=status, last_error=error, next_attempt_at=next_attempt_at,
+            delivered_at=delivered_at))
