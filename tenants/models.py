@@ -15,7 +15,7 @@ from tenants.reliability.models import (
     RunRollupHourly,
     StepStatDaily,
 )
-from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
+from tenants.runs.models import DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
 from tenants.sandbox.models import SandboxRecord
 from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
 from tenants.security.models import ScopeViolation
@@ -39,6 +39,7 @@ __all__ = [
     "DecisionEvent",
     "FailureHourly",
     "LatestFailure",
+    "LoopCall",
     "MasterKeyRecord",
     "ModelRecord",
     "ReliabilityCounter",

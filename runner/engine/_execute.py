@@ -8,6 +8,7 @@ counters and side-effect outcome are written in one commit guarded by the fencin
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 import threading
@@ -21,11 +22,22 @@ from typing import Any, TypeVar
 
 from runner.engine._lease import LeaseKeeper
 from runner.engine._registry import Toolbox
-from runner.engine._steps import StepOutcome, run_llm_step, run_tool_step
+from runner.engine._steps import (
+    LlmLog,
+    ModelParams,
+    StepOutcome,
+    ask_models,
+    run_llm_step,
+    run_tool_step,
+    validate_output,
+)
 from runner.errors import FailureAction, NonDeterministicSpec, RuleError, StepFailed, TemplateError
 from runner.metrics import RUNS_FINISHED, STEP_SECONDS, STEPS
+from runner.providers.base import Message
 from runner.rules import compile_rule
 from runner.spec import AgentSpec, Step, load_spec
+from runner.templating import render
+from runner.tools.base import ToolCall
 from runner.tools.retry import RetryLater
 from tenants.agents.repository import AgentRepository
 from tenants.approvals.repository import ApprovalRepository
@@ -310,7 +322,86 @@ class _Execution:
             return outcome, key
         if step.llm is not None:
             return run_llm_step(self.toolbox, step, context), None
-        raise StepFailed("internal", f"step kind {step.kind!r} is not supported yet", action="escalate")
+        return self._agent_loop(item, index, step, context), None
+
+    def _agent_loop(self, item: RunItem, index: int, step: Step, context: dict[str, Any]) -> StepOutcome:
+        """A bounded tool-calling loop: the model picks one of the step's tools (a subset of the scope)
+        or answers ``final``; each tool call is checkpointed (replayed, never repeated, on resume),
+        validated, and side effects go through the ledger with their own idempotency key."""
+        loop = step.agent
+        assert loop is not None
+        tool_list = ", ".join(loop.tools)
+        prompt = str(render(loop.prompt, context))
+        messages = [Message("system", str(render(loop.system, context)))] if loop.system else []
+        messages.append(Message("user", f"{prompt}\n\nTools you may call: {tool_list}. Reply with JSON only: "
+                                        '{"tool": "<name>", "args": {...}, "why": "..."} to call a tool, or '
+                                        '{"final": <answer>, "why": "..."} when done.'))
+        params = ModelParams(options=dict(loop.sandbox or {}))
+        log = LlmLog()
+        replay = {c.iteration: c for c in self._committed(
+            lambda _s, r: list(r.loop_calls(self.run_id, item.item_index, index)), "load loop calls")}
+        for iteration in range(1, loop.max_iterations + 1):
+            recorded = replay.get(iteration)
+            if recorded is not None:  # checkpointed before a crash: feed the model the same history
+                messages += [Message("assistant", recorded.reply),
+                             Message("user", f"Tool {recorded.tool} returned: {json.dumps(recorded.output)}")]
+                continue
+            text, chosen_model, _ = ask_models(self.toolbox, params, [loop.model, *loop.fallbacks], messages,
+                                               iteration, log)
+            try:
+                action = json.loads(text)
+                if not isinstance(action, dict):
+                    raise TypeError("not an object")
+            except (json.JSONDecodeError, TypeError):
+                messages += [Message("assistant", text), Message("user", "Reply with one JSON object only.")]
+                continue
+            if "final" in action:
+                output = action["final"]
+                verdicts = validate_output(step, output, context)
+                return StepOutcome(output=output, considered=[*loop.tools, "final"], chosen="final",
+                                   why=str(action.get("why") or f"model {chosen_model!r} finished after "
+                                       f"{iteration - 1} tool call(s)"), verdicts=log.usage + verdicts,
+                                   attempts=iteration, llm_calls=log.calls, cost_usd=log.cost,
+                                   input_hash_source=prompt)
+            tool_name, args = str(action.get("tool", "")), action.get("args", {})
+            if tool_name not in loop.tools:
+                raise StepFailed("scope", f"agent loop chose tool {tool_name!r}, not among its tools ({tool_list})",
+                                 action="fail", details={"kind": "tool", "target": tool_name, "llm_calls": log.calls})
+            output = self._loop_tool_call(item, index, step, iteration, tool_name, args, text, action)
+            messages += [Message("assistant", text),
+                         Message("user", f"Tool {tool_name} returned: {json.dumps(output, default=str)}")]
+        raise StepFailed("budget", f"agent loop did not finish within max_iterations={loop.max_iterations}",
+                         action="escalate", details={"llm_calls": log.calls})
+
+    def _loop_tool_call(self, item: RunItem, index: int, step: Step, iteration: int, tool_name: str, args: Any,
+                        reply: str, action: dict[str, Any]) -> Any:
+        """One tool call of an agent loop: ledger for side effects, validation, a checkpoint and an event."""
+        tool = self.toolbox.tool(tool_name)
+        key = None
+        if tool.side_effect:
+            key = self._ledger_intent(item, index, step, bool(tool.idempotent), suffix=f".{iteration}",
+                                      tool_name=tool_name)
+        started = time.perf_counter()
+        call = ToolCall(tenant_id=self.tenant_id, run_id=self.run_id, item_index=item.item_index, step_id=step.id,
+                        args=args, idempotency_key=key)
+        output = tool.call_detailed(call).value if hasattr(tool, "call_detailed") else tool.call(call)
+        latency_ms = (time.perf_counter() - started) * 1000
+
+        def write(_s: Session, repo: RunRepository) -> None:
+            now = utcnow()
+            repo.fenced_touch(self.run_id, self.fence, now, self.lease_s)
+            repo.add_loop_call({"run_id": self.run_id, "item_index": item.item_index, "step_index": index,
+                                "iteration": iteration, "tool": tool_name, "args": redact(args), "reply": reply,
+                                "output": output, "fence": self.fence, "created_at": now})
+            self._event(repo, now, "agent.tool_call", item_index=item.item_index, step_index=index, step_id=step.id,
+                        considered=[*step.agent.tools, "final"] if step.agent else None, chosen=tool_name,
+                        why=str(action.get("why") or f"iteration {iteration}"), latency_ms=latency_ms,
+                        input_hash=sha256_hex(args), output_hash=sha256_hex(output))
+            if key is not None:
+                repo.update_side_effect(key, state="succeeded", outcome=redact(output), completed_at=now)
+
+        self._committed(write, "loop call")
+        return output
 
     def _release(self, session: Session, repo: RunRepository, now: datetime, **values: Any) -> bool:
         """Give the lease (and the tenant's concurrency slot) back, in the caller's transaction."""
@@ -440,9 +531,11 @@ class _Execution:
         self._committed(write, "defer")
         raise _Stop(f"deferred {delay_s:.1f}s: {reason}")
 
-    def _ledger_intent(self, item: RunItem, index: int, step: Step, idempotent: bool) -> str:
+    def _ledger_intent(self, item: RunItem, index: int, step: Step, idempotent: bool, *, suffix: str = "",
+                       tool_name: str | None = None) -> str:
         """Record the intent (and commit) before a side effect; decide what an earlier intent means."""
-        key = f"mw-{self.run_id}-{item.item_index}-{index}"
+        key = f"mw-{self.run_id}-{item.item_index}-{index}{suffix}"
+        tool_name = tool_name or step.tool or ""
 
         def write(_s: Session, repo: RunRepository) -> str:
             now = utcnow()
@@ -450,7 +543,7 @@ class _Execution:
             existing = repo.side_effect(key)
             if existing is None:
                 repo.record_intent({"idempotency_key": key, "run_id": self.run_id, "item_index": item.item_index,
-                                    "step_index": index, "step_id": step.id, "tool": step.tool or "",
+                                    "step_index": index, "step_id": step.id, "tool": tool_name,
                                     "state": "intent", "attempts": 1, "created_at": now})
                 return "new"
             if existing.state in ("intent", "unknown") and not idempotent:
@@ -458,14 +551,14 @@ class _Execution:
                 return "unknown"
             repo.update_side_effect(key, state="intent", attempts=existing.attempts + 1)
             self._event(repo, now, "side_effect.retried", item_index=item.item_index, step_index=index,
-                        step_id=step.id, chosen=step.tool, considered=["retry with the same key", "escalate"],
+                        step_id=step.id, chosen=tool_name, considered=["retry with the same key", "escalate"],
                         why=f"earlier attempt's outcome unknown ({existing.state}); the tool is idempotent, so "
                             f"it is retried with the same idempotency key")
             return "retry"
 
         verdict = self._committed(write, "ledger intent")
         if verdict == "unknown":
-            raise StepFailed("state", f"unknown_outcome: a call to non-idempotent tool {step.tool} may have "
+            raise StepFailed("state", f"unknown_outcome: a call to non-idempotent tool {tool_name} may have "
                              f"happened before a crash (idempotency key {key}); a human must check",
                              action="escalate", details={"idempotency_key": key})
         return key

@@ -18,7 +18,7 @@ from runner.spec import Step
 from runner.templating import render
 from runner.tools.base import ToolCall
 
-__all__ = ["StepOutcome", "run_llm_step", "run_tool_step", "validate_output"]
+__all__ = ["LlmLog", "ModelParams", "StepOutcome", "ask_models", "run_llm_step", "run_tool_step", "validate_output"]
 
 
 @dataclass(slots=True)
@@ -106,7 +106,7 @@ def _parse_model_output(step: Step, text: str) -> Any:
 
 
 @dataclass(slots=True)
-class _LlmLog:
+class LlmLog:
     """What an llm step's model calls did, for the decision event."""
 
     verdicts: list[dict[str, Any]] = field(default_factory=list)
@@ -115,20 +115,30 @@ class _LlmLog:
     cost: Decimal = Decimal(0)
 
 
-def _ask(toolbox: Toolbox, step: Step, chain: list[str], messages: list[Message], attempt: int,
-         log: _LlmLog) -> tuple[str, str, int]:
-    """Ask the models of ``chain`` in order until one answers; return (text, alias, fallbacks used)."""
-    assert step.llm is not None
+@dataclass(frozen=True, slots=True)
+class ModelParams:
+    """How to ask a model: shared by ``llm`` steps and the ``agent`` loop."""
+
+    max_tokens: int = 1024
+    temperature: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] | None = None
+
+
+def ask_models(toolbox: Toolbox, params: ModelParams, chain: list[str], messages: list[Message], attempt: int,
+               log: LlmLog) -> tuple[str, str, int]:
+    """Ask the models of ``chain`` in order until one answers (each call reserved against the budgets
+    first); return (text, alias, fallbacks used)."""
     errors: list[str] = []
     for alias in chain:
         started = time.perf_counter()
-        hold = toolbox.reserve_llm(alias, sum(len(m.content) for m in messages), step.llm.max_tokens)
+        hold = toolbox.reserve_llm(alias, sum(len(m.content) for m in messages), params.max_tokens)
         try:
             provider = toolbox.model(alias)
             log.calls += 1
             response = provider.complete(ModelRequest(
-                model=alias, messages=messages, max_tokens=step.llm.max_tokens, temperature=step.llm.temperature,
-                output_schema=step.output_schema, options=dict(step.llm.sandbox or {}), attempt=attempt))
+                model=alias, messages=messages, max_tokens=params.max_tokens, temperature=params.temperature,
+                output_schema=params.output_schema, options=dict(params.options), attempt=attempt))
         except StepFailed as exc:
             toolbox.settle_llm(hold, None, None, None)
             if exc.category != "dependency":
@@ -159,7 +169,8 @@ def run_llm_step(toolbox: Toolbox, step: Step, context: dict[str, Any]) -> StepO
     prompt = str(_render(llm.prompt, context, "prompt"))
     system = _render(llm.system, context, "system") if llm.system else None
     chain = [llm.model, *llm.fallbacks]
-    log = _LlmLog()
+    params = ModelParams(llm.max_tokens, llm.temperature, dict(llm.sandbox or {}), step.output_schema)
+    log = LlmLog()
     tries_per_model = 1 + step.on_invalid.retry
     models_to_try = len(chain) if step.on_invalid.then == "fallback" else 1
     attempt = 0
@@ -172,7 +183,7 @@ def run_llm_step(toolbox: Toolbox, step: Step, context: dict[str, Any]) -> StepO
             messages.append(Message("user", prompt))
             if feedback:
                 messages.append(Message("user", f"Your previous answer was rejected: {feedback}. Answer again."))
-            text, chosen, fallbacks = _ask(toolbox, step, chain[first:], messages, attempt, log)
+            text, chosen, fallbacks = ask_models(toolbox, params, chain[first:], messages, attempt, log)
             try:
                 output = _parse_model_output(step, text)
                 verdicts = validate_output(step, output, context)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tenants.kit.db import Base
 from tenants.kit.types import JsonType, UtcDateTime
 
-__all__ = ["DecisionEvent", "Run", "RunItem", "SideEffect", "StepCheckpoint"]
+__all__ = ["DecisionEvent", "LoopCall", "Run", "RunItem", "SideEffect", "StepCheckpoint"]
 
 RUN_STATES = (
     "queued",
@@ -112,6 +112,24 @@ class StepCheckpoint(Base):
     output_hash: Mapped[str] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     latency_ms: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
+    fence: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class LoopCall(Base):
+    """A checkpoint per tool call inside an ``agent`` step's bounded loop (replayed on resume, never re-called)."""
+
+    __tablename__ = "loop_calls"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    item_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    iteration: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    tool: Mapped[str] = mapped_column(String(120))
+    args: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    reply: Mapped[str] = mapped_column(Text)  # the model's answer that chose this call
+    output: Mapped[Any] = mapped_column(JsonType, nullable=True)
     fence: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

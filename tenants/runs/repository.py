@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from tenants.kit.errors import LeaseLost
 from tenants.kit.repository import PlatformRepository, TenantRepository
-from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
+from tenants.runs.models import DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
 
 __all__ = ["Lease", "PlatformRunRepository", "RunRepository", "StrandedRun"]
 
@@ -277,6 +277,17 @@ class RunRepository(TenantRepository):
             update(_ITEMS).where(c.tenant_id == self.tenant_id, c.run_id == run_id, c.item_index == item_index)
             .values(next_attempt=next_attempt)
         )
+
+    def loop_calls(self, run_id: str, item_index: int, step_index: int) -> Sequence[LoopCall]:
+        return self.session.scalars(
+            select(LoopCall).where(LoopCall.tenant_id == self.tenant_id, LoopCall.run_id == run_id,
+                                   LoopCall.item_index == item_index, LoopCall.step_index == step_index)
+            .order_by(LoopCall.iteration)
+        ).all()
+
+    def add_loop_call(self, values: dict[str, Any]) -> None:
+        values["tenant_id"] = self.tenant_id
+        self.session.execute(insert(LoopCall).values(**values))
 
     def add_checkpoint(self, values: dict[str, Any]) -> None:
         values["tenant_id"] = self.tenant_id

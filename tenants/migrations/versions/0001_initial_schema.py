@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:37:14.277334
+Create Date: 2026-11-25 03:42:12.971548
 """
 
 from collections.abc import Sequence
@@ -514,6 +514,21 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_decision_events')),
     sa.UniqueConstraint('run_id', 'seq', name='uq_decision_events_run_seq')
     )
+    op.create_table('loop_calls',
+    sa.Column('run_id', sa.String(length=40), nullable=False),
+    sa.Column('item_index', sa.Integer(), nullable=False),
+    sa.Column('step_index', sa.Integer(), nullable=False),
+    sa.Column('iteration', sa.Integer(), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('tool', sa.String(length=120), nullable=False),
+    sa.Column('args', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('reply', sa.Text(), nullable=False),
+    sa.Column('output', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('fence', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_loop_calls_run_id_runs'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('run_id', 'item_index', 'step_index', 'iteration', name=op.f('pk_loop_calls'))
+    )
     op.create_table('run_items',
     sa.Column('run_id', sa.String(length=40), nullable=False),
     sa.Column('item_index', sa.Integer(), nullable=False),
@@ -583,6 +598,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_run_items_state')
 
     op.drop_table('run_items')
+    op.drop_table('loop_calls')
     op.drop_table('decision_events')
     with op.batch_alter_table('approvals', schema=None) as batch_op:
         batch_op.drop_index('ix_approvals_tenant_state')
