@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import UTC, datetime
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
