@@ -8,17 +8,21 @@ Duplicate wake-ups are harmless: only one worker can hold a run's lease.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 from runner.metrics import SWEEPER_REQUEUED
 from runner.webhooks import deliver_due
 from tenants.approvals.service import expire_due
+from tenants.budgets.service import release_expired
 from tenants.kit.db import dispatch_after_commit, unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
 from tenants.runs.repository import PlatformRunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
+from tenants.secrets.service import due_for_rotation, retire_expired
+from tenants.webhooks.service import emit
 
 __all__ = ["run_sweeper", "sweep_once"]
 
@@ -44,9 +48,41 @@ def sweep_once(settings: Settings) -> int:
     return len(stranded)
 
 
+MAINTENANCE_EVERY_S = 60.0
+
+
+def maintain(now: datetime, announced: set[tuple[str, str, str]]) -> dict[str, int]:
+    """Housekeeping the scheduler owns: release budget reservations and slots of crashed workers,
+    retire secret versions past their grace, and raise ``secret.rotation_due`` once a day per secret."""
+    with unit_of_work() as session:
+        released = release_expired(session, now=now)
+        retired = retire_expired(session, now)
+        due = 0
+        for secret in due_for_rotation(session, now):
+            mark = (secret.tenant_id, secret.name, now.date().isoformat())
+            if mark in announced:
+                continue
+            announced.add(mark)
+            due += 1
+            emit(session, secret.tenant_id, "secret.rotation_due", {
+                "secret": secret.name, "age_days": secret.age_days, "max_age_days": secret.max_age_days})
+    return {"reservations_released": released.reservations, "slots_released": released.slots,
+            "secret_versions_retired": retired, "rotation_due": due}
+
+
 def run_sweeper(settings: Settings, stop: threading.Event) -> None:
     """Sweep every ``sweep_interval_seconds`` until ``stop`` is set; database errors are logged and retried."""
+    announced: set[tuple[str, str, str]] = set()
+    last_maintenance = 0.0
     while not stop.wait(settings.sweep_interval_seconds):
+        if time.monotonic() - last_maintenance >= MAINTENANCE_EVERY_S:
+            last_maintenance = time.monotonic()
+            try:
+                done = maintain(utcnow(), announced)
+                if any(done.values()):
+                    log.info("maintenance", **done)
+            except Exception:
+                log.warning("maintenance_failed", exc_info=True)
         try:
             sweep_once(settings)
         except Exception:

@@ -50,6 +50,7 @@ from tenants.budgets.models import AMOUNT_SCALE, MAX_AMOUNT, Budget, BudgetEvent
 from tenants.budgets.repository import BudgetRepository, LedgerRow, PlatformBudgetRepository
 from tenants.kit.errors import BudgetExhausted, IdempotencyConflict, InvalidInput, NotFound
 from tenants.kit.ids import utcnow
+from tenants.webhooks.service import emit
 
 __all__ = [
     "ALL_AGENTS",
@@ -258,6 +259,10 @@ def _record_crossings(repo: BudgetRepository, row: LedgerRow, before: Decimal, n
         event = repo.record_event(row.id, threshold, row.committed, now)
         if event is not None:
             events.append(ThresholdEvent.of(event))
+            # recorded once per budget row and threshold; the webhook goes out only if this commit lands
+            emit(repo.session, repo.tenant_id, "budget.threshold", {
+                "budget": event.budget_id, "agent": event.agent, "metric": event.metric, "period": event.period,
+                "percent": threshold, "used": str(event.committed), "limit": str(event.limit)})
     return events
 
 
