@@ -163,3 +163,77 @@ steps:
     assert done["state"] == "failed" and done["failure_category"] == "scope", done
     violations = harness.client.get("/v1/security/violations", headers=tenant.headers).json()["data"]
     assert [(v["kind"], v["target"]) for v in violations] == [("host", "169.254.169.254")], violations
+
+
+def _oauth_setup(h: Harness, up: FaultyUpstream) -> Tenant:
+    tenant = h.onboard()
+    for name, value in (("crm_client_id", "client-abc"), ("crm_client_secret", "s3cret-client-value")):
+        assert h.client.post("/v1/secrets", json={"name": name, "value": value},
+                             headers=tenant.headers).status_code == 201
+    r = h.client.put("/v1/tools/crm.get_invoice", headers=tenant.headers, json={
+        "method": "GET", "url": f"{up.url}/crm/invoices/{{{{ args.id }}}}", "retry": {"max_attempts": 2},
+        "auth": {"type": "oauth2_client_credentials", "token_url": f"{up.url}/oauth/token",
+                 "client_id_secret": "crm_client_id", "client_secret_secret": "crm_client_secret"}})
+    assert r.status_code == 201, r.text
+    h.put_agent(tenant, f"""\
+apiVersion: midwatch/v1
+name: chaser
+scope: {{tools: [crm.get_invoice], egress: ["{up.netloc}"], secrets: [crm_client_id, crm_client_secret]}}
+steps:
+  - id: fetch
+    tool: crm.get_invoice
+    args: {{id: "{{{{ input.id }}}}"}}
+""")
+    return tenant
+
+
+def test_a_401_refreshes_the_oauth_token_once_and_succeeds(harness: Harness, upstream: FaultyUpstream) -> None:
+    from runner.sandbox_upstream import unauthorized_until_refresh
+
+    upstream.script("/crm/invoices/INV-1", [unauthorized_until_refresh(INVOICE)])
+    tenant = _oauth_setup(harness, upstream)
+    done, events = _run(harness, tenant)
+    assert done["state"] == "succeeded", done
+    assert upstream.tokens_issued == 2, "the token was not refreshed exactly once"
+    step = next(e for e in events if e["kind"] == "step.succeeded")
+    assert [a["decided"] for a in _attempts(step)] == ["refresh_auth", "ok"]
+
+
+def test_a_second_401_is_an_auth_failure_naming_the_secret_not_its_value(harness: Harness,
+                                                                        upstream: FaultyUpstream) -> None:
+    from runner.sandbox_upstream import status
+
+    upstream.script("/crm/invoices/INV-1", [status(401, {"error": "invalid_token"})])
+    tenant = _oauth_setup(harness, upstream)
+    done, events = _run(harness, tenant)
+    assert done["state"] == "escalated" and done["failure_category"] == "auth", done
+    assert "crm_client_secret" in done["reason"] and "s3cret-client-value" not in str(events) + done["reason"]
+
+
+def test_a_failing_model_falls_back_to_the_next_in_the_chain(harness: Harness, upstream: FaultyUpstream) -> None:
+    from runner.sandbox_upstream import burst_503
+
+    upstream.script("/v1/chat/completions", [burst_503(100)])
+    tenant = harness.onboard()
+    assert harness.client.post("/v1/secrets", json={"name": "llm_key", "value": "sk-test-987654"},
+                               headers=tenant.headers).status_code == 201
+    r = harness.client.put("/v1/models/careful", headers=tenant.headers, json={
+        "provider": "openai", "base_url": f"{upstream.url}/v1", "model": "gpt-test", "api_key_secret": "llm_key",
+        "retry": {"max_attempts": 2, "base_delay_s": 0.05, "max_delay_s": 0.1}})
+    assert r.status_code == 201, r.text
+    harness.put_agent(tenant, f"""\
+apiVersion: midwatch/v1
+name: drafter
+scope: {{tools: [sandbox.echo], egress: ["{upstream.netloc}"], secrets: [llm_key]}}
+steps:
+  - id: draft
+    llm: {{model: careful, fallbacks: [sandbox], prompt: "Write a reminder"}}
+""")
+    run = harness.submit(tenant, "drafter", {"input": None})
+    done = harness.wait_run(tenant, run["id"])
+    assert done["state"] == "succeeded", done
+    step = next(e for e in harness.events(tenant, run["id"]) if e["kind"] == "step.succeeded")
+    assert step["considered"] == ["careful", "sandbox"] and step["chosen"] == "sandbox"
+    assert "1 fallback" in step["why"]
+    failed_call = next(v for v in step["verdicts"] if v.get("check") == "model_call" and v.get("ok") is False)
+    assert failed_call["model"] == "careful" and failed_call["category"] == "dependency"
