@@ -44,12 +44,12 @@ from tenants.approvals.repository import ApprovalRepository
 from tenants.approvals.service import ApprovalRequest, request_approval
 from tenants.audit.service import record as record_audit
 from tenants.budgets.service import acquire_slot, release_slot, slot_retry_delay_s
-from tenants.kit.db import Session, enqueue_after_commit, is_transient_db_error, session_factory, unit_of_work
+from tenants.kit.db import Session, enqueue_after_commit, is_transient_db_error, pinned_session, unit_of_work
 from tenants.kit.errors import LeaseLost
 from tenants.kit.ids import sha256_hex, utcnow
 from tenants.kit.logging import get_logger, redact
 from tenants.kit.settings import Settings
-from tenants.reliability.service import record_run_finished, record_run_started, record_step
+from tenants.reliability.service import StepStatsBuffer, record_run_finished, record_run_started
 from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.models import Run, RunItem, StepCheckpoint
 from tenants.runs.repository import RunRepository
@@ -65,6 +65,7 @@ T = TypeVar("T")
 stopping = threading.Event()  # set on SIGTERM: finish the current step, checkpoint, hand the run back
 ITEM_PAGE = 200
 SLOT_TTL_S = 300.0  # a concurrency slot outlives a time slice; the lease keeper renews it during long steps
+STATS_FLUSH_S = 1.0  # step statistics (read model) are written at most about once a second
 DB_RETRY_FOR_S = 120.0
 
 
@@ -129,6 +130,8 @@ class _Execution:
         self.lease_s = settings.lease_seconds
         self.slice_deadline = time.monotonic() + settings.time_slice_seconds
         self._open_session: Session | None = None
+        self._stats = StepStatsBuffer()
+        self._stats_flushed = time.monotonic()
         self.toolbox = Toolbox(settings, tenant_id, spec)
         self.toolbox.run_id = run.id
         self.toolbox.agent_name = run.agent_name
@@ -141,7 +144,7 @@ class _Execution:
     # not a connection checkout and pre-ping. After a database error the session is replaced.
     def _session(self) -> Session:
         if self._open_session is None:
-            self._open_session = session_factory()()
+            self._open_session = pinned_session()
         return self._open_session
 
     def _discard_session(self) -> None:
@@ -149,12 +152,19 @@ class _Execution:
             try:
                 self._open_session.rollback()
                 self._open_session.close()
-            except Exception:
+                bind = self._open_session.bind
+                if bind is not None and hasattr(bind, "close"):
+                    bind.close()  # the pinned connection goes back to the pool
+            except Exception:  # the connection may already be gone
                 log.debug("session_close_failed", exc_info=True)
             self._open_session = None
 
     def _event(self, repo: RunRepository, now: datetime, kind: str, **fields: Any) -> None:
         """Append a hash-chained, redacted decision event (in the caller's transaction)."""
+        repo.add_event(self._event_row(now, kind, **fields))
+
+    def _event_row(self, now: datetime, kind: str, **fields: Any) -> dict[str, Any]:
+        """The next decision event of the chain (redacted and hashed); advances seq and the chain head."""
         row: dict[str, Any] = {
             "run_id": self.run_id, "seq": self.seq + 1, "kind": kind,
             "item_index": fields.get("item_index"), "step_index": fields.get("step_index"),
@@ -168,9 +178,15 @@ class _Execution:
         }
         row["prev_hash"] = self.prev_hash
         row["hash"] = event_hash(self.prev_hash, row)
-        repo.add_event(row)
         self.seq += 1
         self.prev_hash = row["hash"]
+        return row
+
+    def _flush_stats(self, session: Session, now: datetime, *, force: bool = False) -> None:
+        """Write the buffered step statistics (read model) in the caller's commit, about once a second."""
+        if self._stats and (force or time.monotonic() - self._stats_flushed >= STATS_FLUSH_S):
+            self._stats.flush(session, self.tenant_id, self.run.agent_name, now)
+            self._stats_flushed = time.monotonic()
 
     def _committed(self, write: Callable[[Session, RunRepository], T], what: str) -> T:
         """One fenced unit of work with database back-off; the event chain rolls back with it."""
@@ -217,6 +233,12 @@ class _Execution:
             log.info("run_stopped", run_id=self.run_id, why=stop.why)
         except LeaseLost:
             log.warning("lease_lost", run_id=self.run_id, fence=self.fence)
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                raise  # the database stayed down past the back-off: Dramatiq retries, the sweeper recovers
+            # A bug must fail loudly, once: not loop through redeliveries until redelivery_exhausted.
+            log.exception("internal_error", run_id=self.run_id)
+            self._finish("failed", f"internal error: {type(exc).__name__}: {str(exc)[:300]}", "internal")
         finally:
             keeper.drop(self.run_id)
             self._discard_session()
@@ -290,6 +312,7 @@ class _Execution:
             self._checkpoint(item, index, step, outcome, key, latency_ms, index == last_index, steps_used, llm_calls)
             STEP_SECONDS.observe(latency_ms / 1000)
             STEPS.labels("succeeded", "").inc()
+            self._stats.add(step.id, ok=True, retries=outcome.attempts - 1, latency_ms=latency_ms)
             context["steps"][step.id] = {"output": outcome.output}
 
     def _bound_exceeded(self, step: Step, steps_used: int, llm_calls: int) -> str | None:
@@ -408,6 +431,7 @@ class _Execution:
         released = repo.release(self.run_id, self.fence, now, **values)
         if released:
             release_slot(session, self.tenant_id, self.run_id)
+            self._flush_stats(session, now, force=True)
         return released
 
     def _approval_gate(self, item: RunItem, index: int, step: Step, context: dict[str, Any]) -> None:
@@ -569,23 +593,25 @@ class _Execution:
 
         def write(session: Session, repo: RunRepository) -> bool:
             now = utcnow()
-            record_step(session, self.tenant_id, self.run.agent_name, step.id, ok=True, category=None,
-                        latency_ms=latency_ms, retries=max(0, outcome.attempts - 1), at=now)
-            cancel = repo.fenced_touch(self.run_id, self.fence, now, self.lease_s, steps=1,
-                                       items_done=int(last), llm_calls=outcome.llm_calls, cost_usd=outcome.cost_usd)
-            repo.add_checkpoint({"run_id": self.run_id, "item_index": item.item_index, "step_index": index,
-                                 "step_id": step.id, "status": "succeeded", "output": outcome.output,
-                                 "output_hash": output_hash, "attempts": outcome.attempts,
-                                 "latency_ms": round(latency_ms, 3), "fence": self.fence, "created_at": now})
-            self._event(repo, now, "step.succeeded", item_index=item.item_index, step_index=index, step_id=step.id,
-                        considered=outcome.considered, chosen=outcome.chosen, why=outcome.why,
-                        verdicts=outcome.verdicts or None, cost_usd=outcome.cost_usd, latency_ms=latency_ms,
-                        input_hash=sha256_hex(outcome.input_hash_source), output_hash=output_hash)
-            if key is not None:
-                repo.update_side_effect(key, state="succeeded", outcome=redact(outcome.output), completed_at=now)
-            if last:
-                repo.finish_item(self.run_id, item.item_index, "done", now, steps_used=steps_used,
-                                 llm_calls=llm_calls)
+            event = self._event_row(now, "step.succeeded", item_index=item.item_index, step_index=index,
+                                    step_id=step.id, considered=outcome.considered, chosen=outcome.chosen,
+                                    why=outcome.why, verdicts=outcome.verdicts or None, cost_usd=outcome.cost_usd,
+                                    latency_ms=latency_ms, input_hash=sha256_hex(outcome.input_hash_source),
+                                    output_hash=output_hash)
+            cancel = repo.write_step(
+                self.run_id, self.fence, now, self.lease_s,
+                counters={"steps_done": 1, "items_done": int(last), "llm_calls": outcome.llm_calls,
+                          "cost_usd": outcome.cost_usd},
+                checkpoint={"run_id": self.run_id, "item_index": item.item_index, "step_index": index,
+                            "step_id": step.id, "status": "succeeded", "output": outcome.output,
+                            "output_hash": output_hash, "attempts": outcome.attempts,
+                            "latency_ms": round(latency_ms, 3), "fence": self.fence, "created_at": now},
+                event=event,
+                finish_item={"item_index": item.item_index, "state": "done", "now": now, "steps_used": steps_used,
+                             "llm_calls": llm_calls} if last else None,
+                side_effect=(key, {"state": "succeeded", "outcome": redact(outcome.output), "completed_at": now})
+                if key is not None else None)
+            self._flush_stats(session, now)
             if item.next_attempt != 1:
                 repo.set_item_attempt(self.run_id, item.item_index, 1)
                 item.next_attempt = 1
@@ -602,8 +628,8 @@ class _Execution:
 
         def write(session: Session, repo: RunRepository) -> bool:
             now = utcnow()
-            record_step(session, self.tenant_id, self.run.agent_name, step.id, ok=False, category=failure.category,
-                        latency_ms=latency_ms, retries=max(0, failure.attempts - 1), at=now)
+            self._stats.add(step.id, ok=False, retries=failure.attempts - 1, latency_ms=latency_ms)
+            self._flush_stats(session, now, force=True)
             cancel = repo.fenced_touch(self.run_id, self.fence, now, self.lease_s, steps=0,
                                        items_done=int(state == "skipped"), items_failed=int(state != "skipped"),
                                        llm_calls=int(failure.details.get("llm_calls", 0)))

@@ -26,6 +26,7 @@ __all__ = [
     "enqueue_after_commit",
     "get_engine",
     "is_transient_db_error",
+    "pinned_session",
     "read_only",
     "reset_engine",
     "session_factory",
@@ -133,6 +134,13 @@ def unit_of_work() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def pinned_session() -> Session:
+    """A session bound to one checked-out connection, kept across its commits (the engine's hot path:
+    no pool checkout or pre-ping per transaction). Close the session, then ``session.bind.close()``."""
+    connection = get_engine().connect()
+    return Session(bind=connection, expire_on_commit=False, join_transaction_mode="rollback_only")
 
 
 def is_transient_db_error(exc: BaseException) -> bool:

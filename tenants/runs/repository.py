@@ -8,13 +8,15 @@ requested. A zombie worker whose fence is stale updates nothing and gets :class:
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, and_, case, func, insert, or_, select, update
+from sqlalchemy import Table, TextClause, and_, case, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,6 +27,46 @@ from tenants.runs.models import DecisionEvent, LoopCall, Run, RunItem, SideEffec
 __all__ = ["Lease", "PlatformRunRepository", "RunRepository", "StrandedRun"]
 
 ACTIVE = ("queued", "running")
+_EVENT_JSON = frozenset({"considered", "verdicts"})
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+
+
+@functools.cache
+def _write_step_sql(finish_item: bool, side_effect: bool) -> TextClause:
+    """The PostgreSQL one-statement checkpoint: every write is gated on the fenced UPDATE of the run row."""
+    ev_cols = ["tenant_id", "run_id", "seq", "kind", "item_index", "step_index", "step_id", "considered", "chosen",
+               "why", "verdicts", "failure_category", "cost_usd", "latency_ms", "input_hash", "output_hash",
+               "prev_hash", "hash", "created_at"]
+    ev_vals = [":tenant_id" if c == "tenant_id" else
+               (f"CAST(:e_{c} AS JSONB)" if c in _EVENT_JSON else f":e_{c}") for c in ev_cols]
+    sql = f"""
+WITH touched AS (
+  UPDATE runs SET lease_until = :lease_until, updated_at = :now, steps_done = steps_done + :steps,
+         items_done = items_done + :items_done, llm_calls = llm_calls + :llm_calls, cost_usd = cost_usd + :cost
+   WHERE tenant_id = :tenant_id AND id = :run_id AND fence = :fence
+  RETURNING cancel_requested),
+cp AS (
+  INSERT INTO step_checkpoints (run_id, item_index, step_index, tenant_id, step_id, status, output, output_hash,
+                                attempts, latency_ms, fence, created_at)
+  SELECT :run_id, :item_index, :step_index, :tenant_id, :step_id, 'succeeded', CAST(:output AS JSONB),
+         :output_hash, :attempts, :latency_ms, :fence, :now FROM touched),
+ev AS (
+  INSERT INTO decision_events ({", ".join(ev_cols)})
+  SELECT {", ".join(ev_vals)} FROM touched)"""  # noqa: S608 - constant column names; every value is bound
+    if finish_item:
+        sql += """,
+fi AS (
+  UPDATE run_items SET state = 'done', updated_at = :now, steps_used = :steps_used, llm_calls = :item_llm_calls
+   WHERE tenant_id = :tenant_id AND run_id = :run_id AND item_index = :item_index AND EXISTS (SELECT 1 FROM touched))"""
+    if side_effect:
+        sql += """,
+se AS (
+  UPDATE side_effects SET state = 'succeeded', outcome = CAST(:se_outcome AS JSONB), completed_at = :now
+   WHERE tenant_id = :tenant_id AND idempotency_key = :se_key AND EXISTS (SELECT 1 FROM touched))"""
+    return text(sql + "\nSELECT cancel_requested FROM touched")
 # Tables for the engine's hot path: Core statements skip the ORM's per-statement bookkeeping.
 _RUNS: Table = Run.__table__  # type: ignore[assignment]
 _ITEMS: Table = RunItem.__table__  # type: ignore[assignment]
@@ -226,6 +268,48 @@ class RunRepository(TenantRepository):
             update(_RUNS).where(c.tenant_id == self.tenant_id, c.id == run_id, c.fence == fence)
             .values(**values).returning(c.cancel_requested)
         ).first()
+        if row is None:
+            raise LeaseLost(f"run {run_id} is owned by another worker (fence {fence} is stale)")
+        return bool(row[0])
+
+    def write_step(self, run_id: str, fence: int, now: datetime, lease_s: float, *, checkpoint: dict[str, Any],
+                   event: dict[str, Any], counters: dict[str, Any], finish_item: dict[str, Any] | None = None,
+                   side_effect: tuple[str, dict[str, Any]] | None = None) -> bool:
+        """Checkpoint one step: fence check + lease renewal + counters, the checkpoint, its decision event,
+        (the item's end) and (the side effect's outcome), atomically. Returns cancel_requested.
+
+        On PostgreSQL this is ONE statement (data-modifying CTEs all gated on the fenced UPDATE), so a step
+        costs one round trip and a commit; elsewhere the same writes run one after the other.
+        """
+        if self.dialect != "postgresql":
+            cancel = self.fenced_touch(run_id, fence, now, lease_s, steps=counters.get("steps_done", 0),
+                                       items_done=counters.get("items_done", 0),
+                                       llm_calls=counters.get("llm_calls", 0),
+                                       cost_usd=counters.get("cost_usd", Decimal(0)))
+            self.add_checkpoint(checkpoint)
+            self.add_event(event)
+            if finish_item is not None:
+                self.finish_item(run_id, **finish_item)
+            if side_effect is not None:
+                self.update_side_effect(side_effect[0], **side_effect[1])
+            return cancel
+        params: dict[str, Any] = {
+            "tenant_id": self.tenant_id, "run_id": run_id, "fence": fence, "now": now,
+            "lease_until": now + timedelta(seconds=lease_s), "steps": counters.get("steps_done", 0),
+            "items_done": counters.get("items_done", 0), "llm_calls": counters.get("llm_calls", 0),
+            "cost": counters.get("cost_usd", 0), "item_index": checkpoint["item_index"],
+            "step_index": checkpoint["step_index"], "step_id": checkpoint["step_id"],
+            "output": _json(checkpoint["output"]), "output_hash": checkpoint["output_hash"],
+            "attempts": checkpoint["attempts"], "latency_ms": checkpoint["latency_ms"],
+        }
+        params.update({f"e_{k}": _json(v) if k in _EVENT_JSON else v for k, v in event.items()})
+        if finish_item is not None:
+            params["steps_used"] = finish_item["steps_used"]
+            params["item_llm_calls"] = finish_item["llm_calls"]
+        if side_effect is not None:
+            params["se_key"] = side_effect[0]
+            params["se_outcome"] = _json(side_effect[1].get("outcome"))
+        row = self.session.execute(_write_step_sql(finish_item is not None, side_effect is not None), params).first()
         if row is None:
             raise LeaseLost(f"run {run_id} is owned by another worker (fence {fence} is stale)")
         return bool(row[0])
