@@ -8,10 +8,11 @@ is shared by every worker through the database, and the tenant's tool/model defi
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from runner.catalog import BreakerConfig, BreakerState, ModelConfig, ToolDefinition
@@ -51,7 +52,16 @@ def set_secret_lookup(lookup: SecretLookup | None, alternate: AlternateLookup | 
 
 
 class DbBreakerStore:
-    """A :class:`~runner.tools.breaker.BreakerStore` in the database, so all workers share a breaker."""
+    """A :class:`~runner.tools.breaker.BreakerStore` in the database, so all workers share a breaker.
+
+    The common case — a closed breaker with no recent failures — is answered from a one-second
+    in-process cache and changes nothing, so a healthy dependency costs no database round trip per
+    call; any change of state goes through a locked read-modify-write in the database.
+    """
+
+    _healthy: ClassVar[dict[tuple[str, str], float]] = {}  # (tenant, host) -> when last seen healthy
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    HEALTHY_TTL_S = 1.0
 
     def __init__(self, tenant_id: str) -> None:
         self.tenant_id = tenant_id
@@ -60,25 +70,49 @@ class DbBreakerStore:
     def _host(key: str) -> str:
         return key.split("|", 1)[-1]
 
+    def _known_healthy(self, host: str) -> bool:
+        with self._lock:
+            seen = self._healthy.get((self.tenant_id, host))
+        return seen is not None and time.monotonic() - seen < self.HEALTHY_TTL_S
+
+    def _remember(self, host: str, state: BreakerState) -> None:
+        with self._lock:
+            if state.state == "closed" and not state.failure_times:
+                self._healthy[(self.tenant_id, host)] = time.monotonic()
+            else:
+                self._healthy.pop((self.tenant_id, host), None)
+
     def get(self, key: str) -> BreakerState:
         with unit_of_work() as session:
-            row = CatalogRepository(session, self.tenant_id).breaker_for_update(self._host(key))
+            row = CatalogRepository(session, self.tenant_id).breaker(self._host(key))
         return BreakerState.from_dict(row) if row else BreakerState()
 
     def put(self, key: str, state: BreakerState) -> None:
         with unit_of_work() as session:
             CatalogRepository(session, self.tenant_id).save_breaker(self._host(key), state.to_dict(), utcnow())
+        self._remember(self._host(key), state)
 
     def update(self, key: str, fn: Callable[[BreakerState], tuple[BreakerState, T]]) -> T:
         host = self._host(key)
+        if self._known_healthy(host):
+            new, result = fn(BreakerState())
+            if new == BreakerState():
+                return result
         with unit_of_work() as session:
             repo = CatalogRepository(session, self.tenant_id)
+            current_row = repo.breaker(host)
+            current = BreakerState.from_dict(current_row) if current_row else BreakerState()
+            new, result = fn(current)
+            if new == current:
+                self._remember(host, current)
+                return result
             now = utcnow()
             repo.ensure_breaker(host, BreakerState().to_dict(), now)
-            current = repo.breaker_for_update(host)
-            new, result = fn(BreakerState.from_dict(current) if current else BreakerState())
+            locked = repo.breaker_for_update(host)
+            new, result = fn(BreakerState.from_dict(locked) if locked else BreakerState())
             repo.save_breaker(host, new.to_dict(), now)
-            return result
+        self._remember(host, new)
+        return result
 
 
 @dataclass(slots=True)

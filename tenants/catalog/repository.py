@@ -78,6 +78,12 @@ class CatalogRepository(TenantRepository):
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
     # ---- breakers ---------------------------------------------------------------------------
+    def breaker(self, host: str) -> dict[str, Any] | None:
+        """The breaker state without locking (most calls change nothing)."""
+        row = self.session.scalar(select(BreakerRecord.state).where(BreakerRecord.tenant_id == self.tenant_id,
+                                                                    BreakerRecord.host == host))
+        return dict(row) if row is not None else None
+
     def breaker_for_update(self, host: str) -> dict[str, Any] | None:
         """The breaker row, locked until commit (PostgreSQL; SQLite serialises writers anyway)."""
         row = self.session.scalar(
