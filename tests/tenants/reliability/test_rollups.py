@@ -58,12 +58,13 @@ def test_run_outcomes_in_the_same_hour_add_up(session: Session) -> None:
     _finish(session, "r3", "failed", T0 + timedelta(minutes=7), "dependency")
     _finish(session, "r4", "succeeded", T0 + timedelta(hours=1, minutes=1))
     session.flush()
-    rows = session.scalars(select(RunRollupHourly).order_by(RunRollupHourly.hour)).all()
+    rows = session.scalars(select(RunRollupHourly).where(RunRollupHourly.tenant_id == "t1")
+                           .order_by(RunRollupHourly.hour)).all()
     assert [(r.hour, r.started, r.succeeded, r.failed) for r in rows] == [
         (T0, 3, 2, 1), (T0 + timedelta(hours=1), 0, 1, 0)]
     assert rows[0].duration_ms_sum == 6000
     assert rows[0].cost_usd_sum == Decimal("0.75")
-    failures = session.scalars(select(FailureHourly)).all()
+    failures = session.scalars(select(FailureHourly).where(FailureHourly.tenant_id == "t1")).all()
     assert [(f.hour, f.category, f.count) for f in failures] == [(T0, "dependency", 1)]
 
 
@@ -73,7 +74,7 @@ def test_step_stats_count_outcomes_retries_and_keep_the_slowest_latency(session:
     record_step(session, "t1", "a", "fetch", ok=True, category=None, latency_ms=80.0, retries=0,
                 at=T0 + timedelta(hours=5))
     session.flush()
-    row = session.scalars(select(StepStatDaily)).one()
+    row = session.scalars(select(StepStatDaily).where(StepStatDaily.tenant_id == "t1")).one()
     assert (row.attempts, row.succeeded, row.failed, row.retries) == (5, 2, 1, 2)
     assert row.latency_ms_sum == pytest.approx(1100.5)
     assert row.latency_ms_max == pytest.approx(900.5)
@@ -84,7 +85,7 @@ def test_latest_failures_is_a_ring_buffer_of_the_last_n_per_tenant(session: Sess
     for i in range(n):
         _finish(session, f"r{i}", "escalated", T0 + timedelta(minutes=i), "validation")
     session.flush()
-    rows = session.scalars(select(LatestFailure).order_by(LatestFailure.seq)).all()
+    rows = session.scalars(select(LatestFailure).where(LatestFailure.tenant_id == "t1").order_by(LatestFailure.seq)).all()
     assert len(rows) == LATEST_FAILURES_PER_TENANT
     assert rows[0].run_id == "r5" and rows[-1].run_id == f"r{n - 1}"
     assert {r.slot for r in rows} == set(range(LATEST_FAILURES_PER_TENANT))
@@ -96,13 +97,13 @@ def test_agent_health_times_recovery_from_first_failure_to_next_success(session:
     _finish(session, "r3", "escalated", T0 + timedelta(minutes=3), "state")
     _finish(session, "r4", "cancelled", T0 + timedelta(minutes=4))
     session.flush()
-    health = session.scalars(select(AgentHealth)).one()
+    health = session.scalars(select(AgentHealth).where(AgentHealth.tenant_id == "t1")).one()
     assert health.consecutive_failures == 2
     assert health.open_since_ms == int((T0 + timedelta(minutes=1)).timestamp() * 1000)
     _finish(session, "r5", "succeeded", T0 + timedelta(minutes=6))
     session.flush()
     session.expire_all()
-    health = session.scalars(select(AgentHealth)).one()
+    health = session.scalars(select(AgentHealth).where(AgentHealth.tenant_id == "t1")).one()
     assert (health.incidents, health.recovery_ms_sum, health.open_since_ms) == (1, 5 * 60 * 1000, None)
     assert health.last_state == "succeeded" and health.consecutive_failures == 0
 
