@@ -85,7 +85,8 @@ def test_latest_failures_is_a_ring_buffer_of_the_last_n_per_tenant(session: Sess
     for i in range(n):
         _finish(session, f"r{i}", "escalated", T0 + timedelta(minutes=i), "validation")
     session.flush()
-    rows = session.scalars(select(LatestFailure).where(LatestFailure.tenant_id == "t1").order_by(LatestFailure.seq)).all()
+    rows = session.scalars(select(LatestFailure).where(LatestFailure.tenant_id == "t1")
+                           .order_by(LatestFailure.seq)).all()
     assert len(rows) == LATEST_FAILURES_PER_TENANT
     assert rows[0].run_id == "r5" and rows[-1].run_id == f"r{n - 1}"
     assert {r.slot for r in rows} == set(range(LATEST_FAILURES_PER_TENANT))
