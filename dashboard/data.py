@@ -74,7 +74,8 @@ def escalations(db: str) -> service.Escalations:
 
 
 @st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
-def security_posture(db: str) -> tuple[tuple[service.TenantPosture, ...], tuple[service.KeyRow, ...]]:
+def security_posture(db: str) -> service.SecurityPosture:
+    """Verifies every tenant's audit chain: cached for 60 s."""
     with read_only() as session:
         return service.security_posture(session)
 

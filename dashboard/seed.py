@@ -10,6 +10,13 @@ would have recorded them, and bulk-loaded (COPY on PostgreSQL) in batches, so a 
 take minutes, not hours. Recent runs also get items, checkpoints, hash-chained decision events
 and side effects, so the run page has a timeline to show.
 
+Then the governance data every other panel reads, written through the owning domains' services
+exactly as the platform would: budget limits with this period's use (reserved and reconciled, so
+the 50/80/100 % threshold events are real) and a few open reservations; approvals (pending for the
+runs waiting for one, approved / rejected / expired for recent runs); secrets (metadata varied:
+some overdue for rotation, one with a pending version; values are random and never shown;
+skipped when no master key is available); blocked scope / egress violations; audit events.
+
 ``midwatch demo seed --runs N --tenants M`` calls :func:`seed_command`.
 """
 
@@ -19,6 +26,7 @@ import heapq
 import math
 import os
 import random
+import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,11 +37,18 @@ from typing import Any
 from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.accounts.service import hash_key, onboard_tenant
 from tenants.agents.service import store_version
+from tenants.approvals.service import ApprovalRequest, decide, expire_due, request_approval
+from tenants.audit.service import record as audit
+from tenants.budgets.service import LimitSpec, reconcile, reserve_many, set_limits
 from tenants.kit.db import unit_of_work
 from tenants.kit.ids import sha256_hex, utcnow
 from tenants.reliability.models import LATEST_FAILURES_PER_TENANT
 from tenants.reliability.service import day_of, hour_of, load_rows
 from tenants.runs.events import GENESIS, event_hash
+from tenants.secrets.errors import MasterKeyUnavailable
+from tenants.secrets.master_key import get_master_key
+from tenants.secrets.service import create_secret, promote_secret, rotate_secret
+from tenants.security.service import record_violation
 
 __all__ = ["HISTORY_DAYS", "SeedReport", "seed", "seed_command"]
 
@@ -286,12 +301,16 @@ def seed(runs: int, tenants: int, *, now: datetime | None = None, rng_seed: int 
     detail_since = now - timedelta(hours=DETAIL_HOURS)
     batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
     chosen = rng.choices(agents, weights=weights, k=runs)
+    seen = _SeenRuns()
     for index, offset in enumerate(offsets):
         agent = chosen[index]
         created = now - timedelta(seconds=span - offset) - timedelta(seconds=60)
         live = index >= runs - n_live
         detail = runs <= DETAIL_ALL_BELOW or created >= detail_since or live
-        _one_run(agent, created, now, live, detail, rng, categories, cat_weights, rollups, batches)
+        # the newest two live runs wait for an approval, so the approval queue is never empty
+        _one_run(agent, created, now, live, detail, rng, categories, cat_weights, rollups, batches,
+                 waiting=live and index >= runs - 2)
+        seen.note(agent, batches["runs"][-1])
         report.runs += 1
         if len(batches["runs"]) >= BATCH:
             _flush(batches, report)
@@ -299,14 +318,169 @@ def seed(runs: int, tenants: int, *, now: datetime | None = None, rng_seed: int 
     with unit_of_work() as session:
         for name, rows in rollups.rows().items():
             report.rows[name] = load_rows(session, name, rows)
+    _seed_governance(agents, seen, rng, now, report)
     report.seconds = time.monotonic() - started_clock
     return report
+
+
+# ---- governance: budgets, approvals, secrets, scope violations, audit --------------------------
+@dataclass
+class _SeenRuns:
+    """What the governance seed needs from the generated runs (a few per tenant, not all of them)."""
+
+    waiting: list[tuple[_Agent, str, datetime]] = field(default_factory=list)
+    ok: dict[str, list[tuple[_Agent, str]]] = field(default_factory=lambda: defaultdict(list))
+    bad: dict[str, list[tuple[_Agent, str]]] = field(default_factory=lambda: defaultdict(list))
+    count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    last: dict[str, str] = field(default_factory=dict)
+
+    def note(self, agent: _Agent, row: dict[str, Any]) -> None:
+        t = agent.tenant_id
+        self.count[t] += 1
+        self.last[t] = row["id"]
+        if row["state"] == "waiting_approval":
+            self.waiting.append((agent, row["id"], row["updated_at"]))
+        elif row["finished_at"] is not None:  # the newest two succeeded and two not succeeded runs
+            newest = self.ok[t] if row["state"] == "succeeded" else self.bad[t]
+            newest.append((agent, row["id"]))
+            del newest[:-2]
+
+
+BURN_PROFILE = [0.35, 0.62, 0.86, 0.93, 0.18, 0.51, 0.08]  # share of each tenant's daily limits used so far
+RISKY = [("payments.refund", "args.amount > 100", "approver"), ("mail.send", "size(args.to) > 20", "approver"),
+         ("crm.update_lead", "args.owner != item.owner", "tenant-admin")]
+VIOLATIONS = [("host", "api.unknown-host.io", "host api.unknown-host.io is outside the agent's declared egress"),
+              ("host", "169.254.169.254", "host 169.254.169.254 (cloud metadata) is never allowed"),
+              ("tool", "shell.exec", "tool shell.exec is not in the agent's scope"),
+              ("secret", "aws_root_key", "secret aws_root_key is not in the agent's scope")]
+
+
+def _seed_governance(agents: list[_Agent], seen: _SeenRuns, rng: random.Random, now: datetime,
+                     report: SeedReport) -> None:
+    by_tenant: dict[str, list[_Agent]] = defaultdict(list)
+    for agent in agents:
+        by_tenant[agent.tenant_id].append(agent)
+    try:
+        master = get_master_key()
+    except MasterKeyUnavailable:
+        master = None
+        print("seed: no secrets master key configured (MIDWATCH_MASTER_KEY): secrets are not seeded", flush=True)
+    with unit_of_work() as session:
+        for i, tid in enumerate(sorted(by_tenant)):
+            tenant_agents = by_tenant[tid]
+            audit(session, None, actor="seed", role="operator", action="tenant.onboarded", target=tid)
+            for agent in tenant_agents:
+                audit(session, tid, actor="seed", role="tenant-admin", action="agent.version_stored",
+                      target=agent.name, details={"version": 1})
+            _seed_budget(session, tid, i, seen.count[tid], rng, now, report)
+            if master is not None:
+                _seed_secrets(session, tid, tenant_agents, rng, now, report)
+            _seed_violations(session, tid, i, tenant_agents, seen.last.get(tid, ""), rng, now, report)
+        _seed_approvals(session, seen, rng, now, report)
+
+
+def _bump(report: SeedReport, name: str, n: int = 1) -> None:
+    report.rows[name] = report.rows.get(name, 0) + n
+
+
+def _seed_budget(session: Any, tid: str, i: int, runs: int, rng: random.Random, now: datetime,
+                 report: SeedReport) -> None:
+    money = Decimal(rng.choice([20, 50, 100, 250]))
+    tokens, calls = rng.choice([500_000, 2_000_000]), rng.choice([2_000, 10_000])
+    runs_limit = max(100, math.ceil(runs / rng.choice([0.3, 0.6, 0.9]) / 100) * 100)
+    set_limits(session, tid, [LimitSpec("cost_usd", money, "day"), LimitSpec("tokens", tokens, "day"),
+                              LimitSpec("llm_calls", calls, "day"), LimitSpec("runs", runs_limit, "month"),
+                              LimitSpec("concurrent_runs", 20)], now=now)
+    _bump(report, "budget_limits", 5)
+    audit(session, tid, actor="seed", role="operator", action="budget.limits_set", target=tid,
+          details={"cost_usd_per_day": str(money)})
+    share = BURN_PROFILE[i % len(BURN_PROFILE)]
+    chunks = rng.randint(4, 9)
+    for k in range(chunks):  # worst case reserved, then reconciled to a little less (as the engine does)
+        part = share / chunks
+        cost = (money * Decimal(str(round(part, 6)))).quantize(Decimal("0.01"))
+        used_tokens = int(tokens * part * rng.uniform(0.6, 1.0))
+        used_calls = max(1, int(calls * part * 0.5))
+        rid = f"seed:{tid}:{k}"
+        reserve_many(session, tid, None, {"cost_usd": cost, "tokens": used_tokens, "llm_calls": used_calls}, rid,
+                     now=now)
+        reconcile(session, tid, rid, {"cost_usd": cost, "tokens": int(used_tokens * 0.9), "llm_calls": used_calls},
+                  now=now)
+    rid = f"seed:{tid}:runs"
+    reserve_many(session, tid, None, {"runs": runs}, rid, now=now)
+    reconcile(session, tid, rid, {"runs": runs}, now=now)
+    if i % 2 == 0:  # a model call in flight right now
+        reserve_many(session, tid, None, {"cost_usd": (money / 100).quantize(Decimal("0.01")), "tokens": 4000,
+                                          "llm_calls": 1}, f"seed:{tid}:open", now=now)
+    _bump(report, "budget_reservations", chunks + 1 + int(i % 2 == 0))
+
+
+def _seed_secrets(session: Any, tid: str, agents: list[_Agent], rng: random.Random, now: datetime,
+                  report: SeedReport) -> None:
+    names = sorted({f"{tool.split('.')[0]}_token" for a in agents for _, kind, tool, _, _ in a.steps
+                    if kind == "tool"})[:4]
+    for j, name in enumerate(names):
+        age = rng.choice([4, 12, 35, 61, 88, 97, 130, 210])
+        policy = None if j == 3 else rng.choice([30, 90, 90, 180])
+        created = now - timedelta(days=age, hours=rng.randint(0, 23))
+        create_secret(session, tid, name, secrets.token_urlsafe(32), max_age_days=policy, now=created)
+        audit(session, tid, actor="seed", role="tenant-admin", action="secret.created", target=name)
+        if age > 60 and rng.random() < 0.4:  # rotated once since: the age counts from the promotion
+            rotate_secret(session, tid, name, secrets.token_urlsafe(32), now=created + timedelta(days=age - 20))
+            promote_secret(session, tid, name, now=created + timedelta(days=age - 19))
+            audit(session, tid, actor="seed", role="tenant-admin", action="secret.promoted", target=name)
+        elif rng.random() < 0.25:  # a new value staged, not yet verified and promoted
+            rotate_secret(session, tid, name, secrets.token_urlsafe(32), now=now - timedelta(hours=rng.randint(1, 60)))
+            audit(session, tid, actor="seed", role="tenant-admin", action="secret.rotated", target=name)
+        _bump(report, "secrets")
+
+
+def _seed_violations(session: Any, tid: str, i: int, agents: list[_Agent], run_id: str, rng: random.Random,
+                     now: datetime, report: SeedReport) -> None:
+    for _ in range([0, 1, 4, 0, 2, 7, 0][i % 7]):
+        kind, target, reason = rng.choice(VIOLATIONS)
+        agent = rng.choice(agents)
+        record_violation(session, tid, run_id=run_id, agent_name=agent.name, step_id=agent.steps[-1][0], kind=kind,
+                         target=target, reason=reason, at=now - timedelta(hours=rng.uniform(0.2, 24 * 10)))
+        audit(session, tid, actor="runner", role="runner", action="scope.violation", target=run_id,
+              details={"kind": kind, "name": target})
+        _bump(report, "scope_violations")
+
+
+def _request(session: Any, agent: _Agent, run_id: str, at: datetime, timeout_s: int, rng: random.Random) -> Any:
+    action, rule, route = rng.choice(RISKY)
+    args = {"id": "R-0", "amount": rng.choice([120, 480, 1250, 3900])}
+    sid = agent.steps[-1][0]
+    return request_approval(session, agent.tenant_id, ApprovalRequest(
+        run_id=run_id, agent_name=agent.name, item_index=0, step_index=len(agent.steps) - 1, step_id=sid,
+        action=action, args=args, args_hash=sha256_hex(f"{run_id}/{action}/{args}"), rule=rule, route=route,
+        timeout_s=timeout_s, on_timeout="deny"), at)
+
+
+def _seed_approvals(session: Any, seen: _SeenRuns, rng: random.Random, now: datetime, report: SeedReport) -> None:
+    for agent, run_id, waiting_since in seen.waiting:  # the queue: one pending approval per waiting run
+        _request(session, agent, run_id, max(waiting_since, now - timedelta(minutes=50)), 3600, rng)
+        _bump(report, "approvals")
+    for t_index, tid in enumerate(sorted(seen.count)):
+        ok, bad = seen.ok[tid], seen.bad[tid]
+        for agent, run_id in ok:  # approved, then the run went on and succeeded
+            a = _request(session, agent, run_id, now - timedelta(minutes=rng.randint(30, 600)), 12 * 3600, rng)
+            decide(session, agent.tenant_id, a.id, approve=True, role=a.route, key_id="key_seed_approver", comment=None)
+        for n, (agent, run_id) in enumerate(bad):
+            if (n + t_index) % 2 == 0:  # rejected by the approver
+                a = _request(session, agent, run_id, now - timedelta(minutes=rng.randint(30, 600)), 12 * 3600, rng)
+                decide(session, agent.tenant_id, a.id, approve=False, role=a.route, key_id="key_seed_approver",
+                       comment="amount looks wrong")
+            else:  # nobody answered in time: the scheduler applies on_timeout (deny)
+                _request(session, agent, run_id, now - timedelta(hours=3), 3600, rng)
+        _bump(report, "approvals", len(ok) + len(bad))
+    expire_due(session, now)
 
 
 def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom like the engine's loop
         agent: _Agent, created: datetime, now: datetime, live: bool, detail: bool, rng: random.Random,
              categories: list[str], cat_weights: list[int], rollups: _Rollups,
-             batches: dict[str, list[dict[str, Any]]]) -> None:
+             batches: dict[str, list[dict[str, Any]]], *, waiting: bool = False) -> None:
     run_id = _run_id(created, rng)
     t, a = agent.tenant_id, agent.name
     n_items = 1 if rng.random() < 0.7 else rng.randint(2, 6)
@@ -315,6 +489,8 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
     live_state = None
     if live:
         live_state = rng.choices(["queued", "running", "stuck", "waiting_approval"], [3, 4, 1, 2])[0]
+        if waiting:
+            live_state = "waiting_approval"
         if live_state == "queued":
             started = None  # type: ignore[assignment]
     clock = started or created
@@ -400,7 +576,7 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
         items.append({"run_id": run_id, "item_index": item_index, "tenant_id": t, "input": {"id": f"R-{item_index}"},
                       "state": item_state, "reason": reason if item_state in ("failed", "escalated") else None,
                       "failure_category": category if item_state in ("failed", "escalated") else None,
-                      "steps_used": len(agent.steps), "llm_calls": 0, "updated_at": clock})
+                      "steps_used": len(agent.steps), "llm_calls": 0, "next_attempt": 1, "updated_at": clock})
         if item_state not in ("done", "pending"):
             state = STATE_FOR[category or "internal"]
             break
@@ -434,7 +610,8 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
         "updated_at": finished or clock})
     if detail:
         pending = [{"run_id": run_id, "item_index": i, "tenant_id": t, "input": {"id": f"R-{i}"}, "state": "pending",
-                    "reason": None, "failure_category": None, "steps_used": 0, "llm_calls": 0, "updated_at": None}
+                    "reason": None, "failure_category": None, "steps_used": 0, "llm_calls": 0, "next_attempt": 1,
+                    "updated_at": None}
                    for i in range(len(items), n_items)]
         batches["run_items"].extend(items + pending)
         batches["step_checkpoints"].extend(checkpoints)

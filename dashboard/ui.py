@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import streamlit as st
 
-__all__ = ["STATE_COLORS", "ago", "api_note", "duration", "money", "not_configured", "pct", "state_badge"]
+__all__ = ["STATE_COLORS", "ago", "amount", "api_note", "duration", "left", "money", "pct", "state_badge", "use"]
 
 STATE_COLORS = {
     "succeeded": "#2e7d32", "failed": "#c62828", "escalated": "#ef6c00", "budget_exhausted": "#6a1b9a",
@@ -52,8 +52,30 @@ def state_badge(state: str) -> str:
     return state.replace("_", " ")
 
 
-def not_configured(title: str, note: str) -> None:
-    st.info(f"**{title}** — {note}", icon=":material/extension:")
+def left(then: datetime | None, now: datetime | None = None) -> str:
+    """Time left until ``then`` ("12.0 min left"), or how long ago it passed ("expired 3.0 min ago")."""
+    if then is None:
+        return "—"
+    now = now or datetime.now(UTC)
+    seconds = (then - now).total_seconds()
+    return f"{duration(seconds)} left" if seconds >= 0 else f"expired {duration(-seconds)} ago"
+
+
+METRIC_LABELS = {"cost_usd": "money", "tokens": "tokens", "llm_calls": "LLM calls", "runs": "runs",
+                 "concurrent_runs": "concurrent runs"}
+
+
+def amount(metric: str, value: Decimal | float | None) -> str:
+    """A budget amount in its metric's unit: $8.00 for money, 12,000 for counters."""
+    if value is None:
+        return "—"
+    return money(value) if metric == "cost_usd" else f"{float(value):,.0f}"
+
+
+def use(metric: str, used: Decimal, limit: Decimal, period: str, rate: float | None) -> str:
+    """'$8.00 of $10.00 / day (80%)'."""
+    per = "" if period == "none" else f" / {period}"
+    return f"{amount(metric, used)} of {amount(metric, limit)}{per} ({pct(rate, 0)})"
 
 
 def api_note(text: str) -> None:

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, ui
+from tenants.reliability import service
 
 st.title("Overview")
 
@@ -24,12 +25,14 @@ def body() -> None:
     c[2].metric("Finished 24 h", f"{o.last_24h.finished:,}", border=True)
     c[3].metric("Not succeeded 24 h", f"{o.last_24h.not_succeeded:,}", border=True,
                 help="failed, escalated or budget-exhausted")
-    c = st.columns(4)
-    c[0].metric("Running", f"{o.live.get('running', 0):,}", border=True)
-    c[1].metric("Stuck", f"{o.live.get('stuck', 0):,}", border=True,
+    c2 = st.columns(5)
+    c2[0].metric("Running", f"{o.live.get('running', 0):,}", border=True)
+    c2[1].metric("Stuck", f"{o.live.get('stuck', 0):,}", border=True,
                 help="running with an expired lease, or handed back and not picked up for 2 min")
-    c[2].metric("Waiting approval", f"{o.live.get('waiting_approval', 0):,}", border=True)
-    c[3].metric("Escalated", f"{o.live.get('escalated', 0):,}", border=True, help="waiting for a human to resume")
+    c2[2].metric("Waiting approval", f"{o.live.get('waiting_approval', 0):,}", border=True, help="runs")
+    c2[3].metric("Pending approvals", f"{o.pending_approvals:,}", border=True,
+                help="approval requests waiting for the routed role (Approvals & escalations page)")
+    c2[4].metric("Escalated", f"{o.live.get('escalated', 0):,}", border=True, help="waiting for a human to resume")
     if o.live.get("stuck", 0):
         st.error(f"{o.live['stuck']} run(s) are stuck: their worker's lease expired. The sweeper should re-enqueue "
                  "them within seconds; if this number stays, check workers and the broker.", icon=":material/error:")
@@ -52,11 +55,33 @@ def body() -> None:
         st.altair_chart(chart, width="stretch")
     with right:
         st.subheader("Spend per tenant")
-        if not o.budgets.configured:
-            st.caption("Budget limits: not configured yet (the budgets table has not landed); showing spend.")
         spend = pd.DataFrame([{"tenant": s.tenant, "runs 24 h": s.runs_24h, "spend 24 h": ui.money(s.cost_24h),
-                               "spend 7 d": ui.money(s.cost_7d), "budget": "not configured"} for s in o.spend])
-        st.dataframe(spend, hide_index=True, height=280, width="stretch")
+                               "spend 7 d": ui.money(s.cost_7d)} for s in o.spend])
+        st.dataframe(spend, hide_index=True, width="stretch", key="ov_spend")
+
+    st.subheader("Budget burn per tenant (this period)")
+    if o.budgets:
+        near = [b for b in o.budgets if b.peak is not None and (b.peak.committed_rate or 0) >= 0.8]
+        if near:
+            st.warning(f"{len(near)} tenant(s) at 80 % or more of a budget: "
+                       + ", ".join(f"{b.tenant} ({ui.METRIC_LABELS[b.peak.metric]} {ui.pct(b.peak.committed_rate, 0)})"
+                                   for b in near if b.peak), icon=":material/savings:")
+
+        def cell(b: service.TenantBurn, metric: str) -> str:
+            u = b.by_metric.get(metric)
+            return "no limit" if u is None else ui.use(metric, u.used, u.limit, u.period, u.used_rate)
+
+        burn = pd.DataFrame([{
+            "tenant": b.tenant,
+            "peak": round((b.peak.committed_rate or 0) * 100, 1) if b.peak else 0.0,
+            "money": cell(b, "cost_usd"), "tokens": cell(b, "tokens"), "LLM calls": cell(b, "llm_calls"),
+            "runs": cell(b, "runs")} for b in o.budgets])
+        st.dataframe(burn, hide_index=True, width="stretch", key="ov_burn", column_config={
+            "peak": st.column_config.ProgressColumn("peak (used + reserved)", min_value=0, max_value=100,
+                                                    format="%.0f%%")})
+    else:
+        st.info("No tenant has a budget limit yet: set them with `PUT /v1/admin/tenants/{name}/budgets`.",
+                icon=":material/savings:")
 
     st.subheader("Latest failures")
     if not o.latest_failures:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from tenants.approvals.models import Approval
 from tenants.kit.repository import PlatformRepository, TenantRepository
@@ -58,7 +58,7 @@ class ApprovalRepository(TenantRepository):
 
 
 class PlatformApprovalRepository(PlatformRepository):
-    """The scheduler's cross-tenant view: pending approvals past their expiry."""
+    """Cross-tenant views: the scheduler's pending approvals past their expiry, the operator dashboard's queue."""
 
     def expired(self, now: datetime, limit: int = 500) -> Sequence[Approval]:
         return self.session.scalars(
@@ -67,7 +67,18 @@ class PlatformApprovalRepository(PlatformRepository):
         ).all()
 
     def pending_count(self) -> int:
-        from sqlalchemy import func
-
         return int(self.session.scalar(select(func.count()).select_from(Approval)
                                        .where(Approval.state == "pending")) or 0)
+
+    def pending(self, limit: int) -> Sequence[Approval]:
+        """Pending approvals, soonest expiry first (``ix_approvals_state_expiry``)."""
+        return self.session.scalars(
+            select(Approval).where(Approval.state == "pending").order_by(Approval.expires_at, Approval.id).limit(limit)
+        ).all()
+
+    def decided_since(self, since: datetime, limit: int) -> Sequence[Approval]:
+        """Approvals decided (approved, rejected, expired, consumed, superseded) since ``since``, newest first."""
+        return self.session.scalars(
+            select(Approval).where(Approval.state != "pending", Approval.decided_at >= since)
+            .order_by(Approval.decided_at.desc(), Approval.id).limit(limit)
+        ).all()

@@ -22,7 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, literal, select, update
+from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -298,7 +298,37 @@ class BudgetRepository(TenantRepository):
 
 
 class PlatformBudgetRepository(PlatformRepository):
-    """Across tenants, for the scheduler: what has expired."""
+    """Across tenants: what has expired (scheduler), and every tenant's limits and use (operator dashboard).
+
+    The budget tables are small (a few limits per tenant, one ledger row per limit and period), so the
+    operator reads load them whole; reservations and events are read through their indexes, bounded.
+    """
+
+    def all_limits(self) -> Sequence[BudgetLimit]:
+        return self.session.scalars(
+            select(BudgetLimit).order_by(BudgetLimit.tenant_id, BudgetLimit.metric, BudgetLimit.agent,
+                                         BudgetLimit.period)
+        ).all()
+
+    def ledgers_ending_after(self, now: datetime) -> Sequence[Budget]:
+        """Ledger rows of periods still running at ``now`` (and the concurrent-runs counters)."""
+        return self.session.scalars(select(Budget).where(Budget.period_end > now)).all()
+
+    def open_reservations(self, limit: int) -> Sequence[BudgetReservation]:
+        """Reservations still holding an amount, soonest expiry first (``ix_budget_reservations_expiry``)."""
+        return self.session.scalars(
+            select(BudgetReservation).where(BudgetReservation.state == "reserved")
+            .order_by(BudgetReservation.expires_at, BudgetReservation.tenant_id, BudgetReservation.id).limit(limit)
+        ).all()
+
+    def recent_events(self, limit: int) -> Sequence[BudgetEvent]:
+        """The newest threshold crossings across tenants."""
+        return self.session.scalars(select(BudgetEvent).order_by(BudgetEvent.id.desc()).limit(limit)).all()
+
+    def slot_counts(self) -> dict[str, int]:
+        """Concurrent-run slots held per tenant."""
+        rows = self.session.execute(select(BudgetSlot.tenant_id, func.count()).group_by(BudgetSlot.tenant_id)).all()
+        return {str(t): int(n) for t, n in rows}
 
     def expired_reservations(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         rows = self.session.execute(

@@ -83,6 +83,7 @@ __all__ = [
     "set_limits",
     "slot_retry_delay_s",
     "to_amount",
+    "usage_by_tenant",
 ]
 
 Metric = Literal["cost_usd", "tokens", "llm_calls", "runs", "concurrent_runs"]
@@ -343,6 +344,29 @@ def overview(session: Session, tenant_id: str, *, now: datetime | None = None) -
             period_start=None if limit.metric == "concurrent_runs" else start,
             period_end=None if limit.metric == "concurrent_runs" else end,
         ))
+    return out
+
+
+def usage_by_tenant(session: Session, *, now: datetime | None = None) -> dict[str, list[LimitUsage]]:
+    """Every tenant's limits with their current period's use, as :func:`overview` gives them, in two queries
+    (the operator dashboard; read-only, creates no rows)."""
+    now = now or utcnow()
+    repo = PlatformBudgetRepository(session)
+    ledgers = {(b.tenant_id, b.agent, b.metric, b.period, b.timezone, b.period_start): b
+               for b in repo.ledgers_ending_after(now)}
+    zero = Decimal(0).quantize(_QUANTUM)
+    out: dict[str, list[LimitUsage]] = {}
+    for limit in repo.all_limits():
+        slots = limit.metric == "concurrent_runs"
+        start, end = (_SLOT_START, _SLOT_END) if slots else period_window(limit.period, limit.timezone, now)
+        ledger = ledgers.get((limit.tenant_id, limit.agent, limit.metric, limit.period, limit.timezone, start))
+        used, reserved = (ledger.used, ledger.reserved) if ledger else (zero, zero)
+        if slots:  # the counter holds slots in use as "reserved"
+            used, reserved = reserved, zero
+        out.setdefault(limit.tenant_id, []).append(LimitUsage(
+            agent=limit.agent, metric=limit.metric, period=limit.period, timezone=limit.timezone,
+            limit=limit.limit, used=used, reserved=reserved, overspend=ledger.overspend if ledger else zero,
+            period_start=None if slots else start, period_end=None if slots else end))
     return out
 
 

@@ -12,13 +12,12 @@ aggregate the rollup tables; the only reads of ``runs`` are index lookups (live 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, inspect, literal, or_, select
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -41,8 +40,6 @@ __all__ = ["RUN_OUTCOME_COLUMNS", "PlatformReliabilityRepository", "ReliabilityR
 
 RUN_OUTCOME_COLUMNS = ("succeeded", "failed", "escalated", "cancelled", "budget_exhausted")
 LIVE_STATES = ("queued", "running", "waiting_approval", "escalated")
-_TABLE_CACHE_S = 300.0
-_table_cache: dict[tuple[str, str], tuple[float, bool]] = {}
 
 
 def _insert(session: Session, model: Any) -> Any:
@@ -127,18 +124,6 @@ class ReliabilityRepository(TenantRepository):
 
 class PlatformReliabilityRepository(PlatformRepository):
     """Operator reads across every tenant (the dashboard), and bulk loading for seeds and benchmarks."""
-
-    # ---- optional tables (other domains land them later) ----------------------------------
-    def has_table(self, name: str) -> bool:
-        """Whether ``name`` exists, asked once per 5 minutes per database."""
-        bind = self.session.get_bind()
-        key = (str(bind.engine.url), name)
-        cached = _table_cache.get(key)
-        if cached is not None and time.monotonic() - cached[0] < _TABLE_CACHE_S:
-            return cached[1]
-        found = bool(inspect(self.session.connection()).has_table(name))
-        _table_cache[key] = (time.monotonic(), found)
-        return found
 
     # ---- rollups ---------------------------------------------------------------------------
     def run_totals_by_hour(self, since: datetime) -> Sequence[Any]:
@@ -245,6 +230,15 @@ class PlatformReliabilityRepository(PlatformRepository):
     def runs_in_states(self, states: Sequence[str], limit: int) -> Sequence[Run]:
         return self.session.scalars(
             select(Run).where(Run.state.in_(states)).order_by(Run.updated_at).limit(limit)
+        ).all()
+
+    def escalated_items(self, run_ids: Sequence[str], limit: int) -> Sequence[RunItem]:
+        """The escalated items of these runs: one ``ix_run_items_state`` (run_id, state, item_index) probe per run."""
+        if not run_ids:
+            return []
+        return self.session.scalars(
+            select(RunItem).where(RunItem.run_id.in_(list(run_ids)), RunItem.state == "escalated")
+            .order_by(RunItem.run_id, RunItem.item_index).limit(limit)
         ).all()
 
     def recent_run_ids(self, tenant_id: str, limit: int) -> list[str]:

@@ -7,10 +7,9 @@ Hooks (call them inside the runner's own transaction, never commit here):
 - :func:`record_run_finished` when a run reaches a terminal state.
 
 Read functions return plain frozen dataclasses (picklable, so the dashboard can cache them) and
-never scan ``runs``: figures come from the rollup tables; live counts are index lookups.
-
-Panels backed by tables other domains are still adding (approvals, budgets, secrets, audit,
-scope violations) report ``configured=False`` until :data:`OPTIONAL_TABLES` exist.
+never scan ``runs``: figures come from the rollup tables; live counts are index lookups. Approvals,
+budgets, secrets (metadata only, never values), scope violations and the audit chains come from
+their owning domains (small tables, or indexed and bounded reads).
 """
 
 from __future__ import annotations
@@ -24,6 +23,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tenants.approvals.repository import PlatformApprovalRepository
+from tenants.audit.service import verify as verify_audit_chain
+from tenants.budgets.repository import PlatformBudgetRepository
+from tenants.budgets.service import usage_by_tenant
 from tenants.kit.ids import utcnow
 from tenants.reliability.models import FAILURE_CATEGORIES
 from tenants.reliability.repository import (
@@ -32,25 +35,39 @@ from tenants.reliability.repository import (
     ReliabilityRepository,
 )
 from tenants.runs.events import verify_chain
+from tenants.secrets.service import metadata_by_tenant
+from tenants.security.repository import PlatformSecurityRepository
+from tenants.webhooks.repository import WebhookPlatformRepository
 
 __all__ = [
+    "BURN_METRICS",
     "DEFAULT_SLO",
-    "OPTIONAL_TABLES",
     "AgentReliability",
+    "ApprovalRow",
+    "AuditCheck",
+    "BudgetUse",
     "Counts",
+    "EscalatedItem",
     "Escalations",
     "FailurePoint",
     "FailureRow",
     "KeyRow",
     "Overview",
-    "Panel",
+    "ReservationRow",
     "RunDetail",
     "RunRow",
     "ScopeRow",
+    "SecretRow",
+    "SecurityPosture",
     "StepReliability",
     "StepStatsBuffer",
+    "TenantBurn",
     "TenantPosture",
     "TenantRow",
+    "TenantsAndBudgets",
+    "ThresholdRow",
+    "ViolationRow",
+    "budget_burn",
     "day_of",
     "escalations",
     "failures_over_time",
@@ -74,14 +91,11 @@ STUCK_GRACE = timedelta(minutes=2)
 KEY_MAX_AGE_DAYS = 90
 KEY_IDLE_DAYS = 30
 BROAD_SCOPE_TOOLS = 8
-# Panels that light up once other domains' tables land: panel name -> table name.
-OPTIONAL_TABLES = {
-    "approvals": "approvals",
-    "budgets": "budgets",
-    "secrets": "secrets",
-    "audit": "audit_events",
-    "violations": "scope_violations",
-}
+VIOLATION_WINDOW = timedelta(days=7)
+LATEST_VIOLATIONS = 5
+DECIDED_WINDOW = timedelta(hours=24)
+BURN_METRICS = ("cost_usd", "tokens", "llm_calls", "runs")  # per-period metrics shown as budget burn
+VIOLATION_NOUNS = {"host": "egress", "tool": "tool", "secret": "secret"}
 
 
 def hour_of(at: datetime) -> datetime:
@@ -215,13 +229,74 @@ class Counts:
 
 
 @dataclass(frozen=True, slots=True)
-class Panel:
-    """A panel backed by a table that may not exist yet."""
+class BudgetUse:
+    """One configured limit of a tenant with its current period's use (``tenants.budgets``)."""
 
-    name: str
-    configured: bool
-    rows: tuple[dict[str, Any], ...] = ()
-    note: str = ""
+    tenant_id: str
+    tenant: str
+    agent: str
+    metric: str
+    period: str
+    timezone: str
+    limit: Decimal
+    used: Decimal
+    reserved: Decimal
+    overspend: Decimal
+    period_start: datetime | None
+    period_end: datetime | None
+
+    @property
+    def used_rate(self) -> float | None:
+        """Used ÷ limit (None for a zero limit)."""
+        return float(self.used / self.limit) if self.limit > 0 else None
+
+    @property
+    def committed_rate(self) -> float | None:
+        """(Used + reserved) ÷ limit: what the threshold events (50/80/100 %) measure."""
+        return float((self.used + self.reserved) / self.limit) if self.limit > 0 else None
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(Decimal(0), self.limit - self.used - self.reserved)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantBurn:
+    """A tenant's budget burn: per metric, the limit closest to exhaustion (by committed share)."""
+
+    tenant_id: str
+    tenant: str
+    by_metric: dict[str, BudgetUse]
+
+    @property
+    def peak(self) -> BudgetUse | None:
+        rated = [u for u in self.by_metric.values() if u.committed_rate is not None]
+        return max(rated, key=lambda u: u.committed_rate or 0.0) if rated else None
+
+
+def _budget_uses(session: Session, names: dict[str, str], now: datetime) -> tuple[BudgetUse, ...]:
+    out = []
+    for tid, uses in usage_by_tenant(session, now=now).items():
+        for u in uses:
+            out.append(BudgetUse(tid, names.get(tid, tid), u.agent, u.metric, u.period, u.timezone, u.limit, u.used,
+                                 u.reserved, u.overspend, u.period_start, u.period_end))
+    return tuple(sorted(out, key=lambda u: (u.tenant, u.metric, u.agent, u.period)))
+
+
+def budget_burn(uses: tuple[BudgetUse, ...]) -> tuple[TenantBurn, ...]:
+    """Per tenant and per-period metric (:data:`BURN_METRICS`), the limit closest to exhaustion; tenants
+    nearest to a limit first."""
+    by_tenant: dict[str, dict[str, BudgetUse]] = defaultdict(dict)
+    names: dict[str, str] = {}
+    for u in uses:
+        if u.metric not in BURN_METRICS:
+            continue
+        names[u.tenant_id] = u.tenant
+        best = by_tenant[u.tenant_id].get(u.metric)
+        if best is None or (u.committed_rate or 0.0) > (best.committed_rate or 0.0):
+            by_tenant[u.tenant_id][u.metric] = u
+    burns = [TenantBurn(tid, names[tid], metrics) for tid, metrics in by_tenant.items()]
+    return tuple(sorted(burns, key=lambda b: (-(b.peak.committed_rate or 0.0) if b.peak else 0.0, b.tenant)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +328,8 @@ class Overview:
     last_7d: Counts
     live: dict[str, int]
     spend: tuple[TenantSpend, ...]
-    budgets: Panel
+    budgets: tuple[TenantBurn, ...]
+    pending_approvals: int
     latest_failures: tuple[FailureRow, ...]
 
 
@@ -266,16 +342,9 @@ def _window_start(now: datetime, hours: int) -> datetime:
     return hour_of(now) - timedelta(hours=hours - 1)
 
 
-def _optional(repo: PlatformReliabilityRepository, name: str) -> Panel:
-    table = OPTIONAL_TABLES[name]
-    if not repo.has_table(table):
-        return Panel(name, False, note=f"not configured yet: the `{table}` table does not exist on this database")
-    # The owning domain lands the table first; its read function is wired in here when it does.
-    return Panel(name, True, note=f"`{table}` exists; its read function is not wired into the dashboard yet")
-
-
 def overview(session: Session, *, now: datetime | None = None, failures: int = 20) -> Overview:
-    """Runs per hour (24 h), success rates (24 h, 7 d), live counts, spend per tenant, latest failures."""
+    """Runs per hour (24 h), success rates (24 h, 7 d), live counts, spend and budget burn per tenant,
+    pending approvals, latest failures."""
     now = now or utcnow()
     repo = PlatformReliabilityRepository(session)
     names = _names(repo)
@@ -301,7 +370,8 @@ def overview(session: Session, *, now: datetime | None = None, failures: int = 2
                               f.state, f.category, f.reason or "") for f in repo.latest_failures(failures))
     return Overview(now=now, hourly=hourly, last_24h=last_24h, last_7d=last_7d,
                     live=repo.live_counts(now, now - STUCK_GRACE), spend=spend,
-                    budgets=_optional(repo, "budgets"), latest_failures=latest)
+                    budgets=budget_burn(_budget_uses(session, names, now)),
+                    pending_approvals=PlatformApprovalRepository(session).pending_count(), latest_failures=latest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,20 +578,79 @@ def run_detail(session: Session, run_id: str, *, limit: int = 1000) -> RunDetail
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRow:
+    """One approval (``tenants.approvals``): the action waiting for, or decided by, the routed role."""
+
+    id: str
+    tenant_id: str
+    tenant: str
+    agent_name: str
+    run_id: str
+    step_id: str
+    action: str
+    route: str
+    rule: str
+    on_timeout: str
+    state: str
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    comment: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EscalatedItem:
+    """One item of an escalated run waiting for a human (skip / fail / resume through the API)."""
+
+    run_id: str
+    item_index: int
+    tenant_id: str
+    tenant: str
+    agent_name: str
+    category: str | None
+    reason: str | None
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Escalations:
+    now: datetime
     escalated: tuple[RunRow, ...]
     waiting_approval: tuple[RunRow, ...]
-    approvals: Panel
+    items: tuple[EscalatedItem, ...]
+    pending: tuple[ApprovalRow, ...]
+    pending_total: int
+    decided: tuple[ApprovalRow, ...]
 
 
-def escalations(session: Session, *, limit: int = 200) -> Escalations:
-    """Runs waiting for a human: escalated (resume via the API) and waiting for approval, oldest first."""
+def _approval_row(a: Any, names: dict[str, str]) -> ApprovalRow:
+    return ApprovalRow(a.id, a.tenant_id, names.get(a.tenant_id, a.tenant_id), a.agent_name, a.run_id, a.step_id,
+                       a.action, a.route, a.rule, a.on_timeout, a.state, a.created_at, a.expires_at, a.decided_at,
+                       a.decided_by, a.comment)
+
+
+def escalations(session: Session, *, limit: int = 200, now: datetime | None = None) -> Escalations:
+    """What waits for a human: escalated runs and their escalated items, runs waiting for approval, the
+    pending approval queue (soonest expiry first) and the approvals decided or expired in the last 24 h."""
+    now = now or utcnow()
     repo = PlatformReliabilityRepository(session)
+    approvals = PlatformApprovalRepository(session)
     names = _names(repo)
+    escalated = tuple(_run_row(r, names) for r in repo.runs_in_states(["escalated"], limit))
+    runs = {r.id: r for r in escalated}
+    items = tuple(EscalatedItem(i.run_id, i.item_index, i.tenant_id, names.get(i.tenant_id, i.tenant_id),
+                                runs[i.run_id].agent_name, i.failure_category, i.reason,
+                                i.updated_at or runs[i.run_id].updated_at)
+                  for i in repo.escalated_items(list(runs), limit * 4))
     return Escalations(
-        escalated=tuple(_run_row(r, names) for r in repo.runs_in_states(["escalated"], limit)),
+        now=now,
+        escalated=escalated,
         waiting_approval=tuple(_run_row(r, names) for r in repo.runs_in_states(["waiting_approval"], limit)),
-        approvals=_optional(repo, "approvals"),
+        items=tuple(sorted(items, key=lambda i: (i.since, i.run_id, i.item_index))),
+        pending=tuple(_approval_row(a, names) for a in approvals.pending(limit)),
+        pending_total=approvals.pending_count(),
+        decided=tuple(_approval_row(a, names) for a in approvals.decided_since(now - DECIDED_WINDOW, limit)),
     )
 
 
@@ -550,6 +679,59 @@ class ScopeRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretRow:
+    """A secret's metadata (``tenants.secrets``; never its value)."""
+
+    name: str
+    age_days: int
+    max_age_days: int | None
+    created_at: datetime
+    last_rotated_at: datetime | None
+    last_used_at: datetime | None
+    current_version: int | None
+    pending_version: int | None
+    previous_version: int | None
+    overdue: bool
+
+    @property
+    def status(self) -> str:
+        if self.overdue:
+            return f"OVERDUE ({self.age_days} d > {self.max_age_days} d)"
+        if self.pending_version is not None:
+            return f"rotation pending (v{self.pending_version} not promoted)"
+        if self.max_age_days is None:
+            return "no rotation policy"
+        return f"ok ({self.max_age_days - self.age_days} d left)"
+
+
+@dataclass(frozen=True, slots=True)
+class ViolationRow:
+    at: datetime
+    agent_name: str
+    run_id: str
+    step_id: str
+    kind: str
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """The result of recomputing a tenant's audit hash chain (``tenants.audit.service.verify``)."""
+
+    ok: bool
+    events: int
+    first_bad_seq: int | None
+    reason: str
+
+    @property
+    def summary(self) -> str:
+        if self.ok:
+            return f"intact ({self.events} events)" if self.events else "intact (no events yet)"
+        return f"BROKEN at seq {self.first_bad_seq}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
 class TenantPosture:
     tenant_id: str
     tenant: str
@@ -559,9 +741,21 @@ class TenantPosture:
     scopes: tuple[ScopeRow, ...]
     chains_checked: int
     chains_broken: int
-    secrets: Panel
-    violations: Panel
-    audit: Panel
+    secrets: tuple[SecretRow, ...]
+    violations_7d: dict[str, int]  # kind (tool | host | secret) -> blocked attempts in the last 7 days
+    latest_violations: tuple[ViolationRow, ...]
+    audit: AuditCheck
+
+    @property
+    def overdue_secrets(self) -> int:
+        return sum(1 for s in self.secrets if s.overdue)
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityPosture:
+    tenants: tuple[TenantPosture, ...]  # lowest score first
+    operator_keys: tuple[KeyRow, ...]
+    platform_audit: AuditCheck  # the chain of operator actions outside any tenant
 
 
 def _days(now: datetime, then: datetime | None) -> float | None:
@@ -582,9 +776,26 @@ def _scope_row(version: int, name: str, spec: Any) -> ScopeRow:
                     len(approvals), any("*" in str(h) for h in egress))
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _score(keys: list[KeyRow], scopes: list[ScopeRow], broken: int, checked: int,
-           panels: list[Panel]) -> tuple[int, list[str]]:
+           secrets: list[SecretRow], violations: dict[str, int], audit: AuditCheck) -> tuple[int, list[str]]:
     score, reasons = 100, []
+    if not audit.ok:
+        score -= 40
+        reasons.append(f"audit chain broken at seq {audit.first_bad_seq}: {audit.reason}")
+    overdue = [s for s in secrets if s.overdue]
+    if overdue:
+        score -= min(30, 10 * len(overdue))
+        reasons.append(f"{_plural(len(overdue), 'secret')} overdue for rotation: "
+                       + ", ".join(f"{s.name} ({s.age_days} d, max {s.max_age_days} d)" for s in overdue))
+    for kind, n in sorted(violations.items(), key=lambda kv: (-kv[1], kv[0])):
+        if n:
+            score -= min(20, 5 * n)
+            noun = VIOLATION_NOUNS.get(kind, kind)
+            reasons.append(f"{n} blocked {noun} attempt{'' if n == 1 else 's'} in {VIOLATION_WINDOW.days} days")
     live = [k for k in keys if not k.revoked]
     old = [k for k in live if k.age_days > KEY_MAX_AGE_DAYS]
     if old:
@@ -606,20 +817,38 @@ def _score(keys: list[KeyRow], scopes: list[ScopeRow], broken: int, checked: int
     if broken:
         score -= 40
         reasons.append(f"decision-log hash chain broken in {broken} of {checked} recent runs: investigate tampering")
-    missing = [p.name for p in panels if not p.configured]
-    if missing:
-        reasons.append("not assessed yet (tables not configured): " + ", ".join(missing))
     if not reasons:
         reasons.append("no findings")
     return max(0, score), reasons
 
 
+def _audit_check(session: Session, tenant_id: str | None) -> AuditCheck:
+    v = verify_audit_chain(session, tenant_id)
+    return AuditCheck(v.ok, v.events, v.first_bad_seq, v.reason)
+
+
+def _secret_rows(session: Session, now: datetime) -> dict[str, list[SecretRow]]:
+    out: dict[str, list[SecretRow]] = defaultdict(list)
+    for tid, metas in metadata_by_tenant(session, now=now).items():
+        for m in metas:
+            out[tid].append(SecretRow(m.name, m.age_days, m.max_age_days, m.created_at, m.last_rotated_at,
+                                      m.last_used_at, m.current_version, m.pending_version, m.previous_version,
+                                      m.rotation_due))
+        out[tid].sort(key=lambda r: (not r.overdue, -r.age_days, r.name))
+    return out
+
+
 def security_posture(session: Session, *, now: datetime | None = None,
-                     chains_per_tenant: int = 3) -> tuple[tuple[TenantPosture, ...], tuple[KeyRow, ...]]:
+                     chains_per_tenant: int = 3) -> SecurityPosture:
     """Per tenant: keys by age and last use, scope breadth per agent, recent decision-log chain checks,
-    optional panels, and a 0-100 score with its reasons. Also the operator keys."""
+    secrets by age and rotation status, blocked scope / egress violations (7 days), the audit chain's
+    verification, and a 0-100 score with its reasons. Also the operator keys and the platform audit chain.
+
+    Verifying audit chains reads every tenant's chain: call it through a cache (the dashboard keeps it 60 s).
+    """
     now = now or utcnow()
     repo = PlatformReliabilityRepository(session)
+    security = PlatformSecurityRepository(session)
     tenants = repo.tenants()
     names = {t.id: t.name for t in tenants}
     keys: dict[str | None, list[KeyRow]] = defaultdict(list)
@@ -628,7 +857,10 @@ def security_posture(session: Session, *, now: datetime | None = None,
     scopes: dict[str, list[ScopeRow]] = defaultdict(list)
     for tid, name, version, spec in repo.latest_specs():
         scopes[tid].append(_scope_row(int(version), name, spec))
-    panels = [_optional(repo, "secrets"), _optional(repo, "violations"), _optional(repo, "audit")]
+    secrets = _secret_rows(session, now)
+    violations: dict[str, dict[str, int]] = defaultdict(dict)
+    for (tid, kind), n in security.counts_since(now - VIOLATION_WINDOW).items():
+        violations[tid][kind] = n
     out = []
     for t in tenants:
         checked = broken = 0
@@ -639,10 +871,14 @@ def security_posture(session: Session, *, now: datetime | None = None,
             checked += 1
             rows = ({c.key: getattr(e, c.key) for c in e.__table__.columns} for e in events)
             broken += int(not verify_chain(rows).ok)
-        score, reasons = _score(keys[t.id], scopes[t.id], broken, checked, panels)
+        audit = _audit_check(session, t.id)
+        latest = tuple(ViolationRow(v.at, v.agent_name, v.run_id, v.step_id, v.kind, v.target, v.reason)
+                       for v in security.latest(t.id, LATEST_VIOLATIONS)) if violations.get(t.id) else ()
+        score, reasons = _score(keys[t.id], scopes[t.id], broken, checked, secrets[t.id], violations[t.id], audit)
         out.append(TenantPosture(t.id, t.name, score, tuple(reasons), tuple(keys[t.id]), tuple(scopes[t.id]),
-                                 checked, broken, *panels))
-    return tuple(sorted(out, key=lambda p: (p.score, p.tenant))), tuple(keys[None])
+                                 checked, broken, tuple(secrets[t.id]), dict(violations[t.id]), latest, audit))
+    return SecurityPosture(tuple(sorted(out, key=lambda p: (p.score, p.tenant))), tuple(keys[None]),
+                           _audit_check(session, None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,16 +892,58 @@ class TenantRow:
     active_keys: int
     runs_24h: Counts
     runs_7d: Counts
+    limits: int = 0
+    budget_peak: float | None = None  # highest committed share of any limit this period
+    open_reservations: int = 0
+    slots_held: int = 0
+    webhooks_pending: int = 0
+    webhooks_failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRow:
+    """An amount held on a tenant's budgets until the call it guards is reconciled or released."""
+
+    tenant_id: str
+    tenant: str
+    id: str
+    metric: str
+    agent: str
+    run_id: str | None
+    amount: Decimal
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdRow:
+    """A limit crossed 50, 80 or 100 % in a period."""
+
+    tenant_id: str
+    tenant: str
+    agent: str
+    metric: str
+    period: str
+    period_start: datetime
+    threshold: int
+    limit: Decimal
+    committed: Decimal
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class TenantsAndBudgets:
+    now: datetime
     tenants: tuple[TenantRow, ...]
-    budgets: Panel
+    budgets: tuple[BudgetUse, ...]
+    reservations: tuple[ReservationRow, ...]  # one row per metric held
+    reservations_total: int  # open reservations (each may hold several metrics), of the first 1,000 lines
+    events: tuple[ThresholdRow, ...]
 
 
-def tenants_and_budgets(session: Session, *, now: datetime | None = None) -> TenantsAndBudgets:
-    """Every tenant with its agents, keys, runs and spend (24 h, 7 d); budgets once that table exists."""
+def tenants_and_budgets(session: Session, *, now: datetime | None = None, limit: int = 200) -> TenantsAndBudgets:
+    """Every tenant with its agents, keys, runs and spend (24 h, 7 d), budget limits with this period's use,
+    open reservations, the latest threshold events (50/80/100 %) and undelivered webhooks."""
     now = now or utcnow()
     repo = PlatformReliabilityRepository(session)
     agg_24h: dict[str, Counts] = defaultdict(Counts)
@@ -681,9 +959,32 @@ def tenants_and_budgets(session: Session, *, now: datetime | None = None) -> Ten
     for k in repo.api_keys():
         if k.tenant_id and k.revoked_at is None:
             keys[k.tenant_id] += 1
-    rows = tuple(TenantRow(t.id, t.name, t.display_name, t.status, t.created_at, agents[t.id], keys[t.id],
-                           agg_24h[t.id], agg_7d[t.id]) for t in repo.tenants())
-    return TenantsAndBudgets(rows, _optional(repo, "budgets"))
+    tenants = repo.tenants()
+    names = {t.id: t.name for t in tenants}
+    budgets = PlatformBudgetRepository(session)
+    uses = _budget_uses(session, names, now)
+    per_tenant: dict[str, list[BudgetUse]] = defaultdict(list)
+    for u in uses:
+        per_tenant[u.tenant_id].append(u)
+    open_rows = budgets.open_reservations(limit * 5)
+    open_ids: dict[str, set[str]] = defaultdict(set)  # one reservation holds one line per metric
+    for r in open_rows:
+        open_ids[r.tenant_id].add(r.id)
+    slots = budgets.slot_counts()
+    hooks = WebhookPlatformRepository(session).undelivered_counts()
+    rows = tuple(TenantRow(
+        t.id, t.name, t.display_name, t.status, t.created_at, agents[t.id], keys[t.id], agg_24h[t.id], agg_7d[t.id],
+        limits=len(per_tenant[t.id]),
+        budget_peak=max((u.committed_rate for u in per_tenant[t.id] if u.committed_rate is not None), default=None),
+        open_reservations=len(open_ids[t.id]), slots_held=slots.get(t.id, 0),
+        webhooks_pending=hooks.get((t.id, "pending"), 0), webhooks_failed=hooks.get((t.id, "failed"), 0),
+    ) for t in tenants)
+    reservations = tuple(ReservationRow(r.tenant_id, names.get(r.tenant_id, r.tenant_id), r.id, r.metric, r.agent,
+                                        r.run_id, r.amount, r.created_at, r.expires_at) for r in open_rows[:limit])
+    events = tuple(ThresholdRow(e.tenant_id, names.get(e.tenant_id, e.tenant_id), e.agent, e.metric, e.period,
+                                e.period_start, e.threshold, e.limit, e.committed, e.created_at)
+                   for e in budgets.recent_events(limit))
+    return TenantsAndBudgets(now, rows, uses, reservations, sum(len(ids) for ids in open_ids.values()), events)
 
 
 

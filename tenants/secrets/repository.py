@@ -154,6 +154,19 @@ class SecretsPlatformRepository(PlatformRepository):
                                                          Secret.max_age_days.is_not(None))
                                     .order_by(Secret.tenant_id, Secret.name)).all()
 
+    def live_secrets(self) -> Sequence[Secret]:
+        """Every undeleted secret of every tenant (metadata rows: names, policy, dates; never values)."""
+        return self.session.scalars(select(Secret).where(Secret.deleted_at.is_(None))
+                                    .order_by(Secret.tenant_id, Secret.name)).all()
+
+    def staged_versions_of_live(self) -> Sequence[SecretVersion]:
+        """Pending/current/previous versions of undeleted secrets, with their ciphertext, nonce and wrapped
+        key deferred (never loaded): for metadata only."""
+        q = (select(SecretVersion).options(*_BLOBS)
+             .join(Secret, Secret.id == SecretVersion.secret_id)
+             .where(Secret.deleted_at.is_(None), SecretVersion.state.in_(STAGED_STATES)))
+        return self.session.scalars(q).all()
+
     def expired_previous(self, now: datetime, limit: int) -> Sequence[tuple[str, str]]:
         """(tenant_id, version id) of ``previous`` versions whose grace period has ended."""
         q = (select(SecretVersion.tenant_id, SecretVersion.id)

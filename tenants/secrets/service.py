@@ -49,6 +49,7 @@ __all__ = [
     "delete_secret",
     "due_for_rotation",
     "list_secrets",
+    "metadata_by_tenant",
     "promote_secret",
     "resolve",
     "retire_expired",
@@ -232,6 +233,20 @@ def list_secrets(session: Session, tenant_id: str, *, after: str | None = None, 
     secrets = repo.list_live(after=after, limit=limit)
     versions = repo.staged_versions(s.id for s in secrets)
     return [_metadata(s, versions, now) for s in secrets]
+
+
+def metadata_by_tenant(session: Session, *, now: datetime | None = None) -> dict[str, list[SecretMetadata]]:
+    """Every tenant's secrets, metadata only (never a value: ciphertexts are not even loaded), for the
+    operator's security posture."""
+    now = now or utcnow()
+    repo = SecretsPlatformRepository(session)
+    versions: dict[str, list[SecretVersion]] = {}
+    for version in repo.staged_versions_of_live():
+        versions.setdefault(version.secret_id, []).append(version)
+    out: dict[str, list[SecretMetadata]] = {}
+    for secret in repo.live_secrets():
+        out.setdefault(secret.tenant_id, []).append(_metadata(secret, versions.get(secret.id, []), now))
+    return out
 
 
 def secret_metadata(session: Session, tenant_id: str, name: str, *, now: datetime | None = None) -> SecretMetadata:

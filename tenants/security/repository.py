@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import func, select
 
@@ -29,3 +30,16 @@ class PlatformSecurityRepository(PlatformRepository):
     def counts_by_tenant(self) -> dict[str, int]:
         rows = self.session.execute(select(ScopeViolation.tenant_id, func.count()).group_by(ScopeViolation.tenant_id))
         return {str(t): int(n) for t, n in rows.all()}
+
+    def counts_since(self, since: datetime) -> dict[tuple[str, str], int]:
+        """Blocked attempts per (tenant, kind) since ``since``."""
+        rows = self.session.execute(
+            select(ScopeViolation.tenant_id, ScopeViolation.kind, func.count())
+            .where(ScopeViolation.at >= since).group_by(ScopeViolation.tenant_id, ScopeViolation.kind))
+        return {(str(t), str(k)): int(n) for t, k, n in rows.all()}
+
+    def latest(self, tenant_id: str, limit: int) -> Sequence[ScopeViolation]:
+        """One tenant's newest violations (``ix_scope_violations_tenant_at``)."""
+        return self.session.scalars(
+            select(ScopeViolation).where(ScopeViolation.tenant_id == tenant_id)
+            .order_by(ScopeViolation.at.desc(), ScopeViolation.id.desc()).limit(limit)).all()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from tenants.kit.repository import PlatformRepository, TenantRepository
 from tenants.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -83,7 +83,15 @@ class ClaimedDelivery:
 
 
 class WebhookPlatformRepository(PlatformRepository):
-    """The scheduler's view: due deliveries of every tenant."""
+    """The scheduler's view: due deliveries of every tenant; the operator's count of undelivered ones."""
+
+    def undelivered_counts(self) -> dict[tuple[str, str], int]:
+        """Deliveries per (tenant, state) still pending or finally failed (``ix_webhook_deliveries_due``)."""
+        rows = self.session.execute(
+            select(WebhookDelivery.tenant_id, WebhookDelivery.state, func.count())
+            .where(WebhookDelivery.state.in_(("pending", "failed")))
+            .group_by(WebhookDelivery.tenant_id, WebhookDelivery.state)).all()
+        return {(str(t), str(s)): int(n) for t, s, n in rows}
 
     def claim_due(self, now: datetime, limit: int, claim_until: datetime) -> list[ClaimedDelivery]:
         """Lock up to ``limit`` due deliveries (SKIP LOCKED: concurrent schedulers take different rows),

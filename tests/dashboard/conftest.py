@@ -2,7 +2,12 @@
 
 Given ``facts``: one agent ``facts-agent`` (3 steps, SLO 0.9) with 10 runs finished in the last two
 hours, 7 succeeded and 3 failed (dependency, dependency, auth), recorded through the runner hooks.
-Its figures are known in advance: 70.0% measured success, 3 failures.
+Its figures are known in advance: 70.0% measured success, 3 failures. Governance facts, written
+through the owning services: a money limit of $10 per day with $8 used (80 %, threshold events 50
+and 80) and an open reservation of 200 tokens; one pending approval (payments.refund, route
+``approver``, expiring in about 30 min) and one rejected; secrets ``legacy_token`` (200 days old,
+max 90: overdue) and ``fresh_token`` (5 days, a pending version); 3 blocked egress attempts in the
+last 7 days (and one older); an audit chain tampered at seq 2.
 """
 
 from __future__ import annotations
@@ -76,7 +81,51 @@ def _add_facts(now) -> tuple[str, str]:
             if bad:
                 failed_run = run_id
         load_rows(session, "runs", rows)
+    _add_governance_facts(now, tenant.id, [r["id"] for r in rows])
     return tenant.id, failed_run
+
+
+def _add_governance_facts(now, tenant_id: str, run_ids: list[str]) -> None:
+    from sqlalchemy import update
+
+    from tenants.approvals.service import ApprovalRequest, decide, request_approval
+    from tenants.audit.models import AuditEvent
+    from tenants.audit.service import record
+    from tenants.budgets.service import LimitSpec, reconcile, reserve_many, set_limits
+    from tenants.kit.db import unit_of_work
+    from tenants.secrets.service import create_secret, rotate_secret
+    from tenants.security.service import record_violation
+
+    def ask(session, run_id: str, at, timeout_s: int):
+        return request_approval(session, tenant_id, ApprovalRequest(
+            run_id=run_id, agent_name="facts-agent", item_index=0, step_index=2, step_id="send",
+            action="payments.refund", args={"amount": 480}, args_hash="0" * 64, rule="args.amount > 100",
+            route="approver", timeout_s=timeout_s, on_timeout="deny"), at)
+
+    with unit_of_work() as session:
+        for action in ("agent.version_stored", "secret.created", "budget.limits_set"):
+            record(session, tenant_id, actor="facts", role="tenant-admin", action=action, target="facts")
+        set_limits(session, tenant_id, [LimitSpec("cost_usd", 10, "day"), LimitSpec("tokens", 1000, "day")], now=now)
+        reserve_many(session, tenant_id, None, {"cost_usd": "8"}, "facts:spent", now=now)
+        reconcile(session, tenant_id, "facts:spent", {"cost_usd": "8"}, now=now)
+        reserve_many(session, tenant_id, None, {"tokens": 200}, "facts:open", run_id=run_ids[-1], now=now)
+        create_secret(session, tenant_id, "legacy_token", "facts-legacy-value", max_age_days=90,
+                      now=now - timedelta(days=200))
+        create_secret(session, tenant_id, "fresh_token", "facts-fresh-value", max_age_days=90,
+                      now=now - timedelta(days=5))
+        rotate_secret(session, tenant_id, "fresh_token", "facts-fresh-value-2", now=now - timedelta(hours=2))
+        for days in (1, 2, 3, 10):
+            record_violation(session, tenant_id, run_id=run_ids[0], agent_name="facts-agent", step_id="send",
+                             kind="host", target="exfil.example.net",
+                             reason="host exfil.example.net is outside the agent's declared egress",
+                             at=now - timedelta(days=days))
+        ask(session, run_ids[0], now - timedelta(minutes=10), 2400)
+        rejected = ask(session, run_ids[1], now - timedelta(minutes=40), 3600)
+        decide(session, tenant_id, rejected.id, approve=False, role="approver", key_id="key_facts_approver",
+               comment="amount looks wrong")
+    with unit_of_work() as session:  # tamper with the audit trail behind the chain's back
+        session.execute(update(AuditEvent).where(AuditEvent.tenant_key == tenant_id, AuditEvent.seq == 2)
+                        .values(target="someone-else"))
 
 
 @pytest.fixture(scope="session")

@@ -38,18 +38,22 @@ def _pages() -> list[tuple[str, str, list[str]]]:
         agents = service.reliability(s, days=7)
         esc = service.escalations(s)
         tb = service.tenants_and_budgets(s)
-        postures, _ = service.security_posture(s)
+        postures = service.security_posture(s).tenants
     return [
         ("Overview", "overview", ["Success 7 d", pct(o.last_7d.success_rate), "Runs per hour (24 h)",
-                                  "Latest failures"]),
-        ("Approvals & escalations", "approvals", ["Escalated runs", str(len(esc.escalated)), "not configured yet"]),
+                                  "Latest failures", "Budget burn per tenant", "Pending approvals",
+                                  "facts (money 80%)"]),
+        ("Approvals & escalations", "approvals", ["Escalated runs", str(len(esc.escalated)), "Approval queue",
+                                                  str(esc.pending_total), "Next expiry", "Escalated items"]),
         ("Reliability", "reliability", ["Measured end-to-end", "Per-step success", "Slowest steps",
                                         str(len(agents)), pct(agents[0].measured)]),
         ("Runs", "runs", ["100 newest matching run(s)", "Decision log"]),
         ("Security posture", "security", ["Lowest score", str(min(p.score for p in postures)),
-                                          "Scope breadth per agent", "Operator keys"]),
+                                          "Scope breadth per agent", "Operator keys", "Secrets: age and rotation",
+                                          "Audit chain", "Blocked scope / egress attempts"]),
         ("Tenants & budgets", "tenants", ["Spend 7 d", money(sum(t.runs_7d.cost_usd for t in tb.tenants)),
-                                          "Budgets: limits, use"]),
+                                          "Budgets: limits, use", "Open reservations",
+                                          "Threshold events (50 / 80 / 100 %)"]),
     ]
 
 
@@ -92,6 +96,16 @@ def _settle(page) -> None:
     page.wait_for_timeout(1200)  # let Vega charts and data grids paint
 
 
+def _screenshot_whole_page(page, path: Path) -> None:
+    """Streamlit scrolls inside its main section, so a full-page screenshot would stop at the viewport:
+    grow the viewport to the content's height for the shot, then restore it."""
+    height = page.evaluate("document.querySelector(\"[data-testid='stMain']\")?.scrollHeight || 0")
+    page.set_viewport_size({"width": 1500, "height": max(1100, min(int(height) + 40, 6000))})
+    page.wait_for_timeout(800)  # data grids re-render for the new size
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1500, "height": 1100})
+
+
 def test_operator_signs_in_and_every_page_shows_its_figures(dashboard_url: str, seeded_db: SeededDb) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -113,5 +127,5 @@ def test_operator_signs_in_and_every_page_shows_its_figures(dashboard_url: str, 
             body = page.inner_text("body")
             for text in texts:
                 assert text in body, f"{link}: {text!r} not shown"
-            page.screenshot(path=str(SHOTS / f"{index}-{_path}.png"), full_page=True)
+            _screenshot_whole_page(page, SHOTS / f"{index}-{_path}.png")
         browser.close()

@@ -93,12 +93,30 @@ def test_overview_shows_success_rates_live_counts_and_latest_failures(seeded_db:
         waiting = s.scalar(select(func.count()).select_from(Run).where(Run.state == "waiting_approval"))
     assert _metric(at, "Escalated") == str(escalated)
     assert _metric(at, "Waiting approval") == str(waiting)
-    failures = _frames(at)[1]
+    spend, _burn, failures = _frames(at)
     facts = failures[failures["tenant"] == "facts"]
     assert set(facts["category"]) == {"dependency", "auth"}
     assert "401 Unauthorized; OAuth refresh failed" in " ".join(facts["reason"])
-    spend = _frames(at)[0]
     assert spend[spend["tenant"] == "facts"]["spend 24 h"].item() == "$0.10"
+
+
+def test_overview_shows_budget_burn_per_tenant_and_pending_approvals(seeded_db: SeededDb) -> None:
+    at = _signed_in(seeded_db)
+    from tenants.approvals.models import Approval
+    from tenants.kit.db import read_only
+
+    with read_only() as s:
+        pending = s.scalar(select(func.count()).select_from(Approval).where(Approval.state == "pending"))
+    assert pending and pending >= 3  # the seed's two waiting runs, and the facts tenant's
+    assert _metric(at, "Pending approvals") == str(pending)
+    burn = _frames(at)[1]
+    facts = burn[burn["tenant"] == "facts"].iloc[0]
+    assert facts["money"] == "$8.00 of $10.00 / day (80%)"
+    assert facts["tokens"] == "0 of 1,000 / day (0%)"  # 200 reserved, none used yet
+    assert facts["LLM calls"] == "no limit"
+    assert facts["peak"] == 80.0
+    assert len(burn) == 6  # every seeded tenant has limits
+    assert any("at 80 % or more of a budget" in w.value and "facts (money 80%)" in w.value for w in at.warning)
 
 
 def test_reliability_shows_measured_projected_and_slo_for_the_facts_agent(seeded_db: SeededDb) -> None:
@@ -141,17 +159,38 @@ def test_runs_page_finds_a_run_and_shows_its_timeline(seeded_db: SeededDb) -> No
     assert _metric(at, "State") == "succeeded"
 
 
-def test_approvals_page_lists_escalated_runs_and_says_approvals_are_not_configured(seeded_db: SeededDb) -> None:
+def test_approvals_page_shows_the_queue_with_route_and_expiry_and_escalated_items(seeded_db: SeededDb) -> None:
     at = _signed_in(seeded_db)
     at.switch_page("views/approvals.py").run()
     assert not at.exception, at.exception
+    from tenants.approvals.models import Approval
     from tenants.kit.db import read_only
-    from tenants.runs.models import Run
+    from tenants.runs.models import Run, RunItem
 
     with read_only() as s:
         escalated = s.scalar(select(func.count()).select_from(Run).where(Run.state == "escalated"))
+        items = s.scalar(select(func.count()).select_from(RunItem).join(Run, Run.id == RunItem.run_id)
+                         .where(Run.state == "escalated", RunItem.state == "escalated"))
+        pending = s.scalar(select(func.count()).select_from(Approval).where(Approval.state == "pending"))
     assert _metric(at, "Escalated runs") == str(escalated)
-    assert any("not configured yet" in i.value for i in at.info)
+    assert _metric(at, "Pending approvals") == str(pending)
+    assert _metric(at, "Next expiry").endswith("left")
+    queue = _frames(at)[0]
+    assert len(queue) == pending
+    facts = queue[queue["tenant"] == "facts"].iloc[0]
+    assert facts["route"] == "approver"
+    assert facts["action"] == "payments.refund"
+    assert facts["agent"] == "facts-agent"
+    assert facts["expires"].endswith("min left") and 25 <= float(facts["expires"].split()[0]) <= 30
+    assert facts["age"].endswith("min ago")
+    esc_items = _frames(at)[1]
+    assert len(esc_items) == items and items > 0
+    assert all(esc_items["reason"])
+    decided = _frames(at)[-1]
+    outcomes = dict(zip(decided["tenant"] + "/" + decided["outcome"], decided["by"], strict=False))
+    assert outcomes["facts/rejected"] == "key_facts_approver"
+    assert {"approved", "rejected", "expired"} <= set(decided["outcome"])
+    assert not any("not configured" in i.value for i in at.info)
 
 
 def test_security_page_scores_every_tenant_with_reasons(seeded_db: SeededDb) -> None:
@@ -163,8 +202,39 @@ def test_security_page_scores_every_tenant_with_reasons(seeded_db: SeededDb) -> 
     assert set(table["tenant"]) >= {"facts"}
     assert all(0 <= s <= 100 for s in table["score"])
     assert all(r for r in table["reasons"])
-    assert _metric(at, "Broken chains") == "0"
-    assert any("not configured yet" in i.value for i in at.info)
+    assert _metric(at, "Run logs broken") == "0"
+    assert not any("not configured" in i.value for i in at.info)
+    facts = table[table["tenant"] == "facts"].iloc[0]
+    reasons = facts["reasons"]
+    assert "audit chain broken at seq 2" in reasons
+    assert "1 secret overdue for rotation: legacy_token (200 d, max 90 d)" in reasons
+    assert "3 blocked egress attempts in 7 days" in reasons  # the fourth is 10 days old
+    assert facts["score"] == 100 - 40 - 10 - 15
+    assert facts["overdue"] == 1
+    assert facts["blocked 7 d"] == "3 egress"
+    assert facts["audit chain"].startswith("BROKEN at seq 2")
+    assert _metric(at, "Audit broken") == "1"
+    assert any("facts" in e.value and "Audit chain verification failed" in e.value for e in at.error)
+
+
+def test_security_page_shows_a_tenants_secrets_violations_and_audit_chain(seeded_db: SeededDb) -> None:
+    at = _signed_in(seeded_db)
+    at.switch_page("views/security.py").run()
+    at.selectbox(key="sec_tenant").select("facts").run()
+    assert not at.exception, at.exception
+    assert any(s.value == "facts: 35/100" for s in at.subheader)
+    assert any("Audit chain BROKEN at seq 2" in e.value for e in at.error)
+    frames = _frames(at)
+    secrets = frames[1].set_index("secret")
+    assert secrets.loc["legacy_token", "status"] == "OVERDUE (200 d > 90 d)"
+    assert secrets.loc["fresh_token", "status"] == "rotation pending (v2 not promoted)"
+    assert secrets.loc["fresh_token", "pending"] == "v2"
+    shown = " ".join(str(v) for f in frames for v in f.to_numpy().ravel())
+    assert "facts-legacy-value" not in shown and "facts-fresh-value" not in shown  # metadata only
+    violations = frames[2]
+    assert len(violations) == 4  # the latest few, the old one included
+    assert set(violations["kind"]) == {"egress"}
+    assert set(violations["target"]) == {"exfil.example.net"}
 
 
 def test_tenants_page_shows_the_facts_tenant_at_70_percent(seeded_db: SeededDb) -> None:
@@ -176,4 +246,29 @@ def test_tenants_page_shows_the_facts_tenant_at_70_percent(seeded_db: SeededDb) 
     assert row["success 7 d"] == "70.0%"
     assert row["runs 24 h"] == 10
     assert row["spend 24 h"] == "$0.10"
+    assert row["limits"] == 2
+    assert row["budget peak"] == 80.0
+    assert row["reservations"] == 1
+    from tenants.budgets.models import BudgetReservation
+    from tenants.kit.db import read_only
+
+    with read_only() as s:
+        open_ids = s.execute(select(BudgetReservation.tenant_id, BudgetReservation.id)
+                             .where(BudgetReservation.state == "reserved").distinct()).all()
+    assert _metric(at, "Open reservations") == str(len(open_ids))
     assert _metric(at, "Tenants") == "6"
+    budgets = _frames(at)[1]
+    money = budgets[(budgets["tenant"] == "facts") & (budgets["metric"] == "money")].iloc[0]
+    assert (money["limit"], money["used"], money["reserved"], money["used %"]) == ("$10.00", "$8.00", "$0.00", "80%")
+    assert money["remaining"] == "$2.00"
+    assert money["period"] == "day"
+    tokens = budgets[(budgets["tenant"] == "facts") & (budgets["metric"] == "tokens")].iloc[0]
+    assert (tokens["limit"], tokens["used"], tokens["reserved"], tokens["committed"]) == ("1,000", "0", "200", 20.0)
+    reservations, events = _frames(at)[2], _frames(at)[3]
+    held = reservations[reservations["tenant"] == "facts"].iloc[0]
+    assert (held["metric"], held["held"]) == ("tokens", "200")
+    assert held["expires"].endswith("min left")
+    facts_events = events[events["tenant"] == "facts"]
+    assert sorted(facts_events["threshold"]) == ["50%", "80%"]
+    assert set(facts_events["at"]) == {"$8.00 of $10.00"}
+    assert len(events) > len(facts_events)  # the seeded tenants crossed thresholds too

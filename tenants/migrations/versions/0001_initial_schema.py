@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:49:26.931358
+Create Date: 2026-11-25 04:04:32.962022
 """
 
 from collections.abc import Sequence
