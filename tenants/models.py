@@ -1,6 +1,6 @@
 """Imports every domain's tables so ``Base.metadata`` is complete (Alembic and tests use this)."""
 
-from tenants.accounts.models import ApiKey, Tenant
+from tenants.accounts.models import ApiKey, ApiKeyWindow, Tenant
 from tenants.agents.models import Agent, AgentVersion
 from tenants.approvals.models import Approval
 from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation, BudgetSlot
@@ -23,6 +23,7 @@ __all__ = [
     "AgentHealth",
     "AgentVersion",
     "ApiKey",
+    "ApiKeyWindow",
     "Approval",
     "Base",
     "BreakerRecord",
