@@ -9,6 +9,7 @@ from litestar import Request
 from tenants.accounts.service import Principal, Role, authenticate
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import Forbidden
+from tenants.kit.settings import get_settings
 
 __all__ = ["TenantPrincipal", "operator_only", "principal_dependency", "require"]
 
@@ -25,9 +26,11 @@ class TenantPrincipal:
 
 
 def principal_dependency(request: Request[Any, Any, Any]) -> Principal:
-    """Resolve the Authorization header (its own short transaction: touches last-used)."""
+    """Resolve the Authorization header in its own short transaction, which also counts the request
+    against the key's per-minute limit (429 ``rate_limited`` over it) and touches last-used."""
+    limit = get_settings().rate_limit_per_minute
     with unit_of_work() as session:
-        return authenticate(session, request.headers.get("authorization"))
+        return authenticate(session, request.headers.get("authorization"), rate_limit_per_minute=limit)
 
 
 def require(principal: Principal, *roles: Role) -> TenantPrincipal:

@@ -42,7 +42,8 @@ _TITLES = {
 }
 
 
-def problem(status: int, code: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None,
+            **extra: Any) -> Response[dict[str, Any]]:
     """Build a problem+json response."""
     body: dict[str, Any] = {
         "type": f"urn:midwatch:error:{code}",
@@ -52,12 +53,14 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> Response[dict[
         "detail": detail,
     }
     body.update({k: v for k, v in extra.items() if v is not None})
-    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def _midwatch(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, MidwatchError)
-    return problem(exc.status, exc.code, exc.detail, **exc.extra)
+    retry_after = exc.extra.get("retry_after_s")
+    headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else None  # 429 and 503
+    return problem(exc.status, exc.code, exc.detail, headers, **exc.extra)
 
 
 def _spec_invalid(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -19,6 +19,7 @@ __all__ = [
     "LintOut",
     "OnboardedTenant",
     "Page",
+    "RotateKey",
     "RunItemOut",
     "RunOut",
     "SandboxRecordOut",
@@ -99,6 +100,8 @@ class KeyOut(_Out):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = Field(description="set by rotation: the key stops working at this time")
+    rate_limit_per_minute: int | None = Field(description="this key's limit; null: the platform default")
 
 
 class IssuedKeyOut(KeyOut):
@@ -113,6 +116,14 @@ class OnboardedTenant(BaseModel):
 class CreateKey(_In):
     role: Literal["tenant-admin", "approver", "viewer"]
     name: str = Field("", max_length=100)
+    rate_limit_per_minute: int | None = Field(None, ge=1, le=1_000_000,
+                                              description="requests per minute for this key (default: the "
+                                                          "platform's MIDWATCH_RATE_LIMIT_PER_MINUTE)")
+
+
+class RotateKey(_In):
+    grace_seconds: int = Field(3600, ge=0, le=7 * 86400,
+                               description="how long the old key keeps working (0 to 7 days; default 1 hour)")
 
 
 class LintOut(BaseModel):

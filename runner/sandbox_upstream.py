@@ -11,6 +11,10 @@ answer 200 with a small JSON body, except the built-in endpoints:
 Those can be scripted too (``chat(...)``, ``status(503)``, ``html_200()`` ...). A script key
 ending in ``*`` matches every path with that prefix (one shared script).
 
+``require_bearer()`` answers 401 unless the request's bearer token is in ``.accepted_tokens``,
+which a test changes at runtime (``accept_tokens(...)``) to play an API whose credential is
+rotated; ``.authorized`` lists the paths it answered 200.
+
     up = FaultyUpstream().start()
     up.script("/invoices/1", [rate_limit("1"), burst_503(2), ok({"amount": 10})])
     ... up.url + "/invoices/1" ...
@@ -49,6 +53,7 @@ __all__ = [
     "oversized",
     "rate_limit",
     "redirect",
+    "require_bearer",
     "reset",
     "slow",
     "status",
@@ -149,6 +154,11 @@ def unauthorized_until_refresh(json_body: Any = None, *, times: int = 1) -> Faul
     return Fault("unauthorized_until_refresh", 200, json_body, times=times)
 
 
+def require_bearer(json_body: Any = None, *, delay_s: float = 0.0, times: int = 1) -> Fault:
+    """200 (after ``delay_s``) if the bearer token is one of the upstream's ``accepted_tokens``, else 401."""
+    return Fault("require_bearer", 200, json_body, delay_s=delay_s, times=times)
+
+
 def redirect(location: str, code: int = 302, *, times: int = 1) -> Fault:
     """A redirect to ``location``."""
     return Fault("redirect", code, b"", {"Location": location}, times=times)
@@ -197,6 +207,8 @@ class FaultyUpstream:
         self.port = port
         self.requests: list[RecordedRequest] = []
         self.tokens_issued = 0
+        self.accepted_tokens: frozenset[str] = frozenset()
+        self.authorized: list[str] = []  # paths require_bearer answered 200
         self._scripts: dict[str, _Script] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -255,11 +267,24 @@ class FaultyUpstream:
             self._scripts[path] = _Script(list(faults))
         return self
 
+    def accept_tokens(self, *tokens: str) -> None:
+        """From now on ``require_bearer`` accepts exactly these bearer tokens."""
+        with self._lock:
+            self.accepted_tokens = frozenset(tokens)
+
+    def _authorize(self, token: str, path: str) -> bool:
+        with self._lock:
+            if token in self.accepted_tokens:
+                self.authorized.append(path)
+                return True
+            return False
+
     def clear(self) -> None:
         """Forget every script, recorded request and issued token."""
         with self._lock:
             self._scripts.clear()
             self.requests.clear()
+            self.authorized.clear()
             self.tokens_issued = 0
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
@@ -336,7 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, fault: Fault, path: str, body: bytes) -> None:
         special = {"slow": self._slow, "reset": self._reset, "token": self._token,
-                   "unauthorized_until_refresh": self._until_refresh, "truncated_json": self._truncated}
+                   "unauthorized_until_refresh": self._until_refresh, "truncated_json": self._truncated,
+                   "require_bearer": self._require_bearer}
         handler = special.get(fault.kind)
         if handler is not None:
             handler(fault, path, body)
@@ -368,6 +394,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
             self._send(401, {"error": "invalid_token"}, challenge)
+
+    def _require_bearer(self, fault: Fault, path: str, body: bytes) -> None:
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        if self.upstream._authorize(token, path):
+            if fault.delay_s and self.upstream._stopping.wait(fault.delay_s):
+                return
+            self._send(200, fault.body if fault.body is not None else {"ok": True, "path": path})
+        else:
+            self._send(401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
     def _truncated(self, fault: Fault, path: str, body: bytes) -> None:
         data = json.dumps(fault.body).encode()

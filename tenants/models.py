@@ -1,6 +1,6 @@
 """Imports every domain's tables so ``Base.metadata`` is complete (Alembic and tests use this)."""
 
-from tenants.accounts.models import ApiKey, Tenant
+from tenants.accounts.models import ApiKey, ApiKeyWindow, Tenant
 from tenants.agents.models import Agent, AgentVersion
 from tenants.approvals.models import Approval
 from tenants.audit.models import AuditEvent, AuditHead
@@ -26,6 +26,7 @@ __all__ = [
     "AgentHealth",
     "AgentVersion",
     "ApiKey",
+    "ApiKeyWindow",
     "Approval",
     "AuditEvent",
     "AuditHead",

@@ -218,6 +218,8 @@ def make_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
             "MIDWATCH_HEALTH_PORT": "0",
             "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.5",
             "MIDWATCH_ALLOW_LOOPBACK_EGRESS": "true",
+            # Tests poll the API at 20 Hz and more with one key; the per-key limit is tested on its own.
+            "MIDWATCH_RATE_LIMIT_PER_MINUTE": "1000000",
         }
         if db == "postgres":
             env["MIDWATCH_DATABASE_URL"] = request.getfixturevalue("pg_schema_url")

@@ -1,15 +1,15 @@
-"""Operator endpoints: onboard and list tenants, suspend/resume them."""
+"""Operator endpoints: onboard and list tenants, suspend/resume them, rotate the calling operator key."""
 
 from __future__ import annotations
 
 from litestar import Router, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 
 from platform_api.auth import operator_only
 from platform_api.routes._common import Caller, Cursor, Limit
-from platform_api.schemas import CreateTenant, IssuedKeyOut, KeyOut, OnboardedTenant, Page, TenantOut
+from platform_api.schemas import CreateTenant, IssuedKeyOut, KeyOut, OnboardedTenant, Page, RotateKey, TenantOut
 from tenants.accounts.repository import AccountsPlatformRepository
-from tenants.accounts.service import Principal, onboard_tenant
+from tenants.accounts.service import Principal, onboard_tenant, rotate_operator_key
 from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import NotFound
@@ -65,5 +65,18 @@ def resume_tenant(name: FromPath[str], principal: Caller) -> TenantOut:
     return _set_status(name, "active", principal)
 
 
-router = Router(path="/v1/admin", route_handlers=[create_tenant, list_tenants, suspend_tenant, resume_tenant],
+@post("/keys/rotate", sync_to_thread=True, status_code=201,
+      summary="Rotate the calling operator key: a new key (shown once); the caller's expires after the grace")
+def rotate_own_key(principal: Caller, data: JSONBody[RotateKey | None] = None) -> IssuedKeyOut:
+    operator_only(principal)
+    body = data or RotateKey()
+    with unit_of_work() as session:
+        issued = rotate_operator_key(session, principal.key_id, body.grace_seconds)
+        record(session, None, actor=principal.key_id, role="operator", action="operator_key.rotated",
+               target=principal.key_id, details={"new_key": issued.key.id, "grace_seconds": body.grace_seconds})
+        return IssuedKeyOut(**KeyOut.model_validate(issued.key).model_dump(), key=issued.plaintext)
+
+
+router = Router(path="/v1/admin", route_handlers=[create_tenant, list_tenants, suspend_tenant, resume_tenant,
+                                                  rotate_own_key],
                 tags=["operator"])

@@ -39,6 +39,7 @@ from runner.tools.breaker import CircuitBreaker
 from runner.tools.egress import EgressBlocked, EgressClient
 from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, run_with_retries
 from runner.tools.validate import validate_response
+from tenants.kit.errors import NotFound
 from tenants.kit.logging import register_secret
 
 __all__ = [
@@ -258,6 +259,7 @@ class _CallState:
     force_refresh: bool = False
     refreshed: bool = False
     secret_override: str | None = None  # the pending/previous value after a 401 during rotation
+    secret_sent: str | None = None  # the static secret value the latest attempt sent
 
 
 class HttpTool:
@@ -384,6 +386,11 @@ class HttpTool:
             return False
         if isinstance(auth, BearerAuth | HeaderAuth):
             alternate = self._alternate_secret(auth.secret) if self._alternate_secret is not None else None
+            if not alternate or alternate == state.secret_sent:
+                # The rotation was promoted between our attempt and this lookup: pending is gone and
+                # previous is the value we just sent, but current now holds the new one.
+                fresh = self._current_or_none(auth.secret)
+                alternate = fresh if fresh != state.secret_sent else None
             if not alternate:
                 return False
             register_secret([alternate])
@@ -406,14 +413,23 @@ class HttpTool:
         register_secret([value])
         return value
 
+    def _current_or_none(self, name: str) -> str | None:
+        try:
+            value = self._secrets(name)
+        except (LookupError, NotFound):  # deleted meanwhile: no retry
+            return None
+        register_secret([value])
+        return value
+
     def _auth_headers(self, call: ToolCall, state: _CallState) -> dict[str, str]:
         auth = self.definition.auth
         if auth is None:
             return {}
-        if isinstance(auth, BearerAuth):
-            return {"Authorization": f"Bearer {state.secret_override or self._secret(auth.secret)}"}
-        if isinstance(auth, HeaderAuth):
-            return {auth.header: state.secret_override or self._secret(auth.secret)}
+        if isinstance(auth, BearerAuth | HeaderAuth):
+            state.secret_sent = state.secret_override or self._secret(auth.secret)
+            if isinstance(auth, BearerAuth):
+                return {"Authorization": f"Bearer {state.secret_sent}"}
+            return {auth.header: state.secret_sent}
         key = self._token_key(call)
         token = None if state.force_refresh else self._tokens.get(key, self._clock())
         if token is None:

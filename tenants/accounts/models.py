@@ -1,16 +1,16 @@
-"""Tables: tenants, api_keys."""
+"""Tables: tenants, api_keys, api_key_windows (per-key rate-limit counters)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenants.kit.db import Base
 from tenants.kit.types import UtcDateTime
 
-__all__ = ["ApiKey", "Tenant"]
+__all__ = ["ApiKey", "ApiKeyWindow", "Tenant"]
 
 
 class Tenant(Base):
@@ -38,3 +38,21 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Set when the key is rotated: it keeps working until then (the grace period), then is refused.
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Requests per minute for this key; None: MIDWATCH_RATE_LIMIT_PER_MINUTE.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer(), nullable=True)
+
+
+class ApiKeyWindow(Base):
+    """Requests counted for one key in one fixed one-minute window (shared by every API replica).
+
+    ``window_start`` is the window's start in epoch seconds (a multiple of 60). Rows of past
+    windows are deleted by the first request of the key's next window.
+    """
+
+    __tablename__ = "api_key_windows"
+
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger(), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer(), default=0)

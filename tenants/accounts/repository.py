@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from tenants.accounts.models import ApiKey, Tenant
+from tenants.accounts.models import ApiKey, ApiKeyWindow, Tenant
 from tenants.kit.ids import utcnow
 from tenants.kit.repository import PlatformRepository, TenantRepository
 
@@ -42,12 +43,42 @@ class AccountsPlatformRepository(PlatformRepository):
     def key_by_hash(self, key_hash: str) -> ApiKey | None:
         return self.session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
 
-    def has_operator_key(self) -> bool:
-        q = select(ApiKey.id).where(ApiKey.role == "operator", ApiKey.revoked_at.is_(None)).limit(1)
+    def has_operator_key(self, now: datetime) -> bool:
+        """Whether an operator key that still works (not revoked, not past its rotation grace) exists."""
+        q = (select(ApiKey.id)
+             .where(ApiKey.role == "operator", ApiKey.revoked_at.is_(None),
+                    (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now))
+             .limit(1))
         return self.session.scalar(q) is not None
+
+    def operator_key(self, key_id: str) -> ApiKey | None:
+        """An operator key by id, locked until commit (PostgreSQL) so two rotations cannot both win."""
+        return self.session.scalar(
+            select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id.is_(None), ApiKey.role == "operator")
+            .with_for_update())
+
+    def set_key_expiry(self, key_id: str, expires_at: datetime) -> None:
+        self.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(expires_at=expires_at))
 
     def touch_key(self, key_id: str, when: datetime) -> None:
         self.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+
+    def count_request(self, key_id: str, window_start: int) -> int:
+        """Count one request of ``key_id`` in the window starting at ``window_start``; returns the new count.
+
+        One atomic ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``: concurrent requests on any
+        number of API replicas each get a distinct count, with no read-then-write.
+        """
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert(ApiKeyWindow).values(key_id=key_id, window_start=window_start, count=1)
+        stmt = stmt.on_conflict_do_update(index_elements=["key_id", "window_start"],
+                                          set_={"count": ApiKeyWindow.count + 1})
+        count = self.session.scalar(stmt.returning(ApiKeyWindow.count))
+        assert count is not None
+        if count == 1:  # the key's first request in this window: forget its earlier windows
+            self.session.execute(delete(ApiKeyWindow).where(ApiKeyWindow.key_id == key_id,
+                                                            ApiKeyWindow.window_start < window_start))
+        return int(count)
 
 
 class ApiKeyRepository(TenantRepository):
@@ -65,8 +96,13 @@ class ApiKeyRepository(TenantRepository):
             q = q.where(ApiKey.id > after)
         return self.session.scalars(q).all()
 
-    def get(self, key_id: str) -> ApiKey | None:
-        return self.session.scalar(select(ApiKey).where(ApiKey.tenant_id == self.tenant_id, ApiKey.id == key_id))
+    def get(self, key_id: str, *, lock: bool = False) -> ApiKey | None:
+        q = select(ApiKey).where(ApiKey.tenant_id == self.tenant_id, ApiKey.id == key_id)
+        return self.session.scalar(q.with_for_update() if lock else q)
+
+    def set_expiry(self, key_id: str, expires_at: datetime) -> None:
+        self.session.execute(update(ApiKey).where(ApiKey.tenant_id == self.tenant_id, ApiKey.id == key_id)
+                             .values(expires_at=expires_at))
 
     def revoke(self, key_id: str) -> bool:
         res = self.session.execute(

@@ -1,12 +1,20 @@
-"""Rules for tenants and API keys: onboarding, key issue, authentication. Never commits."""
+"""Rules for tenants and API keys: onboarding, key issue and rotation, authentication with per-key rate
+limits. Never commits.
+
+Key rotation: :func:`rotate_key` issues a new key with the same role and name and gives the old
+one ``expires_at = now + grace``; until then both work, after it the old one is refused exactly
+like a revoked key. Rate limits: every authenticated request is counted per key in a fixed
+one-minute window kept in the database (so the limit holds across API replicas).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy.exc import IntegrityError
@@ -14,10 +22,13 @@ from sqlalchemy.orm import Session
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.accounts.repository import AccountsPlatformRepository, ApiKeyRepository
-from tenants.kit.errors import Conflict, Forbidden, InvalidInput, Unauthorized
+from tenants.kit.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
 from tenants.kit.ids import new_id, utcnow
 
 __all__ = [
+    "DEFAULT_KEY_GRACE_SECONDS",
+    "MAX_KEY_GRACE_SECONDS",
+    "RATE_WINDOW_SECONDS",
     "ROLES",
     "IssuedKey",
     "Principal",
@@ -27,6 +38,8 @@ __all__ = [
     "hash_key",
     "issue_key",
     "onboard_tenant",
+    "rotate_key",
+    "rotate_operator_key",
 ]
 
 Role = Literal["operator", "tenant-admin", "approver", "viewer"]
@@ -34,6 +47,9 @@ ROLES: tuple[Role, ...] = ("operator", "tenant-admin", "approver", "viewer")
 TENANT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
 _ROLE_TAG = {"operator": "op", "tenant-admin": "adm", "approver": "apr", "viewer": "vw"}
 _TOUCH_EVERY = timedelta(seconds=60)
+DEFAULT_KEY_GRACE_SECONDS = 3600
+MAX_KEY_GRACE_SECONDS = 7 * 86400
+RATE_WINDOW_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +76,7 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def _new_key(role: Role, name: str, tenant_id: str | None) -> IssuedKey:
+def _new_key(role: Role, name: str, tenant_id: str | None, rate_limit_per_minute: int | None = None) -> IssuedKey:
     plaintext = f"mw_{_ROLE_TAG[role]}_{secrets.token_urlsafe(32)}"
     key = ApiKey(
         id=new_id("key"),
@@ -70,16 +86,78 @@ def _new_key(role: Role, name: str, tenant_id: str | None) -> IssuedKey:
         prefix=plaintext[:14],
         key_hash=hash_key(plaintext),
         created_at=utcnow(),
+        rate_limit_per_minute=rate_limit_per_minute,
     )
     return IssuedKey(key=key, plaintext=plaintext)
 
 
-def issue_key(session: Session, tenant_id: str, role: Role, name: str = "") -> IssuedKey:
-    """Create a tenant key; the plaintext is returned once."""
+def _check_rate_limit(value: int | None) -> None:
+    if value is not None and not 1 <= value <= 1_000_000:
+        raise InvalidInput("rate_limit_per_minute must be between 1 and 1000000", field="rate_limit_per_minute")
+
+
+def issue_key(session: Session, tenant_id: str, role: Role, name: str = "", *,
+              rate_limit_per_minute: int | None = None) -> IssuedKey:
+    """Create a tenant key; the plaintext is returned once. ``rate_limit_per_minute`` overrides the default."""
     if role == "operator":
         raise Forbidden("tenant keys cannot carry the operator role")
-    issued = _new_key(role, name, tenant_id)
+    _check_rate_limit(rate_limit_per_minute)
+    issued = _new_key(role, name, tenant_id, rate_limit_per_minute)
     ApiKeyRepository(session, tenant_id).add(issued.key)
+    return issued
+
+
+def _usable(key: ApiKey, now: datetime) -> bool:
+    return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
+
+
+def _grace(grace_seconds: int) -> timedelta:
+    if not 0 <= grace_seconds <= MAX_KEY_GRACE_SECONDS:
+        raise InvalidInput(f"grace_seconds must be between 0 and {MAX_KEY_GRACE_SECONDS} (7 days)",
+                           field="grace_seconds")
+    return timedelta(seconds=grace_seconds)
+
+
+def _expiry(old: ApiKey, now: datetime, grace: timedelta) -> datetime:
+    """The old key's new expiry: ``now + grace``, never later than an expiry it already has."""
+    expires_at = now + grace
+    return min(expires_at, old.expires_at) if old.expires_at is not None else expires_at
+
+
+def rotate_key(session: Session, tenant_id: str, key_id: str,
+               grace_seconds: int = DEFAULT_KEY_GRACE_SECONDS) -> IssuedKey:
+    """Issue a successor of a tenant key (same role, name and rate limit) and let the old one expire
+    after ``grace_seconds``. The new plaintext is returned once."""
+    grace = _grace(grace_seconds)
+    now = utcnow()
+    repo = ApiKeyRepository(session, tenant_id)
+    old = repo.get(key_id, lock=True)
+    if old is None:
+        raise NotFound("API key not found")
+    if not _usable(old, now):
+        raise Conflict("this API key is revoked or expired; create a new key instead")
+    issued = _new_key(old.role, old.name, tenant_id, old.rate_limit_per_minute)  # type: ignore[arg-type]
+    repo.add(issued.key)
+    repo.set_expiry(old.id, _expiry(old, now, grace))
+    return issued
+
+
+def rotate_operator_key(session: Session, key_id: str, grace_seconds: int = DEFAULT_KEY_GRACE_SECONDS) -> IssuedKey:
+    """Issue a successor of the operator key ``key_id`` (the caller's) and let it expire after the grace.
+
+    This is how ``MIDWATCH_OPERATOR_KEY`` rotates without downtime: store the new key where the
+    deployment reads it (the Kubernetes Secret), roll the processes, and the old key stops working
+    when its grace ends. A restart with the old value never revives it (it is registered, expired).
+    """
+    grace = _grace(grace_seconds)
+    now = utcnow()
+    repo = AccountsPlatformRepository(session)
+    old = repo.operator_key(key_id)
+    if old is None or not _usable(old, now):
+        raise Unauthorized("unknown or revoked API key")
+    issued = _new_key("operator", old.name, None, old.rate_limit_per_minute)
+    repo.add_key(issued.key)
+    repo.set_key_expiry(old.id, _expiry(old, now, grace))
     return issued
 
 
@@ -118,15 +196,21 @@ def ensure_operator_key(session: Session, supplied: str | None) -> str | None:
             repo.add_key(ApiKey(id=new_id("key"), tenant_id=None, role="operator", name="MIDWATCH_OPERATOR_KEY",
                                 prefix=supplied[:8], key_hash=hash_key(supplied), created_at=utcnow()))
         return None
-    if repo.has_operator_key():
+    if repo.has_operator_key(utcnow()):
         return None
     issued = _new_key("operator", "generated at first start", None)
     repo.add_key(issued.key)
     return issued.plaintext
 
 
-def authenticate(session: Session, authorization: str | None) -> Principal:
-    """Resolve ``Authorization: Bearer <key>`` to a principal, or raise Unauthorized."""
+def authenticate(session: Session, authorization: str | None, *, rate_limit_per_minute: int | None = None,
+                 now: datetime | None = None) -> Principal:
+    """Resolve ``Authorization: Bearer <key>`` to a principal, or raise Unauthorized.
+
+    With ``rate_limit_per_minute`` (the default limit; a key's own ``rate_limit_per_minute`` wins)
+    the request is also counted in the key's current window, in this same transaction, and one over
+    the limit raises :class:`RateLimited` with ``retry_after_s`` (seconds until the window resets).
+    """
     if not authorization:
         raise Unauthorized("missing Authorization header (expected 'Bearer <api key>')")
     scheme, _, token = authorization.partition(" ")
@@ -134,8 +218,9 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Authorization must be 'Bearer <api key>'")
     repo = AccountsPlatformRepository(session)
+    now = now or utcnow()
     key = repo.key_by_hash(hash_key(token))
-    if key is None or key.revoked_at is not None:
+    if key is None or not _usable(key, now):  # an expired key is refused exactly like a revoked one
         raise Unauthorized("unknown or revoked API key")
     if key.tenant_id is not None:
         tenant = repo.tenant(key.tenant_id)
@@ -143,7 +228,14 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
             raise Unauthorized("unknown or revoked API key")
         if tenant.status != "active":
             raise Forbidden("tenant is suspended")
-    now = utcnow()
+    limit = key.rate_limit_per_minute or rate_limit_per_minute
+    if limit is not None:
+        epoch = now.timestamp()
+        window_start = int(epoch // RATE_WINDOW_SECONDS) * RATE_WINDOW_SECONDS
+        if repo.count_request(key.id, window_start) > limit:
+            retry_after = max(1, math.ceil(window_start + RATE_WINDOW_SECONDS - epoch))
+            raise RateLimited(f"this API key is limited to {limit} requests per minute; retry in {retry_after} s",
+                              retry_after_s=retry_after)
     if key.last_used_at is None or now - key.last_used_at > _TOUCH_EVERY:
         repo.touch_key(key.id, now)
     return Principal(key_id=key.id, role=key.role, tenant_id=key.tenant_id)  # type: ignore[arg-type]

@@ -765,7 +765,7 @@ def _days(now: datetime, then: datetime | None) -> float | None:
 def _key_row(k: Any, names: dict[str, str], now: datetime) -> KeyRow:
     return KeyRow(k.id, k.tenant_id, names.get(k.tenant_id, "(operator)") if k.tenant_id else "(operator)",
                   k.role, k.name, k.prefix, _days(now, k.created_at) or 0.0, _days(now, k.last_used_at),
-                  k.revoked_at is not None)
+                  k.revoked_at is not None or (k.expires_at is not None and k.expires_at <= now))  # rotated out
 
 
 def _scope_row(version: int, name: str, spec: Any) -> ScopeRow:

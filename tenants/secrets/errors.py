@@ -24,8 +24,10 @@ __all__ = [
 ]
 
 
-class SecretNotFound(NotFound):
-    """The secret (or the requested version of it) does not exist for this tenant."""
+class SecretNotFound(NotFound, LookupError):
+    """The secret (or the requested version of it) does not exist for this tenant.
+
+    Also a LookupError, so a tool asking for a missing secret fails with a clean ``auth`` escalation."""
 
 
 class SecretsError(MidwatchError):

@@ -118,9 +118,14 @@ PROBES: dict[tuple[str, str], Probe] = {
         "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/suspend"),
     ("POST", "/v1/admin/tenants/{name:str}/resume"): Probe(
         "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/resume"),
+    ("POST", "/v1/admin/keys/rotate"): Probe("operator_only", lambda w, r: "/v1/admin/keys/rotate",
+                                             body={"grace_seconds": 0}),
     # ---- keys -----------------------------------------------------------------------------------
     ("GET", "/v1/keys"): Probe("listing", lambda w, r: "/v1/keys", admin_only=True),
     ("POST", "/v1/keys"): Probe("own_namespace", lambda w, r: "/v1/keys", body={"role": "viewer"}, admin_only=True),
+    ("POST", "/v1/keys/{key_id:str}/rotate"): Probe(
+        "hidden", lambda w, r: f"/v1/keys/{r}/rotate", lambda w: w.a_viewer_key_id,
+        lambda: f"key_{secrets.token_hex(12)}", body={"grace_seconds": 0}, admin_only=True),
     ("DELETE", "/v1/keys/{key_id:str}"): Probe(
         "hidden", lambda w, r: f"/v1/keys/{r}", lambda w: w.a_viewer_key_id,
         lambda: f"key_{secrets.token_hex(12)}", admin_only=True),
@@ -331,7 +336,7 @@ def _a_is_untouched(w: World) -> None:
     for name in ("alpha-only", "alpha-put", "greeter"):
         assert h.client.get(f"/v1/agents/{name}", headers=a.headers).json()["agent"]["latest_version"] == 1
     keys = h.client.get("/v1/keys", headers=a.headers).json()["data"]
-    assert all(k["revoked_at"] is None for k in keys) and len(keys) == 2
+    assert all(k["revoked_at"] is None and k["expires_at"] is None for k in keys) and len(keys) == 2
     assert h.client.get("/v1/tools/crm.a_only", headers=a.headers).status_code == 200
     assert {m["alias"] for m in h.client.get("/v1/models", headers=a.headers).json()["data"]} == {"alpha-model",
                                                                                                  "fast"}

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 04:04:32.962022
+Create Date: 2026-11-25 04:05:55.978172
 """
 
 from collections.abc import Sequence
@@ -176,6 +176,8 @@ def upgrade() -> None:
     sa.Column('created_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=False),
     sa.Column('last_used_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
     sa.Column('revoked_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', tenants.kit.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('rate_limit_per_minute', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_api_keys_tenant_id_tenants')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash'))
@@ -353,6 +355,13 @@ def upgrade() -> None:
     with op.batch_alter_table('agent_versions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_agent_versions_tenant_id'), ['tenant_id'], unique=False)
 
+    op.create_table('api_key_windows',
+    sa.Column('key_id', sa.String(length=40), nullable=False),
+    sa.Column('window_start', sa.BigInteger(), nullable=False),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['key_id'], ['api_keys.id'], name=op.f('fk_api_key_windows_key_id_api_keys'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('key_id', 'window_start', name=op.f('pk_api_key_windows'))
+    )
     op.create_table('budget_events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
@@ -625,6 +634,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_budget_events_tenant')
 
     op.drop_table('budget_events')
+    op.drop_table('api_key_windows')
     with op.batch_alter_table('agent_versions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_agent_versions_tenant_id'))
 

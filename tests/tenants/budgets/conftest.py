@@ -33,6 +33,7 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         "MIDWATCH_OPERATOR_KEY": f"mw_op_test_{secrets.token_urlsafe(24)}",
         "MIDWATCH_LOG_LEVEL": "warning",
         "MIDWATCH_HEALTH_PORT": "0",
+        "MIDWATCH_RATE_LIMIT_PER_MINUTE": "1000000",  # shared keys, many requests; the limit is tested elsewhere
     }
     if request.param == "postgres":
         env["MIDWATCH_DATABASE_URL"] = request.getfixturevalue("pg_schema_url")

@@ -1,0 +1,191 @@
+"""API keys: rotation with a grace period (tenant and operator keys) and per-key rate limits that hold
+across API replicas (the counter lives in the database)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.conftest import Harness
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _key_row(h: Harness, headers: dict[str, str], key_id: str) -> dict[str, object]:
+    keys = h.client.get("/v1/keys", headers=headers).json()["data"]
+    return next(k for k in keys if k["id"] == key_id)
+
+
+# ---- rotation ------------------------------------------------------------------------------------
+
+def test_a_rotated_key_keeps_working_for_the_grace_then_only_the_new_one_does(harness: Harness) -> None:
+    tenant = harness.onboard()
+    old = harness.client.post("/v1/keys", json={"role": "viewer", "name": "ci bot"}, headers=tenant.headers).json()
+    assert harness.client.get("/v1/runs", headers=_bearer(old["key"])).status_code == 200
+
+    r = harness.client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 1}, headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    new = r.json()
+    assert new["id"] != old["id"] and new["key"] != old["key"]
+    assert (new["role"], new["name"], new["expires_at"]) == ("viewer", "ci bot", None)
+
+    listed = _key_row(harness, tenant.headers, old["id"])
+    assert listed["expires_at"] is not None and listed["revoked_at"] is None
+    assert listed["created_at"] and listed["last_used_at"]  # the old key was used above
+    assert "key" not in listed  # a listing never shows a key
+    for key in (old["key"], new["key"]):  # within the grace: both work
+        assert harness.client.get("/v1/runs", headers=_bearer(key)).status_code == 200
+
+    time.sleep(1.2)
+    r = harness.client.get("/v1/runs", headers=_bearer(old["key"]))
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized", r.text
+    assert harness.client.get("/v1/runs", headers=_bearer(new["key"])).status_code == 200
+
+
+def test_rotation_defaults_to_an_hour_of_grace_and_zero_ends_the_old_key_at_once(harness: Harness) -> None:
+    tenant = harness.onboard()
+    admin_id = harness.client.get("/v1/keys", headers=tenant.headers).json()["data"][0]["id"]
+    before = datetime.now(UTC)
+    r = harness.client.post(f"/v1/keys/{admin_id}/rotate", headers=tenant.headers)  # no body: defaults
+    assert r.status_code == 201, r.text
+    new_admin = _bearer(r.json()["key"])
+    expires = datetime.fromisoformat(str(_key_row(harness, new_admin, admin_id)["expires_at"]))
+    assert timedelta(minutes=59) < expires - before < timedelta(minutes=61)
+
+    r = harness.client.post(f"/v1/keys/{r.json()['id']}/rotate", json={"grace_seconds": 0}, headers=new_admin)
+    assert r.status_code == 201, r.text
+    assert harness.client.get("/v1/keys", headers=new_admin).status_code == 401
+    assert harness.client.get("/v1/keys", headers=_bearer(r.json()["key"])).status_code == 200
+
+
+def test_rotation_refuses_a_revoked_key_a_bad_grace_and_non_admins(harness: Harness) -> None:
+    tenant = harness.onboard()
+    viewer = harness.client.post("/v1/keys", json={"role": "viewer"}, headers=tenant.headers).json()
+    for grace in (-1, 7 * 86400 + 1, "60"):
+        r = harness.client.post(f"/v1/keys/{viewer['id']}/rotate", json={"grace_seconds": grace},
+                                headers=tenant.headers)
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
+    r = harness.client.post(f"/v1/keys/{viewer['id']}/rotate", headers=_bearer(viewer["key"]))
+    assert r.status_code == 403
+    assert harness.client.delete(f"/v1/keys/{viewer['id']}", headers=tenant.headers).status_code == 204
+    r = harness.client.post(f"/v1/keys/{viewer['id']}/rotate", headers=tenant.headers)
+    assert r.status_code == 409 and r.json()["code"] == "conflict", r.text
+    assert len(harness.client.get("/v1/keys", headers=tenant.headers).json()["data"]) == 2  # nothing issued
+
+
+def test_the_operator_key_rotates_without_downtime_and_a_restart_with_the_old_value_does_not_revive_it(
+        harness: Harness) -> None:
+    from tenants.accounts.service import ensure_operator_key
+    from tenants.kit.db import unit_of_work
+
+    old = harness.op_headers
+    r = harness.client.post("/v1/admin/keys/rotate", json={"grace_seconds": 1}, headers=old)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["role"] == "operator" and body["key"].startswith("mw_op_")
+    new = _bearer(body["key"])
+    for headers in (old, new):
+        assert harness.client.get("/v1/admin/tenants", headers=headers).status_code == 200
+    time.sleep(1.2)
+    assert harness.client.get("/v1/admin/tenants", headers=old).status_code == 401
+    assert harness.client.get("/v1/admin/tenants", headers=new).status_code == 200
+
+    # A process started with the stale MIDWATCH_OPERATOR_KEY neither revives it nor generates another key.
+    with unit_of_work() as session:
+        assert ensure_operator_key(session, harness.operator_key) is None
+        assert ensure_operator_key(session, None) is None
+    assert harness.client.get("/v1/admin/tenants", headers=old).status_code == 401
+    r = harness.client.post("/v1/admin/tenants", json={"name": "after-rotation"}, headers=new)
+    assert r.status_code == 201, r.text
+    tenant_admin = _bearer(r.json()["admin_key"]["key"])
+    assert harness.client.post("/v1/admin/keys/rotate", headers=tenant_admin).status_code == 403
+
+
+# ---- rate limits ---------------------------------------------------------------------------------
+
+class _Clock:
+    """A settable ``utcnow`` for the accounts service (windows are wall-clock minutes)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_key_over_its_limit_gets_429_with_retry_after_until_the_window_resets(
+        make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, db: str) -> None:
+    h = make_harness(db=db, worker=None)
+    tenant = h.onboard()
+    limited = h.client.post("/v1/keys", json={"role": "viewer", "rate_limit_per_minute": 5},
+                            headers=tenant.headers).json()
+    assert limited["rate_limit_per_minute"] == 5
+    other = h.client.post("/v1/keys", json={"role": "viewer"}, headers=tenant.headers).json()
+
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=5)
+    clock = _Clock(minute + timedelta(seconds=50))  # 10 s before the window ends
+    monkeypatch.setattr("tenants.accounts.service.utcnow", clock)
+
+    assert [h.client.get("/v1/runs", headers=_bearer(limited["key"])).status_code for _ in range(5)] == [200] * 5
+    r = h.client.get("/v1/runs", headers=_bearer(limited["key"]))
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "rate_limited" and r.headers["Retry-After"] == "10"
+    assert h.client.get("/v1/runs", headers=_bearer(limited["key"])).status_code == 429  # still over
+    # another key of the same tenant is not affected
+    assert [h.client.get("/v1/runs", headers=_bearer(other["key"])).status_code for _ in range(8)] == [200] * 8
+
+    clock.now = minute + timedelta(seconds=60)  # the next window
+    assert [h.client.get("/v1/runs", headers=_bearer(limited["key"])).status_code for _ in range(5)] == [200] * 5
+    assert h.client.get("/v1/runs", headers=_bearer(limited["key"])).status_code == 429
+
+
+def test_the_platform_default_limit_applies_to_keys_without_their_own(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness(worker=None, extra={"MIDWATCH_RATE_LIMIT_PER_MINUTE": "3"})
+    tenant = h.onboard()
+    codes = [h.client.get("/v1/runs", headers=tenant.headers).status_code for _ in range(4)]
+    if codes[:3] != [200] * 3:  # the minute turned over between requests: one more window
+        codes = [h.client.get("/v1/runs", headers=tenant.headers).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    # the operator key is a key like any other: onboarding used one of its 3 requests
+    codes = [h.client.get("/v1/admin/tenants", headers=h.op_headers).status_code for _ in range(3)]
+    assert codes in ([200, 200, 429], [200, 200, 200])  # the latter only if the minute turned over
+
+
+@pytest.mark.postgres
+def test_concurrent_requests_on_many_replicas_never_exceed_the_limit(make_harness: Callable[..., Harness]) -> None:
+    """20 requests at once (each its own transaction, as on 20 API replicas) against a limit of 10."""
+    from tenants.accounts.service import authenticate
+    from tenants.kit.db import unit_of_work
+    from tenants.kit.errors import RateLimited
+
+    h = make_harness(db="postgres", worker=None)
+    tenant = h.onboard()
+    key = h.client.post("/v1/keys", json={"role": "viewer", "rate_limit_per_minute": 10},
+                        headers=tenant.headers).json()["key"]
+    now = datetime.now(UTC).replace(second=1, microsecond=0) + timedelta(minutes=3)
+    results: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def request() -> None:
+        barrier.wait()
+        try:
+            with unit_of_work() as session:
+                authenticate(session, f"Bearer {key}", rate_limit_per_minute=1000, now=now)
+            results.append("ok")
+        except RateLimited:
+            results.append("limited")
+
+    threads = [threading.Thread(target=request) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["limited"] * 10 + ["ok"] * 10
