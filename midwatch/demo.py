@@ -12,6 +12,7 @@ from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.accounts.service import onboard_tenant
 from tenants.agents.service import store_version
 from tenants.kit.db import unit_of_work
+from tenants.runs.service import submit_run
 
 __all__ = ["DEMO_SPEC", "ensure_demo"]
 
@@ -54,6 +55,13 @@ steps:
 """
 
 
+DEMO_ITEMS = [
+    {"invoice_id": "INV-1001", "email": "ann@example.com", "amount": 120},
+    {"invoice_id": "INV-1002", "email": "bob@example.com", "amount": 80.5},
+    {"invoice_id": "INV-1003", "email": "carol@example.com", "amount": 2400},
+]
+
+
 def ensure_demo(data_dir: Path, new_operator_key: str | None) -> dict[str, Any]:
     """Create the demo tenant (once) and store the demo agent; return the demo credentials.
 
@@ -66,11 +74,14 @@ def ensure_demo(data_dir: Path, new_operator_key: str | None) -> dict[str, Any]:
     spec = load_spec(DEMO_SPEC)
     with unit_of_work() as session:
         tenant = AccountsPlatformRepository(session).tenant_by_name("demo")
+        first_start = tenant is None
         if tenant is None:
             tenant, issued = onboard_tenant(session, "demo", "Demo Company")
             creds = {"tenant": "demo", "tenant_id": tenant.id, "admin_key": issued.plaintext}
-        store_version(session, tenant.id, spec.name, spec.model_dump(mode="json", by_alias=True),
-                      [w.model_dump() for w in parsed.warnings])
+        stored = store_version(session, tenant.id, spec.name, spec.model_dump(mode="json", by_alias=True),
+                               [w.model_dump() for w in parsed.warnings])
+        if first_start:  # one real run, so the dashboard has live data from the first minute
+            submit_run(session, tenant.id, stored.version, spec.name, None, DEMO_ITEMS, "demo-first-start")
     if new_operator_key:
         creds["operator_key"] = new_operator_key
     if creds:
