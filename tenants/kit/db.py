@@ -86,13 +86,23 @@ def _build_engine(settings: Settings) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=max(5, settings.worker_threads + 2),
         max_overflow=20,
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+
+    @event.listens_for(engine, "connect")
+    def _postgres_session_limits(dbapi_conn: Any, _record: Any) -> None:
+        # A process paused inside a transaction (GC pause, SIGSTOP, partition) must not hold row locks
+        # forever: PostgreSQL ends such sessions, so a new lease owner is never blocked for long.
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET idle_in_transaction_session_timeout = '15s'")
+        dbapi_conn.commit()
+
+    return engine
 
 
 def get_engine() -> Engine:
