@@ -83,9 +83,14 @@ def bench_environment(extra: dict[str, str] | None = None) -> Iterator[dict[str,
 
 
 def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    """Start ``midwatch <args>`` with the benchmark's settings."""
+    """Start ``midwatch <args>`` with the benchmark's settings (logs to MIDWATCH_BENCH_LOG_DIR if set)."""
+    log_dir = os.environ.get("MIDWATCH_BENCH_LOG_DIR")
+    out: Any = subprocess.DEVNULL
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        out = open(Path(log_dir) / f"{args[0]}-{secrets.token_hex(3)}.log", "wb")  # noqa: SIM115 - child owns it
     return subprocess.Popen([sys.executable, "-m", "midwatch.cli", *args], env={**os.environ, **env}, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=out, stderr=subprocess.STDOUT)
 
 
 def make_agent(steps: int, *, items: bool = False, name: str = "bench") -> tuple[str, Any]:
@@ -96,6 +101,7 @@ def make_agent(steps: int, *, items: bool = False, name: str = "bench") -> tuple
     from tenants.kit.db import unit_of_work
 
     text = (f"apiVersion: midwatch/v1\nname: {name}\nscope: {{tools: [sandbox.echo]}}\n"
+            f"autonomy: {{max_steps: {max(20, steps)}}}\n"
             + ("input: {items: true}\n" if items else "") + "steps:\n"
             + "".join(f"  - id: s{i}\n    tool: sandbox.echo\n    args: {{i: {i}}}\n" for i in range(steps)))
     spec = load_spec(text)

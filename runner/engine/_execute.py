@@ -610,7 +610,8 @@ class _Execution:
                 finish_item={"item_index": item.item_index, "state": "done", "now": now, "steps_used": steps_used,
                              "llm_calls": llm_calls} if last else None,
                 side_effect=(key, {"state": "succeeded", "outcome": redact(outcome.output), "completed_at": now})
-                if key is not None else None)
+                if key is not None else None,
+                durable=key is not None or step.tool is None)  # pure tool steps may skip the WAL flush wait
             self._flush_stats(session, now)
             if item.next_attempt != 1:
                 repo.set_item_attempt(self.run_id, item.item_index, 1)

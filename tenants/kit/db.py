@@ -194,6 +194,8 @@ def enqueue_after_commit(session: Session, actor_name: str, delay_s: float = 0.0
 
 @event.listens_for(Session, "after_commit")
 def _send_outbox(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # SQLAlchemy also fires after_commit when a SAVEPOINT is released: wait for the real commit
     pending = session.info.pop("midwatch_outbox", None)
     if not pending:
         return
@@ -208,4 +210,6 @@ def _send_outbox(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _drop_outbox(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a rolled-back SAVEPOINT does not undo the outer transaction's messages
     session.info.pop("midwatch_outbox", None)

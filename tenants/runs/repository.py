@@ -35,7 +35,7 @@ def _json(value: Any) -> str | None:
 
 
 @functools.cache
-def _write_step_sql(finish_item: bool, side_effect: bool) -> TextClause:
+def _write_step_sql(finish_item: bool, side_effect: bool, durable: bool) -> TextClause:
     """The PostgreSQL one-statement checkpoint: every write is gated on the fenced UPDATE of the run row."""
     ev_cols = ["tenant_id", "run_id", "seq", "kind", "item_index", "step_index", "step_id", "considered", "chosen",
                "why", "verdicts", "failure_category", "cost_usd", "latency_ms", "input_hash", "output_hash",
@@ -66,6 +66,8 @@ fi AS (
 se AS (
   UPDATE side_effects SET state = 'succeeded', outcome = CAST(:se_outcome AS JSONB), completed_at = :now
    WHERE tenant_id = :tenant_id AND idempotency_key = :se_key AND EXISTS (SELECT 1 FROM touched))"""
+    if not durable:  # transaction-local: only this step's commit skips the WAL flush wait
+        return text(sql + "\nSELECT cancel_requested, set_config('synchronous_commit', 'off', true) FROM touched")
     return text(sql + "\nSELECT cancel_requested FROM touched")
 # Tables for the engine's hot path: Core statements skip the ORM's per-statement bookkeeping.
 _RUNS: Table = Run.__table__  # type: ignore[assignment]
@@ -274,12 +276,17 @@ class RunRepository(TenantRepository):
 
     def write_step(self, run_id: str, fence: int, now: datetime, lease_s: float, *, checkpoint: dict[str, Any],
                    event: dict[str, Any], counters: dict[str, Any], finish_item: dict[str, Any] | None = None,
-                   side_effect: tuple[str, dict[str, Any]] | None = None) -> bool:
+                   side_effect: tuple[str, dict[str, Any]] | None = None, durable: bool = True) -> bool:
         """Checkpoint one step: fence check + lease renewal + counters, the checkpoint, its decision event,
         (the item's end) and (the side effect's outcome), atomically. Returns cancel_requested.
 
         On PostgreSQL this is ONE statement (data-modifying CTEs all gated on the fenced UPDATE), so a step
         costs one round trip and a commit; elsewhere the same writes run one after the other.
+
+        ``durable=False`` (a pure step: no side effect, no model spend) commits without waiting for the
+        WAL flush (``synchronous_commit = off`` for this transaction only). Only a crash of the PostgreSQL
+        server itself can lose such a commit, and then the step simply runs again, which is harmless for a
+        pure step; any later synchronous commit (a side effect's intent, the run's end) flushes it too.
         """
         if self.dialect != "postgresql":
             cancel = self.fenced_touch(run_id, fence, now, lease_s, steps=counters.get("steps_done", 0),
@@ -309,7 +316,8 @@ class RunRepository(TenantRepository):
         if side_effect is not None:
             params["se_key"] = side_effect[0]
             params["se_outcome"] = _json(side_effect[1].get("outcome"))
-        row = self.session.execute(_write_step_sql(finish_item is not None, side_effect is not None), params).first()
+        sql = _write_step_sql(finish_item is not None, side_effect is not None, durable)
+        row = self.session.execute(sql, params).first()
         if row is None:
             raise LeaseLost(f"run {run_id} is owned by another worker (fence {fence} is stale)")
         return bool(row[0])
