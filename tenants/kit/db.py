@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -28,6 +28,7 @@ __all__ = [
     "is_transient_db_error",
     "pinned_session",
     "read_only",
+    "relax_durability",
     "reset_engine",
     "session_factory",
     "set_dispatcher",
@@ -151,6 +152,12 @@ def pinned_session() -> Session:
     no pool checkout or pre-ping per transaction). Close the session, then ``session.bind.close()``."""
     connection = get_engine().connect()
     return Session(bind=connection, expire_on_commit=False, join_transaction_mode="rollback_only")
+
+
+def relax_durability(session: Session) -> None:
+    """This transaction may commit without waiting for the WAL flush (PostgreSQL; read models only)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 def is_transient_db_error(exc: BaseException) -> bool:

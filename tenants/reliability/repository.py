@@ -64,6 +64,21 @@ class ReliabilityRepository(TenantRepository):
         stmt = stmt.on_conflict_do_update(index_elements=["tenant_id", *keys], set_=set_)
         self.session.execute(stmt)
 
+    def bump_step_days(self, agent_name: str, day: datetime, rows: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add to many (agent, step, day) rollups in ONE statement (the engine's buffered flush)."""
+        if not rows:
+            return
+        table = StepStatDaily.__table__
+        values = [{"tenant_id": self.tenant_id, "agent_name": agent_name, "step_id": step_id, "day": day, **row}
+                  for step_id, row in rows.items()]
+        stmt = _insert(self.session, StepStatDaily).values(values)
+        set_: dict[str, Any] = {name: table.c[name] + stmt.excluded[name]
+                                for name in ("attempts", "succeeded", "failed", "retries", "latency_ms_sum")}
+        set_["latency_ms_max"] = case((stmt.excluded.latency_ms_max > table.c.latency_ms_max,
+                                       stmt.excluded.latency_ms_max), else_=table.c.latency_ms_max)
+        self.session.execute(stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "agent_name", "step_id", "day"], set_=set_))
+
     def bump_run_hour(self, agent_name: str, hour: datetime, **increments: Any) -> None:
         """Add to one (agent, hour) run rollup: ``started=1``, ``failed=1``, ``duration_ms_sum=...``."""
         row = {"started": 0, **dict.fromkeys(RUN_OUTCOME_COLUMNS, 0), "duration_ms_sum": 0,

@@ -152,11 +152,10 @@ class StepStatsBuffer:
         return bool(self._rows)
 
     def flush(self, session: Session, tenant_id: str, agent_name: str, at: datetime) -> None:
-        repo = ReliabilityRepository(session, tenant_id)
-        for step_id, (attempts, ok, failed, retries, latency_sum, latency_max) in self._rows.items():
-            repo.bump_step_day(agent_name, step_id, day_of(at), attempts=int(attempts), succeeded=int(ok),
-                               failed=int(failed), retries=int(retries), latency_ms=latency_sum,
-                               latency_max=latency_max)
+        rows = {step_id: {"attempts": int(attempts), "succeeded": int(ok), "failed": int(failed),
+                          "retries": int(retries), "latency_ms_sum": latency_sum, "latency_ms_max": latency_max}
+                for step_id, (attempts, ok, failed, retries, latency_sum, latency_max) in self._rows.items()}
+        ReliabilityRepository(session, tenant_id).bump_step_days(agent_name, day_of(at), rows)
         self._rows.clear()
 
 
