@@ -131,8 +131,9 @@ class Toolbox:
     def __init__(self, settings: Settings, tenant_id: str, spec: AgentSpec) -> None:
         self.tenant_id = tenant_id
         self.spec = spec
-        self.client = EgressClient(EgressPolicy(allowed_hosts=list(spec.scope.egress),
-                                                allow_loopback=settings.allow_loopback_egress))
+        self._policy = EgressPolicy(allowed_hosts=list(spec.scope.egress),
+                                    allow_loopback=settings.allow_loopback_egress)
+        self._client: EgressClient | None = None
         self.breaker = CircuitBreaker(BreakerConfig(), DbBreakerStore(tenant_id))
         self._tools: dict[str, Any] = {}
         self._models: dict[str, Provider] = {}
@@ -141,6 +142,13 @@ class Toolbox:
         self.agent_name = ""
         self.spent = Decimal(0)  # the run's cost so far (for autonomy.max_cost_usd)
         self._lock = threading.Lock()
+
+    @property
+    def client(self) -> EgressClient:
+        """The egress client, built on first use (its TLS context is costly; built-in tools never need it)."""
+        if self._client is None:
+            self._client = EgressClient(self._policy)
+        return self._client
 
     def secret(self, name: str) -> str:
         """A secret's current value, only if the agent declared it in ``scope.secrets``."""
