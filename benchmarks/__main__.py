@@ -26,6 +26,7 @@ def main(argv: list[str]) -> int:
             engine.main([name])
         else:
             module = importlib.import_module(MODULES[name])
+            sys.argv = [MODULES[name]]  # these scripts parse their own options: run them with their defaults
             module.main()
     return 0
 
