@@ -114,7 +114,8 @@ def overhead(runs: int = 1000, steps: int = 5) -> dict[str, Any]:
     from benchmarks._common import REDIS_URL
 
     tag = f"plain-{os.getpid()}"
-    env = {**os.environ, "PLAIN_BENCH_TAG": tag, "PLAIN_BENCH_REDIS": REDIS_URL}
+    os.environ.update({"PLAIN_BENCH_TAG": tag, "PLAIN_BENCH_REDIS": REDIS_URL})  # read at import, here and there
+    env = dict(os.environ)
     worker = subprocess.Popen([sys.executable, "-m", "dramatiq", "benchmarks.plain_dramatiq", "--processes", "2",
                                "--threads", "8", "--queues", tag], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -126,7 +127,10 @@ def overhead(runs: int = 1000, steps: int = 5) -> dict[str, Any]:
 
         started = time.perf_counter()
         enqueue_all(runs, steps)
+        deadline = time.perf_counter() + 600
         while int(client.get(f"{tag}:done") or 0) < runs:
+            if time.perf_counter() > deadline:
+                raise RuntimeError("plain Dramatiq baseline did not finish in 600 s")
             time.sleep(0.02)
         plain = time.perf_counter() - started
     finally:
