@@ -706,14 +706,17 @@ class _Execution:
             return repo.item_outcomes(self.run_id)
 
         counts = self._committed(outcomes, "outcomes")
-        failed, escalated = counts.get("failed", 0), counts.get("escalated", 0)
         total = sum(counts.values())
-        if failed:
-            self._finish("failed", self._summary("failed", failed, total), self._first_category("failed"))
-        elif escalated:
-            self._finish("escalated", self._summary("escalated", escalated, total), self._first_category("escalated"))
-        else:
-            self._finish("succeeded", None, None)
+        for state in ("failed", "escalated"):
+            if counts.get(state, 0):
+                first = self._first_problem(state)
+                reason = first.reason if first else ""
+                if total > 1:
+                    where = first.item_index if first else "?"
+                    reason = f"{counts[state]} of {total} items {state}; first (item {where}): {reason}"
+                self._finish(state, reason or state, first.failure_category if first else None)
+                return
+        self._finish("succeeded", None, None)
 
     def _first_problem(self, state: str) -> RunItem | None:
         def read(session: Session, repo: RunRepository) -> RunItem | None:
@@ -723,17 +726,6 @@ class _Execution:
             return found[0] if found else None
 
         return self._committed(read, "first problem")
-
-    def _summary(self, state: str, n: int, total: int) -> str:
-        first = self._first_problem(state)
-        reason = first.reason if first else ""
-        if total == 1:
-            return reason or state
-        return f"{n} of {total} items {state}; first (item {first.item_index if first else '?'}): {reason}"
-
-    def _first_category(self, state: str) -> str | None:
-        first = self._first_problem(state)
-        return first.failure_category if first else None
 
     def fail_exhausted(self, reason: str) -> None:
         """Give up on a run whose workers keep vanishing (poison run)."""

@@ -452,8 +452,3 @@ class PlatformRunRepository(PlatformRepository):
     def counts_by_state(self) -> dict[str, int]:
         rows = self.session.execute(select(Run.state, func.count()).group_by(Run.state)).all()
         return {str(s): int(n) for s, n in rows}
-
-    def expired_leases(self, now: datetime) -> int:
-        return int(self.session.scalar(
-            select(func.count()).select_from(Run).where(and_(Run.state == "running", Run.lease_until < now))
-        ) or 0)

@@ -62,8 +62,4 @@ class SecretOut(BaseModel):
 
     @classmethod
     def of(cls, meta: SecretMetadata) -> SecretOut:
-        return cls(name=meta.name, current_version=meta.current_version, pending_version=meta.pending_version,
-                   previous_version=meta.previous_version, previous_expires_at=meta.previous_expires_at,
-                   max_age_days=meta.max_age_days, grace_seconds=meta.grace_seconds, created_at=meta.created_at,
-                   last_rotated_at=meta.last_rotated_at, last_used_at=meta.last_used_at, age_days=meta.age_days,
-                   rotation_due=meta.rotation_due)
+        return cls.model_validate(meta, from_attributes=True)
