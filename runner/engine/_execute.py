@@ -51,6 +51,7 @@ from tenants.kit.db import (
     pinned_session,
     relax_durability,
     unit_of_work,
+    with_db_retry,
 )
 from tenants.kit.errors import LeaseLost
 from tenants.kit.ids import sha256_hex, utcnow
@@ -73,7 +74,6 @@ stopping = threading.Event()  # set on SIGTERM: finish the current step, checkpo
 ITEM_PAGE = 200
 SLOT_TTL_S = 300.0  # a concurrency slot outlives a time slice; the lease keeper renews it during long steps
 STATS_FLUSH_S = 1.0  # step statistics (read model) are written at most about once a second
-DB_RETRY_FOR_S = 120.0
 
 
 def request_stop() -> None:
@@ -97,24 +97,6 @@ def _keeper(lease_s: float) -> LeaseKeeper:
         if lease_s not in _keepers:
             _keepers[lease_s] = LeaseKeeper(lease_s)
         return _keepers[lease_s]
-
-
-def with_db_retry(fn: Callable[[], T], what: str) -> T:
-    """Run ``fn`` (one unit of work), backing off while the database is unreachable.
-
-    A PostgreSQL restart makes workers wait and continue instead of crash-looping.
-    """
-    delay = 0.2
-    deadline = time.monotonic() + DB_RETRY_FOR_S
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient_db_error(exc) or time.monotonic() > deadline:
-                raise
-            log.warning("database_unavailable_backing_off", what=what, delay_s=round(delay, 2), error=str(exc)[:200])
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from runner.errors import StepFailed
 from runner.tools.base import ToolCall
-from tenants.kit.db import unit_of_work
+from tenants.kit.db import unit_of_work, with_db_retry
 from tenants.sandbox.service import record_effect
 
 __all__ = ["BUILTIN_TOOLS", "EchoTool", "RecordTool", "SleepTool"]
@@ -56,8 +56,13 @@ class RecordTool:
     def call(self, call: ToolCall) -> Any:
         if call.idempotency_key is None:
             raise StepFailed("internal", "sandbox.record called without an idempotency key")
-        with unit_of_work() as session:
-            created = record_effect(session, call.tenant_id, call.idempotency_key, call.args)
+        key = call.idempotency_key
+
+        def write() -> bool:
+            with unit_of_work() as session:
+                return record_effect(session, call.tenant_id, key, call.args)
+
+        created = with_db_retry(write, "sandbox.record")  # one row per key: safe to run again
         return {"recorded": True, "duplicate": not created, "idempotency_key": call.idempotency_key}
 
 

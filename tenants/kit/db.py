@@ -8,9 +8,10 @@ PostgreSQL runs READ COMMITTED with a pre-ping pool.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -33,6 +34,7 @@ __all__ = [
     "session_factory",
     "set_dispatcher",
     "unit_of_work",
+    "with_db_retry",
 ]
 
 NAMING = {
@@ -56,6 +58,7 @@ _lock = threading.Lock()
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
 
+T = TypeVar("T")
 Dispatcher = Callable[[str, dict[str, Any], float], None]
 _dispatcher: Dispatcher | None = None
 
@@ -174,6 +177,31 @@ def read_only() -> Iterator[Session]:
     finally:
         session.rollback()
         session.close()
+
+
+DB_RETRY_FOR_S = 120.0
+
+
+def with_db_retry(fn: Callable[[], T], what: str) -> T:
+    """Run ``fn`` (one unit of work), backing off while the database is unreachable (up to two minutes).
+
+    A PostgreSQL restart makes workers wait and continue instead of crash-looping. ``fn`` must be safe
+    to run again: a failed attempt's transaction was rolled back.
+    """
+    delay = 0.2
+    deadline = time.monotonic() + DB_RETRY_FOR_S
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient_db_error(exc) or time.monotonic() > deadline:
+                raise
+            from tenants.kit.logging import get_logger
+
+            get_logger("db").warning("database_unavailable_backing_off", what=what, delay_s=round(delay, 2),
+                                     error=str(exc)[:200])
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def set_dispatcher(dispatcher: Dispatcher | None) -> None:
