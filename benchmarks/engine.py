@@ -49,7 +49,7 @@ def step_latency() -> dict[str, Any]:
 
     A spec holds at most 50 steps, so the run is 2 items x 50 steps: 100 checkpoints, as in the peer.
     """
-    from runner.engine._execute import execute_run
+    from runner.engine._run import execute_next
     from tenants.kit.settings import get_settings
 
     with bench_environment():
@@ -58,7 +58,7 @@ def step_latency() -> dict[str, Any]:
         for _ in range(6):  # the first is a warm-up
             (run_id,) = _submit(tenant_id, version, 1, items=[{"n": 0}, {"n": 1}])
             started = time.perf_counter()
-            execute_run(get_settings(), tenant_id, run_id)
+            execute_next(get_settings())
             samples.append((time.perf_counter() - started) / 100 * 1000)
             assert _run(tenant_id, run_id).state == "succeeded"
         ours = median(samples[1:])

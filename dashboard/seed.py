@@ -3,12 +3,12 @@
 ``seed(runs=N, tenants=M, now=...)`` creates M tenants (agents with real specs, API keys of various
 ages) and N runs spread over the last :data:`HISTORY_DAYS` days: mostly succeeded, some failed /
 escalated / budget-exhausted with a category and a reason, a few cancelled, and a live tail
-(queued, running, stuck with an expired lease, waiting for approval). The read models
-(``run_rollups_hourly``, ``step_stats_daily``, ``failures_hourly``, ``agent_health``,
-``latest_failures``) are computed from the same generated runs, exactly as the runner's hooks
-would have recorded them, and bulk-loaded (COPY on PostgreSQL) in batches, so a million runs
-take minutes, not hours. Recent runs also get items, checkpoints, hash-chained decision events
-and side effects, so the run page has a timeline to show.
+(queued, running, stuck with an expired lease, waiting for approval). Every run gets its hash-chained
+decision events, bulk-loaded (COPY on PostgreSQL) in batches, and the read models
+(``run_rollups_hourly``, ``step_stats_daily``, ``failures_hourly``, ``agent_health``, ``latest_failures``)
+are then derived from those events by the same deriver the scheduler runs
+(:mod:`tenants.reliability.derive`), never computed here. Recent runs also get items, checkpoints and side
+effects, so the run page has a timeline to show.
 
 Then the governance data every other panel reads, written through the owning domains' services
 exactly as the platform would: budget limits with this period's use (reserved and reconciled, so
@@ -22,7 +22,6 @@ skipped when no master key is available); blocked scope / egress violations; aud
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
 import random
@@ -42,8 +41,8 @@ from tenants.audit.service import record as audit
 from tenants.budgets.service import LimitSpec, reconcile, reserve_many, set_limits
 from tenants.kit.db import unit_of_work
 from tenants.kit.ids import sha256_hex, utcnow
-from tenants.reliability.models import LATEST_FAILURES_PER_TENANT
-from tenants.reliability.service import day_of, hour_of, load_rows
+from tenants.reliability.derive import derive_all
+from tenants.reliability.service import load_rows
 from tenants.runs.events import GENESIS, event_hash
 from tenants.secrets.errors import MasterKeyUnavailable
 from tenants.secrets.master_key import get_master_key
@@ -183,95 +182,6 @@ def _setup_tenants(n: int, rng: random.Random, now: datetime) -> list[_Agent]:
     return agents
 
 
-class _Rollups:
-    """The read models, computed from generated runs exactly as the runner's hooks record them."""
-
-    def __init__(self) -> None:
-        self.runs: dict[tuple[str, str, datetime], list[Any]] = defaultdict(lambda: [0] * 8)
-        self.steps: dict[tuple[str, str, str, datetime], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0, 0.0])
-        self.failures: dict[tuple[str, str, datetime, str], int] = defaultdict(int)
-        self.outcomes: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
-        self.bad_count: dict[str, int] = defaultdict(int)
-        self.latest: dict[str, list[tuple[float, str, dict[str, Any]]]] = defaultdict(list)
-        self.cols = ["started", "succeeded", "failed", "escalated", "cancelled", "budget_exhausted"]
-
-    def started(self, t: str, a: str, at: datetime) -> None:
-        self.runs[(t, a, hour_of(at))][0] += 1
-
-    def step(self, t: str, a: str, sid: str, at: datetime, ok: bool, retries: int, latency: float) -> None:
-        row = self.steps[(t, a, sid, day_of(at))]
-        row[0] += 1 + retries
-        row[1] += int(ok)
-        row[2] += int(not ok)
-        row[3] += retries
-        row[4] += latency
-        row[5] = max(row[5], latency)
-
-    def finished(self, t: str, a: str, run_id: str, state: str, category: str | None, reason: str | None,
-                 started: datetime | None, finished: datetime, cost: Decimal) -> None:
-        row = self.runs[(t, a, hour_of(finished))]
-        row[self.cols.index(state)] += 1
-        row[6] += max(0, int((finished - started).total_seconds() * 1000)) if started else 0
-        row[7] += cost
-        self.outcomes[(t, a)].append((finished.timestamp(), state))
-        if state in ("failed", "escalated", "budget_exhausted"):
-            cat = category or "internal"
-            self.failures[(t, a, hour_of(finished), cat)] += 1
-            self.bad_count[t] += 1
-            entry = (finished.timestamp(), run_id, {"run_id": run_id, "agent_name": a, "state": state,
-                                                    "category": cat, "reason": (reason or "")[:500] or None,
-                                                    "at": finished})
-            heap = self.latest[t]
-            if len(heap) < LATEST_FAILURES_PER_TENANT:
-                heapq.heappush(heap, entry)
-            else:
-                heapq.heappushpop(heap, entry)
-
-    def rows(self) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for (t, a, hour), r in self.runs.items():
-            out["run_rollups_hourly"].append({"tenant_id": t, "agent_name": a, "hour": hour,
-                                              **dict(zip(self.cols, r[:6], strict=True)),
-                                              "duration_ms_sum": r[6], "cost_usd_sum": Decimal(r[7])})
-        for (t, a, sid, day), s in self.steps.items():
-            out["step_stats_daily"].append({"tenant_id": t, "agent_name": a, "step_id": sid, "day": day,
-                                            "attempts": int(s[0]), "succeeded": int(s[1]), "failed": int(s[2]),
-                                            "retries": int(s[3]), "latency_ms_sum": s[4], "latency_ms_max": s[5]})
-        for (t, a, hour, cat), n in self.failures.items():
-            out["failures_hourly"].append({"tenant_id": t, "agent_name": a, "hour": hour, "category": cat,
-                                           "count": n})
-        for (t, a), outcomes in self.outcomes.items():
-            out["agent_health"].append(_health(t, a, sorted(outcomes)))
-        for t, heap in self.latest.items():
-            total = self.bad_count[t]
-            out["reliability_counters"].append({"tenant_id": t, "failures_seq": total})
-            for rank, (_, _, values) in enumerate(sorted(heap)):
-                seq = total - len(heap) + rank + 1
-                out["latest_failures"].append({"tenant_id": t, "slot": (seq - 1) % LATEST_FAILURES_PER_TENANT,
-                                               "seq": seq, **values})
-        return out
-
-
-def _health(t: str, a: str, outcomes: list[tuple[float, str]]) -> dict[str, Any]:
-    """Replay the agent-health state machine of ``record_run_finished`` over outcomes in finish order."""
-    open_since: int | None = None
-    consecutive = incidents = recovery = 0
-    last_ts, last_state = outcomes[-1]
-    for ts, state in outcomes:
-        ms = int(ts * 1000)
-        if state in ("failed", "escalated", "budget_exhausted"):
-            open_since = ms if open_since is None else open_since
-            consecutive += 1
-        elif state == "succeeded":
-            if open_since is not None:
-                incidents += 1
-                recovery += ms - open_since
-            open_since, consecutive = None, 0
-    return {"tenant_id": t, "agent_name": a, "last_state": last_state,
-            "last_finished_at": datetime.fromtimestamp(last_ts, tz=utcnow().tzinfo), "open_since_ms": open_since,
-            "consecutive_failures": consecutive, "incidents": incidents, "recovery_ms_sum": recovery}
-
-
 def _flush(batches: dict[str, list[dict[str, Any]]], report: SeedReport) -> None:
     order = ["runs", "run_items", "step_checkpoints", "side_effects", "decision_events"]
     with unit_of_work() as session:
@@ -294,7 +204,6 @@ def seed(runs: int, tenants: int, *, now: datetime | None = None, rng_seed: int 
     report.tenant_ids = sorted({a.tenant_id for a in agents})
     weights = [1.0 / math.sqrt(1 + i % 37) for i in range(len(agents))]  # some tenants are much busier
     categories, cat_weights = list(CATEGORY_WEIGHTS), list(CATEGORY_WEIGHTS.values())
-    rollups = _Rollups()
     span = HISTORY_DAYS * 86400.0
     offsets = sorted(rng.random() * span for _ in range(runs))  # ascending: oldest first
     n_live = max(0, int(runs * live_fraction)) if runs >= 20 else 0
@@ -308,16 +217,14 @@ def seed(runs: int, tenants: int, *, now: datetime | None = None, rng_seed: int 
         live = index >= runs - n_live
         detail = runs <= DETAIL_ALL_BELOW or created >= detail_since or live
         # the newest two live runs wait for an approval, so the approval queue is never empty
-        _one_run(agent, created, now, live, detail, rng, categories, cat_weights, rollups, batches,
+        _one_run(agent, created, now, live, detail, rng, categories, cat_weights, batches,
                  waiting=live and index >= runs - 2)
         seen.note(agent, batches["runs"][-1])
         report.runs += 1
         if len(batches["runs"]) >= BATCH:
             _flush(batches, report)
     _flush(batches, report)
-    with unit_of_work() as session:
-        for name, rows in rollups.rows().items():
-            report.rows[name] = load_rows(session, name, rows)
+    report.rows["events_derived"] = derive_all()  # the read models, exactly as the scheduler derives them
     _seed_governance(agents, seen, rng, now, report)
     report.seconds = time.monotonic() - started_clock
     return report
@@ -479,7 +386,7 @@ def _seed_approvals(session: Any, seen: _SeenRuns, rng: random.Random, now: date
 
 def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom like the engine's loop
         agent: _Agent, created: datetime, now: datetime, live: bool, detail: bool, rng: random.Random,
-             categories: list[str], cat_weights: list[int], rollups: _Rollups,
+             categories: list[str], cat_weights: list[int],
              batches: dict[str, list[dict[str, Any]]], *, waiting: bool = False) -> None:
     run_id = _run_id(created, rng)
     t, a = agent.tenant_id, agent.name
@@ -504,8 +411,6 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
     stop_at_item = rng.randrange(n_items) if live_state in ("running", "stuck", "waiting_approval") else None
 
     def event(kind: str, at: datetime, **kw: Any) -> None:
-        if not detail:
-            return
         row: dict[str, Any] = {"tenant_id": t, "run_id": run_id, "seq": len(events) + 1, "kind": kind,
                                "item_index": kw.get("item_index"), "step_index": kw.get("step_index"),
                                "step_id": kw.get("step_id"), "considered": kw.get("considered"),
@@ -513,6 +418,7 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
                                "failure_category": kw.get("failure_category"),
                                "cost_usd": kw.get("cost_usd", Decimal(0)),
                                "latency_ms": round(float(kw.get("latency_ms", 0.0)), 3),
+                               "attempts": kw.get("attempts"),
                                "input_hash": kw.get("input_hash"), "output_hash": kw.get("output_hash"),
                                "created_at": at}
         row["prev_hash"] = events[-1]["hash"] if events else GENESIS
@@ -520,7 +426,6 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
         events.append(row)
 
     if started is not None:
-        rollups.started(t, a, started)
         event("run.started", started, chosen="agent version 1", why="first start",
               considered=[s[0] for s in agent.steps])
     for item_index in range(n_items if started is not None else 0):
@@ -534,7 +439,6 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
             retries = 0 if rng.random() < 0.9 else rng.randint(1, 3)
             latency = round(median * math.exp(rng.gauss(0, 0.5)) * (1 + retries), 3)
             clock += timedelta(milliseconds=latency)
-            rollups.step(t, a, sid, clock, ok, retries, latency)
             step_cost = Decimal("0.0021") * Decimal(int(latency / 100) + 1) if kind == "llm" else Decimal(0)
             llm_calls += 1 + retries if kind == "llm" else 0
             cost += step_cost
@@ -559,7 +463,7 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
                       considered=considered, chosen="careful" if kind == "llm" else tool,
                       why=(f"succeeded after {retries} retr{'y' if retries == 1 else 'ies'} (503, backoff)"
                            if retries else "output valid (schema and rules passed)"),
-                      cost_usd=step_cost, latency_ms=latency, output_hash=out_hash)
+                      cost_usd=step_cost, latency_ms=latency, output_hash=out_hash, attempts=1 + retries)
                 continue
             category = rng.choices(categories, cat_weights)[0]
             reason = rng.choice(REASONS[category]).format(tool=tool or f"{sid} (llm)", step=sid)
@@ -571,7 +475,7 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
                                 "attempts": 1, "outcome": None, "created_at": clock, "completed_at": None})
             event("step.failed", clock, item_index=item_index, step_index=step_index, step_id=sid,
                   considered=[item_state, "retry"], chosen=item_state, why=reason, failure_category=category,
-                  latency_ms=latency)
+                  latency_ms=latency, attempts=1 + retries)
             break
         items.append({"run_id": run_id, "item_index": item_index, "tenant_id": t, "input": {"id": f"R-{item_index}"},
                       "state": item_state, "reason": reason if item_state in ("failed", "escalated") else None,
@@ -588,8 +492,7 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
         if state != "succeeded" and n_items > 1 and state != "cancelled":
             reason = f"{items_failed} of {n_items} items {state}; first (item {len(items) - 1}): {reason}"
         event(f"run.{state}", finished, chosen=state, why=reason or "every item completed",
-              failure_category=category)
-        rollups.finished(t, a, run_id, state, category, reason, started, finished, cost)
+              failure_category=category, cost_usd=cost)
         run_state = state
         lease_until = None
     else:
@@ -606,6 +509,8 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
         "steps_done": steps_done, "llm_calls": llm_calls, "cost_usd": cost, "idempotency_key": None,
         "request_hash": None, "lease_owner": "worker-1:4242:1" if lease_until else None, "lease_until": lease_until,
         "fence": 1 if started else 0, "crash_count": 0, "cancel_requested": state == "cancelled",
+        "suspend_requested": False, "priority": 3, "runnable_at": created if live_state == "queued" else None,
+        "event_seq": len(events), "event_head": events[-1]["hash"] if events else None,
         "wake_at": None, "created_at": created, "started_at": started, "finished_at": finished,
         "updated_at": finished or clock})
     if detail:
@@ -616,7 +521,7 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
         batches["run_items"].extend(items + pending)
         batches["step_checkpoints"].extend(checkpoints)
         batches["side_effects"].extend(effects)
-        batches["decision_events"].extend(events)
+    batches["decision_events"].extend(events)
 
 
 def seed_command(runs: int, tenants: int) -> int:

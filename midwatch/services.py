@@ -10,8 +10,8 @@ import dramatiq
 from sqlalchemy import text
 
 from runner.broker import broker_ready, init_broker
-from runner.engine._execute import request_stop, stopping
 from runner.engine._registry import set_secret_lookup
+from runner.engine._run import request_stop, stopping
 from runner.sweeper import run_sweeper
 from tenants.accounts.service import ensure_operator_key
 from tenants.kit.db import unit_of_work

@@ -23,6 +23,8 @@ __all__ = [
     "RunItemOut",
     "RunOut",
     "SandboxRecordOut",
+    "SchedulingIn",
+    "SchedulingOut",
     "StoredAgentOut",
     "SubmitRun",
     "TenantOut",
@@ -156,9 +158,22 @@ class StoredAgentOut(BaseModel):
     created: bool
 
 
+class SchedulingIn(_In):
+    weight: int = Field(ge=1, le=100, description="share of worker time against other tenants with work")
+
+
+class SchedulingOut(_Out):
+    tenant: str
+    weight: int
+    running: int = Field(description="runs holding a worker now")
+    cap: int | None = Field(description="concurrent_runs budget limit (PUT .../budgets); null: no cap")
+
+
 class SubmitRun(_In):
     input: Any = Field(None, description="the run's input (any JSON); for batch agents, shared by all items")
     items: list[Any] | None = Field(None, description="batch items, required iff the spec has input.items: true")
+    priority: int = Field(3, ge=1, le=5, description="1 (most urgent) to 5; orders runs within your tenant only "
+                                                     "(part of the Idempotency-Key's request)")
 
 
 class RunOut(_Out):
@@ -176,6 +191,7 @@ class RunOut(_Out):
     llm_calls: int
     cost_usd: Money
     idempotency_key: str | None
+    priority: int
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

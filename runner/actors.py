@@ -1,4 +1,8 @@
-"""The runner's Dramatiq actors. Other packages enqueue them by name (``execute_run``)."""
+"""The runner's Dramatiq actors. Other packages enqueue them by name (``execute_run``).
+
+A message is a wake-up: the worker that takes it claims the fairest runnable run (not necessarily the
+one the message names; its ids only say who asked) and keeps claiming until none may run now.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,19 @@ import dramatiq
 
 from runner.broker import ACTOR_OPTIONS
 from tenants.kit.settings import Settings
+from tenants.runs.service import EXECUTE_RUN
 
 __all__ = ["EXECUTE_RUN", "register_actors"]
-
-EXECUTE_RUN = "execute_run"
 
 
 def register_actors(broker: dramatiq.Broker, settings: Settings) -> None:
     """Declare every actor on ``broker`` with explicit options (never Dramatiq's defaults)."""
-    from runner.engine._execute import execute_run
+    from runner.engine._run import work
 
-    def _execute_run(tenant_id: str, run_id: str) -> None:
-        execute_run(settings, tenant_id, run_id)
+    def _execute_run(tenant_id: str = "", run_id: str = "") -> None:
+        del tenant_id, run_id  # a wake-up: the claim chooses the run fairly
+        work(settings)
 
-    options: dict[str, Any] = {
-        "max_retries": ACTOR_OPTIONS["max_retries"],
-        "min_backoff": ACTOR_OPTIONS["min_backoff"],
-        "max_backoff": ACTOR_OPTIONS["max_backoff"],
-        "max_age": ACTOR_OPTIONS["max_age"],
-        "time_limit": int(settings.actor_time_limit_s * 1000),
-    }
+    options: dict[str, Any] = {**ACTOR_OPTIONS, "time_limit": int(settings.actor_time_limit_s * 1000)}
     decorate = dramatiq.actor(actor_name=EXECUTE_RUN, queue_name=settings.queue_name, broker=broker, **options)
     decorate(_execute_run)

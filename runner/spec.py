@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, Self
@@ -51,8 +53,10 @@ __all__ = [
     "Slo",
     "SpecIssue",
     "Step",
+    "cached_version_spec",
     "lint",
     "load_spec",
+    "load_version_spec",
     "parse_spec",
     "project_reliability",
 ]
@@ -647,6 +651,33 @@ def load_spec(data: Mapping[str, Any] | str | bytes) -> AgentSpec:
     if result.errors or result.spec is None:
         raise SpecInvalid(result.errors)
     return result.spec
+
+
+_VERSIONS: OrderedDict[str, AgentSpec] = OrderedDict()
+_VERSIONS_LOCK = threading.Lock()
+_VERSIONS_MAX = 1024
+
+
+def cached_version_spec(version_id: str) -> AgentSpec | None:
+    """A version's spec if this process has parsed it already (see :func:`load_version_spec`)."""
+    with _VERSIONS_LOCK:
+        return _VERSIONS.get(version_id)
+
+
+def load_version_spec(version_id: str, spec: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> AgentSpec:
+    """A stored version's spec, parsed once per process (versions are immutable, so the id is the key).
+    ``spec`` may be a function that loads the JSON, called only when the version is not cached yet."""
+    with _VERSIONS_LOCK:
+        found = _VERSIONS.get(version_id)
+        if found is not None:
+            _VERSIONS.move_to_end(version_id)
+            return found
+    parsed = load_spec(spec() if callable(spec) else spec)
+    with _VERSIONS_LOCK:
+        _VERSIONS[version_id] = parsed
+        while len(_VERSIONS) > _VERSIONS_MAX:
+            _VERSIONS.popitem(last=False)
+    return parsed
 
 
 def project_reliability(

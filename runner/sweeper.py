@@ -1,8 +1,10 @@
-"""The sweeper: re-enqueues runs whose worker died (lease expired) or whose wake-up was lost.
+"""The sweeper: puts runs whose worker died (lease expired) back in the queue, and re-sends wake-ups
+nobody answered.
 
-The database is the source of truth; the broker only carries wake-ups. A wiped broker or a
+The database is the source of truth and the queue of record; the broker only carries wake-ups, and a
+woken worker claims whichever run is fairest, so re-sent wake-ups are fair too. A wiped broker or a
 killed worker delays a run by at most one sweep interval plus the lease time, never loses it.
-Duplicate wake-ups are harmless: only one worker can hold a run's lease.
+Duplicate wake-ups are harmless: a wake-up with nothing to claim costs one empty claim.
 """
 
 from __future__ import annotations
@@ -19,28 +21,34 @@ from tenants.kit.db import dispatch_after_commit, unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
-from tenants.runs.repository import PlatformRunRepository
+from tenants.reliability.derive import derive_once
 from tenants.runs.service import EXECUTE_RUN, wake_grace
+from tenants.scheduling.repository import dispatch_repository
 from tenants.secrets.service import due_for_rotation, retire_expired
 from tenants.webhooks.service import emit
 
 __all__ = ["run_sweeper", "sweep_once"]
 
 log = get_logger("sweeper")
+MAX_WAKEUPS_PER_SWEEP = 64
 
 
 def sweep_once(settings: Settings) -> int:
-    """One pass: find stranded runs, push their next wake-up time, and enqueue them."""
+    """One pass: recover expired leases, re-wake runnable runs nobody claimed in time, expire approvals."""
     now = utcnow()
+    next_wake = now + max(wake_grace(), timedelta(seconds=settings.lease_seconds))
     with unit_of_work() as session:
-        repo = PlatformRunRepository(session)
-        stranded = repo.stranded(now)
-        repo.snooze(stranded, now + max(wake_grace(), timedelta(seconds=settings.lease_seconds)))
+        repo = dispatch_repository(session)
+        recovered = repo.recover_expired(now, next_wake)
+        stranded = recovered + repo.overdue(now, next_wake)
+    if recovered:
+        log.info("leases_recovered", runs=len(recovered))
     with unit_of_work() as session:
         expired = expire_due(session, now)  # wakes their runs after commit (on_timeout applies)
     if expired:
         log.info("approvals_expired", approvals=len(expired))
-    for run in stranded:
+    # Workers keep claiming while runs are due, so a few wake-ups drain any number of runs.
+    for run in stranded[:MAX_WAKEUPS_PER_SWEEP]:
         dispatch_after_commit(EXECUTE_RUN, {"tenant_id": run.tenant_id, "run_id": run.run_id})
     if stranded:
         SWEEPER_REQUEUED.inc(len(stranded))
@@ -52,7 +60,7 @@ MAINTENANCE_EVERY_S = 60.0
 
 
 def maintain(now: datetime, announced: set[tuple[str, str, str]]) -> dict[str, int]:
-    """Housekeeping the scheduler owns: release budget reservations and slots of crashed workers,
+    """Housekeeping the scheduler owns: release budget reservations of crashed workers,
     retire secret versions past their grace, and raise ``secret.rotation_due`` once a day per secret."""
     with unit_of_work() as session:
         released = release_expired(session, now=now)
@@ -66,7 +74,7 @@ def maintain(now: datetime, announced: set[tuple[str, str, str]]) -> dict[str, i
             due += 1
             emit(session, secret.tenant_id, "secret.rotation_due", {
                 "secret": secret.name, "age_days": secret.age_days, "max_age_days": secret.max_age_days})
-    return {"reservations_released": released.reservations, "slots_released": released.slots,
+    return {"reservations_released": released.reservations,
             "secret_versions_retired": retired, "rotation_due": due}
 
 
@@ -91,3 +99,8 @@ def run_sweeper(settings: Settings, stop: threading.Event) -> None:
             deliver_due(settings)
         except Exception:
             log.warning("webhook_delivery_failed", exc_info=True)
+        try:  # the dashboard's read models, derived from the decision log a batch at a time
+            with unit_of_work() as session:
+                derive_once(session)
+        except Exception:
+            log.warning("read_model_derivation_failed", exc_info=True)

@@ -4,19 +4,21 @@ from tenants.accounts.models import ApiKey, ApiKeyWindow, Tenant
 from tenants.agents.models import Agent, AgentVersion
 from tenants.approvals.models import Approval
 from tenants.audit.models import AuditEvent, AuditHead
-from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation, BudgetSlot
+from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.db import Base
 from tenants.reliability.models import (
     AgentHealth,
     FailureHourly,
     LatestFailure,
+    ReadModelCursor,
     ReliabilityCounter,
     RunRollupHourly,
     StepStatDaily,
 )
 from tenants.runs.models import DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
 from tenants.sandbox.models import SandboxRecord
+from tenants.scheduling.models import AgentSchedule, TenantSchedule
 from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
 from tenants.security.models import ScopeViolation
 from tenants.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -24,6 +26,7 @@ from tenants.webhooks.models import WebhookDelivery, WebhookEndpoint
 __all__ = [
     "Agent",
     "AgentHealth",
+    "AgentSchedule",
     "AgentVersion",
     "ApiKey",
     "ApiKeyWindow",
@@ -36,13 +39,13 @@ __all__ = [
     "BudgetEvent",
     "BudgetLimit",
     "BudgetReservation",
-    "BudgetSlot",
     "DecisionEvent",
     "FailureHourly",
     "LatestFailure",
     "LoopCall",
     "MasterKeyRecord",
     "ModelRecord",
+    "ReadModelCursor",
     "ReliabilityCounter",
     "Run",
     "RunItem",
@@ -55,6 +58,7 @@ __all__ = [
     "StepCheckpoint",
     "StepStatDaily",
     "Tenant",
+    "TenantSchedule",
     "ToolRecord",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -181,10 +181,12 @@ def _apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
 
 
 def _reset_process() -> None:
+    from platform_api.auth import reset_limiter
     from runner.broker import reset_broker
     from tenants.kit.db import reset_engine
     from tenants.kit.settings import reset_settings
 
+    reset_limiter()
     reset_broker()
     reset_engine()
     reset_settings()
@@ -220,6 +222,7 @@ def make_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
             "MIDWATCH_ALLOW_LOOPBACK_EGRESS": "true",
             # Tests poll the API at 20 Hz and more with one key; the per-key limit is tested on its own.
             "MIDWATCH_RATE_LIMIT_PER_MINUTE": "1000000",
+            "MIDWATCH_AUTH_FAILURES_PER_MINUTE": "1000000",  # probes send many bad keys; the throttle has its own test
         }
         if db == "postgres":
             env["MIDWATCH_DATABASE_URL"] = request.getfixturevalue("pg_schema_url")

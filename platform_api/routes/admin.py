@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from litestar import Router, get, post
+from litestar import Router, get, post, put
 from litestar.params import FromPath, JSONBody
 
 from platform_api.auth import operator_only
 from platform_api.routes._common import Caller, Cursor, Limit
-from platform_api.schemas import CreateTenant, IssuedKeyOut, KeyOut, OnboardedTenant, Page, RotateKey, TenantOut
+from platform_api.schemas import (
+    CreateTenant,
+    IssuedKeyOut,
+    KeyOut,
+    OnboardedTenant,
+    Page,
+    RotateKey,
+    SchedulingIn,
+    SchedulingOut,
+    TenantOut,
+)
 from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.accounts.service import Principal, onboard_tenant, rotate_operator_key
 from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
-from tenants.kit.errors import NotFound
+from tenants.scheduling.service import get_scheduling, set_tenant_status, set_weight
 
 __all__ = ["router"]
 
@@ -40,15 +50,10 @@ def list_tenants(principal: Caller, limit: Limit = 100, cursor: Cursor = None) -
 
 def _set_status(name: str, status: str, principal: Principal) -> TenantOut:
     with unit_of_work() as session:
-        repo = AccountsPlatformRepository(session)
-        tenant = repo.tenant_by_name(name)
-        if tenant is None:
-            raise NotFound(f"tenant {name!r} not found")
-        tenant.status = status
-        session.flush()
+        tenant, runs = set_tenant_status(session, name, status)
         record(session, None, actor=principal.key_id, role=principal.role,
                action="tenant.suspended" if status == "suspended" else "tenant.resumed", target=tenant.id,
-               details={"name": tenant.name})
+               details={"name": tenant.name, "status": {"after": status}, "runs_moved": runs})
         return TenantOut.model_validate(tenant)
 
 
@@ -65,6 +70,27 @@ def resume_tenant(name: FromPath[str], principal: Caller) -> TenantOut:
     return _set_status(name, "active", principal)
 
 
+@get("/tenants/{name:str}/scheduling", sync_to_thread=True,
+     summary="A tenant's scheduling weight, cap and running runs")
+def get_tenant_scheduling(name: FromPath[str], principal: Caller) -> SchedulingOut:
+    operator_only(principal)
+    with unit_of_work() as session:
+        return SchedulingOut.model_validate(get_scheduling(session, name))
+
+
+@put("/tenants/{name:str}/scheduling", sync_to_thread=True,
+     summary="Set a tenant's scheduling weight (its share of worker time against other tenants with work)",
+     description="Weight 1..100 (default 1). Tenants with work get worker time in proportion to their weights; "
+                 "a run's priority only orders runs within its own tenant. Audited with before/after.")
+def put_tenant_scheduling(name: FromPath[str], data: SchedulingIn, principal: Caller) -> SchedulingOut:
+    operator_only(principal)
+    with unit_of_work() as session:
+        before, after = set_weight(session, name, data.weight)
+        record(session, None, actor=principal.key_id, role=principal.role, action="tenant.scheduling_changed",
+               target=name, details={"before": {"weight": before.weight}, "after": {"weight": after.weight}})
+        return SchedulingOut.model_validate(after)
+
+
 @post("/keys/rotate", sync_to_thread=True, status_code=201,
       summary="Rotate the calling operator key: a new key (shown once); the caller's expires after the grace")
 def rotate_own_key(principal: Caller, data: JSONBody[RotateKey | None] = None) -> IssuedKeyOut:
@@ -78,5 +104,6 @@ def rotate_own_key(principal: Caller, data: JSONBody[RotateKey | None] = None) -
 
 
 router = Router(path="/v1/admin", route_handlers=[create_tenant, list_tenants, suspend_tenant, resume_tenant,
+                                                  get_tenant_scheduling, put_tenant_scheduling,
                                                   rotate_own_key],
                 tags=["operator"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import json
 from typing import Annotated
 
 import jsonschema
@@ -23,7 +21,7 @@ from platform_api.schemas import (
     find_nul,
 )
 from runner.errors import SpecInvalid
-from runner.spec import AgentSpec, ParseResult, SpecIssue, load_spec, parse_spec
+from runner.spec import AgentSpec, ParseResult, SpecIssue, load_version_spec, parse_spec
 from tenants.agents.repository import AgentRepository
 from tenants.agents.service import get_agent, get_version, store_version
 from tenants.audit.service import record
@@ -127,11 +125,6 @@ def get_version_route(name: str, version: FromPath[int], principal: Caller) -> A
         return AgentVersionOut.model_validate(get_version(session, me.tenant_id, name, version))
 
 
-@functools.lru_cache(maxsize=512)
-def _spec(version_id: str, spec_json: str) -> AgentSpec:
-    return load_spec(json.loads(spec_json))
-
-
 def _check_input(spec: AgentSpec, data: SubmitRun) -> None:
     if spec.input.items and data.items is None:
         raise InvalidInput("this agent processes batches: send 'items' (a list)", field="items")
@@ -158,13 +151,9 @@ def submit(name: str, data: SubmitRun, principal: Caller,
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
         version = get_version(session, me.tenant_id, name)
-        spec = _spec(version.id, json.dumps(version.spec, sort_keys=True))
-        _check_input(spec, data)
-        submitted = submit_run(session, me.tenant_id, version, name, data.input, data.items, idempotency_key)
-        if submitted.created:
-            record(session, me.tenant_id, actor=me.key_id, role=me.role, action="run.submitted",
-                   target=submitted.run.id, details={"agent": name, "version": version.version,
-                                                     "items": submitted.run.items_total})
+        _check_input(load_version_spec(version.id, lambda: version.spec), data)
+        submitted = submit_run(session, me.tenant_id, version, name, data.input, data.items, idempotency_key,
+                               priority=data.priority)
         out = RunOut.model_validate(submitted.run)
     return Response(out, status_code=201 if submitted.created else 200)
 

@@ -11,9 +11,9 @@ from platform_api.routes._common import Caller, Cursor, Limit
 from platform_api.schemas import CreateKey, IssuedKeyOut, KeyOut, Page, RotateKey
 from tenants.accounts.repository import ApiKeyRepository
 from tenants.accounts.service import issue_key, rotate_key
+from tenants.accounts.service import revoke_key as revoke_key_
 from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
-from tenants.kit.errors import NotFound
 
 __all__ = ["router"]
 
@@ -54,10 +54,7 @@ def rotate(key_id: FromPath[str], principal: Caller, data: JSONBody[RotateKey | 
 def revoke_key(key_id: FromPath[str], principal: Caller) -> None:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
-        repo = ApiKeyRepository(session, me.tenant_id)
-        if repo.get(key_id) is None:
-            raise NotFound("API key not found")
-        repo.revoke(key_id)
+        revoke_key_(session, me.tenant_id, key_id)
         record(session, me.tenant_id, actor=me.key_id, role=me.role, action="key.revoked", target=key_id)
 
 

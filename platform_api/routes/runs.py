@@ -19,8 +19,8 @@ from tenants.runs.service import cancel_run, get_run, resume_run
 
 __all__ = ["router"]
 
-RunState = Literal["queued", "running", "waiting_approval", "succeeded", "failed", "cancelled", "escalated",
-                   "budget_exhausted"]
+RunState = Literal["queued", "running", "waiting_approval", "suspended", "succeeded", "failed", "cancelled",
+                   "escalated", "budget_exhausted"]
 ItemState = Literal["pending", "done", "failed", "escalated", "skipped"]
 assert set(RunState.__args__) == set(RUN_STATES)  # type: ignore[attr-defined]
 

@@ -5,34 +5,28 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from tenants.budgets.service import renew_slot
 from tenants.kit.db import unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
 from tenants.runs.repository import PlatformRunRepository
 
-__all__ = ["LeaseKeeper"]
+__all__ = ["LeaseKeeper", "keeper"]
 
 log = get_logger("lease")
 
 
 class LeaseKeeper:
-    """One daemon thread per process renewing every registered (run, fence) each ``lease_s / 3``."""
+    """One daemon thread per process renewing every held (run, fence) each ``lease_s / 3`` seconds."""
 
-    def __init__(self, lease_s: float) -> None:
-        self.lease_s = lease_s
-        self._held: dict[str, int] = {}
-        self._tenants: dict[str, str] = {}
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[int, float]] = {}  # run id -> (fence, lease seconds)
         self._lost: set[str] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
 
-    def hold(self, run_id: str, fence: int, tenant_id: str | None = None) -> None:
+    def hold(self, run_id: str, fence: int, lease_s: float) -> None:
         with self._lock:
-            self._held[run_id] = fence
-            if tenant_id:
-                self._tenants[run_id] = tenant_id
+            self._held[run_id] = (fence, lease_s)
             self._lost.discard(run_id)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="midwatch-lease-keeper", daemon=True)
@@ -41,27 +35,32 @@ class LeaseKeeper:
     def drop(self, run_id: str) -> None:
         with self._lock:
             self._held.pop(run_id, None)
-            self._tenants.pop(run_id, None)
 
     def lost(self, run_id: str) -> bool:
         with self._lock:
             return run_id in self._lost
 
+    def _interval(self) -> float:
+        with self._lock:
+            return min((lease for _, lease in self._held.values()), default=3.0) / 3
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
+        while True:
+            threading.Event().wait(self._interval())
             with self._lock:
                 held = dict(self._held)
             if not held:
                 continue
             try:
-                until = utcnow() + timedelta(seconds=self.lease_s)
+                now = utcnow()
                 with unit_of_work() as session:
-                    lost = PlatformRunRepository(session).renew_leases(held, until)
-                    for run_id in held:
-                        tenant_id = self._tenants.get(run_id)
-                        if tenant_id and run_id not in lost:
-                            renew_slot(session, tenant_id, run_id, ttl_s=300.0)
+                    lost = PlatformRunRepository(session).renew_leases(
+                        {run: fence for run, (fence, _) in held.items()},
+                        {run: now + timedelta(seconds=lease) for run, (_, lease) in held.items()})
                 with self._lock:
                     self._lost.update(lost)
             except Exception:
                 log.warning("lease_renewal_failed", exc_info=True)
+
+
+keeper = LeaseKeeper()

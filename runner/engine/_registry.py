@@ -245,15 +245,18 @@ class Toolbox:
         return LlmReservation(reservation_id, alias, *(price or (Decimal(0), Decimal(0))))
 
     def settle_llm(self, reservation: LlmReservation, input_tokens: int | None, output_tokens: int | None,
-                   cost: Decimal | None) -> None:
-        """Reconcile the hold to the actual use (or release it when the call failed before spending)."""
+                   cost: Decimal | None) -> Decimal:
+        """Reconcile the hold to the actual use (or release it when the call failed before spending); returns
+        what the ledger charged, which is what the run's ``cost_usd`` counts."""
         with unit_of_work() as session:
             if input_tokens is None:
                 release(session, self.tenant_id, reservation.id)
-                return
+                return Decimal(0)
             actual_cost = cost if cost else (Decimal(input_tokens) * reservation.price_in
                                              + Decimal(output_tokens or 0) * reservation.price_out) / MILLION
             amounts: dict[str, Any] = {"tokens": input_tokens + (output_tokens or 0), "llm_calls": 1,
                                        "cost_usd": actual_cost}
-            reconcile(session, self.tenant_id, reservation.id, amounts)
-            self.spent += actual_cost
+            settled = reconcile(session, self.tenant_id, reservation.id, amounts)
+        charged = settled.charged.get("cost_usd", actual_cost)
+        self.spent += charged
+        return charged

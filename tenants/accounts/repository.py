@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tenants.accounts.models import ApiKey, ApiKeyWindow, Tenant
+from tenants.kit.db import insert_ignore
 from tenants.kit.ids import utcnow
 from tenants.kit.repository import PlatformRepository, TenantRepository
 
@@ -63,22 +63,21 @@ class AccountsPlatformRepository(PlatformRepository):
     def touch_key(self, key_id: str, when: datetime) -> None:
         self.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
 
-    def count_request(self, key_id: str, window_start: int) -> int:
-        """Count one request of ``key_id`` in the window starting at ``window_start``; returns the new count.
+    def add_requests(self, key_id: str, window_start: int, count: int) -> int:
+        """Add ``count`` requests of ``key_id`` to the window starting at ``window_start``; the new total.
 
-        One atomic ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``: concurrent requests on any
-        number of API replicas each get a distinct count, with no read-then-write.
+        One atomic upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), so every API replica's
+        batch lands; a key's first batch of a window forgets its earlier windows.
         """
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(ApiKeyWindow).values(key_id=key_id, window_start=window_start, count=1)
+        stmt = insert_ignore(self.session, ApiKeyWindow).values(key_id=key_id, window_start=window_start, count=count)
         stmt = stmt.on_conflict_do_update(index_elements=["key_id", "window_start"],
-                                          set_={"count": ApiKeyWindow.count + 1})
-        count = self.session.scalar(stmt.returning(ApiKeyWindow.count))
-        assert count is not None
-        if count == 1:  # the key's first request in this window: forget its earlier windows
+                                          set_={"count": ApiKeyWindow.count + count})
+        total = self.session.scalar(stmt.returning(ApiKeyWindow.count))
+        assert total is not None
+        if total == count:
             self.session.execute(delete(ApiKeyWindow).where(ApiKeyWindow.key_id == key_id,
                                                             ApiKeyWindow.window_start < window_start))
-        return int(count)
+        return int(total)
 
 
 class ApiKeyRepository(TenantRepository):

@@ -3,16 +3,18 @@ limits. Never commits.
 
 Key rotation: :func:`rotate_key` issues a new key with the same role and name and gives the old
 one ``expires_at = now + grace``; until then both work, after it the old one is refused exactly
-like a revoked key. Rate limits: every authenticated request is counted per key in a fixed
-one-minute window kept in the database (so the limit holds across API replicas).
+like a revoked key. Verified keys are cached per process for :data:`AUTH_CACHE_S` (revocation, expiry of a
+rotation's grace and tenant suspension take effect on other processes within that bound, at once on the
+process that made the change); rate limits are counted by tenants.accounts.ratelimit.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -22,24 +24,30 @@ from sqlalchemy.orm import Session
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.accounts.repository import AccountsPlatformRepository, ApiKeyRepository
-from tenants.kit.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
+from tenants.kit.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from tenants.kit.ids import new_id, utcnow
 
 __all__ = [
+    "AUTH_CACHE_S",
     "DEFAULT_KEY_GRACE_SECONDS",
+    "KEYS",
     "MAX_KEY_GRACE_SECONDS",
-    "RATE_WINDOW_SECONDS",
     "ROLES",
     "IssuedKey",
+    "KeyCache",
     "Principal",
     "Role",
+    "VerifiedKey",
     "authenticate",
+    "bearer_token",
     "ensure_operator_key",
     "hash_key",
     "issue_key",
     "onboard_tenant",
+    "revoke_key",
     "rotate_key",
     "rotate_operator_key",
+    "verify_key",
 ]
 
 Role = Literal["operator", "tenant-admin", "approver", "viewer"]
@@ -49,7 +57,7 @@ _ROLE_TAG = {"operator": "op", "tenant-admin": "adm", "approver": "apr", "viewer
 _TOUCH_EVERY = timedelta(seconds=60)
 DEFAULT_KEY_GRACE_SECONDS = 3600
 MAX_KEY_GRACE_SECONDS = 7 * 86400
-RATE_WINDOW_SECONDS = 60
+AUTH_CACHE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,7 @@ def rotate_key(session: Session, tenant_id: str, key_id: str,
     issued = _new_key(old.role, old.name, tenant_id, old.rate_limit_per_minute)  # type: ignore[arg-type]
     repo.add(issued.key)
     repo.set_expiry(old.id, _expiry(old, now, grace))
+    KEYS.clear()
     return issued
 
 
@@ -158,7 +167,17 @@ def rotate_operator_key(session: Session, key_id: str, grace_seconds: int = DEFA
     issued = _new_key("operator", old.name, None, old.rate_limit_per_minute)
     repo.add_key(issued.key)
     repo.set_key_expiry(old.id, _expiry(old, now, grace))
+    KEYS.clear()
     return issued
+
+
+def revoke_key(session: Session, tenant_id: str, key_id: str) -> None:
+    """Revoke a tenant key (NotFound for another tenant's); refused on this process at once."""
+    repo = ApiKeyRepository(session, tenant_id)
+    if repo.get(key_id) is None:
+        raise NotFound("API key not found")
+    repo.revoke(key_id)
+    KEYS.clear()
 
 
 def onboard_tenant(session: Session, name: str, display_name: str = "") -> tuple[Tenant, IssuedKey]:
@@ -203,23 +222,62 @@ def ensure_operator_key(session: Session, supplied: str | None) -> str | None:
     return issued.plaintext
 
 
-def authenticate(session: Session, authorization: str | None, *, rate_limit_per_minute: int | None = None,
-                 now: datetime | None = None) -> Principal:
-    """Resolve ``Authorization: Bearer <key>`` to a principal, or raise Unauthorized.
+@dataclass(frozen=True, slots=True)
+class VerifiedKey:
+    """A key found usable, and when: what the per-process cache keeps."""
 
-    With ``rate_limit_per_minute`` (the default limit; a key's own ``rate_limit_per_minute`` wins)
-    the request is also counted in the key's current window, in this same transaction, and one over
-    the limit raises :class:`RateLimited` with ``retry_after_s`` (seconds until the window resets).
-    """
+    principal: Principal
+    rate_limit_per_minute: int | None
+    expires_at: datetime | None
+    verified_at: float  # time.monotonic()
+
+
+class KeyCache:
+    """Verified keys by hash, trusted for :data:`AUTH_CACHE_S` seconds (unknown keys are never cached)."""
+
+    def __init__(self, ttl_s: float = AUTH_CACHE_S) -> None:
+        self.ttl_s = ttl_s
+        self._keys: dict[str, VerifiedKey] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> VerifiedKey | None:
+        with self._lock:
+            found = self._keys.get(key_hash)
+        if found is None or time.monotonic() - found.verified_at > self.ttl_s:
+            return None
+        return found
+
+    def put(self, key_hash: str, verified: VerifiedKey) -> None:
+        with self._lock:
+            if len(self._keys) > 100_000:  # bounded: a flood of distinct valid keys cannot grow it forever
+                self._keys.clear()
+            self._keys[key_hash] = verified
+
+    def clear(self) -> None:
+        """Forget every key (this process changed a key or a tenant: take effect here at once)."""
+        with self._lock:
+            self._keys.clear()
+
+
+KEYS = KeyCache()
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The key of ``Authorization: Bearer <key>``, or Unauthorized."""
     if not authorization:
         raise Unauthorized("missing Authorization header (expected 'Bearer <api key>')")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Authorization must be 'Bearer <api key>'")
+    return token
+
+
+def verify_key(session: Session, key_hash: str, now: datetime) -> VerifiedKey:
+    """Look a key up: usable (not revoked, not past a rotation's grace), its tenant active; touches
+    ``last_used_at`` at most once a minute. Raises Unauthorized or Forbidden (tenant suspended)."""
     repo = AccountsPlatformRepository(session)
-    now = now or utcnow()
-    key = repo.key_by_hash(hash_key(token))
+    key = repo.key_by_hash(key_hash)
     if key is None or not _usable(key, now):  # an expired key is refused exactly like a revoked one
         raise Unauthorized("unknown or revoked API key")
     if key.tenant_id is not None:
@@ -228,15 +286,13 @@ def authenticate(session: Session, authorization: str | None, *, rate_limit_per_
             raise Unauthorized("unknown or revoked API key")
         if tenant.status != "active":
             raise Forbidden("tenant is suspended")
-    limit = key.rate_limit_per_minute or rate_limit_per_minute
-    if limit is not None:
-        epoch = now.timestamp()
-        window_start = int(epoch // RATE_WINDOW_SECONDS) * RATE_WINDOW_SECONDS
-        if repo.count_request(key.id, window_start) > limit:
-            retry_after = max(1, math.ceil(window_start + RATE_WINDOW_SECONDS - epoch))
-            raise RateLimited(f"this API key is limited to {limit} requests per minute; retry in {retry_after} s",
-                              retry_after_s=retry_after)
     if key.last_used_at is None or now - key.last_used_at > _TOUCH_EVERY:
         repo.touch_key(key.id, now)
-    return Principal(key_id=key.id, role=key.role, tenant_id=key.tenant_id)  # type: ignore[arg-type]
+    principal = Principal(key_id=key.id, role=key.role, tenant_id=key.tenant_id)  # type: ignore[arg-type]
+    return VerifiedKey(principal, key.rate_limit_per_minute, key.expires_at, time.monotonic())
 
+
+def authenticate(session: Session, authorization: str | None, *, now: datetime | None = None) -> Principal:
+    """Resolve ``Authorization: Bearer <key>`` to a principal (no cache, no rate limit), or raise
+    Unauthorized / Forbidden."""
+    return verify_key(session, hash_key(bearer_token(authorization)), now or utcnow()).principal

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
+from sqlalchemy.orm import defer
 
 from tenants.agents.models import Agent, AgentVersion
 from tenants.kit.repository import TenantRepository
@@ -41,6 +42,15 @@ class AgentRepository(TenantRepository):
                 AgentVersion.version == version,
             )
         )
+
+    def latest(self, name: str) -> AgentVersion | None:
+        """The agent's newest version in one query; its spec JSON is loaded only when first accessed
+        (callers keep parsed specs cached by version id)."""
+        return self.session.scalar(
+            select(AgentVersion).join(Agent, and_(Agent.id == AgentVersion.agent_id,
+                                                  Agent.latest_version == AgentVersion.version))
+            .where(Agent.tenant_id == self.tenant_id, Agent.name == name, AgentVersion.tenant_id == self.tenant_id)
+            .options(defer(AgentVersion.spec)))
 
     def version_by_id(self, version_id: str) -> AgentVersion | None:
         return self.session.scalar(

@@ -66,6 +66,10 @@ def get_agent(session: Session, tenant_id: str, name: str) -> Agent:
 
 def get_version(session: Session, tenant_id: str, name: str, version: int | None = None) -> AgentVersion:
     """A version (the latest by default) or NotFound."""
+    if version is None:
+        latest = AgentRepository(session, tenant_id).latest(name)
+        if latest is not None:
+            return latest
     agent = get_agent(session, tenant_id, name)
     if version is not None and not 1 <= version <= MAX_VERSION:
         raise NotFound(f"agent {name!r} has no version {version}")

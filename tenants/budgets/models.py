@@ -1,5 +1,5 @@
 """Tables: budget_limits (configuration), budgets (one ledger row per limit and period),
-budget_reservations, budget_events (threshold crossings) and budget_slots (concurrent runs).
+budget_reservations and budget_events (threshold crossings). Concurrent runs are capped by tenants.scheduling.
 
 Amounts are exact decimals everywhere. PostgreSQL stores them as ``NUMERIC(20, 8)``; SQLite,
 whose NUMERIC affinity silently turns ``0.1`` into a binary float, stores them as integers of
@@ -36,7 +36,6 @@ __all__ = [
     "BudgetEvent",
     "BudgetLimit",
     "BudgetReservation",
-    "BudgetSlot",
     "ExactDecimal",
 ]
 
@@ -167,15 +166,3 @@ class BudgetEvent(Base):
     limit: Mapped[Decimal] = mapped_column(ExactDecimal())
     committed: Mapped[Decimal] = mapped_column(ExactDecimal())  # used + reserved when it crossed
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
-class BudgetSlot(Base):
-    """A concurrent-run slot held by a run; expires when its holder stops renewing it (crashed worker)."""
-
-    __tablename__ = "budget_slots"
-    __table_args__ = (Index("ix_budget_slots_expiry", "expires_at"),)
-
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
-    run_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    acquired_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())

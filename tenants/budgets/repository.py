@@ -1,4 +1,4 @@
-"""All SQL for budgets: limits, period ledger rows, reservations, threshold events and run slots.
+"""All SQL for budgets: limits, period ledger rows, reservations and threshold events.
 
 The spend check is one statement, :meth:`BudgetRepository.try_reserve`::
 
@@ -22,20 +22,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, literal, select, update
 
 from tenants.budgets.models import (
     Budget,
     BudgetEvent,
     BudgetLimit,
     BudgetReservation,
-    BudgetSlot,
     ExactDecimal,
 )
+from tenants.kit.db import insert_ignore
 from tenants.kit.ids import new_id
 from tenants.kit.repository import PlatformRepository, TenantRepository
+from tenants.scheduling.models import AgentSchedule, TenantSchedule
 
 __all__ = ["BudgetRepository", "LedgerRow", "PlatformBudgetRepository", "ReservationLine"]
 
@@ -45,12 +44,6 @@ _AMOUNT = ExactDecimal()
 def _amount(value: Decimal) -> Any:
     """A bound amount typed as ExactDecimal (scaled int on SQLite, NUMERIC on PostgreSQL)."""
     return literal(value, _AMOUNT)
-
-
-def _insert_ignore(session: Session, table: Any) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING for the session's dialect."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +124,7 @@ class BudgetRepository(TenantRepository):
         if found is not None:
             return str(found)
         self.session.execute(
-            _insert_ignore(self.session, Budget)
+            insert_ignore(self.session, Budget)
             .values(id=new_id("bud"), tenant_id=self.tenant_id, agent=limit.agent, metric=limit.metric,
                     period=limit.period, timezone=limit.timezone, period_start=period_start,
                     period_end=period_end, limit=limit.limit, used=Decimal(0), reserved=Decimal(0),
@@ -172,7 +165,7 @@ class BudgetRepository(TenantRepository):
                         amount: Decimal, now: datetime, expires_at: datetime) -> bool:
         """Insert the reservation line unless it exists; True when this call created it."""
         res = self.session.execute(
-            _insert_ignore(self.session, BudgetReservation)
+            insert_ignore(self.session, BudgetReservation)
             .values(tenant_id=self.tenant_id, id=reservation_id, metric=metric, agent=agent, run_id=run_id,
                     amount=amount, overspend=Decimal(0), budget_ids=[], state="reserved", created_at=now,
                     expires_at=expires_at)
@@ -232,7 +225,7 @@ class BudgetRepository(TenantRepository):
         ledger = self.snapshot(budget_id)
         assert ledger is not None
         inserted = self.session.execute(
-            _insert_ignore(self.session, BudgetEvent)
+            insert_ignore(self.session, BudgetEvent)
             .values(tenant_id=self.tenant_id, budget_id=budget_id, agent=ledger.agent, metric=ledger.metric,
                     period=ledger.period, period_start=ledger.period_start, threshold=threshold,
                     limit=ledger.limit, committed=committed, created_at=now)
@@ -249,52 +242,19 @@ class BudgetRepository(TenantRepository):
             q = q.where(BudgetEvent.id < before)
         return self.session.scalars(q.order_by(BudgetEvent.id.desc()).limit(limit)).all()
 
-    # ---- concurrent-run slots -------------------------------------------------------------
-    def insert_slot(self, run_id: str, now: datetime, expires_at: datetime) -> bool:
-        """Record that ``run_id`` holds a slot; False if it already did."""
-        res = self.session.execute(
-            _insert_ignore(self.session, BudgetSlot)
-            .values(tenant_id=self.tenant_id, run_id=run_id, acquired_at=now, expires_at=expires_at)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "run_id"])
-            .returning(BudgetSlot.run_id)
+    def try_charge(self, agent: str, metric: str, period: str, period_start: datetime,
+                   amount: Decimal) -> LedgerRow | None:
+        """Charge ``amount`` to the period's ledger row if it fits under the limit (one conditional UPDATE);
+        None when the row does not exist yet or the limit has no room."""
+        row = self.session.execute(
+            update(Budget)
+            .where(Budget.tenant_id == self.tenant_id, Budget.agent == agent, Budget.metric == metric,
+                   Budget.period == period, Budget.period_start == period_start,
+                   Budget.used + Budget.reserved + _amount(amount) <= Budget.limit)
+            .values(used=Budget.used + _amount(amount))
+            .returning(*_LEDGER_COLS)
         ).first()
-        return res is not None
-
-    def has_slot(self, run_id: str) -> bool:
-        q = select(BudgetSlot.run_id).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.run_id == run_id)
-        return self.session.scalar(q) is not None
-
-    def has_expired_slots(self, now: datetime) -> bool:
-        q = select(BudgetSlot.run_id).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.expires_at < now)
-        return self.session.scalar(q.limit(1)) is not None
-
-    def renew_slot(self, run_id: str, expires_at: datetime) -> bool:
-        res = self.session.execute(
-            update(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.run_id == run_id)
-            .values(expires_at=expires_at)
-        )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
-
-    def delete_slot(self, run_id: str) -> bool:
-        """Drop the slot row; True only for the one caller that actually deleted it."""
-        res = self.session.execute(
-            delete(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.run_id == run_id)
-            .returning(BudgetSlot.run_id)
-        ).first()
-        return res is not None
-
-    def delete_expired_slots(self, now: datetime) -> int:
-        """Drop this tenant's slots whose holder stopped renewing them; how many this call dropped."""
-        res = self.session.execute(
-            delete(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id, BudgetSlot.expires_at < now)
-            .returning(BudgetSlot.run_id)
-        ).all()
-        return len(res)
-
-    def slots(self) -> Sequence[BudgetSlot]:
-        return self.session.scalars(
-            select(BudgetSlot).where(BudgetSlot.tenant_id == self.tenant_id).order_by(BudgetSlot.acquired_at)
-        ).all()
+        return None if row is None else _ledger(row)
 
 
 class PlatformBudgetRepository(PlatformRepository):
@@ -325,10 +285,13 @@ class PlatformBudgetRepository(PlatformRepository):
         """The newest threshold crossings across tenants."""
         return self.session.scalars(select(BudgetEvent).order_by(BudgetEvent.id.desc()).limit(limit)).all()
 
-    def slot_counts(self) -> dict[str, int]:
-        """Concurrent-run slots held per tenant."""
-        rows = self.session.execute(select(BudgetSlot.tenant_id, func.count()).group_by(BudgetSlot.tenant_id)).all()
-        return {str(t): int(n) for t, n in rows}
+    def running_counts(self) -> dict[tuple[str, str], int]:
+        """Runs holding a lease per (tenant, ``*``) and per (tenant, agent) (tenants.scheduling counts them)."""
+        out = {(str(t), "*"): int(n) for t, n in self.session.execute(
+            select(TenantSchedule.tenant_id, TenantSchedule.running)).all()}
+        out.update({(str(t), str(a)): int(n) for t, a, n in self.session.execute(
+            select(AgentSchedule.tenant_id, AgentSchedule.agent_name, AgentSchedule.running)).all()})
+        return out
 
     def expired_reservations(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         rows = self.session.execute(
@@ -337,9 +300,3 @@ class PlatformBudgetRepository(PlatformRepository):
             .distinct().limit(limit)
         ).all()
         return [(str(t), str(i)) for t, i in rows]
-
-    def tenants_with_expired_slots(self, now: datetime) -> list[str]:
-        rows = self.session.scalars(
-            select(BudgetSlot.tenant_id).where(BudgetSlot.expires_at < now).distinct()
-        ).all()
-        return [str(t) for t in rows]

@@ -1,4 +1,4 @@
-"""Budget rules: reserve before spending, reconcile after, release on failure; concurrent-run slots.
+"""Budget rules: reserve before spending, reconcile after, release on failure; runs charged when accepted.
 
 How the engine uses this module (every call takes the caller's session; the caller commits)::
 
@@ -14,20 +14,14 @@ How the engine uses this module (every call takes the caller's session; the call
     # on failure of the call (no spend happened): release(session, tenant_id, res.id)
     # res.events / settled.events: threshold crossings to turn into webhooks after commit.
 
-    # runs per period, when a run is accepted: consume(session, tenant_id, agent, "runs", 1, f"run:{run_id}")
+    # runs per period, when a run is accepted (one conditional UPDATE per limit; nothing without one):
+    charge_run(session, tenant_id, agent, now=now)
 
-    # concurrent runs, together with the run's lease (same transaction):
-    if not acquire_slot(session, tenant_id, run_id, ttl_s=settings.lease_seconds):
-        release the lease and re-enqueue the run with delay slot_retry_delay_s(attempt)
-    renew_slot(...) whenever the lease is renewed; release_slot(...) whenever the lease is released.
+    # the scheduler, every sweep: release_expired(session) (crashed workers' reservations).
 
-    # the scheduler, every sweep: release_expired(session) (crashed workers' reservations and slots).
-
-Fairness: a run that cannot get a slot goes back to the queue with a delay instead of waiting on
-a worker, so the flooding tenant's surplus runs cycle through the queue cheaply while the workers
-stay free for other tenants' runs, which get their own slots at once. Slot grants are therefore
-bounded per tenant by the limit, and a tenant under its limit is never queued behind another's
-flood for more than one pass over the queue.
+Concurrent runs are not held here: a ``concurrent_runs`` limit (the tenant's, or one agent's) is mirrored
+into tenants.scheduling as a cap, which the fair claim enforces exactly, so a capped tenant's surplus
+waits in the queue without re-delivery.
 
 Errors: :class:`~tenants.kit.errors.BudgetExhausted` (``reason`` ``limit_reached`` or
 ``model_unpriced``), :class:`~tenants.kit.errors.InvalidInput`, :class:`~tenants.kit.errors.NotFound`,
@@ -36,7 +30,8 @@ Errors: :class:`~tenants.kit.errors.BudgetExhausted` (``reason`` ``limit_reached
 
 from __future__ import annotations
 
-import random
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,13 +45,14 @@ from tenants.budgets.models import AMOUNT_SCALE, MAX_AMOUNT, Budget, BudgetEvent
 from tenants.budgets.repository import BudgetRepository, LedgerRow, PlatformBudgetRepository
 from tenants.kit.errors import BudgetExhausted, IdempotencyConflict, InvalidInput, NotFound
 from tenants.kit.ids import utcnow
+from tenants.scheduling.repository import ScheduleRepository
 from tenants.webhooks.service import emit
 
 __all__ = [
     "ALL_AGENTS",
     "COUNTER_METRICS",
     "DEFAULT_RESERVATION_TTL_S",
-    "DEFAULT_SLOT_TTL_S",
+    "LIMITS_CACHE_S",
     "PERIOD_METRICS",
     "THRESHOLDS",
     "ExpiredReleased",
@@ -67,21 +63,17 @@ __all__ = [
     "Reservation",
     "Settlement",
     "ThresholdEvent",
-    "acquire_slot",
+    "charge_run",
     "check_priced",
-    "consume",
     "money_budget_applies",
     "overview",
     "period_window",
     "reconcile",
     "release",
     "release_expired",
-    "release_slot",
-    "renew_slot",
     "reserve",
     "reserve_many",
     "set_limits",
-    "slot_retry_delay_s",
     "to_amount",
     "usage_by_tenant",
 ]
@@ -92,13 +84,12 @@ PERIOD_METRICS: tuple[str, ...] = ("cost_usd", "tokens", "llm_calls", "runs")  #
 COUNTER_METRICS: tuple[str, ...] = ("tokens", "llm_calls", "runs", "concurrent_runs")  # whole numbers
 THRESHOLDS: tuple[int, ...] = (50, 80, 100)  # percent of a limit; each recorded once per period
 DEFAULT_RESERVATION_TTL_S = 900.0  # longer than any single priced call may take
-DEFAULT_SLOT_TTL_S = 60.0  # the engine passes its lease duration and renews with the lease
+# How long an API process trusts its copy of a tenant's limits: a new or changed runs-per-period limit takes
+# effect on other API processes within this bound (at once on the process that set it).
+LIMITS_CACHE_S = 2.0
 ALL_AGENTS = "*"
 _QUANTUM = Decimal(1).scaleb(-AMOUNT_SCALE)
-# The concurrent-run counter is a ledger row outside any period.
-_SLOT_PERIOD = "none"
-_SLOT_START = datetime(1970, 1, 1, tzinfo=UTC)
-_SLOT_END = datetime(9999, 1, 1, tzinfo=UTC)
+_NO_PERIOD = "none"  # concurrent_runs limits are not per period
 
 
 # ---- values ---------------------------------------------------------------------------------
@@ -150,7 +141,6 @@ class Settlement:
 @dataclass(frozen=True, slots=True)
 class ExpiredReleased:
     reservations: int
-    slots: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,12 +219,6 @@ def to_amount(metric: str, value: Decimal | int | str) -> Decimal:
     return amount.quantize(_QUANTUM, rounding=ROUND_CEILING)
 
 
-def slot_retry_delay_s(attempt: int) -> float:
-    """How long a run that did not get a slot waits before its next try: 0.5 s doubling to 15 s, ±25 %."""
-    base = min(15.0, 0.5 * float(2 ** max(0, min(attempt, 10))))
-    return base * random.uniform(0.75, 1.25)
-
-
 def _zone(timezone: str) -> ZoneInfo:
     try:
         return ZoneInfo(timezone)
@@ -302,9 +286,7 @@ def set_limits(session: Session, tenant_id: str, specs: Sequence[LimitSpec], *, 
         if spec.metric == "concurrent_runs":
             if spec.period is not None:
                 raise InvalidInput("concurrent_runs is not per period: leave period out")
-            if spec.agent not in (None, ALL_AGENTS):
-                raise InvalidInput("concurrent_runs is a per-tenant limit: leave agent out")
-            period, timezone = _SLOT_PERIOD, "UTC"
+            period, timezone = _NO_PERIOD, "UTC"
         else:
             if spec.period not in get_args(Period):
                 raise InvalidInput(f"{spec.metric}: period must be 'day' or 'month'")
@@ -319,6 +301,9 @@ def set_limits(session: Session, tenant_id: str, specs: Sequence[LimitSpec], *, 
                      "limit": to_amount(spec.metric, spec.limit)})
     repo = BudgetRepository(session, tenant_id)
     repo.replace_limits(rows, now)
+    caps = {str(r["agent"]): int(r["limit"]) for r in rows if r["metric"] == "concurrent_runs"}  # type: ignore[call-overload]
+    ScheduleRepository(session, tenant_id).set_caps(caps.pop(ALL_AGENTS, None), caps)
+    _LIMITS.pop(tenant_id, None)
     return list(repo.limits())
 
 
@@ -326,25 +311,32 @@ def overview(session: Session, tenant_id: str, *, now: datetime | None = None) -
     """Every limit of the tenant with its current period's use (read-only: creates no rows)."""
     now = now or utcnow()
     repo = BudgetRepository(session, tenant_id)
+    running = _running(session, tenant_id)
+    zero = Decimal(0).quantize(_QUANTUM)
     out = []
     for limit in repo.limits():
-        if limit.metric == "concurrent_runs":
-            start, end = _SLOT_START, _SLOT_END
-        else:
-            start, end = period_window(limit.period, limit.timezone, now)
+        if limit.metric == "concurrent_runs":  # runs holding a lease now (tenants.scheduling)
+            out.append(LimitUsage(agent=limit.agent, metric=limit.metric, period=limit.period,
+                                  timezone=limit.timezone, limit=limit.limit,
+                                  used=Decimal(running.get(limit.agent, 0)).quantize(_QUANTUM), reserved=zero,
+                                  overspend=zero, period_start=None, period_end=None))
+            continue
+        start, end = period_window(limit.period, limit.timezone, now)
         ledger: Budget | None = repo.ledger(limit.agent, limit.metric, limit.period, start)
-        zero = Decimal(0).quantize(_QUANTUM)
         used, reserved = (ledger.used, ledger.reserved) if ledger else (zero, zero)
-        if limit.metric == "concurrent_runs":  # the counter holds slots in use as "reserved"
-            used, reserved = reserved, zero
         out.append(LimitUsage(
             agent=limit.agent, metric=limit.metric, period=limit.period, timezone=limit.timezone,
             limit=limit.limit, used=used, reserved=reserved,
-            overspend=ledger.overspend if ledger else zero,
-            period_start=None if limit.metric == "concurrent_runs" else start,
-            period_end=None if limit.metric == "concurrent_runs" else end,
+            overspend=ledger.overspend if ledger else zero, period_start=start, period_end=end,
         ))
     return out
+
+
+def _running(session: Session, tenant_id: str) -> dict[str, int]:
+    """Runs holding a lease: the tenant's (``*``) and each agent's."""
+    schedule = ScheduleRepository(session, tenant_id)
+    row = schedule.get()
+    return {**schedule.agent_running(), ALL_AGENTS: row.running if row else 0}
 
 
 def usage_by_tenant(session: Session, *, now: datetime | None = None) -> dict[str, list[LimitUsage]]:
@@ -356,17 +348,21 @@ def usage_by_tenant(session: Session, *, now: datetime | None = None) -> dict[st
                for b in repo.ledgers_ending_after(now)}
     zero = Decimal(0).quantize(_QUANTUM)
     out: dict[str, list[LimitUsage]] = {}
+    running = repo.running_counts()
     for limit in repo.all_limits():
-        slots = limit.metric == "concurrent_runs"
-        start, end = (_SLOT_START, _SLOT_END) if slots else period_window(limit.period, limit.timezone, now)
+        if limit.metric == "concurrent_runs":
+            used = Decimal(running.get((limit.tenant_id, limit.agent), 0)).quantize(_QUANTUM)
+            out.setdefault(limit.tenant_id, []).append(LimitUsage(
+                agent=limit.agent, metric=limit.metric, period=limit.period, timezone=limit.timezone,
+                limit=limit.limit, used=used, reserved=zero, overspend=zero, period_start=None, period_end=None))
+            continue
+        start, end = period_window(limit.period, limit.timezone, now)
         ledger = ledgers.get((limit.tenant_id, limit.agent, limit.metric, limit.period, limit.timezone, start))
         used, reserved = (ledger.used, ledger.reserved) if ledger else (zero, zero)
-        if slots:  # the counter holds slots in use as "reserved"
-            used, reserved = reserved, zero
         out.setdefault(limit.tenant_id, []).append(LimitUsage(
             agent=limit.agent, metric=limit.metric, period=limit.period, timezone=limit.timezone,
             limit=limit.limit, used=used, reserved=reserved, overspend=ledger.overspend if ledger else zero,
-            period_start=None if slots else start, period_end=None if slots else end))
+            period_start=start, period_end=end))
     return out
 
 
@@ -417,7 +413,7 @@ def reserve_many(session: Session, tenant_id: str, agent: str | None, amounts: M
     for metric, value in amounts.items():
         if metric not in PERIOD_METRICS:
             raise InvalidInput(f"cannot reserve {metric!r} (one of {', '.join(PERIOD_METRICS)}); "
-                               "concurrent runs use acquire_slot")
+                               "concurrent runs are capped by the scheduler")
         wanted[metric] = to_amount(metric, value)
     agent_name = _agent(agent)
     repo = BudgetRepository(session, tenant_id)
@@ -465,13 +461,56 @@ def _replay(repo: BudgetRepository, reservation_id: str, wanted: Mapping[str, De
                        budget_ids={line.metric: list(line.budget_ids or []) for line in lines}, replayed=True)
 
 
-def consume(session: Session, tenant_id: str, agent: str | None, metric: str, amount: Decimal | int | str,
-            reservation_id: str, *, run_id: str | None = None, now: datetime | None = None) -> Settlement:
-    """Reserve and settle at once (a known amount, e.g. one ``runs`` per accepted run)."""
-    reservation = reserve(session, tenant_id, agent, metric, amount, reservation_id, run_id=run_id, now=now)
-    settled = reconcile(session, tenant_id, reservation_id, reservation.amounts, now=now)
-    return Settlement(id=settled.id, state=settled.state, charged=settled.charged, overspend=settled.overspend,
-                      events=reservation.events + settled.events)
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    agent: str
+    metric: str
+    period: str
+    timezone: str
+    limit: Decimal
+
+
+_LIMITS: dict[str, tuple[float, tuple[_Limit, ...]]] = {}  # tenant id -> (read at, limits)
+_LIMITS_LOCK = threading.Lock()
+
+
+def _cached_limits(session: Session, tenant_id: str) -> tuple[_Limit, ...]:
+    """The tenant's limits, read at most every :data:`LIMITS_CACHE_S` per process."""
+    with _LIMITS_LOCK:
+        cached = _LIMITS.get(tenant_id)
+    if cached is not None and time.monotonic() - cached[0] < LIMITS_CACHE_S:
+        return cached[1]
+    limits = tuple(_Limit(lim.agent, lim.metric, lim.period, lim.timezone, lim.limit)
+                   for lim in BudgetRepository(session, tenant_id).limits())
+    with _LIMITS_LOCK:
+        _LIMITS[tenant_id] = (time.monotonic(), limits)
+    return limits
+
+
+def charge_run(session: Session, tenant_id: str, agent: str, *, now: datetime | None = None) -> None:
+    """Count one accepted run against the tenant's and the agent's ``runs`` per-period limits, or raise
+    BudgetExhausted (402). One conditional UPDATE per limit that applies; nothing at all without one."""
+    applicable = sorted((lim for lim in _cached_limits(session, tenant_id)
+                         if lim.metric == "runs" and lim.agent in (agent, ALL_AGENTS)),
+                        key=lambda lim: (lim.agent, lim.period))
+    if not applicable:
+        return
+    now = now or utcnow()
+    repo = BudgetRepository(session, tenant_id)
+    one = Decimal(1).quantize(_QUANTUM)
+    for lim in applicable:
+        start, end = period_window(lim.period, lim.timezone, now)
+        row = repo.try_charge(lim.agent, "runs", lim.period, start, one)
+        if row is None:  # the period's first run creates its ledger row; or the limit is reached
+            limit = next((x for x in repo.limits(metrics=["runs"], agents=[lim.agent]) if x.period == lim.period),
+                         None)
+            if limit is None:  # removed since it was cached
+                continue
+            budget_id = repo.ensure_ledger(limit, start, end, now)
+            row = repo.try_charge(lim.agent, "runs", lim.period, start, one)
+            if row is None:
+                raise _exhausted(repo, limit, budget_id, "runs", one)
+        _record_crossings(repo, row, row.committed - one, now)
 
 
 def reconcile(session: Session, tenant_id: str, reservation_id: str,
@@ -544,7 +583,7 @@ def _unhold(repo: BudgetRepository, reservation_id: str, to_state: str, now: dat
 
 
 def release_expired(session: Session, *, now: datetime | None = None, batch: int = 500) -> ExpiredReleased:
-    """The scheduler's sweep: release reservations and run slots whose holder stopped (crashed worker).
+    """The scheduler's sweep: release reservations whose holder stopped (crashed worker).
 
     Safe to run in several schedulers at once: each release is a conditional state change.
     """
@@ -554,74 +593,4 @@ def release_expired(session: Session, *, now: datetime | None = None, batch: int
     for tenant_id, reservation_id in platform.expired_reservations(now, batch):
         if _unhold(BudgetRepository(session, tenant_id), reservation_id, "expired", now).state != "noop":
             released += 1
-    slots = sum(_reclaim_slots(BudgetRepository(session, t), now) for t in platform.tenants_with_expired_slots(now))
-    return ExpiredReleased(reservations=released, slots=slots)
-
-
-# ---- concurrent-run slots -------------------------------------------------------------------
-def _slot_counter(repo: BudgetRepository, now: datetime, *, create: bool) -> tuple[BudgetLimit | None, str | None]:
-    limits = repo.limits(metrics=["concurrent_runs"], agents=[ALL_AGENTS])
-    limit = limits[0] if limits else None
-    if limit is None:
-        ledger = repo.ledger(ALL_AGENTS, "concurrent_runs", _SLOT_PERIOD, _SLOT_START)
-        return None, ledger.id if ledger else None
-    if create:
-        return limit, repo.ensure_ledger(limit, _SLOT_START, _SLOT_END, now)
-    ledger = repo.ledger(ALL_AGENTS, "concurrent_runs", _SLOT_PERIOD, _SLOT_START)
-    return limit, ledger.id if ledger else None
-
-
-def _reclaim_slots(repo: BudgetRepository, now: datetime) -> int:
-    dropped = repo.delete_expired_slots(now)
-    if dropped:
-        _, counter = _slot_counter(repo, now, create=False)
-        if counter is not None:
-            repo.settle(counter, unreserve=Decimal(dropped), charge=Decimal(0), overspend=Decimal(0))
-    return dropped
-
-
-def acquire_slot(session: Session, tenant_id: str, run_id: str, *, now: datetime | None = None,
-                 ttl_s: float = DEFAULT_SLOT_TTL_S) -> bool:
-    """Take one of the tenant's concurrent-run slots for ``run_id``; False when all are taken.
-
-    Enforced in the database across every worker: the slot counter moves by one conditional
-    UPDATE, and a slot row per run makes the call idempotent (a run that already holds a slot
-    keeps it and has its expiry renewed). Slots of holders that stopped renewing are reclaimed
-    here before saying no. Without a ``concurrent_runs`` limit every run may start.
-    """
-    now = now or utcnow()
-    repo = BudgetRepository(session, tenant_id)
-    limit, counter = _slot_counter(repo, now, create=True)
-    if limit is None or counter is None:
-        return True
-    expires_at = now + timedelta(seconds=ttl_s)
-    if repo.has_slot(run_id):
-        return repo.renew_slot(run_id, expires_at)
-    ledger = repo.snapshot(counter)
-    if ledger is not None and ledger.reserved + 1 > ledger.limit and not repo.has_expired_slots(now):
-        return False  # full: a cheap, write-free no (the conditional UPDATE below is what decides a yes)
-    if not repo.insert_slot(run_id, now, expires_at):
-        return repo.renew_slot(run_id, expires_at)  # a concurrent call for the same run took it
-    granted = repo.try_reserve(counter, Decimal(1)) is not None or (
-        _reclaim_slots(repo, now) > 0 and repo.try_reserve(counter, Decimal(1)) is not None)
-    if not granted:
-        repo.delete_slot(run_id)
-    return granted
-
-
-def renew_slot(session: Session, tenant_id: str, run_id: str, *, now: datetime | None = None,
-               ttl_s: float = DEFAULT_SLOT_TTL_S) -> bool:
-    """Extend the run's slot; False when it no longer holds one (expired and reclaimed: re-acquire)."""
-    now = now or utcnow()
-    return BudgetRepository(session, tenant_id).renew_slot(run_id, now + timedelta(seconds=ttl_s))
-
-
-def release_slot(session: Session, tenant_id: str, run_id: str) -> bool:
-    """Give the run's slot back; idempotent (False when it held none)."""
-    repo = BudgetRepository(session, tenant_id)
-    if not repo.delete_slot(run_id):
-        return False
-    _, counter = _slot_counter(repo, utcnow(), create=False)
-    if counter is not None:
-        repo.settle(counter, unreserve=Decimal(1), charge=Decimal(0), overspend=Decimal(0))
-    return True
+    return ExpiredReleased(reservations=released)

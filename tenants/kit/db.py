@@ -26,6 +26,7 @@ __all__ = [
     "dispatch_after_commit",
     "enqueue_after_commit",
     "get_engine",
+    "insert_ignore",
     "is_transient_db_error",
     "pinned_session",
     "read_only",
@@ -155,6 +156,15 @@ def pinned_session() -> Session:
     no pool checkout or pre-ping per transaction). Close the session, then ``session.bind.close()``."""
     connection = get_engine().connect()
     return Session(bind=connection, expire_on_commit=False, join_transaction_mode="rollback_only")
+
+
+def insert_ignore(session: Session, table: Any) -> Any:
+    """``INSERT`` for the session's dialect, ready for ``.on_conflict_do_nothing(...)`` /
+    ``.on_conflict_do_update(...)`` (PostgreSQL and SQLite spell the same upsert)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def relax_durability(session: Session) -> None:

@@ -41,12 +41,17 @@ class Settings(BaseSettings):
     wake_grace_seconds: float = Field(30.0, gt=0)  # a queued run nobody picked up is re-sent after this
     shutdown_grace_s: float = Field(25.0, ge=0)
     actor_time_limit_s: float = Field(600.0, gt=0)
+    # relaxed: pure steps, claims and hand-backs commit without waiting for PostgreSQL's WAL flush (a server
+    # crash can only make such pure work run again); strict: every commit waits for the flush.
+    durability: Literal["relaxed", "strict"] = "relaxed"
 
     max_body_bytes: int = Field(1_048_576, ge=1024)  # every endpoint but run submission
     max_run_body_bytes: int = Field(33_554_432, ge=1024)  # run submission (batch items)
     max_batch_items: int = Field(100_000, ge=1)
     allow_loopback_egress: bool = False
     rate_limit_per_minute: int = Field(600, ge=1)
+    auth_failures_per_minute: int = Field(30, ge=1)  # failed authentications per client address, then 429
+    redis_url: str = ""  # rate-limit counters; empty: the broker's Redis if it is one, else batched in the database
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"

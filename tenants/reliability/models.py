@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import BigInteger, Float, Index, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenants.kit.db import Base
-from tenants.kit.types import UtcDateTime
+from tenants.kit.types import JsonType, UtcDateTime
 
 __all__ = [
     "FAILURE_CATEGORIES",
@@ -29,6 +30,7 @@ __all__ = [
     "AgentHealth",
     "FailureHourly",
     "LatestFailure",
+    "ReadModelCursor",
     "ReliabilityCounter",
     "RunRollupHourly",
     "StepStatDaily",
@@ -122,3 +124,19 @@ class LatestFailure(Base):
     category: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ReadModelCursor(Base):
+    """How far the read-model deriver has read the append-only decision log.
+
+    ``last_id`` is the highest event id folded in; ``gaps`` lists lower ids that were not yet visible
+    when it passed them (a transaction still in flight on PostgreSQL) with when they were first seen,
+    so a late commit is still counted; a gap that stays empty past a deadline was a rollback.
+    """
+
+    __tablename__ = "read_model_cursors"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    gaps: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

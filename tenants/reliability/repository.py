@@ -13,38 +13,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.agents.models import Agent, AgentVersion
-from tenants.kit.db import Base
+from tenants.kit.db import Base, insert_ignore
 from tenants.kit.repository import PlatformRepository, TenantRepository
 from tenants.reliability.models import (
     LATEST_FAILURES_PER_TENANT,
     AgentHealth,
     FailureHourly,
     LatestFailure,
+    ReadModelCursor,
     ReliabilityCounter,
     RunRollupHourly,
     StepStatDaily,
 )
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
 
-__all__ = ["RUN_OUTCOME_COLUMNS", "PlatformReliabilityRepository", "ReliabilityRepository"]
+__all__ = ["RUN_OUTCOME_COLUMNS", "DeriverRepository", "EventRow", "PlatformReliabilityRepository",
+           "ReliabilityRepository"]
 
 RUN_OUTCOME_COLUMNS = ("succeeded", "failed", "escalated", "cancelled", "budget_exhausted")
 LIVE_STATES = ("queued", "running", "waiting_approval", "escalated")
-
-
-def _insert(session: Session, model: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 
 def _epoch_ms(at: datetime) -> int:
@@ -57,7 +53,7 @@ class ReliabilityRepository(TenantRepository):
     def _bump(self, model: Any, keys: Mapping[str, Any], increments: Mapping[str, Any],
               maxima: Sequence[str] = ()) -> None:
         table = model.__table__
-        stmt = _insert(self.session, model).values(tenant_id=self.tenant_id, **keys, **increments)
+        stmt = insert_ignore(self.session, model).values(tenant_id=self.tenant_id, **keys, **increments)
         set_: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in increments if name not in maxima}
         for name in maxima:
             set_[name] = case((stmt.excluded[name] > table.c[name], stmt.excluded[name]), else_=table.c[name])
@@ -71,7 +67,7 @@ class ReliabilityRepository(TenantRepository):
         table = StepStatDaily.__table__
         values = [{"tenant_id": self.tenant_id, "agent_name": agent_name, "step_id": step_id, "day": day, **row}
                   for step_id, row in rows.items()]
-        stmt = _insert(self.session, StepStatDaily).values(values)
+        stmt = insert_ignore(self.session, StepStatDaily).values(values)
         set_: dict[str, Any] = {name: table.c[name] + stmt.excluded[name]
                                 for name in ("attempts", "succeeded", "failed", "retries", "latency_ms_sum")}
         set_["latency_ms_max"] = case((stmt.excluded.latency_ms_max > table.c.latency_ms_max,
@@ -94,14 +90,14 @@ class ReliabilityRepository(TenantRepository):
                     "latency_ms_max": latency_ms if latency_max is None else latency_max},
                    maxima=("latency_ms_max",))
 
-    def bump_failure_hour(self, agent_name: str, hour: datetime, category: str) -> None:
-        self._bump(FailureHourly, {"agent_name": agent_name, "hour": hour, "category": category}, {"count": 1})
+    def bump_failure_hour(self, agent_name: str, hour: datetime, category: str, count: int = 1) -> None:
+        self._bump(FailureHourly, {"agent_name": agent_name, "hour": hour, "category": category}, {"count": count})
 
     def note_outcome(self, agent_name: str, state: str, finished_at: datetime, *, bad: bool, good: bool) -> None:
         """Track the agent's open incident: opened by the first bad run, closed (and timed) by a good one."""
         table = AgentHealth.__table__
         finished_ms = _epoch_ms(finished_at)
-        stmt = _insert(self.session, AgentHealth).values(
+        stmt = insert_ignore(self.session, AgentHealth).values(
             tenant_id=self.tenant_id, agent_name=agent_name, last_state=state, last_finished_at=finished_at,
             open_since_ms=finished_ms if bad else None, consecutive_failures=int(bad), incidents=0,
             recovery_ms_sum=0)
@@ -122,7 +118,7 @@ class ReliabilityRepository(TenantRepository):
     def push_latest_failure(self, *, run_id: str, agent_name: str, state: str, category: str,
                             reason: str | None, at: datetime) -> None:
         """Write into the tenant's ring buffer of recent failures (slot = seq mod N)."""
-        counter = _insert(self.session, ReliabilityCounter).values(tenant_id=self.tenant_id, failures_seq=1)
+        counter = insert_ignore(self.session, ReliabilityCounter).values(tenant_id=self.tenant_id, failures_seq=1)
         counter = counter.on_conflict_do_update(
             index_elements=["tenant_id"],
             set_={"failures_seq": ReliabilityCounter.__table__.c.failures_seq + 1},
@@ -130,11 +126,78 @@ class ReliabilityRepository(TenantRepository):
         seq = int(self.session.execute(counter).scalar_one())
         values = {"seq": seq, "run_id": run_id, "agent_name": agent_name, "state": state, "category": category,
                   "reason": (reason or "")[:500] or None, "at": at}
-        stmt = _insert(self.session, LatestFailure).values(
+        stmt = insert_ignore(self.session, LatestFailure).values(
             tenant_id=self.tenant_id, slot=(seq - 1) % LATEST_FAILURES_PER_TENANT, **values)
         stmt = stmt.on_conflict_do_update(index_elements=["tenant_id", "slot"],
                                           set_={name: stmt.excluded[name] for name in values})
         self.session.execute(stmt)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A decision event as the read-model deriver needs it (with its run's agent and start)."""
+
+    id: int
+    tenant_id: str
+    run_id: str
+    agent_name: str
+    started_at: datetime | None
+    kind: str
+    step_id: str | None
+    failure_category: str | None
+    why: str | None
+    cost_usd: Decimal
+    latency_ms: float
+    attempts: int | None
+    created_at: datetime
+
+
+_DERIVED_KINDS = ("run.started", "step.succeeded", "step.failed",
+                  *(f"run.{state}" for state in RUN_OUTCOME_COLUMNS))
+
+
+class DeriverRepository(PlatformRepository):
+    """The read-model deriver's reads of the decision log (every tenant's) and its cursor."""
+
+    def cursor(self, name: str) -> tuple[int, dict[str, str]]:
+        """(last id folded, gaps) — locked until the caller commits, so two derivers never fold twice."""
+        row = self.session.scalar(select(ReadModelCursor).where(ReadModelCursor.name == name).with_for_update())
+        if row is None:
+            return 0, {}
+        return int(row.last_id), dict(row.gaps or {})
+
+    def save_cursor(self, name: str, last_id: int, gaps: dict[str, str], now: datetime) -> None:
+        stmt = insert_ignore(self.session, ReadModelCursor).values(name=name, last_id=last_id, gaps=gaps,
+                                                                    updated_at=now)
+        self.session.execute(stmt.on_conflict_do_update(
+            index_elements=["name"], set_={"last_id": last_id, "gaps": gaps, "updated_at": now}))
+
+    def as_of(self, name: str) -> datetime | None:
+        """When the deriver last caught up (the dashboard's "as of")."""
+        return self.session.scalar(select(ReadModelCursor.updated_at).where(ReadModelCursor.name == name))
+
+    def event_ids_after(self, last_id: int, limit: int) -> list[int]:
+        return [int(i) for i in self.session.scalars(
+            select(DecisionEvent.id).where(DecisionEvent.id > last_id).order_by(DecisionEvent.id).limit(limit))]
+
+    def existing(self, ids: list[str]) -> list[int]:
+        """Which of the gap ids are visible now."""
+        wanted = [int(i) for i in ids]
+        return [int(i) for i in self.session.scalars(select(DecisionEvent.id).where(DecisionEvent.id.in_(wanted)))]
+
+    def events(self, after: int, upto: int, also: list[int]) -> list[EventRow]:
+        """The events the read models count with ids in (after, upto] or in ``also``, in id order."""
+        e = DecisionEvent
+        ids = e.id.in_(also) if also else None
+        window = and_(e.id > after, e.id <= upto)
+        rows = self.session.execute(
+            select(e.id, e.tenant_id, e.run_id, Run.agent_name, Run.started_at, e.kind, e.step_id, e.failure_category,
+                   e.why, e.cost_usd, e.latency_ms, e.attempts, e.created_at)
+            .join(Run, Run.id == e.run_id)
+            .where(or_(window, ids) if ids is not None else window, e.kind.in_(_DERIVED_KINDS))
+            .order_by(e.id)).all()
+        return [EventRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], str(r[5]), r[6], r[7], r[8],
+                         Decimal(r[9] or 0), float(r[10] or 0), r[11], r[12]) for r in rows]
 
 
 class PlatformReliabilityRepository(PlatformRepository):

@@ -1,10 +1,4 @@
-"""Reliability read models: the hooks the runner calls as it writes, and the operator's read functions.
-
-Hooks (call them inside the runner's own transaction, never commit here):
-
-- :func:`record_run_started` when a run starts for the first time (``run.started`` event);
-- :func:`record_step` once per step outcome of an item (checkpointed or finally failed);
-- :func:`record_run_finished` when a run reaches a terminal state.
+"""Reliability read models: the operator's read functions (the write side is tenants.reliability.derive).
 
 Read functions return plain frozen dataclasses (picklable, so the dashboard can cache them) and
 never scan ``runs``: figures come from the rollup tables; live counts are index lookups. Approvals,
@@ -28,11 +22,9 @@ from tenants.audit.service import verify as verify_audit_chain
 from tenants.budgets.repository import PlatformBudgetRepository
 from tenants.budgets.service import usage_by_tenant
 from tenants.kit.ids import utcnow
-from tenants.reliability.models import FAILURE_CATEGORIES
+from tenants.reliability.derive import day_of, hour_of
 from tenants.reliability.repository import (
-    RUN_OUTCOME_COLUMNS,
     PlatformReliabilityRepository,
-    ReliabilityRepository,
 )
 from tenants.runs.events import verify_chain
 from tenants.secrets.service import metadata_by_tenant
@@ -60,7 +52,6 @@ __all__ = [
     "SecretRow",
     "SecurityPosture",
     "StepReliability",
-    "StepStatsBuffer",
     "TenantBurn",
     "TenantPosture",
     "TenantRow",
@@ -68,15 +59,10 @@ __all__ = [
     "ThresholdRow",
     "ViolationRow",
     "budget_burn",
-    "day_of",
     "escalations",
     "failures_over_time",
-    "hour_of",
     "load_rows",
     "overview",
-    "record_run_finished",
-    "record_run_started",
-    "record_step",
     "reliability",
     "run_detail",
     "search_runs",
@@ -86,7 +72,6 @@ __all__ = [
 ]
 
 DEFAULT_SLO = 0.95  # runner.spec.Slo's default; tenants/ reads the stored spec JSON, not the runner's model
-BAD_STATES = frozenset({"failed", "escalated", "budget_exhausted"})
 STUCK_GRACE = timedelta(minutes=2)
 KEY_MAX_AGE_DAYS = 90
 KEY_IDLE_DAYS = 30
@@ -98,89 +83,6 @@ BURN_METRICS = ("cost_usd", "tokens", "llm_calls", "runs")  # per-period metrics
 VIOLATION_NOUNS = {"host": "egress", "tool": "tool", "secret": "secret"}
 
 
-def hour_of(at: datetime) -> datetime:
-    """The hour bucket of ``at`` (UTC)."""
-    return at.replace(minute=0, second=0, microsecond=0)
-
-
-def day_of(at: datetime) -> datetime:
-    """The day bucket of ``at`` (UTC midnight)."""
-    return at.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-# ---- hooks (runner) -------------------------------------------------------------------------------
-def record_run_started(session: Session, tenant_id: str, agent_name: str, *, at: datetime) -> None:
-    """Count a run's first start in its hour. Call once per run, in the transaction writing ``run.started``."""
-    ReliabilityRepository(session, tenant_id).bump_run_hour(agent_name, hour_of(at), started=1)
-
-
-def record_step(session: Session, tenant_id: str, agent_name: str, step_id: str, *, ok: bool,
-                category: str | None, latency_ms: float, retries: int, at: datetime) -> None:
-    """Count one step outcome for one item: ``ok`` after ``retries`` extra attempts, taking ``latency_ms``.
-
-    ``category`` is the failure category of a failed step (kept for the caller's symmetry; run-level
-    categories feed the failure charts, see :func:`record_run_finished`).
-    """
-    del category
-    ReliabilityRepository(session, tenant_id).bump_step_day(
-        agent_name, step_id, day_of(at), attempts=1 + max(0, retries), succeeded=int(ok), failed=int(not ok),
-        retries=max(0, retries), latency_ms=max(0.0, float(latency_ms)))
-
-
-class StepStatsBuffer:
-    """Step outcomes gathered in memory and written as one upsert per step id.
-
-    The engine flushes it at most about once a second inside a commit it makes anyway, so rollups cost
-    no extra round trip on the per-step hot path; a crash loses at most that second of statistics
-    (the runs and checkpoints themselves are never affected).
-    """
-
-    def __init__(self) -> None:
-        self._rows: dict[str, list[float]] = {}
-
-    def add(self, step_id: str, *, ok: bool, retries: int, latency_ms: float) -> None:
-        row = self._rows.setdefault(step_id, [0, 0, 0, 0, 0.0, 0.0])
-        retries = max(0, retries)
-        row[0] += 1 + retries
-        row[1] += int(ok)
-        row[2] += int(not ok)
-        row[3] += retries
-        row[4] += max(0.0, latency_ms)
-        row[5] = max(row[5], latency_ms)
-
-    def __bool__(self) -> bool:
-        return bool(self._rows)
-
-    def flush(self, session: Session, tenant_id: str, agent_name: str, at: datetime) -> None:
-        rows = {step_id: {"attempts": int(attempts), "succeeded": int(ok), "failed": int(failed),
-                          "retries": int(retries), "latency_ms_sum": latency_sum, "latency_ms_max": latency_max}
-                for step_id, (attempts, ok, failed, retries, latency_sum, latency_max) in self._rows.items()}
-        ReliabilityRepository(session, tenant_id).bump_step_days(agent_name, day_of(at), rows)
-        self._rows.clear()
-
-
-def record_run_finished(session: Session, tenant_id: str, agent_name: str, run_id: str, *, state: str,
-                        category: str | None, reason: str | None, started_at: datetime | None,
-                        finished_at: datetime, cost_usd: Decimal) -> None:
-    """Count a terminal run in its finishing hour; a failed / escalated / budget-exhausted run also
-    counts in the failure rollup by category, enters the tenant's latest-failures ring buffer and
-    opens (or extends) the agent's incident, which the next success closes (MTTR)."""
-    if state not in RUN_OUTCOME_COLUMNS:
-        raise ValueError(f"record_run_finished needs a terminal state, got {state!r}")
-    repo = ReliabilityRepository(session, tenant_id)
-    duration_ms = max(0, int((finished_at - started_at).total_seconds() * 1000)) if started_at else 0
-    repo.bump_run_hour(agent_name, hour_of(finished_at), **{state: 1}, duration_ms_sum=duration_ms,
-                       cost_usd_sum=Decimal(cost_usd or 0))
-    bad = state in BAD_STATES
-    if bad:
-        cat = category if category in FAILURE_CATEGORIES else "internal"
-        repo.bump_failure_hour(agent_name, hour_of(finished_at), cat)
-        repo.push_latest_failure(run_id=run_id, agent_name=agent_name, state=state, category=cat,
-                                 reason=reason, at=finished_at)
-    repo.note_outcome(agent_name, state, finished_at, bad=bad, good=state == "succeeded")
-
-
-# ---- read models --------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Counts:
     """Run outcomes over a window. Success rate = succeeded / (finished - cancelled)."""
@@ -969,7 +871,7 @@ def tenants_and_budgets(session: Session, *, now: datetime | None = None, limit:
     open_ids: dict[str, set[str]] = defaultdict(set)  # one reservation holds one line per metric
     for r in open_rows:
         open_ids[r.tenant_id].add(r.id)
-    slots = budgets.slot_counts()
+    slots = {t: n for (t, a), n in budgets.running_counts().items() if a == "*"}
     hooks = WebhookPlatformRepository(session).undelivered_counts()
     rows = tuple(TenantRow(
         t.id, t.name, t.display_name, t.status, t.created_at, agents[t.id], keys[t.id], agg_24h[t.id], agg_7d[t.id],

@@ -17,9 +17,11 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -32,6 +34,7 @@ RUN_STATES = (
     "queued",
     "running",
     "waiting_approval",
+    "suspended",
     "succeeded",
     "failed",
     "cancelled",
@@ -47,6 +50,9 @@ class Run(Base):
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_runs_tenant_idempotency_key"),
         Index("ix_runs_tenant_created", "tenant_id", "id"),
         Index("ix_runs_state_lease", "state", "lease_until"),
+        # The dispatch queue: runnable runs per (tenant, agent) in priority order (see tenants.scheduling).
+        Index("ix_runs_runnable", "tenant_id", "agent_name", "priority", "runnable_at", "id",
+              postgresql_where=text("runnable_at IS NOT NULL"), sqlite_where=text("runnable_at IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -74,7 +80,15 @@ class Run(Base):
     fence: Mapped[int] = mapped_column(BigInteger, default=0)
     crash_count: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    suspend_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # Scheduling: a run can be claimed by a worker when runnable_at is set and due; priority 1 (most
+    # urgent) .. 5 orders runs within their tenant only. wake_at: when the sweeper re-sends a wake-up.
+    priority: Mapped[int] = mapped_column(SmallInteger, default=3, server_default=text("3"))
+    runnable_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     wake_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The decision log's chain head (newest seq and hash), kept on the run row by every fenced write.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    event_head: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
@@ -175,6 +189,7 @@ class DecisionEvent(Base):
     failure_category: Mapped[str | None] = mapped_column(String(16), nullable=True)
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
     latency_ms: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
+    attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)  # step events: calls made, retries included
     input_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     output_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))

@@ -5,24 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from tenants.agents.models import AgentVersion
 from tenants.audit.service import record
-from tenants.budgets.service import consume
+from tenants.budgets.service import charge_run
 from tenants.kit.db import enqueue_after_commit
-from tenants.kit.errors import Conflict, IdempotencyConflict, NotFound
+from tenants.kit.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 from tenants.kit.settings import get_settings
-from tenants.reliability.service import record_run_finished
+from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.models import TERMINAL_STATES, Run, RunItem
 from tenants.runs.repository import RunRepository
 
 __all__ = [
+    "DEFAULT_PRIORITY",
     "EXECUTE_RUN",
     "Submitted",
+    "append_event",
     "cancel_run",
     "get_run",
     "list_escalations",
@@ -33,6 +36,9 @@ __all__ = [
 ]
 
 EXECUTE_RUN = "execute_run"  # the runner's actor, enqueued by name after commit
+DEFAULT_PRIORITY = 3  # 1 (most urgent) .. 5; orders runs within their tenant only
+
+
 def wake_grace() -> timedelta:
     """How long a wake-up may go unanswered before the sweeper re-sends it (``MIDWATCH_WAKE_GRACE_SECONDS``)."""
     return timedelta(seconds=get_settings().wake_grace_seconds)
@@ -45,12 +51,18 @@ class Submitted:
 
 
 def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_name: str, run_input: Any,
-               items: Sequence[Any] | None, idempotency_key: str | None) -> Submitted:
-    """Insert a run (and its items) once per Idempotency-Key and wake a worker after commit."""
+               items: Sequence[Any] | None, idempotency_key: str | None,
+               priority: int = DEFAULT_PRIORITY) -> Submitted:
+    """Insert a run (and its items) once per Idempotency-Key, charge the runs-per-period budget if one
+    applies, and wake a worker after commit. The run row and its decision log are the run's record."""
+    if not 1 <= priority <= 5:
+        raise InvalidInput("priority must be between 1 (most urgent) and 5", field="priority")
     repo = RunRepository(session, tenant_id)
     request: dict[str, Any] = {"agent": agent_name, "version": version.version, "input": run_input}
     if items is not None:  # part of the request: the same key with other items is a different request
         request["items"] = list(items)
+    if priority != DEFAULT_PRIORITY:  # (kept out of the hash at the default, so older keys still match)
+        request["priority"] = priority
     request_hash = sha256_hex(request)
     now = utcnow()
     run = Run(
@@ -58,11 +70,11 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
         agent_version_id=version.id, agent_version=version.version, state="queued",
         input=run_input, is_batch=items is not None,
         items_total=len(items) if items is not None else 1, items_done=0, items_failed=0, steps_done=0,
-        llm_calls=0, fence=0, crash_count=0, cancel_requested=False,
-        idempotency_key=idempotency_key, request_hash=request_hash,
-        created_at=now, updated_at=now, wake_at=now + wake_grace(),
+        llm_calls=0, cost_usd=Decimal(0), fence=0, crash_count=0, cancel_requested=False, suspend_requested=False,
+        idempotency_key=idempotency_key, request_hash=request_hash, priority=priority, runnable_at=now,
+        event_seq=0, created_at=now, updated_at=now, wake_at=now + wake_grace(),
     )
-    if not repo.insert_run(run):
+    if not repo.insert_run(run, items if items is not None else [run_input]):
         existing = repo.by_idempotency_key(idempotency_key or "")
         if existing is None:  # pragma: no cover - the conflicting row must exist
             raise Conflict("could not store the run; retry")
@@ -71,12 +83,24 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
                                       run_id=existing.id)
         return Submitted(run=existing, created=False)
     # Runs per period are charged when a run is accepted; an exhausted budget refuses it (402).
-    consume(session, tenant_id, agent_name, "runs", 1, f"run:{run.id}", run_id=run.id, now=now)
-    repo.insert_items(run.id, items if items is not None else [run_input])
+    charge_run(session, tenant_id, agent_name, now=now)
     enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run.id)
-    stored = repo.get(run.id)
-    assert stored is not None
-    return Submitted(run=stored, created=True)
+    return Submitted(run=run, created=True)
+
+
+def append_event(session: Session, run: Run, kind: str, *, chosen: str, why: str,
+                 category: str | None = None) -> None:
+    """Append a decision event to a run no worker holds (API-side: a cancel, a resume), moving its chain head."""
+    now = utcnow()
+    seq, prev = run.event_seq + 1, run.event_head or GENESIS
+    row: dict[str, Any] = {"run_id": run.id, "seq": seq, "kind": kind, "item_index": None, "step_index": None,
+                           "step_id": None, "considered": None, "chosen": chosen, "why": why, "verdicts": None,
+                           "failure_category": category, "cost_usd": Decimal(0), "latency_ms": 0.0,
+                           "attempts": None, "input_hash": None, "output_hash": None, "created_at": now,
+                           "prev_hash": prev}
+    row["hash"] = event_hash(prev, row)
+    RunRepository(session, run.tenant_id).append_event(run.id, row, expected_seq=run.event_seq)
+    run.event_seq, run.event_head = seq, row["hash"]
 
 
 def get_run(session: Session, tenant_id: str, run_id: str) -> Run:
@@ -94,13 +118,12 @@ def cancel_run(session: Session, tenant_id: str, run_id: str) -> Run:
     if run.state in TERMINAL_STATES:
         raise Conflict(f"run is already {run.state}", state=run.state)
     now = utcnow()
-    if run.lease_owner is None or (run.lease_until is not None and run.lease_until < now):
-        repo.set_state(run_id, from_states=[run.state], state="cancelled", reason="cancelled by request",
-                       cancel_requested=True, finished_at=now, updated_at=now, lease_owner=None, lease_until=None)
-        record_run_finished(session, tenant_id, run.agent_name, run_id, state="cancelled", category=None,
-                            reason="cancelled by request", started_at=run.started_at, finished_at=now,
-                            cost_usd=run.cost_usd)
-    else:
+    if run.lease_owner is None and repo.set_state(
+            run_id, from_states=[run.state], lease_free=True, state="cancelled", reason="cancelled by request",
+            cancel_requested=True, finished_at=now, updated_at=now, runnable_at=None, wake_at=None):
+        session.refresh(run)
+        append_event(session, run, "run.cancelled", chosen="cancelled", why="cancelled by request")
+    else:  # a worker holds it: it stops between steps (or the sweeper hands it back first)
         repo.set_state(run_id, from_states=[run.state], cancel_requested=True, updated_at=now)
     session.refresh(run)
     return run
@@ -133,7 +156,7 @@ def resolve_item(session: Session, tenant_id: str, run_id: str, item_index: int,
            details={"action": action, "item_index": item_index, "comment": comment})
     if run.state in ("escalated", "failed") and repo.set_state(
             run_id, from_states=[run.state], state="queued", reason=None, failure_category=None, finished_at=None,
-            crash_count=0, updated_at=now, wake_at=now + wake_grace()):
+            crash_count=0, updated_at=now, runnable_at=now, wake_at=now + wake_grace()):
         enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run_id)
     session.flush()
     session.refresh(item)
@@ -151,7 +174,7 @@ def resume_run(session: Session, tenant_id: str, run_id: str) -> Run:
     reset = repo.reset_items(run_id, ("failed", "escalated"))
     repo.set_state(run_id, from_states=[run.state], state="queued", reason=None, failure_category=None,
                    finished_at=None, crash_count=0, cancel_requested=False, updated_at=now,
-                   items_failed=max(0, run.items_failed - reset), wake_at=now + wake_grace())
+                   items_failed=max(0, run.items_failed - reset), runnable_at=now, wake_at=now + wake_grace())
     enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run_id)
     session.refresh(run)
     return run

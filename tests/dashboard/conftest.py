@@ -1,7 +1,8 @@
 """A seeded SQLite database shared by the dashboard tests, plus a tenant with hand-written facts.
 
 Given ``facts``: one agent ``facts-agent`` (3 steps, SLO 0.9) with 10 runs finished in the last two
-hours, 7 succeeded and 3 failed (dependency, dependency, auth), recorded through the runner hooks.
+hours, 7 succeeded and 3 failed (dependency, dependency, auth), written as the engine writes them
+(runs and decision events) and folded into the read models by the deriver.
 Its figures are known in advance: 70.0% measured success, 3 failures. Governance facts, written
 through the owning services: a money limit of $10 per day with $8 used (80 %, threshold events 50
 and 80) and an open reservation of 200 tokens; one pending approval (payments.refund, route
@@ -41,7 +42,8 @@ def _add_facts(now) -> tuple[str, str]:
     from tenants.agents.service import store_version
     from tenants.kit.db import unit_of_work
     from tenants.kit.ids import new_id
-    from tenants.reliability.service import load_rows, record_run_finished, record_run_started, record_step
+    from tenants.reliability.derive import derive_all
+    from tests.tenants.reliability.history import History, Step, write_history
 
     spec = {"apiVersion": "midwatch/v1", "name": "facts-agent", "objective": {"slo": {"success_rate": 0.9}},
             "scope": {"tools": ["sandbox.echo", "sandbox.record"]},
@@ -52,36 +54,22 @@ def _add_facts(now) -> tuple[str, str]:
     with unit_of_work() as session:
         tenant, _ = onboard_tenant(session, "facts", "Facts Inc")
         stored = store_version(session, tenant.id, "facts-agent", spec, [])
-        rows = []
+        history = []
         for i in range(10):
             started = now - timedelta(minutes=90 - i * 5)
-            finished = started + timedelta(seconds=2)
-            run_id = new_id("run")
             bad = i in (2, 5, 8)
             category, reason = FACT_REASONS[[2, 5, 8].index(i)] if bad else (None, None)
-            state = "failed" if bad else "succeeded"
-            record_run_started(session, tenant.id, "facts-agent", at=started)
-            for step in ("fetch", "draft", "send"):
-                ok = not (bad and step == "fetch")
-                record_step(session, tenant.id, "facts-agent", step, ok=ok, category=None if ok else category,
-                            latency_ms=100.0, retries=0, at=finished)
-                if not ok:
-                    break
-            record_run_finished(session, tenant.id, "facts-agent", run_id, state=state, category=category,
-                                reason=reason, started_at=started, finished_at=finished, cost_usd=Decimal("0.01"))
-            rows.append({"id": run_id, "tenant_id": tenant.id, "agent_id": stored.agent.id,
-                         "agent_name": "facts-agent", "agent_version_id": stored.version.id, "agent_version": 1,
-                         "state": state, "reason": reason, "failure_category": category, "input": None,
-                         "is_batch": False, "items_total": 1, "items_done": int(not bad), "items_failed": int(bad),
-                         "steps_done": 3 if not bad else 0, "llm_calls": 1, "cost_usd": Decimal("0.01"),
-                         "idempotency_key": None, "request_hash": None, "lease_owner": None, "lease_until": None,
-                         "fence": 1, "crash_count": 0, "cancel_requested": False, "wake_at": None,
-                         "created_at": started, "started_at": started, "finished_at": finished,
-                         "updated_at": finished})
+            steps = [Step("fetch", ok=False, category=category)] if bad else [
+                Step("fetch"), Step("draft"), Step("send")]
+            history.append(History(new_id("run"), "failed" if bad else "succeeded", started,
+                                   started + timedelta(seconds=2), category, reason, Decimal("0.01"), steps,
+                                   agent="facts-agent"))
             if bad:
-                failed_run = run_id
-        load_rows(session, "runs", rows)
-    _add_governance_facts(now, tenant.id, [r["id"] for r in rows])
+                failed_run = history[-1].run_id
+        assert stored.version.id
+        write_history(session, tenant.id, history)
+    derive_all()
+    _add_governance_facts(now, tenant.id, [h.run_id for h in history])
     return tenant.id, failed_run
 
 

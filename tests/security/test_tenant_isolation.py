@@ -118,6 +118,11 @@ PROBES: dict[tuple[str, str], Probe] = {
         "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/suspend"),
     ("POST", "/v1/admin/tenants/{name:str}/resume"): Probe(
         "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/resume"),
+    ("GET", "/v1/admin/tenants/{name:str}/scheduling"): Probe(
+        "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/scheduling"),
+    ("PUT", "/v1/admin/tenants/{name:str}/scheduling"): Probe(
+        "operator_only", lambda w, r: f"/v1/admin/tenants/{w.a.name}/scheduling",
+        body={"weight": 5}),
     ("POST", "/v1/admin/keys/rotate"): Probe("operator_only", lambda w, r: "/v1/admin/keys/rotate",
                                              body={"grace_seconds": 0}),
     # ---- keys -----------------------------------------------------------------------------------

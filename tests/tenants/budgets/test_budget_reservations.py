@@ -11,7 +11,7 @@ from sqlalchemy import select
 from tenants.budgets.models import BudgetReservation
 from tenants.budgets.service import (
     check_priced,
-    consume,
+    charge_run,
     overview,
     reconcile,
     release,
@@ -198,8 +198,8 @@ def test_a_metric_without_a_limit_is_allowed_and_runs_are_counted_per_period(db:
     assert res.budget_ids == {"tokens": []}  # type: ignore[attr-defined]
     set_budget(tenant.id, limit("runs", 2, period="month"))
     with unit_of_work() as session:
-        consume(session, tenant.id, "bot", "runs", 1, "run:1", now=NOW)
-        consume(session, tenant.id, "bot", "runs", 1, "run:2", now=NOW)
+        charge_run(session, tenant.id, "bot", now=NOW)
+        charge_run(session, tenant.id, "bot", now=NOW)
         with pytest.raises(BudgetExhausted, match="runs budget exhausted"):
-            consume(session, tenant.id, "bot", "runs", 1, "run:3", now=NOW)
+            charge_run(session, tenant.id, "bot", now=NOW)
     assert one_ledger(tenant.id, "runs").used == 2

@@ -1,0 +1,139 @@
+"""The journal: the only writer of a run's durable state while a worker holds it.
+
+It keeps the decision log's chain head in memory (seq, hash), builds redacted, hash-chained events, and
+applies :class:`~tenants.runs.journal.JournalWrite`\\ s through the tenant's journal repository on ONE pinned
+connection per time slice, each as one fenced statement plus its commit, with database back-off. Events
+that need no commit of their own (``run.started`` / ``run.resumed``) wait in :attr:`Journal.pending` and
+ride on the next write. A write that fails leaves the in-memory chain as it was before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from tenants.kit.db import Session, pinned_session, with_db_retry
+from tenants.kit.logging import get_logger, redact
+from tenants.runs.events import GENESIS, event_hash
+from tenants.runs.journal import Flags, JournalWrite, journal_repository
+
+__all__ = ["Journal"]
+
+log = get_logger("engine")
+T = TypeVar("T")
+
+
+class Journal:
+    """One run's writer for one time slice (see the module docstring)."""
+
+    def __init__(self, tenant_id: str, run_id: str, fence: int, lease_s: float, head: tuple[int, str | None],
+                 *, strict: bool, session: Session | None = None) -> None:
+        self.tenant_id = tenant_id
+        self.run_id = run_id
+        self.fence = fence
+        self.lease_s = lease_s
+        self.seq, self.prev_hash = head[0], head[1] or GENESIS
+        self.strict = strict  # every commit waits for the WAL flush (MIDWATCH_DURABILITY=strict)
+        self.pending: list[dict[str, Any]] = []
+        self._session: Session | None = session
+
+    # ---- events ---------------------------------------------------------------------------
+    def event(self, now: datetime, kind: str, **fields: Any) -> dict[str, Any]:
+        """The next event of the chain (redacted and hashed), queued for the next write."""
+        row: dict[str, Any] = {
+            "run_id": self.run_id, "seq": self.seq + 1, "kind": kind,
+            "item_index": fields.get("item_index"), "step_index": fields.get("step_index"),
+            "step_id": fields.get("step_id"), "considered": redact(fields.get("considered")),
+            "chosen": redact(fields.get("chosen")), "why": redact(fields.get("why")),
+            "verdicts": redact(fields.get("verdicts")), "failure_category": fields.get("failure_category"),
+            "cost_usd": fields.get("cost_usd", Decimal(0)),
+            "latency_ms": round(float(fields.get("latency_ms", 0.0)), 3), "attempts": fields.get("attempts"),
+            "input_hash": fields.get("input_hash"), "output_hash": fields.get("output_hash"),
+            "created_at": now, "prev_hash": self.prev_hash,
+        }
+        row["hash"] = event_hash(self.prev_hash, row)
+        self.seq += 1
+        self.prev_hash = row["hash"]
+        self.pending.append(row)
+        return row
+
+    def write(self, now: datetime, **parts: Any) -> JournalWrite:
+        """A write of this run at ``now`` carrying every pending event (and ``parts``)."""
+        return JournalWrite(run_id=self.run_id, fence=self.fence, now=now,
+                            lease_until=now + timedelta(seconds=self.lease_s), events=list(self.pending), **parts)
+
+    # ---- transactions ---------------------------------------------------------------------
+    def session(self) -> Session:
+        """The slice's pinned session (one pooled connection kept across commits)."""
+        if self._session is None:
+            self._session = pinned_session()
+        return self._session
+
+    def detach(self) -> Session | None:
+        """Hand the pinned session to the caller (the worker loop reuses it for its next claim)."""
+        session, self._session = self._session, None
+        return session
+
+    def discard(self) -> None:
+        """Roll back and hand the connection back to the pool (after an error, or at the slice's end)."""
+        if self._session is None:
+            return
+        try:
+            self._session.rollback()
+            self._session.close()
+            bind = self._session.bind
+            if bind is not None and hasattr(bind, "close"):
+                bind.close()
+        except Exception:  # the connection may already be gone
+            log.debug("session_close_failed", exc_info=True)
+        self._session = None
+
+    def commit(self, write: JournalWrite | Callable[[Session], JournalWrite], *, durable: bool = True,
+               what: str = "write", after: Callable[[Session, Flags], None] | None = None) -> Flags:
+        """Apply ``write`` and commit it; ``after`` runs in the same transaction once the write held.
+
+        ``write`` may be a function of the session that builds the write after reading what it needs (the
+        approval gate and the ledger decide from rows they read in the same transaction).
+        ``durable=False`` (a pure step, a hand-back) lets PostgreSQL commit without waiting for the WAL
+        flush unless the journal is strict; only a server crash can lose such a commit, and the run then
+        simply redoes that pure work.
+        """
+        applied: list[JournalWrite] = []
+
+        def body(session: Session) -> Flags:
+            applied[:] = [write(session) if callable(write) else write]
+            flags = journal_repository(session, self.tenant_id).write(applied[0], durable=durable or self.strict)
+            if after is not None:
+                after(session, flags)
+            return flags
+
+        flags = self.transaction(body, what)
+        del self.pending[:len(applied[0].events)]
+        return flags
+
+    def transaction(self, body: Callable[[Session], T], what: str) -> T:
+        """Run ``body`` in one transaction with back-off; the in-memory chain rolls back with it."""
+        seq, prev, pending = self.seq, self.prev_hash, list(self.pending)
+
+        def attempt() -> T:
+            self.seq, self.prev_hash, self.pending = seq, prev, list(pending)  # a retried body starts afresh
+            session = self.session()
+            try:
+                result = body(session)
+                session.commit()
+            except BaseException:
+                self.discard()
+                raise
+            return result
+
+        try:
+            return with_db_retry(attempt, what)
+        except BaseException:
+            self.seq, self.prev_hash, self.pending = seq, prev, pending
+            raise
+
+    def read(self, body: Callable[[Session], T], what: str) -> T:
+        """A read-only transaction on the slice's connection (its commit writes no WAL)."""
+        return self.transaction(body, what)

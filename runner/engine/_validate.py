@@ -1,0 +1,43 @@
+"""Output validation: the step's JSON schema, then its CEL rules, each recorded as a verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+
+from runner.errors import RuleError, StepFailed
+from runner.rules import compile_rule
+from runner.spec import Step
+
+__all__ = ["validate_output"]
+
+
+def validate_output(step: Step, output: Any, context: dict[str, Any]) -> list[dict[str, Any]]:
+    """Check the output against the step's JSON schema and CEL rules; return the verdicts.
+
+    Raises StepFailed(category='validation') on the first rejection, with every verdict so far.
+    """
+    verdicts: list[dict[str, Any]] = []
+    if step.output_schema is not None:
+        errors = sorted(jsonschema.Draft202012Validator(step.output_schema).iter_errors(output), key=str)
+        if errors:
+            first = errors[0]
+            path = "/".join(str(p) for p in first.absolute_path) or "(root)"
+            verdicts.append({"check": "output_schema", "ok": False, "message": f"{path}: {first.message}"})
+            raise StepFailed("validation", f"output does not match output_schema at {path}: {first.message}",
+                             details={"verdicts": verdicts})
+        verdicts.append({"check": "output_schema", "ok": True})
+    if step.rules:
+        data = {**context, "output": output}
+        for src in step.rules:
+            try:
+                ok = compile_rule(src).evaluate(data)
+            except RuleError as exc:
+                verdicts.append({"check": "rule", "rule": src, "ok": False, "message": str(exc)})
+                raise StepFailed("validation", f"rule {src!r} could not be evaluated: {exc}",
+                                 details={"verdicts": verdicts}) from exc
+            verdicts.append({"check": "rule", "rule": src, "ok": ok})
+            if not ok:
+                raise StepFailed("validation", f"rule {src!r} rejected the output", details={"verdicts": verdicts})
+    return verdicts

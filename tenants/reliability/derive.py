@@ -1,0 +1,166 @@
+"""The write side of the reliability read models: derived from the decision log, off the hot path.
+
+The engine writes nothing for the dashboard. The scheduler (and ``midwatch up``'s sweeper thread) folds
+new decision events into the rollups about once a second, in batches, in the same transaction that moves
+the cursor, so a crash never counts an event twice and staleness stays a few seconds:
+
+- ``run.started``: a run's first start, in its hour;
+- ``step.succeeded`` / ``step.failed``: one step outcome per item (attempts, retries, latency), per day;
+- ``run.<terminal state>``: the outcome in its hour (duration from the run's start, its total cost), the
+  failure rollup by category, the tenant's latest-failures ring buffer and the agent's incidents (MTTR).
+
+Event ids come from one sequence; on PostgreSQL a transaction can commit after a later id is already
+visible, so ids the deriver passed without seeing are kept as gaps and folded when they appear; a gap
+still empty after :data:`GAP_TTL_S` was a rolled-back transaction and is forgotten. Runs of rehearsals
+never reach these tables (``runs.rehearsal`` is excluded by the reader).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tenants.kit.db import unit_of_work
+from tenants.kit.ids import utcnow
+from tenants.reliability.models import FAILURE_CATEGORIES
+from tenants.reliability.repository import (
+    RUN_OUTCOME_COLUMNS,
+    DeriverRepository,
+    EventRow,
+    ReliabilityRepository,
+)
+
+__all__ = ["BAD_STATES", "CURSOR", "GAP_TTL_S", "day_of", "derive_all", "derive_once", "hour_of"]
+
+CURSOR = "reliability"
+GAP_TTL_S = 120.0
+BATCH = 5000
+BAD_STATES = frozenset({"failed", "escalated", "budget_exhausted"})
+_RUN_END = frozenset(f"run.{s}" for s in RUN_OUTCOME_COLUMNS)
+
+
+def hour_of(at: datetime) -> datetime:
+    """The hour bucket of ``at`` (UTC)."""
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def day_of(at: datetime) -> datetime:
+    """The day bucket of ``at`` (UTC midnight)."""
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class _Fold:
+    """One batch of events, aggregated in memory, then written as one upsert per table."""
+
+    run_hours: dict[tuple[str, str, datetime], dict[str, Any]] = field(default_factory=dict)
+    step_days: dict[tuple[str, str, str, datetime], list[float]] = field(default_factory=dict)
+    failures: dict[tuple[str, str, datetime, str], int] = field(default_factory=lambda: defaultdict(int))
+    outcomes: list[EventRow] = field(default_factory=list)
+
+    def add(self, e: EventRow) -> None:
+        if e.kind == "run.started":
+            self._run_hour(e.tenant_id, e.agent_name, hour_of(e.created_at))["started"] += 1
+        elif e.kind in ("step.succeeded", "step.failed") and e.step_id:
+            attempts = max(1, e.attempts or 1)
+            row = self.step_days.setdefault((e.tenant_id, e.agent_name, e.step_id, day_of(e.created_at)),
+                                            [0, 0, 0, 0, 0.0, 0.0])
+            ok = e.kind == "step.succeeded"
+            row[0] += attempts
+            row[1] += int(ok)
+            row[2] += int(not ok)
+            row[3] += attempts - 1
+            row[4] += max(0.0, e.latency_ms)
+            row[5] = max(row[5], e.latency_ms)
+        elif e.kind in _RUN_END:
+            state = e.kind.removeprefix("run.")
+            hour = hour_of(e.created_at)
+            totals = self._run_hour(e.tenant_id, e.agent_name, hour)
+            totals[state] += 1
+            if e.started_at is not None:
+                totals["duration_ms_sum"] += max(0, int((e.created_at - e.started_at).total_seconds() * 1000))
+            totals["cost_usd_sum"] += e.cost_usd
+            if state in BAD_STATES:
+                category = e.failure_category if e.failure_category in FAILURE_CATEGORIES else "internal"
+                self.failures[(e.tenant_id, e.agent_name, hour, category)] += 1
+            self.outcomes.append(e)
+
+    def _run_hour(self, tenant_id: str, agent: str, hour: datetime) -> dict[str, Any]:
+        return self.run_hours.setdefault((tenant_id, agent, hour), {
+            "started": 0, **dict.fromkeys(RUN_OUTCOME_COLUMNS, 0), "duration_ms_sum": 0,
+            "cost_usd_sum": Decimal(0)})
+
+    def write(self, session: Session) -> None:
+        by_tenant: dict[str, ReliabilityRepository] = {}
+
+        def repo(tenant_id: str) -> ReliabilityRepository:
+            if tenant_id not in by_tenant:
+                by_tenant[tenant_id] = ReliabilityRepository(session, tenant_id)
+            return by_tenant[tenant_id]
+
+        for (tenant_id, agent, hour), values in self.run_hours.items():
+            repo(tenant_id).bump_run_hour(agent, hour, **values)
+        step_rows: dict[tuple[str, str, datetime], dict[str, dict[str, Any]]] = defaultdict(dict)
+        for (tenant_id, agent, step_id, day), (att, ok, failed, retries, lat_sum, lat_max) in self.step_days.items():
+            step_rows[(tenant_id, agent, day)][step_id] = {
+                "attempts": int(att), "succeeded": int(ok), "failed": int(failed), "retries": int(retries),
+                "latency_ms_sum": lat_sum, "latency_ms_max": lat_max}
+        for (tenant_id, agent, day), rows in step_rows.items():
+            repo(tenant_id).bump_step_days(agent, day, rows)
+        for (tenant_id, agent, hour, category), count in self.failures.items():
+            repo(tenant_id).bump_failure_hour(agent, hour, category, count)
+        for e in self.outcomes:  # in log order: incidents open and close as they happened
+            state = e.kind.removeprefix("run.")
+            bad = state in BAD_STATES
+            if bad:
+                category = e.failure_category if e.failure_category in FAILURE_CATEGORIES else "internal"
+                repo(e.tenant_id).push_latest_failure(run_id=e.run_id, agent_name=e.agent_name, state=state,
+                                                      category=category, reason=e.why, at=e.created_at)
+            repo(e.tenant_id).note_outcome(e.agent_name, state, e.created_at, bad=bad, good=state == "succeeded")
+
+
+def derive_once(session: Session, *, now: datetime | None = None, batch: int = BATCH) -> int:
+    """Fold the next batch of decision events into the read models, in the caller's transaction (which must
+    commit for the cursor to move). Returns how many events were read."""
+    now = now or utcnow()
+    repo = DeriverRepository(session)
+    last_id, gaps = repo.cursor(CURSOR)
+    ids = repo.event_ids_after(last_id, batch)
+    found_gaps = repo.existing(list(gaps)) if gaps else []
+    if not ids and not found_gaps:
+        repo.save_cursor(CURSOR, last_id, _live_gaps(gaps, now), now)
+        return 0
+    high = ids[-1] if ids else last_id
+    seen = set(ids)
+    new_gaps = {str(i): now.isoformat() for i in range(last_id + 1, high) if i not in seen}
+    fold = _Fold()
+    events = repo.events(last_id, high, found_gaps)
+    for e in events:
+        fold.add(e)
+    fold.write(session)
+    remaining = {k: v for k, v in gaps.items() if int(k) not in set(found_gaps)}
+    repo.save_cursor(CURSOR, high, _live_gaps({**remaining, **new_gaps}, now), now)
+    return len(ids) + len(found_gaps)
+
+
+def _live_gaps(gaps: dict[str, str], now: datetime) -> dict[str, str]:
+    """Gaps younger than :data:`GAP_TTL_S` (older ones were rolled-back transactions)."""
+    horizon = now - timedelta(seconds=GAP_TTL_S)
+    return {k: v for k, v in gaps.items() if datetime.fromisoformat(v) >= horizon}
+
+
+def derive_all(max_batches: int = 100_000) -> int:
+    """Fold every event there is now (tests, seeds, ``midwatch up`` at start); returns events folded."""
+    total = 0
+    for _ in range(max_batches):
+        with unit_of_work() as session:
+            n = derive_once(session)
+        total += n
+        if n == 0:
+            return total
+    return total

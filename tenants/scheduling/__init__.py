@@ -1,0 +1,1 @@
+"""Fair dispatch: which runnable run a free worker takes next (weights, caps, priority)."""
