@@ -1,7 +1,8 @@
 """``uv run python -m benchmarks [NAME ...]`` (or ``uv run midwatch bench [NAME ...]``): run benchmarks.
 
-Without names, runs the engine set: step_latency, throughput, overhead, recovery, batch_memory.
-Others: budget_race, dashboard (see BENCHMARKS.md). Needs PostgreSQL and Redis on localhost.
+Without names, runs the default set: step_latency, throughput, overhead, api_submit, fairness, governance,
+recovery, batch_memory. Others: budget_race, dashboard (see docs/BENCHMARKS.md). Needs PostgreSQL and Redis
+on localhost.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ import importlib
 import sys
 
 ENGINE = ["step_latency", "throughput", "overhead", "recovery", "batch_memory"]
-MODULES = {"budget_race": "benchmarks.budget_race", "dashboard": "benchmarks.dashboard"}
+MODULES = {"api_submit": "benchmarks.api_submit", "fairness": "benchmarks.fairness",
+           "governance": "benchmarks.governance", "budget_race": "benchmarks.budget_race",
+           "dashboard": "benchmarks.dashboard"}
+DEFAULT = ["step_latency", "throughput", "overhead", "api_submit", "fairness", "governance", "recovery",
+           "batch_memory"]
 
 
 def main(argv: list[str]) -> int:
-    names = argv or ENGINE
+    names = argv or DEFAULT
     unknown = [n for n in names if n not in ENGINE and n not in MODULES]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(ENGINE + list(MODULES))}")

@@ -32,9 +32,18 @@ def _settings(**overrides: Any) -> Any:
         sys.exit("invalid settings:\n" + "\n".join(lines))
 
 
-def _serve_api(settings: Any) -> None:
+def api_workers(settings: Any) -> int:
+    """How many API processes: ``MIDWATCH_API_WORKERS``, or one per CPU this process may use."""
+    return int(settings.api_workers) or len(os.sched_getaffinity(0))
+
+
+def _serve_api(settings: Any, workers: int = 1) -> None:
     import uvicorn
 
+    if workers > 1:  # each worker process imports the factory and sets itself up
+        uvicorn.run("midwatch.asgi:create", factory=True, workers=workers, host=settings.host, port=settings.port,
+                    log_level="warning", access_log=False)
+        return
     from platform_api.app import create_app
     from runner.broker import broker_ready
 
@@ -110,14 +119,14 @@ def _print_banner(settings: Any, generated: str | None, creds: dict[str, Any], d
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    """Production API process."""
-    settings = _settings(port=args.port, host=args.host)
+    """Production API: ``--workers`` processes (default: one per CPU) serving one port."""
+    settings = _settings(port=args.port, host=args.host, api_workers=args.workers)
     from midwatch.services import bootstrap
 
     generated = bootstrap(settings, migrate=False)
     if generated:
         print(f"operator key (shown once, store it now): {generated}", flush=True)
-    _serve_api(settings)
+    _serve_api(settings, api_workers(settings))
     return 0
 
 
@@ -277,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the API (production)")
     api.add_argument("--port", type=int)
     api.add_argument("--host")
+    api.add_argument("--workers", type=int, help="API processes (MIDWATCH_API_WORKERS; default: one per CPU)")
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="run a worker (production; Redis or RabbitMQ broker)")

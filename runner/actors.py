@@ -14,7 +14,7 @@ from runner.broker import ACTOR_OPTIONS
 from tenants.kit.settings import Settings
 from tenants.runs.service import EXECUTE_RUN
 
-__all__ = ["EXECUTE_RUN", "register_actors"]
+__all__ = ["EXECUTE_RUN", "register_actors", "run_once"]
 
 
 def register_actors(broker: dramatiq.Broker, settings: Settings) -> None:
@@ -28,3 +28,11 @@ def register_actors(broker: dramatiq.Broker, settings: Settings) -> None:
     options: dict[str, Any] = {**ACTOR_OPTIONS, "time_limit": int(settings.actor_time_limit_s * 1000)}
     decorate = dramatiq.actor(actor_name=EXECUTE_RUN, queue_name=settings.queue_name, broker=broker, **options)
     decorate(_execute_run)
+
+
+def run_once(settings: Settings) -> bool:
+    """Claim the fairest runnable run and work on it for one time slice in this thread (embedding, tests,
+    benchmarks); False when nothing may run now."""
+    from runner.engine._run import execute_next
+
+    return execute_next(settings)

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    api_workers: int = Field(0, ge=0, le=256)  # `midwatch api` processes; 0: one per CPU
     dashboard_port: int = Field(8501, ge=1, le=65535)
     health_port: int = Field(9090, ge=0, le=65535)  # worker/scheduler /healthz; 0 disables
 

@@ -218,6 +218,15 @@ envFrom:
       name: {{ include "midwatch.fullname" . }}
 env:
   {{- include "midwatch.secretEnv" . | nindent 2 }}
+  {{- if .apiWorkersFromCpuLimit }}
+  # one API process per CPU of the container's limit (rounded up), whatever the node has
+  - name: MIDWATCH_API_WORKERS
+    valueFrom:
+      resourceFieldRef:
+        containerName: api
+        resource: limits.cpu
+        divisor: "1"
+  {{- end }}
 volumeMounts:
   - name: tmp
     mountPath: /tmp

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from tenants.budgets.models import BudgetReservation
 from tenants.budgets.service import (
-    check_priced,
     charge_run,
+    check_priced,
     overview,
     reconcile,
     release,

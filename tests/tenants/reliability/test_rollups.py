@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from tenants.kit.settings import Settings
 from tenants.migrations import upgrade
+from tenants.reliability.derive import derive_once
 from tenants.reliability.models import (
     LATEST_FAILURES_PER_TENANT,
     AgentHealth,
@@ -22,7 +23,6 @@ from tenants.reliability.models import (
     RunRollupHourly,
     StepStatDaily,
 )
-from tenants.reliability.derive import derive_once
 from tests.tenants.reliability.history import History, Step, write_history
 
 T0 = datetime(2026, 11, 20, 3, 0, 0, tzinfo=UTC)

@@ -1,0 +1,186 @@
+"""``fairness``: one tenant's flood is never another tenant's outage (PostgreSQL + Redis, 2 worker processes
+x 8 threads, 5-step no-op runs).
+
+1. Tenant B submits 20 single runs, one every 0.5 s, with nothing else queued (idle), then again while
+   tenant A has 10,000 runs queued: the worst submit-to-first-step time of B's runs, both ways.
+2. Three tenants with weights 1 : 2 : 4, all saturated for 60 s: each one's share of the completed steps.
+3. Throughput with the work spread over 10 tenants, beside one tenant's, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from benchmarks._common import bench_environment, make_agent, median, spawn, write_result
+
+FLOOD = int(os.environ.get("MIDWATCH_BENCH_FLOOD", "10000"))
+WINDOW_S = float(os.environ.get("MIDWATCH_BENCH_FAIRNESS_WINDOW", "60"))
+WEIGHTS = (1, 2, 4)
+
+
+def _submit(agent: tuple[str, Any, str], count: int) -> list[tuple[str, Any]]:
+    from tenants.kit.db import unit_of_work
+    from tenants.runs.service import submit_run
+
+    tenant_id, version, name = agent
+    out = []
+    with unit_of_work() as session:
+        for _ in range(count):
+            run = submit_run(session, tenant_id, version, name, None, None, None).run
+            out.append((run.id, run.created_at))
+    return out
+
+
+def _first_steps(tenant_id: str, run_ids: list[str]) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from tenants.kit.db import unit_of_work
+    from tenants.runs.models import StepCheckpoint
+
+    with unit_of_work() as session:
+        rows = session.execute(select(StepCheckpoint.run_id, StepCheckpoint.created_at).where(
+            StepCheckpoint.tenant_id == tenant_id, StepCheckpoint.run_id.in_(run_ids),
+            StepCheckpoint.item_index == 0, StepCheckpoint.step_index == 0)).all()
+    return {str(r): at for r, at in rows}
+
+
+def _b_wait(agent: tuple[str, Any, str], runs: int = 20, every_s: float = 0.5) -> list[float]:
+    """B submits ``runs`` single runs ``every_s`` apart; seconds from each submit to its first step."""
+    tenant_id = agent[0]
+    submitted = []
+    for _ in range(runs):
+        submitted += _submit(agent, 1)
+        time.sleep(every_s)
+    deadline = time.monotonic() + 120
+    while True:
+        firsts = _first_steps(tenant_id, [r for r, _ in submitted])
+        if len(firsts) == len(submitted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return [(firsts[r] - at).total_seconds() if r in firsts else float("inf") for r, at in submitted]
+
+
+def _queued(tenant_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from tenants.kit.db import unit_of_work
+    from tenants.runs.models import Run
+
+    with unit_of_work() as session:
+        return int(session.scalar(select(func.count()).where(Run.tenant_id == tenant_id,
+                                                             Run.runnable_at.is_not(None))) or 0)
+
+
+def _steps_between(tenant_ids: list[str], start: Any, end: Any) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from tenants.kit.db import unit_of_work
+    from tenants.runs.models import StepCheckpoint
+
+    with unit_of_work() as session:
+        rows = session.execute(select(StepCheckpoint.tenant_id, func.count())
+                               .where(StepCheckpoint.tenant_id.in_(tenant_ids), StepCheckpoint.created_at >= start,
+                                      StepCheckpoint.created_at < end)
+                               .group_by(StepCheckpoint.tenant_id)).all()
+    return {str(t): int(n) for t, n in rows}
+
+
+def _agent(name: str) -> tuple[str, Any, str]:
+    tenant_id, version = make_agent(5, name=name)
+    return tenant_id, version, name
+
+
+def _stop(workers: list[Any]) -> None:
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.wait(timeout=60)
+
+
+def _flood_and_single(env: dict[str, str]) -> dict[str, Any]:
+    a = _agent("flood")
+    b = _agent("single")
+    workers = [spawn(env, "worker") for _ in range(2)]
+    time.sleep(4)
+    idle = _b_wait(b)
+    _stop(workers)
+    _submit(a, FLOOD)
+    workers = [spawn(env, "worker") for _ in range(2)]
+    time.sleep(3)  # the workers start on A's flood
+    busy = _b_wait(b)
+    left = _queued(a[0])
+    _stop(workers)
+    return {"idle_worst_s": max(idle), "idle_median_s": median(idle), "flood_worst_s": max(busy),
+            "flood_median_s": median(busy), "a_still_queued_after": left, "flood": FLOOD}
+
+
+def _weights(env: dict[str, str]) -> dict[str, Any]:
+    from tenants.kit.db import unit_of_work
+    from tenants.kit.ids import utcnow
+    from tenants.scheduling.repository import ScheduleRepository
+
+    tenants = []
+    for weight in WEIGHTS:
+        agent = _agent(f"weighted{weight}")
+        with unit_of_work() as session:
+            ScheduleRepository(session, agent[0]).set_weight(weight, utcnow())
+        _submit(agent, int(4000 * weight * WINDOW_S / 60) + 2000)
+        tenants.append(agent[0])
+    workers = [spawn(env, "worker") for _ in range(2)]
+    time.sleep(8)  # started and saturated
+    start = utcnow()
+    time.sleep(WINDOW_S)
+    end = utcnow()
+    _stop(workers)
+    steps = _steps_between(tenants, start, end)
+    total = sum(steps.values()) or 1
+    shares = [steps.get(t, 0) / total for t in tenants]
+    expected = [w / sum(WEIGHTS) for w in WEIGHTS]
+    return {"steps": [steps.get(t, 0) for t in tenants], "shares": shares, "expected": expected,
+            "worst_relative_error": max(abs(s - e) / e for s, e in zip(shares, expected, strict=True)),
+            "still_queued": [_queued(t) for t in tenants], "window_s": WINDOW_S}
+
+
+def _spread_throughput(env: dict[str, str], runs: int = 1000, tenants: int = 10) -> float:
+    from benchmarks.engine import _wait_all
+
+    agents = [_agent(f"spread{i}") for i in range(tenants)]
+    workers = [spawn(env, "worker") for _ in range(2)]
+    time.sleep(4)
+    started = time.perf_counter()
+    for agent in agents:
+        _submit(agent, runs // tenants)
+    _wait_all(runs)
+    elapsed = time.perf_counter() - started
+    _stop(workers)
+    return runs / elapsed
+
+
+def main() -> None:
+    from benchmarks.engine import throughput
+
+    with bench_environment({"MIDWATCH_WORKER_THREADS": "8"}) as env:
+        flood = _flood_and_single(env)
+    print(f"fairness: tenant B's worst submit-to-first-step {flood['flood_worst_s']:.2f} s behind tenant A's "
+          f"{FLOOD:,} queued runs (median {flood['flood_median_s']:.2f} s); idle {flood['idle_worst_s']:.2f} s "
+          f"(median {flood['idle_median_s']:.2f} s) (target <= 1 s and <= idle + 0.5 s); "
+          f"A still had {flood['a_still_queued_after']:,} queued when B's 20 had started")
+    with bench_environment({"MIDWATCH_WORKER_THREADS": "8"}) as env:
+        weights = _weights(env)
+    shares = ", ".join(f"{w}: {s:.1%} (expected {e:.1%})" for w, s, e in
+                       zip(WEIGHTS, weights["shares"], weights["expected"], strict=True))
+    print(f"fairness: weights 1:2:4 saturated for {WINDOW_S:.0f} s -> step shares {shares}; worst relative error "
+          f"{weights['worst_relative_error']:.1%} (target <= 15%); steps {weights['steps']}")
+    one = throughput()
+    with bench_environment({"MIDWATCH_WORKER_THREADS": "8"}) as env:
+        spread = _spread_throughput(env)
+    print(f"fairness: throughput over 10 tenants {spread:.0f} runs/s vs one tenant {one['runs_per_s']:.0f} runs/s "
+          f"({spread / one['runs_per_s'] - 1:+.1%}; target: no drop beyond 10%)")
+    write_result("fairness", {"flood": flood, "weights": weights, "throughput_one_tenant": one["runs_per_s"],
+                              "throughput_ten_tenants": spread})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""``governance``: what an output schema, three CEL rules per step and an approval rule that never matches
+cost per step, on the embedded default (SQLite, in this process): a 20-step batch agent over 50 items,
+bare and governed, in the same run, median of 3 each. Target: at most 0.05 ms more per step.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from benchmarks._common import median, write_result
+
+STEPS = 20
+ITEMS = 50
+RUNS = 3
+
+
+def _spec(name: str, governed: bool) -> str:
+    lines = [f"apiVersion: midwatch/v1\nname: {name}\nscope: {{tools: [sandbox.echo]}}\n",
+             f"autonomy: {{max_steps: {STEPS}"]
+    if governed:
+        lines.append(", approvals: [{when: \"step.tool == 'sandbox.echo' && step.args.n > 1000000\", "
+                     "route: approver}]")
+    lines.append("}\ninput: {items: true}\nsteps:\n")
+    for i in range(STEPS):
+        lines.append(f"  - id: s{i}\n    tool: sandbox.echo\n    args: {{n: \"{{{{ item.n }}}}\", step: {i}}}\n")
+        if governed:
+            lines.append("    output_schema: {type: object, required: [n, step], properties: "
+                         "{n: {type: integer}, step: {type: integer}}}\n")
+            lines.append("    rules: ['output.n >= 0', 'output.step < 100', 'size(steps) <= 50']\n")
+    return "".join(lines)
+
+
+@contextmanager
+def _embedded() -> Iterator[None]:
+    from midwatch.services import bootstrap
+    from runner.broker import reset_broker
+    from tenants.kit.db import reset_engine
+    from tenants.kit.settings import get_settings, reset_settings
+
+    with tempfile.TemporaryDirectory() as data:
+        saved = {k: os.environ.get(k) for k in ("MIDWATCH_DATA_DIR", "MIDWATCH_DATABASE_URL", "MIDWATCH_BROKER_URL",
+                                                "MIDWATCH_OPERATOR_KEY", "MIDWATCH_LOG_LEVEL")}
+        os.environ.update({"MIDWATCH_DATA_DIR": data, "MIDWATCH_DATABASE_URL": "", "MIDWATCH_BROKER_URL": "stub://",
+                           "MIDWATCH_OPERATOR_KEY": f"mw_op_bench_{secrets.token_urlsafe(24)}",
+                           "MIDWATCH_LOG_LEVEL": "warning"})
+        reset_broker()
+        reset_engine()
+        reset_settings()
+        bootstrap(get_settings(), migrate=True)
+        try:
+            yield
+        finally:
+            reset_broker()
+            reset_engine()
+            reset_settings()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _ms_per_step(tenant_id: str, version: Any, name: str) -> float:
+    from runner.actors import run_once
+    from tenants.kit.db import unit_of_work
+    from tenants.kit.settings import get_settings
+    from tenants.runs.service import get_run, submit_run
+
+    with unit_of_work() as session:
+        run_id = submit_run(session, tenant_id, version, name, None, [{"n": i} for i in range(ITEMS)], None).run.id
+    started = time.perf_counter()
+    while run_once(get_settings()):
+        pass
+    elapsed = time.perf_counter() - started
+    with unit_of_work() as session:
+        run = get_run(session, tenant_id, run_id)
+        assert run.state == "succeeded", (run.state, run.reason)
+    return elapsed / (STEPS * ITEMS) * 1000
+
+
+def main() -> None:
+    from runner.spec import load_spec
+    from tenants.accounts.service import onboard_tenant
+    from tenants.agents.service import store_version
+    from tenants.kit.db import unit_of_work
+
+    with _embedded():
+        agents = {}
+        with unit_of_work() as session:
+            tenant, _ = onboard_tenant(session, f"gov-{secrets.token_hex(3)}")
+            for name, governed in (("bare", False), ("governed", True)):
+                spec = load_spec(_spec(name, governed))
+                stored = store_version(session, tenant.id, name, spec.model_dump(mode="json", by_alias=True), [])
+                session.expunge(stored.version)
+                agents[name] = stored.version
+        _ms_per_step(tenant.id, agents["bare"], "bare")  # warm-up: imports, caches, compiled rules
+        _ms_per_step(tenant.id, agents["governed"], "governed")
+        samples: dict[str, list[float]] = {"bare": [], "governed": []}
+        for _ in range(RUNS):
+            for name in ("bare", "governed"):
+                samples[name].append(_ms_per_step(tenant.id, agents[name], name))
+    bare, governed = median(samples["bare"]), median(samples["governed"])
+    print(f"governance: {governed - bare:.4f} ms more per step with an output schema, 3 CEL rules and an approval "
+          f"rule (governed {governed:.3f} ms/step, bare {bare:.3f} ms/step; {STEPS} steps x {ITEMS} items, embedded "
+          f"default, median of {RUNS}) (target <= 0.05 ms)")
+    write_result("governance", {"bare_ms_per_step": bare, "governed_ms_per_step": governed,
+                                "overhead_ms_per_step": governed - bare, "samples": samples})
+
+
+if __name__ == "__main__":
+    main()
