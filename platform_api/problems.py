@@ -8,7 +8,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from runner.errors import SpecInvalid
+from runner.errors import SchemaInvalid, SpecInvalid
 from tenants.kit.errors import MidwatchError
 from tenants.kit.logging import get_logger
 
@@ -69,6 +69,12 @@ def _spec_invalid(_request: Request[Any, Any, Any], exc: Exception) -> Response[
     return problem(422, "spec_invalid", f"the agent spec has {len(errors)} error(s)", errors=errors)
 
 
+def _schema_invalid(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A stored JSON Schema that can no longer be used (checked again where it is compiled)."""
+    assert isinstance(exc, SchemaInvalid)
+    return problem(422, "schema_invalid", exc.message, path=exc.path or None)
+
+
 def _validation(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, ValidationException)
     errors = []
@@ -114,6 +120,7 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[
 exception_handlers: dict[type[Exception], Any] = {
     MidwatchError: _midwatch,
     SpecInvalid: _spec_invalid,
+    SchemaInvalid: _schema_invalid,
     ValidationException: _validation,
     HTTPException: _http,
     UnicodeDecodeError: _undecodable,

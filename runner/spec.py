@@ -16,7 +16,6 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, Self
 
-import jsonschema
 import yaml
 from pydantic import (
     AfterValidator,
@@ -30,7 +29,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from runner.errors import SpecInvalid, TemplateError
+from runner.errors import SchemaInvalid, SpecInvalid, TemplateError
+from runner.jsonschemas import check_schema
 from runner.rules import check_rule_bounds, check_rule_syntax
 from runner.templating import references, root_of
 
@@ -129,11 +129,9 @@ def _check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     if schema is None:
         return None
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path)
-        at = f" at {where}" if where else ""
-        raise _custom("json_schema", f"invalid JSON Schema{at}: {exc.message}") from None
+        check_schema(schema)  # Draft 2020-12, RE2-runnable patterns, local $refs, bounded size
+    except SchemaInvalid as exc:
+        raise _custom("json_schema", exc.message) from None
     return schema
 
 

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import jsonschema
-
 from runner.engine._registry import Toolbox
 from runner.errors import RuleError, StepFailed, TemplateError
+from runner.jsonschemas import validator_for
 from runner.providers.base import Message, ModelRequest
 from runner.rules import compile_rule
 from runner.spec import Step
@@ -50,7 +49,7 @@ def validate_output(step: Step, output: Any, context: dict[str, Any]) -> list[di
     """
     verdicts: list[dict[str, Any]] = []
     if step.output_schema is not None:
-        errors = sorted(jsonschema.Draft202012Validator(step.output_schema).iter_errors(output), key=str)
+        errors = sorted(validator_for(step.output_schema).iter_errors(output), key=str)
         if errors:
             first = errors[0]
             path = "/".join(str(p) for p in first.absolute_path) or "(root)"

@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runner.errors import StepFailed
+from runner.errors import SchemaInvalid, StepFailed
+from runner.jsonschemas import validator_for
 from runner.providers.base import ModelRequest, ModelResponse, Usage
 from runner.tools.breaker import CircuitBreaker
 from runner.tools.egress import EgressBlocked, EgressClient
@@ -89,9 +90,6 @@ def parse_structured_output(text: str, schema: dict[str, Any] | None = None) -> 
     Raises StepFailed("validation") so the engine can retry with feedback: a wrong answer is
     the model's fault, not the dependency's.
     """
-    import jsonschema
-    from jsonschema.exceptions import best_match
-
     stripped = text.strip()
     fenced = _FENCE.match(stripped)
     if fenced:
@@ -102,9 +100,12 @@ def parse_structured_output(text: str, schema: dict[str, Any] | None = None) -> 
         raise StepFailed("validation", f"model output is not JSON: {exc}",
                          details={"output_head": text[:200]}) from None
     if schema is not None:
-        error = best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
+        try:
+            error = validator_for(schema).best_violation(value)
+        except SchemaInvalid as exc:
+            raise StepFailed("validation", f"the output schema cannot be used: {exc.message}") from None
         if error is not None:
-            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+            path = error.json_path
             raise StepFailed("validation", f"model output does not match the schema at {path}: "
                              f"{error.message[:200]}", details={"json_path": path})
     return value

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runner.errors import StepFailed, TemplateError
+from runner.errors import SchemaInvalid, StepFailed, TemplateError
+from runner.jsonschemas import check_schema
 from runner.templating import render
 from runner.tools.base import ToolCall
 from runner.tools.breaker import CircuitBreaker
@@ -173,9 +173,9 @@ class ToolDefinition(_Strict):
     def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
             try:
-                jsonschema.validators.validator_for(value).check_schema(value)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(f"response_schema is not a valid JSON schema: {exc.message}") from None
+                check_schema(value)
+            except SchemaInvalid as exc:
+                raise ValueError(f"response_schema is not usable: {exc.message}") from None
         return value
 
     @property

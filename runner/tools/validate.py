@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import httpx
-import jsonschema
-from jsonschema.exceptions import best_match
 
-from runner.errors import FailureCategory, StepFailed
+from runner.errors import FailureCategory, SchemaInvalid, StepFailed
+from runner.jsonschemas import validator_for
 from runner.tools.egress import EgressResponse, display_url
 from runner.tools.retry import classify_status, parse_retry_after
 from tenants.kit.logging import redact
@@ -59,21 +57,6 @@ def _content_type_ok(actual: str, expected: str) -> bool:
     if wanted.endswith("/*"):
         return actual.startswith(wanted[:-1])
     return actual == wanted
-
-
-def _json_path(path: Any) -> str:
-    out = "$"
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
-@lru_cache(maxsize=256)
-def _validator(schema_text: str) -> Any:
-    schema = json.loads(schema_text)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
 
 
 def _reject_constant(name: str) -> Any:
@@ -150,13 +133,13 @@ class _Checker:
 
     def schema(self, value: Any, schema: dict[str, Any]) -> None:
         try:
-            validator = _validator(json.dumps(schema, sort_keys=True))
-        except jsonschema.SchemaError as exc:
+            validator = validator_for(schema)
+        except SchemaInvalid as exc:
             raise StepFailed("internal", f"{self.where}: the response schema is invalid: {exc.message[:200]}",
                              details=dict(self.base)) from None
-        error = best_match(validator.iter_errors(value))
+        error = validator.best_violation(value)
         if error is not None:
-            path = _json_path(error.absolute_path)
+            path = error.json_path
             message = str(redact(error.message))[:200]
             raise self.fail("dependency", f"response does not match the schema at {path}: {message}",
                             retryable=False, with_body=False, kind="schema", json_path=path)
