@@ -82,3 +82,59 @@ def test_a_tool_response_schema_re2_cannot_run_is_refused_with_422(harness: Harn
     remote = harness.client.put("/v1/tools/crm.get", headers=tenant.headers, json={
         "url": "https://api.example.com/x", "response_schema": {"$ref": "http://169.254.169.254/latest/"}})
     assert remote.status_code == 422 and "outside this schema" in remote.json()["detail"], remote.text
+
+
+QUADRATIC_RULE_SPEC = """\
+apiVersion: midwatch/v1
+name: quadratic
+scope: {tools: [sandbox.echo]}
+steps:
+  - id: echo
+    tool: sandbox.echo
+    args: {xs: "{{ input.xs }}"}
+    rules: ["output.xs.all(a, output.xs.all(b, a + b >= 0))"]
+"""
+
+QUADRATIC_APPROVAL_SPEC = """\
+apiVersion: midwatch/v1
+name: quadratic-approval
+scope: {tools: [sandbox.echo]}
+autonomy:
+  approvals:
+    - {when: "step.args.xs.exists(a, step.args.xs.exists(b, a + b < 0))", route: approver}
+steps:
+  - id: echo
+    tool: sandbox.echo
+    args: {xs: "{{ input.xs }}"}
+"""
+
+
+def _item(harness: Harness, tenant: Tenant, run_id: str) -> dict[str, Any]:
+    r = harness.client.get(f"/v1/runs/{run_id}/items", headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    return dict(r.json()["data"][0])
+
+
+def test_a_rule_whose_cost_grows_with_the_data_fails_its_item_and_nobody_else_notices(harness: Harness) -> None:
+    attacker, bystander = harness.onboard(), harness.onboard()
+    harness.put_agent(attacker, QUADRATIC_RULE_SPEC)
+    harness.put_agent(attacker, QUADRATIC_APPROVAL_SPEC)
+    harness.put_agent(bystander, simple_spec())
+    xs = list(range(6000))  # 36 million pairs: minutes of an uninterruptible CEL evaluation before
+
+    started = time.monotonic()
+    run = harness.submit(attacker, "quadratic", {"input": {"xs": xs}})
+    gated = harness.submit(attacker, "quadratic-approval", {"input": {"xs": xs}})
+    other = harness.submit(bystander, "greeter", {"input": {"customer": "ann", "amount": 1}})
+    assert harness.wait_run(bystander, other["id"], timeout=30)["state"] == "succeeded"
+    done = harness.wait_run(attacker, run["id"], timeout=30)
+    held = harness.wait_run(attacker, gated["id"], timeout=30)
+    assert time.monotonic() - started < 30
+
+    item = _item(harness, attacker, run["id"])
+    assert done["state"] in ("failed", "escalated"), done
+    assert item["failure_category"] == "validation", item
+    assert "could visit about" in item["reason"] and "300,000" in item["reason"], item
+    gate = _item(harness, attacker, gated["id"])
+    assert held["state"] in ("failed", "escalated") and gate["failure_category"] == "validation", gate
+    assert "approval rule" in gate["reason"] and "could visit about" in gate["reason"], gate
