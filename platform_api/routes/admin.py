@@ -6,7 +6,7 @@ from litestar import Router, get, post
 from litestar.params import FromPath, JSONBody
 
 from platform_api.auth import operator_only
-from platform_api.routes._common import Caller, Cursor, Limit
+from platform_api.routes._common import Caller, Cursor, Limit, expiry_change
 from platform_api.schemas import CreateTenant, IssuedKeyOut, KeyOut, OnboardedTenant, Page, RotateKey, TenantOut
 from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.accounts.service import Principal, onboard_tenant, rotate_operator_key
@@ -23,7 +23,8 @@ def create_tenant(data: CreateTenant, principal: Caller) -> OnboardedTenant:
     with unit_of_work() as session:
         tenant, issued = onboard_tenant(session, data.name, data.display_name)
         record(session, None, actor=principal.key_id, role=principal.role, action="tenant.onboarded",
-               target=tenant.id, details={"name": tenant.name, "admin_key_id": issued.key.id})
+               target=tenant.id, details={"name": tenant.name, "admin_key_id": issued.key.id, "before": None,
+                                          "after": {"status": tenant.status, "display_name": tenant.display_name}})
         key = KeyOut.model_validate(issued.key).model_dump()
         return OnboardedTenant(tenant=TenantOut.model_validate(tenant),
                                admin_key=IssuedKeyOut(**key, key=issued.plaintext))
@@ -44,11 +45,12 @@ def _set_status(name: str, status: str, principal: Principal) -> TenantOut:
         tenant = repo.tenant_by_name(name)
         if tenant is None:
             raise NotFound(f"tenant {name!r} not found")
+        before = tenant.status
         tenant.status = status
         session.flush()
         record(session, None, actor=principal.key_id, role=principal.role,
                action="tenant.suspended" if status == "suspended" else "tenant.resumed", target=tenant.id,
-               details={"name": tenant.name})
+               details={"name": tenant.name, "before": {"status": before}, "after": {"status": status}})
         return TenantOut.model_validate(tenant)
 
 
@@ -73,7 +75,8 @@ def rotate_own_key(principal: Caller, data: JSONBody[RotateKey | None] = None) -
     with unit_of_work() as session:
         issued = rotate_operator_key(session, principal.key_id, body.grace_seconds)
         record(session, None, actor=principal.key_id, role="operator", action="operator_key.rotated",
-               target=principal.key_id, details={"new_key": issued.key.id, "grace_seconds": body.grace_seconds})
+               target=principal.key_id, details={"new_key": issued.key.id, "grace_seconds": body.grace_seconds,
+                                                 **expiry_change(issued)})
         return IssuedKeyOut(**KeyOut.model_validate(issued.key).model_dump(), key=issued.plaintext)
 
 

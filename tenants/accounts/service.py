@@ -13,7 +13,7 @@ import hashlib
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -69,6 +69,8 @@ class Principal:
 class IssuedKey:
     key: ApiKey
     plaintext: str  # shown once, never stored
+    # For a rotation: the replaced key's expiry before and after it (the audit record's before/after).
+    replaced_expiry: tuple[datetime | None, datetime] | None = None
 
 
 def hash_key(plaintext: str) -> str:
@@ -138,8 +140,9 @@ def rotate_key(session: Session, tenant_id: str, key_id: str,
         raise Conflict("this API key is revoked or expired; create a new key instead")
     issued = _new_key(old.role, old.name, tenant_id, old.rate_limit_per_minute)  # type: ignore[arg-type]
     repo.add(issued.key)
-    repo.set_expiry(old.id, _expiry(old, now, grace))
-    return issued
+    before, expires_at = old.expires_at, _expiry(old, now, grace)
+    repo.set_expiry(old.id, expires_at)
+    return replace(issued, replaced_expiry=(before, expires_at))
 
 
 def rotate_operator_key(session: Session, key_id: str, grace_seconds: int = DEFAULT_KEY_GRACE_SECONDS) -> IssuedKey:
@@ -157,8 +160,9 @@ def rotate_operator_key(session: Session, key_id: str, grace_seconds: int = DEFA
         raise Unauthorized("unknown or revoked API key")
     issued = _new_key("operator", old.name, None, old.rate_limit_per_minute)
     repo.add_key(issued.key)
-    repo.set_key_expiry(old.id, _expiry(old, now, grace))
-    return issued
+    before, expires_at = old.expires_at, _expiry(old, now, grace)
+    repo.set_key_expiry(old.id, expires_at)
+    return replace(issued, replaced_expiry=(before, expires_at))
 
 
 def onboard_tenant(session: Session, name: str, display_name: str = "") -> tuple[Tenant, IssuedKey]:

@@ -70,6 +70,7 @@ __all__ = [
     "acquire_slot",
     "check_priced",
     "consume",
+    "limits_snapshot",
     "money_budget_applies",
     "overview",
     "period_window",
@@ -320,6 +321,12 @@ def set_limits(session: Session, tenant_id: str, specs: Sequence[LimitSpec], *, 
     repo = BudgetRepository(session, tenant_id)
     repo.replace_limits(rows, now)
     return list(repo.limits())
+
+
+def limits_snapshot(session: Session, tenant_id: str) -> list[dict[str, str]]:
+    """The tenant's configured limits as plain JSON (amounts as strings), e.g. for an audit record's before/after."""
+    return [{"agent": limit.agent, "metric": limit.metric, "period": limit.period, "timezone": limit.timezone,
+             "limit": _fmt(limit.limit)} for limit in BudgetRepository(session, tenant_id).limits()]
 
 
 def overview(session: Session, tenant_id: str, *, now: datetime | None = None) -> list[LimitUsage]:
