@@ -9,7 +9,7 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from runner.errors import SchemaInvalid, SpecInvalid
-from tenants.kit.errors import MidwatchError
+from tenants.kit.errors import MidwatchError, scrub_reason
 from tenants.kit.logging import get_logger
 
 __all__ = ["PROBLEM_JSON", "exception_handlers", "problem"]
@@ -50,7 +50,7 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
         "title": _TITLES.get(code, code.replace("_", " ").capitalize()),
         "status": status,
         "code": code,
-        "detail": detail,
+        "detail": scrub_reason(detail),  # whatever raised it, never SQL or a traceback
     }
     body.update({k: v for k, v in extra.items() if v is not None})
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from platform_api.auth import require
 from platform_api.routes._common import Caller
-from platform_api.schemas import Page
+from platform_api.schemas import Page, PublicText
 from runner.catalog import BreakerConfig, BreakerState, ModelConfig, ToolDefinition
 from tenants.audit.service import record
 from tenants.catalog import service
@@ -43,7 +43,7 @@ class BreakerOut(BaseModel):
     state: str
     failures: int
     opened_at: float | None
-    last_reason: str | None
+    last_reason: PublicText
     retry_at: float | None
     updated_at: datetime
 
