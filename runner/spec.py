@@ -33,6 +33,7 @@ from runner.errors import SchemaInvalid, SpecInvalid, TemplateError
 from runner.jsonschemas import check_schema
 from runner.rules import check_rule_bounds, check_rule_syntax
 from runner.templating import references, root_of
+from tenants.kit.addresses import parse_ip_host
 
 __all__ = [
     "DEFAULT_STEP_SUCCESS",
@@ -91,6 +92,8 @@ def _matching(regex: re.Pattern[str], what: str) -> AfterValidator:
 
 
 def _check_egress(value: str) -> str:
+    if value.startswith("["):  # an IPv6 literal, optionally with a port: [::1]:8900
+        return _check_ipv6_egress(value)
     if "://" in value or "/" in value:
         raise _custom("pattern", f"egress entry {value!r} must be a hostname, without scheme or path")
     if value != value.lower():
@@ -99,6 +102,21 @@ def _check_egress(value: str) -> str:
     if m is None:
         raise _custom("pattern", f"egress entry {value!r} is not a hostname (optionally *.domain and :port)")
     if m.group(1) is not None and not 1 <= int(m.group(1)) <= 65535:
+        raise _custom("pattern", f"egress entry {value!r} has a port outside 1..65535")
+    literal = parse_ip_host(value.rsplit(":", 1)[0] if m.group(1) is not None else value)
+    if literal is not None and not literal[1]:
+        raise _custom("pattern", f"egress entry {value!r} is the IP address {literal[0]} written in another form; "
+                                 f"write it as {literal[0]}")
+    return value
+
+
+def _check_ipv6_egress(value: str) -> str:
+    close = value.find("]")
+    host, rest = value[1:close], value[close + 1:] if close > 0 else ""
+    parsed = parse_ip_host(host) if close > 0 else None
+    if parsed is None or parsed[0].version != 6 or host != host.lower():
+        raise _custom("pattern", f"egress entry {value!r} is not a bracketed IPv6 address ([::1] or [::1]:8900)")
+    if rest and not (rest.startswith(":") and rest[1:].isdigit() and 1 <= int(rest[1:]) <= 65535):
         raise _custom("pattern", f"egress entry {value!r} has a port outside 1..65535")
     return value
 

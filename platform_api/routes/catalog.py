@@ -18,6 +18,7 @@ from tenants.audit.service import record
 from tenants.catalog import service
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
+from tenants.kit.settings import get_settings
 
 __all__ = ["breakers_router", "models_router", "tools_router"]
 
@@ -48,6 +49,13 @@ class BreakerOut(BaseModel):
     updated_at: datetime
 
 
+def _refuse_hosts(refused: list[tuple[str, str]]) -> None:
+    """422 for URLs aimed at metadata, private or (in production settings) loopback hosts."""
+    if refused:
+        errors = [{"path": field, "message": f"{why}; it cannot be reached from Midwatch"} for field, why in refused]
+        raise InvalidInput("; ".join(f"{e['path']}: {e['message']}" for e in errors), errors=errors)
+
+
 def _validation(exc: ValidationError) -> InvalidInput:
     errors = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
     detail = "; ".join(f"{e['path'] or '(body)'}: {e['message']}" for e in errors)
@@ -65,6 +73,7 @@ def put_tool(name: FromPath[str], data: dict[str, Any], principal: Caller) -> Re
         raise _validation(exc) from None
     if definition.name != name:
         raise InvalidInput(f"body name {definition.name!r} differs from the URL's {name!r}", field="name")
+    _refuse_hosts(definition.refused_hosts(allow_loopback=get_settings().allow_loopback_egress))
     with unit_of_work() as session:
         tool, created = service.put_tool(session, me.tenant_id, name, definition.model_dump(mode="json"))
         record(session, me.tenant_id, actor=me.key_id, role=me.role, action="tool.stored", target=name,
@@ -108,6 +117,7 @@ def put_model(alias: FromPath[str], data: dict[str, Any], principal: Caller) -> 
         config = ModelConfig.model_validate({**data, "alias": alias})
     except ValidationError as exc:
         raise _validation(exc) from None
+    _refuse_hosts(config.refused_hosts(allow_loopback=get_settings().allow_loopback_egress))
     with unit_of_work() as session:
         model, created = service.put_model(session, me.tenant_id, alias, config.model_dump(mode="json"))
         record(session, me.tenant_id, actor=me.key_id, role=me.role, action="model.stored", target=alias,

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +29,7 @@ from runner.tools.breaker import CircuitBreaker
 from runner.tools.egress import EgressBlocked, EgressClient
 from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, run_with_retries
 from runner.tools.validate import validate_response
+from tenants.kit.addresses import check_host
 from tenants.kit.logging import register_secret
 
 __all__ = ["ModelConfig", "RemoteProvider", "SecretResolver", "parse_structured_output"]
@@ -70,6 +72,13 @@ class ModelConfig(BaseModel):
         if (self.price_in_per_mtok is None) != (self.price_out_per_mtok is None):
             raise ValueError("set both prices or neither (unpriced)")
         return self
+
+    def refused_hosts(self, *, allow_loopback: bool) -> list[tuple[str, str]]:
+        """(field, why) when ``base_url`` aims at a host that must not be used (see tenants.kit.addresses)."""
+        if self.base_url is None:
+            return []
+        why = check_host(urlsplit(self.base_url).hostname or "", allow_loopback=allow_loopback)
+        return [] if why is None else [("base_url", why)]
 
     @property
     def priced(self) -> bool:

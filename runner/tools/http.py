@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -39,6 +39,7 @@ from runner.tools.breaker import CircuitBreaker
 from runner.tools.egress import EgressBlocked, EgressClient
 from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, run_with_retries
 from runner.tools.validate import validate_response
+from tenants.kit.addresses import check_host
 from tenants.kit.errors import NotFound
 from tenants.kit.logging import register_secret
 
@@ -177,6 +178,18 @@ class ToolDefinition(_Strict):
             except SchemaInvalid as exc:
                 raise ValueError(f"response_schema is not usable: {exc.message}") from None
         return value
+
+    def refused_hosts(self, *, allow_loopback: bool) -> list[tuple[str, str]]:
+        """(field, why) for each URL of this tool whose host must not be used (see tenants.kit.addresses).
+
+        The upload-time check: metadata, private and (unless ``allow_loopback``) loopback hosts, and
+        IP literals in non-canonical forms. The egress client checks resolved addresses again at every call.
+        """
+        urls = [("url", self.url)]
+        if isinstance(self.auth, OAuth2ClientCredentials):
+            urls.append(("auth.token_url", self.auth.token_url))
+        return [(name, why) for name, url in urls
+                if (why := check_host(urlsplit(url).hostname or "", allow_loopback=allow_loopback)) is not None]
 
     @property
     def host(self) -> str:
