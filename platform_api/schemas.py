@@ -218,7 +218,7 @@ class DecisionEventOut(_Out):
 
 
 class SandboxRecordOut(_Out):
-    id: int
+    id: int = Field(description="1, 2, ... per tenant")
     idempotency_key: str
     args: Any
     created_at: datetime
