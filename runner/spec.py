@@ -34,6 +34,7 @@ from runner.jsonschemas import check_schema
 from runner.rules import check_rule_bounds, check_rule_syntax
 from runner.templating import references, root_of
 from tenants.kit.addresses import parse_ip_host
+from tenants.secrets.names import NAME_PATTERN as SECRET_NAME_PATTERN
 
 __all__ = [
     "DEFAULT_STEP_SUCCESS",
@@ -65,7 +66,6 @@ MAX_SPEC_NODES = 100_000  # bounds YAML alias expansion ("billion laughs") befor
 
 _SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _STEP_ID_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_SECRET_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _TOOL_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _EGRESS_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*(?::(\d{{1,5}}))?$")
@@ -176,7 +176,7 @@ def _to_decimal(value: Any) -> Any:
 
 
 ToolName = Annotated[str, _matching(_TOOL_RE, "tool name")]
-SecretName = Annotated[str, _matching(_SECRET_RE, "secret name")]
+SecretName = Annotated[str, _matching(SECRET_NAME_PATTERN, "secret name")]
 EgressHost = Annotated[str, AfterValidator(_check_egress)]
 CelExpression = Annotated[str, AfterValidator(_check_cel)]
 JsonSchema = Annotated[dict[str, Any] | None, AfterValidator(_check_json_schema)]

@@ -31,6 +31,7 @@ from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, 
 from runner.tools.validate import validate_response
 from tenants.kit.addresses import check_host
 from tenants.kit.logging import register_secret
+from tenants.secrets.names import NAME_PATTERN as SECRET_NAME_PATTERN
 
 __all__ = ["ModelConfig", "RemoteProvider", "SecretResolver", "parse_structured_output"]
 
@@ -52,7 +53,7 @@ class ModelConfig(BaseModel):
     provider: Literal["openai", "anthropic", "sandbox"]
     base_url: str | None = None
     model: str | None = None
-    api_key_secret: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    api_key_secret: str | None = Field(default=None, pattern=SECRET_NAME_PATTERN.pattern)
     price_in_per_mtok: Decimal | None = Field(default=None, ge=0)
     price_out_per_mtok: Decimal | None = Field(default=None, ge=0)
     timeout_s: float = Field(default=60.0, gt=0, le=600)

@@ -42,6 +42,7 @@ from runner.tools.validate import validate_response
 from tenants.kit.addresses import check_host
 from tenants.kit.errors import NotFound
 from tenants.kit.logging import register_secret
+from tenants.secrets.names import NAME_PATTERN as SECRET_NAME_PATTERN
 
 __all__ = [
     "BearerAuth",
@@ -59,7 +60,7 @@ __all__ = [
 SecretResolver = Callable[[str], str]
 
 _TOOL_NAME = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
-_SECRET_NAME = r"^[a-z][a-z0-9_-]{0,62}$"  # noqa: S105 - a name pattern, not a password
+_SECRET_NAME = SECRET_NAME_PATTERN.pattern  # the one rule (tenants.secrets.service)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "authorization",
                                "proxy-authorization", "cookie"})
