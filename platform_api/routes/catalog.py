@@ -136,6 +136,15 @@ def list_models(principal: Caller) -> Page[ModelOut]:
                                    updated_at=r.updated_at) for r in rows])
 
 
+@get("/{alias:str}", sync_to_thread=True, summary="One model alias (404 for an unknown one)")
+def get_model(alias: FromPath[str], principal: Caller) -> ModelOut:
+    me = require(principal)
+    with unit_of_work() as session:
+        r = service.get_model(session, me.tenant_id, alias)
+        return ModelOut(alias=r.alias, version=r.version, config=r.config, created_at=r.created_at,
+                        updated_at=r.updated_at)
+
+
 @delete("/{alias:str}", sync_to_thread=True, status_code=204, summary="Delete a model alias")
 def delete_model(alias: FromPath[str], principal: Caller) -> None:
     me = require(principal, "tenant-admin")
@@ -171,5 +180,6 @@ def reset_breaker(host: FromPath[str], principal: Caller) -> dict[str, Any]:
 
 
 tools_router = Router(path="/v1/tools", route_handlers=[put_tool, list_tools, get_tool, delete_tool], tags=["tools"])
-models_router = Router(path="/v1/models", route_handlers=[put_model, list_models, delete_model], tags=["models"])
+models_router = Router(path="/v1/models", route_handlers=[put_model, list_models, get_model, delete_model],
+                       tags=["models"])
 breakers_router = Router(path="/v1/breakers", route_handlers=[list_breakers, reset_breaker], tags=["breakers"])
