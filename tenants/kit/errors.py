@@ -3,7 +3,8 @@
     MidwatchError (code, status)
     ├── NotFound              404 not_found
     ├── Conflict              409 conflict
-    │   └── IdempotencyConflict   409 idempotency_conflict
+    │   ├── IdempotencyConflict   409 idempotency_conflict
+    │   └── KeyAlreadyRotated     409 key_already_rotated  (a key in its rotation grace cannot rotate again)
     ├── InvalidInput          422 validation_error
     ├── Unauthorized          401 unauthorized
     ├── Forbidden             403 forbidden
@@ -25,6 +26,7 @@ __all__ = [
     "Forbidden",
     "IdempotencyConflict",
     "InvalidInput",
+    "KeyAlreadyRotated",
     "LeaseLost",
     "MidwatchError",
     "NotFound",
@@ -61,6 +63,10 @@ class Conflict(MidwatchError):
 
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
+
+
+class KeyAlreadyRotated(Conflict):
+    code = "key_already_rotated"
 
 
 class InvalidInput(MidwatchError):
