@@ -383,7 +383,10 @@ class CompiledSchema:
         except SchemaInvalid as exc:  # a pattern RE2 refuses, reached although check_schema passed it
             yield ValidationError(exc.message, validator="pattern")
         finally:
-            _budget.left = saved
+            if saved is None:
+                del _budget.left  # outside any validation again: keywords called directly find no budget
+            else:
+                _budget.left = saved  # a validation nested in another continues with the outer budget
 
     def best_violation(self, instance: Any) -> Violation | None:
         """The most relevant violation (the library's ``best_match`` heuristic), or None when valid."""
