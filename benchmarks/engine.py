@@ -92,8 +92,9 @@ def step_latency() -> dict[str, Any]:
     ratio = f"{peer / relaxed:.1f}x faster than DBOS ({peer:.3f} ms/step)" if peer else "DBOS peer not measured"
     print(f"step_latency: {relaxed:.3f} ms per checkpointed step (default durability: pure steps do not wait for "
           f"the WAL flush; median of 5 x 100 steps, PostgreSQL); {ratio}")
+    versus = f"; {peer / strict:.1f}x faster than DBOS" if peer else ""
     print(f"step_latency (every step fully durable): {strict:.3f} ms per step = {strict / floor:.2f}x the durable "
-          f"one-row commit measured now ({floor:.3f} ms)" + (f"; {peer / strict:.1f}x faster than DBOS" if peer else ""))
+          f"one-row commit measured now ({floor:.3f} ms){versus}")
     return {"ms_per_step": relaxed, "ms_per_step_durable": strict, "commit_floor_ms": floor,
             "durable_over_floor": strict / floor, "dbos_ms_per_step": peer,
             "ratio_vs_dbos": peer / relaxed if peer else None,

@@ -216,12 +216,16 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     """Onboard a tenant from the command line; prints its first admin key once."""
     settings = _settings()
     from tenants.accounts.service import onboard_tenant
+    from tenants.audit.service import record
     from tenants.kit.db import unit_of_work
     from tenants.kit.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     with unit_of_work() as session:
         tenant, issued = onboard_tenant(session, args.name, args.display_name or "")
+        record(session, None, actor="cli", role="operator", action="tenant.onboarded", target=tenant.id,
+               details={"name": tenant.name, "admin_key_id": issued.key.id, "via": "midwatch tenant create",
+                        "before": None, "after": {"status": tenant.status, "display_name": tenant.display_name}})
     print(json.dumps({"tenant_id": tenant.id, "name": tenant.name, "admin_key": issued.plaintext}))
     return 0
 

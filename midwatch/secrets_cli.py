@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tenants.audit.service import record
+from tenants.kit.db import unit_of_work
 from tenants.kit.errors import MidwatchError
 from tenants.kit.settings import get_settings
 from tenants.secrets.errors import MasterKeyUnavailable
@@ -67,6 +69,7 @@ def rotate_master_key_command(new_key_b64: str | None) -> int:
         print(f"error: versions are still wrapped by {others}, not by the configured key {old.key_id}: "
               "is MIDWATCH_MASTER_KEY the key this vault was encrypted with?")
         return 1
+    _audit(old.key_id, new.key_id, report.rewrapped)
     if source == "embedded":
         os.replace(next_path, key_path)
         print(f"done: {key_path} now holds the new key {new.key_id}; restart Midwatch")
@@ -75,6 +78,14 @@ def rotate_master_key_command(new_key_b64: str | None) -> int:
         print(f"done: put the new key ({new.key_id}) in {where} and restart every Midwatch process; "
               f"the old key ({old.key_id}) can no longer read any secret")
     return 0
+
+
+def _audit(old_key_id: str, new_key_id: str, rewrapped: int) -> None:
+    """Record the rotation on the platform audit chain (who: the shell; key ids only, never key material)."""
+    with unit_of_work() as session:
+        record(session, None, actor="cli", role="operator", action="master_key.rotated", target=new_key_id,
+               details={"via": "midwatch secrets rotate-master-key", "rewrapped": rewrapped,
+                        "before": {"master_key_id": old_key_id}, "after": {"master_key_id": new_key_id}})
 
 
 def _stage_embedded(next_path: Path, supplied: MasterKey | None) -> MasterKey:

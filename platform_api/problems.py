@@ -8,8 +8,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from runner.errors import SpecInvalid
-from tenants.kit.errors import MidwatchError
+from runner.errors import SchemaInvalid, SpecInvalid
+from tenants.kit.errors import MidwatchError, scrub_reason
 from tenants.kit.logging import get_logger
 
 __all__ = ["PROBLEM_JSON", "exception_handlers", "problem"]
@@ -50,7 +50,7 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
         "title": _TITLES.get(code, code.replace("_", " ").capitalize()),
         "status": status,
         "code": code,
-        "detail": detail,
+        "detail": scrub_reason(detail),  # whatever raised it, never SQL or a traceback
     }
     body.update({k: v for k, v in extra.items() if v is not None})
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
@@ -67,6 +67,12 @@ def _spec_invalid(_request: Request[Any, Any, Any], exc: Exception) -> Response[
     assert isinstance(exc, SpecInvalid)
     errors = [i.model_dump() if hasattr(i, "model_dump") else {"message": str(i)} for i in exc.issues]
     return problem(422, "spec_invalid", f"the agent spec has {len(errors)} error(s)", errors=errors)
+
+
+def _schema_invalid(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A stored JSON Schema that can no longer be used (checked again where it is compiled)."""
+    assert isinstance(exc, SchemaInvalid)
+    return problem(422, "schema_invalid", exc.message, path=exc.path or None)
 
 
 def _validation(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -114,6 +120,7 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[
 exception_handlers: dict[type[Exception], Any] = {
     MidwatchError: _midwatch,
     SpecInvalid: _spec_invalid,
+    SchemaInvalid: _schema_invalid,
     ValidationException: _validation,
     HTTPException: _http,
     UnicodeDecodeError: _undecodable,

@@ -6,7 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+
+from tenants.kit.errors import scrub_reason
 
 __all__ = [
     "AgentOut",
@@ -19,6 +21,7 @@ __all__ = [
     "LintOut",
     "OnboardedTenant",
     "Page",
+    "PublicText",
     "RotateKey",
     "RunItemOut",
     "RunOut",
@@ -35,6 +38,8 @@ T = TypeVar("T")
 
 # Money on the wire: a decimal string ("0.0123"), never a float and never "0E-8".
 Money = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
+# A reason or error text stored from an exception: never shown with SQL, parameters or a traceback.
+PublicText = Annotated[str | None, AfterValidator(scrub_reason)]
 
 
 def find_nul(value: Any, path: str = "") -> str | None:
@@ -181,7 +186,7 @@ class RunOut(_Out):
     agent_name: str
     agent_version: int
     state: str
-    reason: str | None
+    reason: PublicText
     failure_category: str | None
     is_batch: bool
     items_total: int
@@ -202,7 +207,7 @@ class RunOut(_Out):
 class RunItemOut(_Out):
     item_index: int
     state: str
-    reason: str | None
+    reason: PublicText
     failure_category: str | None
     steps_used: int
     input: Any
@@ -216,7 +221,7 @@ class DecisionEventOut(_Out):
     step_id: str | None
     considered: Any
     chosen: str | None
-    why: str | None
+    why: PublicText
     verdicts: Any
     failure_category: str | None
     cost_usd: Money
@@ -229,7 +234,7 @@ class DecisionEventOut(_Out):
 
 
 class SandboxRecordOut(_Out):
-    id: int
+    id: int = Field(description="1, 2, ... per tenant")
     idempotency_key: str
     args: Any
     created_at: datetime

@@ -7,6 +7,7 @@ One root, each error with a stable ``code`` that the API maps to problem+json::
     ├── NonDeterministicSpec     non_deterministic_spec
     ├── TemplateError            template_error
     ├── RuleError                rule_error
+    ├── SchemaInvalid            schema_invalid          (.path inside the schema)
     └── StepFailed               step_failed             (.category from the failure taxonomy, .action)
 """
 
@@ -24,6 +25,7 @@ __all__ = [
     "NonDeterministicSpec",
     "RuleError",
     "RunnerError",
+    "SchemaInvalid",
     "SpecInvalid",
     "StepFailed",
     "TemplateError",
@@ -67,6 +69,20 @@ class RuleError(RunnerError):
     """A CEL rule failed to compile, exceeds its bounds, or did not evaluate to a bool."""
 
     code = "rule_error"
+
+
+class SchemaInvalid(RunnerError):
+    """A JSON Schema is invalid, or cannot run in bounded linear time (see runner.jsonschemas).
+
+    ``path`` locates the problem inside the schema ("properties/name/pattern"; "" for the root).
+    """
+
+    code = "schema_invalid"
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
 
 
 class StepFailed(RunnerError):

@@ -1,16 +1,54 @@
-"""CEL rules: compiled once, bounded at upload, evaluated to a strict bool.
+"""CEL rules: compiled once, bounded at upload, costed against the data before they run, evaluated to a bool.
 
 CEL evaluation (common-expression-language) holds the GIL, has no cost limit and cannot be
-interrupted, so a rule is bounded *before* it is accepted: at most `MAX_RULE_CHARS` characters,
-bracket nesting at most `MAX_NESTING`, at most `MAX_COMPREHENSIONS` comprehension macros.
+interrupted, so a rule is bounded twice.
+
+**At upload, by its text:** at most `MAX_RULE_CHARS` characters, bracket nesting at most
+`MAX_NESTING`, at most `MAX_COMPREHENSIONS` comprehension macros (all/exists/exists_one/map/filter).
+
+**Before every evaluation, by the data it will see.** A short text can still do a lot of work:
+``output.xs.all(a, output.xs.all(b, a + b >= 0))`` over 6,000 elements is 36 million steps, and
+stalled every tenant's requests. So :meth:`CompiledRule.evaluate` first estimates how many values
+the rule may visit and refuses (RuleError, which the engine reports as a ``validation`` failure of
+the item, or an escalation for an approval ``when``) a rule above `MAX_RULE_VISITS`, or whose data
+holds a list or map longer than `MAX_COLLECTION`. The estimate is an upper bound, built from the
+rule's text structure and the sizes of the data it references:
+
+- the *weight* of a value is 1 per scalar and per container plus 1 per 64 characters of a string
+  (string functions, concatenation and comparison are linear in the string's length);
+- each comprehension's *range* (the receiver of ``.all(...)`` etc.) is resolved against the data
+  when it is a plain path (``output.xs``): it iterates that collection's length ``n`` and binds
+  elements of at most that collection's largest element weight ``e``. An iteration variable
+  (``row`` in ``output.rows.all(row, row.all(...))``) is bounded by the largest collection and
+  element anywhere in the referenced data; any other expression (``xs.map(...).all(...)``,
+  ``xs + ys``) by the total weight of the referenced data, for both;
+- a comprehension nested inside others runs once per combination of the enclosing iterations,
+  so it costs the product of their ``n`` times its own (``n^depth`` for the same list);
+- every operator or function call inside a comprehension body costs, per iteration, the largest
+  weight it can be handed: the enclosing ranges' element weights, and the weight of every data path
+  the body mentions (``output`` in ``xs.all(x, x == output)`` costs the whole output each time);
+  ``in`` costs the length of its right-hand list (a literal list: its element count);
+- outside comprehensions each operator costs the weight of the largest path the rule mentions,
+  and converting the referenced data costs its total weight once.
+
+Only ``&&``, ``||``, ``!``, ``?:`` and indexing are counted as free. The bound is loose for
+rules that compare scalars (a 100,000-element ``all`` is fine, a nested pair over 316 elements
+is the most that fits) and never lower than the real work, which is the point.
+
+**Only what a rule references is converted.** The roots a rule names (``input``, ``item``,
+``steps``, ``output``, ``step``) are known at compile time; :class:`RuleInput` converts a root to
+CEL values lazily, once, and keeps its size statistics, so the rules of one step share the work
+(build one per step and pass it to every rule; passing a plain mapping still works).
 `cel` is imported lazily because importing it costs about 0.6 s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -18,10 +56,14 @@ from typing import Any
 from runner.errors import RuleError
 
 __all__ = [
+    "MAX_COLLECTION",
     "MAX_COMPREHENSIONS",
     "MAX_NESTING",
     "MAX_RULE_CHARS",
+    "MAX_RULE_VISITS",
+    "ROOTS",
     "CompiledRule",
+    "RuleInput",
     "check_rule_bounds",
     "check_rule_syntax",
     "compile_rule",
@@ -30,6 +72,8 @@ __all__ = [
 MAX_RULE_CHARS = 1000
 MAX_NESTING = 12
 MAX_COMPREHENSIONS = 2
+MAX_RULE_VISITS = 300_000  # values one evaluation may visit (the estimate's upper bound)
+MAX_COLLECTION = 100_000  # elements of any single list or map a rule may see
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CEL_LOCATION_RE = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
@@ -95,26 +139,346 @@ def _describe_cel_error(exc: Exception) -> str:
     return f"invalid CEL at {line}:{column}: {detail.strip()}"
 
 
+ROOTS = frozenset({"input", "item", "steps", "output", "step"})
+_OPERATOR_RE = re.compile(r"==|!=|<=|>=|<|>|\+|-|\*|/|%")
+_PATH_RE = re.compile(r"(?<![\w.])(input|item|steps|output|step)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
+_STRING_CHARS_PER_VALUE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Macro:
+    """A comprehension site: its receiver text and the span of its argument list."""
+
+    range_text: str
+    opens: int  # index of its "("
+    closes: int  # index of its matching ")"
+
+
+@dataclass(frozen=True, slots=True)
+class _Site:
+    """An operator or function call that may cost as much as its operands' weight."""
+
+    at: int
+    membership_of: str | None = None  # for "in": the right-hand operand's text
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the cost estimate needs from a rule's text (see the module docstring)."""
+
+    macros: tuple[_Macro, ...]
+    sites: tuple[_Site, ...]
+    paths: tuple[tuple[int, tuple[str, ...]], ...]  # (position, root path) for every data path mentioned
+
+
+def _receiver(src: str, dot: int) -> str:
+    """The receiver expression ending just before ``src[dot]`` (a "." before a macro name)."""
+    i, depth = dot - 1, 0
+    while i >= 0:
+        ch = src[i]
+        if ch in _CLOSERS:
+            depth += 1
+        elif ch in _OPENERS:
+            if depth == 0:
+                break
+            depth -= 1
+        elif depth == 0 and not (ch.isalnum() or ch in "_."):
+            break
+        i -= 1
+    return src[i + 1:dot].strip()
+
+
+def _matching(src: str, opens: int) -> int:
+    depth, i = 0, opens
+    while i < len(src):
+        ch = src[i]
+        if ch in "'\"":
+            i = _skip_string(src, i)
+            continue
+        if ch in _OPENERS:
+            depth += 1
+        elif ch in _CLOSERS:
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return len(src)
+
+
+def _operand_after(src: str, i: int) -> str:
+    """The operand text starting at ``src[i]`` (a path, or a bracketed literal)."""
+    while i < len(src) and src[i] == " ":
+        i += 1
+    if i < len(src) and src[i] in _OPENERS:
+        return src[i:_matching(src, i) + 1]
+    m = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*").match(src, i)
+    return m.group() if m else ""
+
+
+def _shape(src: str) -> _Shape:
+    """Scan the rule (outside string literals) for comprehensions, costed operators and data paths."""
+    macros: list[_Macro] = []
+    sites: list[_Site] = []
+    paths: list[tuple[int, tuple[str, ...]]] = []
+    i, n = 0, len(src)
+    while i < n:
+        ch = src[i]
+        if ch in "'\"":
+            i = _skip_string(src, i)
+            continue
+        if ch == "_" or ch.isalpha():
+            m = _IDENT_RE.match(src, i)
+            assert m is not None
+            name, end = m.group(), m.end()
+            path = _PATH_RE.match(src, i)
+            if path is not None and (i == 0 or src[i - 1] != "."):
+                paths.append((i, (path.group(1), *[p for p in path.group(2).split(".") if p])))
+            after = src[end:].lstrip()
+            if name in _MACROS and after.startswith("(") and i > 0 and src[i - 1] == ".":
+                opens = src.index("(", end)
+                macros.append(_Macro(_receiver(src, i - 1), opens, _matching(src, opens)))
+            elif name == "in" and not after.startswith("("):
+                sites.append(_Site(i, membership_of=_operand_after(src, end)))
+            elif after.startswith("(") and name not in _MACROS:
+                sites.append(_Site(i))  # a function or method call
+            i = end
+            continue
+        op = _OPERATOR_RE.match(src, i)
+        if op is not None:
+            sites.append(_Site(i))
+            i = op.end()
+            continue
+        i += 1
+    return _Shape(tuple(macros), tuple(sites), tuple(paths))
+
+
+# ---------------------------------------------------------------------------------------------
+# What a rule sees
+
+
+@dataclass(frozen=True, slots=True)
+class _Stats:
+    """Sizes of one value: total weight, longest list/map, heaviest element of any list/map inside."""
+
+    weight: int
+    longest: int
+    heaviest_element: int
+
+
+def _stats(value: Any) -> _Stats:
+    """Sizes of ``value`` (iterative post-order walk: deep data cannot exhaust the stack)."""
+    weights: dict[int, int] = {}
+    longest = heaviest = 0
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        node, done = stack.pop()
+        if _is_container(node):
+            children = list(node.values()) if isinstance(node, Mapping) else list(node)
+            if not done:
+                stack.append((node, True))
+                stack.extend((c, False) for c in children)
+                continue
+            longest = max(longest, len(children))
+            child_weights = [weights.get(id(c), 1) if _is_container(c) else _scalar_weight(c) for c in children]
+            heaviest = max([heaviest, *child_weights])
+            weights[id(node)] = 1 + sum(child_weights)
+    total = weights.get(id(value), 1) if _is_container(value) else _scalar_weight(value)
+    return _Stats(total, longest, heaviest)
+
+
+def _is_container(value: Any) -> bool:
+    return isinstance(value, Mapping | list | tuple | set | frozenset)
+
+
+def _scalar_weight(value: Any) -> int:
+    if isinstance(value, str | bytes):
+        return 1 + len(value) // _STRING_CHARS_PER_VALUE
+    return 1
+
+
+_MISSING = object()
+
+
+class RuleInput:
+    """What the rules of one step see, converted lazily and once: only the roots a rule references.
+
+    Build one per step from the context mapping (``{**context, "output": output}``) and pass it to
+    every rule of the step; the roots, their CEL form and their sizes are computed on first use and
+    shared. Do not mutate the mapping afterwards.
+    """
+
+    __slots__ = ("_cel", "_data", "_paths", "_stats")
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+        self._cel: dict[str, Any] = {}
+        self._stats: dict[str, _Stats] = {}
+        self._paths: dict[tuple[str, ...], _Stats | None] = {}
+
+    def __contains__(self, root: object) -> bool:
+        return root in self._data
+
+    def cel_value(self, root: str) -> Any:
+        """``root``'s value as CEL accepts it (converted on first use)."""
+        found = self._cel.get(root, _MISSING)
+        if found is _MISSING:
+            found = self._cel[root] = _to_cel(self._data[root])
+        return found
+
+    def root_stats(self, root: str) -> _Stats:
+        """Sizes of ``root``'s value."""
+        found = self._stats.get(root)
+        if found is None:
+            found = self._stats[root] = _stats(self._data[root])
+        return found
+
+    def path_stats(self, path: tuple[str, ...]) -> _Stats | None:
+        """Sizes of the value at a dotted path (None when the path does not exist: CEL reports that)."""
+        if len(path) == 1:
+            return self.root_stats(path[0]) if path[0] in self._data else None
+        if path not in self._paths:
+            node: Any = self._data.get(path[0], _MISSING)
+            for part in path[1:]:
+                node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+            self._paths[path] = None if node is _MISSING else _stats(node)
+        return self._paths[path]
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimate
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    length: int
+    element: int
+
+
+def _path_of(text: str) -> tuple[str, ...] | None:
+    m = _PATH_RE.fullmatch(text)
+    return None if m is None else (m.group(1), *[p for p in m.group(2).split(".") if p])
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The data-independent part of the estimate, computed once per rule."""
+
+    ranges: tuple[tuple[str, tuple[str, ...] | None], ...]  # per macro: ("path"|"variable"|"expression", path)
+    macro_outer: tuple[tuple[int, ...], ...]  # per macro: the macros enclosing it
+    sites: tuple[tuple[tuple[int, ...], str, Any, tuple[tuple[str, ...], ...]], ...]
+    # per site: (enclosing macros, kind "in_literal"|"in_path"|"in_other"|"op", literal size or path,
+    #            the data paths its weight depends on)
+
+
+def _plan(shape: _Shape) -> _Plan:
+    def enclosing(at: int) -> tuple[int, ...]:
+        return tuple(k for k, m in enumerate(shape.macros) if m.opens < at < m.closes)
+
+    ranges: list[tuple[str, tuple[str, ...] | None]] = []
+    for macro in shape.macros:
+        path = _path_of(macro.range_text)
+        kind = "path" if path is not None else "variable" if _IDENT_RE.fullmatch(macro.range_text) else "expression"
+        ranges.append((kind, path))
+    sites: list[tuple[tuple[int, ...], str, Any, tuple[tuple[str, ...], ...]]] = []
+    for site in shape.sites:
+        around = enclosing(site.at)
+        operand = site.membership_of
+        if operand is not None:
+            if operand.startswith("["):
+                sites.append((around, "in_literal", operand.count(",") + 1, ()))
+            elif (path := _path_of(operand)) is not None:
+                sites.append((around, "in_path", path, ()))
+            else:
+                sites.append((around, "in_other", None, ()))
+            continue
+        if around:
+            inner = shape.macros[around[-1]]
+            mentioned = tuple(p for pos, p in shape.paths if inner.opens < pos < inner.closes)
+        else:
+            mentioned = tuple(p for _, p in shape.paths)
+        sites.append((around, "op", None, mentioned))
+    return _Plan(tuple(ranges), tuple(enclosing(m.opens) for m in shape.macros), tuple(sites))
+
+
+def _estimate(plan: _Plan, roots: tuple[str, ...], data: RuleInput) -> tuple[int, int]:
+    """(upper bound of values visited, longest list or map seen) for one evaluation."""
+    stats = [data.root_stats(r) for r in roots if r in data]
+    total = sum(s.weight for s in stats)
+    longest = max((s.longest for s in stats), default=0)
+    heaviest = max((s.heaviest_element for s in stats), default=0)
+
+    ranges: list[_Range] = []
+    for kind, path in plan.ranges:
+        if kind == "path":
+            assert path is not None
+            found = data.path_stats(path)
+            ranges.append(_Range(found.longest, found.heaviest_element) if found is not None else _Range(0, 0))
+        elif kind == "variable":
+            ranges.append(_Range(longest, heaviest))  # an iteration variable: the largest collection anywhere
+        else:
+            ranges.append(_Range(total, total))  # an expression: everything the rule references
+
+    visits = total  # converting the referenced data
+    for k, outer in enumerate(plan.macro_outer):
+        visits += math.prod(ranges[j].length for j in outer) * max(1, ranges[k].length)
+    for around, kind, detail, mentioned in plan.sites:
+        repeats = math.prod(ranges[j].length for j in around)
+        if kind == "in_literal":
+            cost = detail
+        elif kind == "in_path":
+            found = data.path_stats(detail)
+            cost = found.longest if found is not None else 1
+        elif kind == "in_other":
+            cost = longest
+        else:
+            weights = [ranges[j].element for j in around]
+            for path in mentioned:
+                found = data.path_stats(path)
+                weights.append(found.weight if found is not None else 1)
+            cost = max(weights, default=1)
+        visits += repeats * max(1, cost)
+    return visits, longest
+
+
 class CompiledRule:
     """A CEL rule compiled once; `evaluate` returns its bool verdict for one piece of data."""
 
-    __slots__ = ("_program", "source")
+    __slots__ = ("_plan", "_program", "roots", "source")
 
     def __init__(self, source: str, program: Any) -> None:
         self.source = source
         self._program = program
+        variables = set(program.variables()) if hasattr(program, "variables") else set(ROOTS)
+        self.roots: tuple[str, ...] = tuple(sorted(variables & ROOTS))  # the data roots the rule names
+        self._plan = _plan(_shape(source))
 
     def __repr__(self) -> str:
         return f"CompiledRule({self.source!r})"
 
-    def evaluate(self, data: Mapping[str, Any]) -> bool:
-        """Evaluate the rule over `data` (keys: input, item, steps, output, step).
+    def estimate(self, data: Mapping[str, Any] | RuleInput) -> int:
+        """An upper bound of the values this rule visits over ``data`` (see the module docstring)."""
+        rule_input = data if isinstance(data, RuleInput) else RuleInput(data)
+        return _estimate(self._plan, self.roots, rule_input)[0]
 
-        Raises RuleError when evaluation fails (missing key, type mismatch, undefined name)
-        or when the result is not a bool.
+    def evaluate(self, data: Mapping[str, Any] | RuleInput) -> bool:
+        """Evaluate the rule over `data` (keys: input, item, steps, output, step), a mapping or a RuleInput.
+
+        Raises RuleError when the data is too large for the rule (see the module docstring),
+        when evaluation fails (missing key, type mismatch, undefined name) or when the result is
+        not a bool.
         """
+        rule_input = data if isinstance(data, RuleInput) else RuleInput(data)
+        visits, longest = _estimate(self._plan, self.roots, rule_input)
+        if longest > MAX_COLLECTION:
+            raise RuleError(f"rule {self.source!r} not evaluated: the data it references holds a list or map of "
+                            f"{longest:,} elements; rules may see at most {MAX_COLLECTION:,}")
+        if visits > MAX_RULE_VISITS:
+            raise RuleError(f"rule {self.source!r} not evaluated: over this data it could visit about {visits:,} "
+                            f"values, more than the {MAX_RULE_VISITS:,} a rule may (nested comprehensions cost "
+                            "the product of their lists' lengths)")
         try:
-            result = self._program.execute(_to_cel(data))
+            result = self._program.execute({root: rule_input.cel_value(root) for root in self.roots
+                                             if root in rule_input})
         except Exception as exc:  # cel raises KeyError/TypeError/RuntimeError/ValueError/...
             raise RuleError(f"rule {self.source!r} failed: {type(exc).__name__}: {exc}") from exc
         if type(result) is not bool:

@@ -199,6 +199,10 @@ class _Script:
         return fault
 
 
+class _ThreadingHTTPServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class FaultyUpstream:
     """A threaded HTTP server answering per-path fault scripts (see the module docstring)."""
 
@@ -219,7 +223,8 @@ class FaultyUpstream:
 
     def start(self) -> FaultyUpstream:
         """Bind and serve in a daemon thread; returns self."""
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
+        server_class = _ThreadingHTTPServerV6 if ":" in self.host else ThreadingHTTPServer
+        server = server_class((self.host, self.port), _Handler)
         server.daemon_threads = True
         server.upstream = self  # type: ignore[attr-defined]
         self._server = server
@@ -249,13 +254,14 @@ class FaultyUpstream:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of the running server."""
-        return f"http://{self.host}:{self.port}"
+        """``http://host:port`` of the running server (``http://[::1]:port`` on IPv6)."""
+        return f"http://{self.netloc}"
 
     @property
     def netloc(self) -> str:
-        """``host:port``, as an egress allowed-host entry."""
-        return f"{self.host}:{self.port}"
+        """``host:port``, as an egress allowed-host entry (``[::1]:port`` on IPv6)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     # -- scripting ------------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, Self
 
-import jsonschema
 import yaml
 from pydantic import (
     AfterValidator,
@@ -32,9 +31,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from runner.errors import SpecInvalid, TemplateError
+from runner.errors import SchemaInvalid, SpecInvalid, TemplateError
+from runner.jsonschemas import check_schema
 from runner.rules import check_rule_bounds, check_rule_syntax
 from runner.templating import references, root_of
+from tenants.kit.addresses import parse_ip_host
+from tenants.secrets.names import NAME_PATTERN as SECRET_NAME_PATTERN
 
 __all__ = [
     "DEFAULT_STEP_SUCCESS",
@@ -68,7 +70,6 @@ MAX_SPEC_NODES = 100_000  # bounds YAML alias expansion ("billion laughs") befor
 
 _SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _STEP_ID_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_SECRET_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _TOOL_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _EGRESS_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*(?::(\d{{1,5}}))?$")
@@ -95,6 +96,8 @@ def _matching(regex: re.Pattern[str], what: str) -> AfterValidator:
 
 
 def _check_egress(value: str) -> str:
+    if value.startswith("["):  # an IPv6 literal, optionally with a port: [::1]:8900
+        return _check_ipv6_egress(value)
     if "://" in value or "/" in value:
         raise _custom("pattern", f"egress entry {value!r} must be a hostname, without scheme or path")
     if value != value.lower():
@@ -103,6 +106,21 @@ def _check_egress(value: str) -> str:
     if m is None:
         raise _custom("pattern", f"egress entry {value!r} is not a hostname (optionally *.domain and :port)")
     if m.group(1) is not None and not 1 <= int(m.group(1)) <= 65535:
+        raise _custom("pattern", f"egress entry {value!r} has a port outside 1..65535")
+    literal = parse_ip_host(value.rsplit(":", 1)[0] if m.group(1) is not None else value)
+    if literal is not None and not literal[1]:
+        raise _custom("pattern", f"egress entry {value!r} is the IP address {literal[0]} written in another form; "
+                                 f"write it as {literal[0]}")
+    return value
+
+
+def _check_ipv6_egress(value: str) -> str:
+    close = value.find("]")
+    host, rest = value[1:close], value[close + 1:] if close > 0 else ""
+    parsed = parse_ip_host(host) if close > 0 else None
+    if parsed is None or parsed[0].version != 6 or host != host.lower():
+        raise _custom("pattern", f"egress entry {value!r} is not a bracketed IPv6 address ([::1] or [::1]:8900)")
+    if rest and not (rest.startswith(":") and rest[1:].isdigit() and 1 <= int(rest[1:]) <= 65535):
         raise _custom("pattern", f"egress entry {value!r} has a port outside 1..65535")
     return value
 
@@ -133,11 +151,9 @@ def _check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     if schema is None:
         return None
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path)
-        at = f" at {where}" if where else ""
-        raise _custom("json_schema", f"invalid JSON Schema{at}: {exc.message}") from None
+        check_schema(schema)  # Draft 2020-12, RE2-runnable patterns, local $refs, bounded size
+    except SchemaInvalid as exc:
+        raise _custom("json_schema", exc.message) from None
     return schema
 
 
@@ -164,7 +180,7 @@ def _to_decimal(value: Any) -> Any:
 
 
 ToolName = Annotated[str, _matching(_TOOL_RE, "tool name")]
-SecretName = Annotated[str, _matching(_SECRET_RE, "secret name")]
+SecretName = Annotated[str, _matching(SECRET_NAME_PATTERN, "secret name")]
 EgressHost = Annotated[str, AfterValidator(_check_egress)]
 CelExpression = Annotated[str, AfterValidator(_check_cel)]
 JsonSchema = Annotated[dict[str, Any] | None, AfterValidator(_check_json_schema)]

@@ -6,7 +6,7 @@ from litestar import Router, get, post, put
 from litestar.params import FromPath, JSONBody
 
 from platform_api.auth import operator_only
-from platform_api.routes._common import Caller, Cursor, Limit
+from platform_api.routes._common import Caller, Cursor, Limit, expiry_change
 from platform_api.schemas import (
     CreateTenant,
     IssuedKeyOut,
@@ -33,7 +33,8 @@ def create_tenant(data: CreateTenant, principal: Caller) -> OnboardedTenant:
     with unit_of_work() as session:
         tenant, issued = onboard_tenant(session, data.name, data.display_name)
         record(session, None, actor=principal.key_id, role=principal.role, action="tenant.onboarded",
-               target=tenant.id, details={"name": tenant.name, "admin_key_id": issued.key.id})
+               target=tenant.id, details={"name": tenant.name, "admin_key_id": issued.key.id, "before": None,
+                                          "after": {"status": tenant.status, "display_name": tenant.display_name}})
         key = KeyOut.model_validate(issued.key).model_dump()
         return OnboardedTenant(tenant=TenantOut.model_validate(tenant),
                                admin_key=IssuedKeyOut(**key, key=issued.plaintext))
@@ -50,10 +51,11 @@ def list_tenants(principal: Caller, limit: Limit = 100, cursor: Cursor = None) -
 
 def _set_status(name: str, status: str, principal: Principal) -> TenantOut:
     with unit_of_work() as session:
-        tenant, runs = set_tenant_status(session, name, status)
+        tenant, before, runs = set_tenant_status(session, name, status)
         record(session, None, actor=principal.key_id, role=principal.role,
                action="tenant.suspended" if status == "suspended" else "tenant.resumed", target=tenant.id,
-               details={"name": tenant.name, "status": {"after": status}, "runs_moved": runs})
+               details={"name": tenant.name, "before": {"status": before}, "after": {"status": status},
+                        "runs_moved": runs})
         return TenantOut.model_validate(tenant)
 
 
@@ -99,7 +101,8 @@ def rotate_own_key(principal: Caller, data: JSONBody[RotateKey | None] = None) -
     with unit_of_work() as session:
         issued = rotate_operator_key(session, principal.key_id, body.grace_seconds)
         record(session, None, actor=principal.key_id, role="operator", action="operator_key.rotated",
-               target=principal.key_id, details={"new_key": issued.key.id, "grace_seconds": body.grace_seconds})
+               target=principal.key_id, details={"new_key": issued.key.id, "grace_seconds": body.grace_seconds,
+                                                 **expiry_change(issued)})
         return IssuedKeyOut(**KeyOut.model_validate(issued.key).model_dump(), key=issued.plaintext)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import jsonschema
 from litestar import Response, Router, get, post, put
 from litestar.params import FromPath, Parameter
 
@@ -21,6 +20,7 @@ from platform_api.schemas import (
     find_nul,
 )
 from runner.errors import SpecInvalid
+from runner.jsonschemas import validator_for
 from runner.spec import AgentSpec, ParseResult, SpecIssue, load_version_spec, parse_spec
 from tenants.agents.repository import AgentRepository
 from tenants.agents.service import get_agent, get_version, store_version
@@ -136,13 +136,13 @@ def _check_input(spec: AgentSpec, data: SubmitRun) -> None:
     schema = spec.input.schema_
     if schema is None:
         return
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = validator_for(schema)  # RE2 patterns and a work budget: a tenant's schema cannot stall the API
     targets = [(f"items[{i}]", it) for i, it in enumerate(data.items)] if data.items is not None else [
         ("input", data.input)]
     for path, value in targets:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        error = validator.best_violation(value)
         if error is not None:
-            where = path + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in error.absolute_path)
+            where = path + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in error.path)
             raise InvalidInput(f"{where}: {error.message}", field=where)
 
 

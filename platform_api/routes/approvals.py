@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from platform_api.auth import require
 from platform_api.routes._common import Caller, Cursor, Limit
-from platform_api.schemas import Page
+from platform_api.schemas import Page, PublicText
 from tenants.approvals.service import decide, get_approval, list_approvals
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
@@ -55,7 +55,7 @@ class EscalationOut(BaseModel):
     agent_name: str
     run_state: str
     item_index: int
-    reason: str | None
+    reason: PublicText
     failure_category: str | None
     updated_at: datetime | None
 

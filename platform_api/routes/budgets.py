@@ -12,9 +12,10 @@ from platform_api.routes._common import Caller, Limit
 from platform_api.schemas import Page
 from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.accounts.service import Role
+from tenants.audit.service import record
 from tenants.budgets.repository import BudgetRepository
 from tenants.budgets.schemas import BudgetEventOut, BudgetsOut, LimitIn, LimitOut, ReservationOut
-from tenants.budgets.service import ALL_AGENTS, LimitSpec, LimitUsage, overview, set_limits
+from tenants.budgets.service import ALL_AGENTS, LimitSpec, LimitUsage, limits_snapshot, overview, set_limits
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput, NotFound
 
@@ -73,7 +74,9 @@ def _tenant_id(name: str) -> str:
 
 
 @put("/tenants/{name:str}/budgets", sync_to_thread=True,
-     summary="Replace a tenant's budget limits (money as decimal strings)")
+     summary="Replace a tenant's budget limits (money as decimal strings)",
+     description="Audited on the platform chain (GET /v1/admin/audit) as tenant.budgets_set with the limits "
+                 "before and after.")
 def put_budgets(name: FromPath[str], data: list[LimitIn], principal: Caller) -> list[LimitOut]:
     operator_only(principal)
     if len(data) > 200:
@@ -82,8 +85,12 @@ def put_budgets(name: FromPath[str], data: list[LimitIn], principal: Caller) -> 
         tenant = AccountsPlatformRepository(session).tenant_by_name(name)
         if tenant is None:
             raise NotFound(f"tenant {name!r} not found")
+        before = limits_snapshot(session, tenant.id)
         set_limits(session, tenant.id, [LimitSpec(metric=d.metric, limit=d.limit, period=d.period,
                                                   timezone=d.timezone, agent=d.agent) for d in data])
+        record(session, None, actor=principal.key_id, role=principal.role, action="tenant.budgets_set",
+               target=tenant.id, details={"name": tenant.name, "before": before,
+                                          "after": limits_snapshot(session, tenant.id)})
         return [_limit_out(u) for u in overview(session, tenant.id)]
 
 

@@ -12,12 +12,13 @@ from pydantic import BaseModel, ValidationError
 
 from platform_api.auth import require
 from platform_api.routes._common import Caller
-from platform_api.schemas import Page
+from platform_api.schemas import Page, PublicText
 from runner.catalog import BreakerConfig, BreakerState, ModelConfig, ToolDefinition
 from tenants.audit.service import record
 from tenants.catalog import service
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
+from tenants.kit.settings import get_settings
 
 __all__ = ["breakers_router", "models_router", "tools_router"]
 
@@ -43,9 +44,16 @@ class BreakerOut(BaseModel):
     state: str
     failures: int
     opened_at: float | None
-    last_reason: str | None
+    last_reason: PublicText
     retry_at: float | None
     updated_at: datetime
+
+
+def _refuse_hosts(refused: list[tuple[str, str]]) -> None:
+    """422 for URLs aimed at metadata, private or (in production settings) loopback hosts."""
+    if refused:
+        errors = [{"path": field, "message": f"{why}; it cannot be reached from Midwatch"} for field, why in refused]
+        raise InvalidInput("; ".join(f"{e['path']}: {e['message']}" for e in errors), errors=errors)
 
 
 def _validation(exc: ValidationError) -> InvalidInput:
@@ -65,6 +73,7 @@ def put_tool(name: FromPath[str], data: dict[str, Any], principal: Caller) -> Re
         raise _validation(exc) from None
     if definition.name != name:
         raise InvalidInput(f"body name {definition.name!r} differs from the URL's {name!r}", field="name")
+    _refuse_hosts(definition.refused_hosts(allow_loopback=get_settings().allow_loopback_egress))
     with unit_of_work() as session:
         tool, created = service.put_tool(session, me.tenant_id, name, definition.model_dump(mode="json"))
         record(session, me.tenant_id, actor=me.key_id, role=me.role, action="tool.stored", target=name,
@@ -108,6 +117,7 @@ def put_model(alias: FromPath[str], data: dict[str, Any], principal: Caller) -> 
         config = ModelConfig.model_validate({**data, "alias": alias})
     except ValidationError as exc:
         raise _validation(exc) from None
+    _refuse_hosts(config.refused_hosts(allow_loopback=get_settings().allow_loopback_egress))
     with unit_of_work() as session:
         model, created = service.put_model(session, me.tenant_id, alias, config.model_dump(mode="json"))
         record(session, me.tenant_id, actor=me.key_id, role=me.role, action="model.stored", target=alias,
@@ -124,6 +134,15 @@ def list_models(principal: Caller) -> Page[ModelOut]:
         rows = service.list_models(session, me.tenant_id)
         return Page(data=[ModelOut(alias=r.alias, version=r.version, config=r.config, created_at=r.created_at,
                                    updated_at=r.updated_at) for r in rows])
+
+
+@get("/{alias:str}", sync_to_thread=True, summary="One model alias (404 for an unknown one)")
+def get_model(alias: FromPath[str], principal: Caller) -> ModelOut:
+    me = require(principal)
+    with unit_of_work() as session:
+        r = service.get_model(session, me.tenant_id, alias)
+        return ModelOut(alias=r.alias, version=r.version, config=r.config, created_at=r.created_at,
+                        updated_at=r.updated_at)
 
 
 @delete("/{alias:str}", sync_to_thread=True, status_code=204, summary="Delete a model alias")
@@ -161,5 +180,6 @@ def reset_breaker(host: FromPath[str], principal: Caller) -> dict[str, Any]:
 
 
 tools_router = Router(path="/v1/tools", route_handlers=[put_tool, list_tools, get_tool, delete_tool], tags=["tools"])
-models_router = Router(path="/v1/models", route_handlers=[put_model, list_models, delete_model], tags=["models"])
+models_router = Router(path="/v1/models", route_handlers=[put_model, list_models, get_model, delete_model],
+                       tags=["models"])
 breakers_router = Router(path="/v1/breakers", route_handlers=[list_breakers, reset_breaker], tags=["breakers"])

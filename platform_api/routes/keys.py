@@ -7,7 +7,7 @@ from litestar import Router, delete, get, post
 from litestar.params import FromPath, JSONBody
 
 from platform_api.auth import require
-from platform_api.routes._common import Caller, Cursor, Limit
+from platform_api.routes._common import Caller, Cursor, Limit, expiry_change
 from platform_api.schemas import CreateKey, IssuedKeyOut, KeyOut, Page, RotateKey
 from tenants.accounts.repository import ApiKeyRepository
 from tenants.accounts.service import issue_key, rotate_key
@@ -46,7 +46,7 @@ def rotate(key_id: FromPath[str], principal: Caller, data: JSONBody[RotateKey | 
     with unit_of_work() as session:
         issued = rotate_key(session, me.tenant_id, key_id, body.grace_seconds)
         record(session, me.tenant_id, actor=me.key_id, role=me.role, action="key.rotated", target=key_id,
-               details={"new_key": issued.key.id, "grace_seconds": body.grace_seconds})
+               details={"new_key": issued.key.id, "grace_seconds": body.grace_seconds, **expiry_change(issued)})
         return IssuedKeyOut(**KeyOut.model_validate(issued.key).model_dump(), key=issued.plaintext)
 
 

@@ -18,8 +18,8 @@ def records(principal: Caller, limit: Limit = 500, cursor: Cursor = None) -> Pag
     me = require(principal)
     after = int_cursor(cursor, INT64_MAX)
     with unit_of_work() as session:
-        data = [SandboxRecordOut.model_validate(r) for r in list_records(session, me.tenant_id, after=after,
-                                                                          limit=limit)]
+        data = [SandboxRecordOut(id=r.seq, idempotency_key=r.idempotency_key, args=r.args, created_at=r.created_at)
+                for r in list_records(session, me.tenant_id, after=after, limit=limit)]
     return Page(data=data, next_cursor=str(data[-1].id) if len(data) == limit else None)
 
 

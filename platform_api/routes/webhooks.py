@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from platform_api.auth import require
 from platform_api.routes._common import Caller, Cursor, Limit
-from platform_api.schemas import Page, find_nul
+from platform_api.schemas import Page, PublicText, find_nul
 from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.settings import get_settings
@@ -59,7 +59,7 @@ class DeliveryOut(BaseModel):
     state: str
     attempts: int
     last_status: int | None
-    last_error: str | None
+    last_error: PublicText
     created_at: datetime
     last_attempt_at: datetime | None
     next_attempt_at: datetime | None

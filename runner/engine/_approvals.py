@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.engine._kinds import PendingAction, StepContext
 from runner.errors import RuleError, StepFailed
-from runner.rules import compile_rule
+from runner.rules import RuleInput, compile_rule
 from runner.spec import ApprovalRule
 from tenants.approvals.repository import ApprovalRepository
 from tenants.approvals.service import ApprovalRequest, request_approval
@@ -30,7 +30,8 @@ __all__ = ["approval_gate"]
 
 def _matching_rule(rules: list[ApprovalRule], ctx: StepContext, pending: PendingAction) -> ApprovalRule | None:
     step = ctx.step
-    data = {**ctx.context, "step": {"id": step.id, "kind": step.kind, "tool": step.tool or "", "args": pending.args}}
+    data = RuleInput({**ctx.context, "step": {"id": step.id, "kind": step.kind, "tool": step.tool or "",
+                                               "args": pending.args}})
     for rule in rules:
         try:
             if compile_rule(rule.when).evaluate(data):

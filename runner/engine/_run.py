@@ -41,7 +41,7 @@ from tenants.kit.db import (
     pinned_session,
     with_db_retry,
 )
-from tenants.kit.errors import LeaseLost
+from tenants.kit.errors import LeaseLost, public_reason
 from tenants.kit.ids import sha256_hex, utcnow
 from tenants.kit.logging import get_logger, redact
 from tenants.kit.settings import Settings
@@ -178,7 +178,7 @@ class RunSlice:
                 raise  # the database stayed down past the back-off: Dramatiq retries, the sweeper recovers
             # A bug must fail loudly, once: not loop through redeliveries until redelivery_exhausted.
             log.exception("internal_error", run_id=self.run_id)
-            self._finish("failed", f"internal error: {type(exc).__name__}", "internal")
+            self._finish("failed", f"internal error: {public_reason(exc)}", "internal")
         finally:
             keeper.drop(self.run_id)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
-
 from runner.errors import RuleError, StepFailed
-from runner.rules import compile_rule
+from runner.jsonschemas import validator_for
+from runner.rules import RuleInput, compile_rule
 from runner.spec import Step
 
 __all__ = ["validate_output"]
@@ -20,7 +19,8 @@ def validate_output(step: Step, output: Any, context: dict[str, Any]) -> list[di
     """
     verdicts: list[dict[str, Any]] = []
     if step.output_schema is not None:
-        errors = sorted(jsonschema.Draft202012Validator(step.output_schema).iter_errors(output), key=str)
+        validator = validator_for(step.output_schema)  # compiled once per schema (linear-time patterns)
+        errors = [] if validator.is_valid(output) else sorted(validator.iter_errors(output), key=str)
         if errors:
             first = errors[0]
             path = "/".join(str(p) for p in first.absolute_path) or "(root)"
@@ -29,7 +29,7 @@ def validate_output(step: Step, output: Any, context: dict[str, Any]) -> list[di
                              details={"verdicts": verdicts})
         verdicts.append({"check": "output_schema", "ok": True})
     if step.rules:
-        data = {**context, "output": output}
+        data = RuleInput({**context, "output": output})  # converted lazily, once for all the step's rules
         for src in step.rules:
             try:
                 ok = compile_rule(src).evaluate(data)

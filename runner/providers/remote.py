@@ -18,16 +18,20 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runner.errors import StepFailed
+from runner.errors import SchemaInvalid, StepFailed
+from runner.jsonschemas import validator_for
 from runner.providers.base import ModelRequest, ModelResponse, Usage
 from runner.tools.breaker import CircuitBreaker
 from runner.tools.egress import EgressBlocked, EgressClient
 from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, run_with_retries
 from runner.tools.validate import validate_response
+from tenants.kit.addresses import check_host
 from tenants.kit.logging import register_secret
+from tenants.secrets.names import NAME_PATTERN as SECRET_NAME_PATTERN
 
 __all__ = ["ModelConfig", "RemoteProvider", "SecretResolver", "parse_structured_output"]
 
@@ -49,7 +53,7 @@ class ModelConfig(BaseModel):
     provider: Literal["openai", "anthropic", "sandbox"]
     base_url: str | None = None
     model: str | None = None
-    api_key_secret: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    api_key_secret: str | None = Field(default=None, pattern=SECRET_NAME_PATTERN.pattern)
     price_in_per_mtok: Decimal | None = Field(default=None, ge=0)
     price_out_per_mtok: Decimal | None = Field(default=None, ge=0)
     timeout_s: float = Field(default=60.0, gt=0, le=600)
@@ -70,6 +74,13 @@ class ModelConfig(BaseModel):
             raise ValueError("set both prices or neither (unpriced)")
         return self
 
+    def refused_hosts(self, *, allow_loopback: bool) -> list[tuple[str, str]]:
+        """(field, why) when ``base_url`` aims at a host that must not be used (see tenants.kit.addresses)."""
+        if self.base_url is None:
+            return []
+        why = check_host(urlsplit(self.base_url).hostname or "", allow_loopback=allow_loopback)
+        return [] if why is None else [("base_url", why)]
+
     @property
     def priced(self) -> bool:
         """Whether calls of this model have a known cost."""
@@ -89,9 +100,6 @@ def parse_structured_output(text: str, schema: dict[str, Any] | None = None) -> 
     Raises StepFailed("validation") so the engine can retry with feedback: a wrong answer is
     the model's fault, not the dependency's.
     """
-    import jsonschema
-    from jsonschema.exceptions import best_match
-
     stripped = text.strip()
     fenced = _FENCE.match(stripped)
     if fenced:
@@ -102,9 +110,12 @@ def parse_structured_output(text: str, schema: dict[str, Any] | None = None) -> 
         raise StepFailed("validation", f"model output is not JSON: {exc}",
                          details={"output_head": text[:200]}) from None
     if schema is not None:
-        error = best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
+        try:
+            error = validator_for(schema).best_violation(value)
+        except SchemaInvalid as exc:
+            raise StepFailed("validation", f"the output schema cannot be used: {exc.message}") from None
         if error is not None:
-            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+            path = error.json_path
             raise StepFailed("validation", f"model output does not match the schema at {path}: "
                              f"{error.message[:200]}", details={"json_path": path})
     return value

@@ -33,7 +33,6 @@ Transport failures are ``StepFailed("dependency")`` with ``details["kind"]`` (``
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import StepFailed
+from tenants.kit.addresses import METADATA_ADDRESSES, METADATA_HOSTNAMES, check_address, parse_ip_host
 
 __all__ = [
     "METADATA_ADDRESSES",
@@ -61,27 +61,8 @@ __all__ = [
 
 Resolver = Callable[[str, int], list[str]]
 
-METADATA_HOSTNAMES = frozenset({
-    "metadata", "metadata.google.internal", "metadata.goog", "metadata.azure.com",
-    "instance-data", "instance-data.ec2.internal", "metadata.platformequinix.com",
-})
-"""Cloud metadata service names, refused even when an allowed-host pattern would match them."""
-
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
-    "169.254.170.2",    # AWS ECS task metadata
-    "169.254.169.253",  # AWS DNS resolver
-    "169.254.169.123",  # AWS time sync
-    "100.100.100.200",  # Alibaba Cloud
-    "192.0.0.192",      # Oracle Cloud (legacy)
-    "fd00:ec2::254",    # AWS IMDS over IPv6
-    "fd00:ec2::23",     # AWS DNS over IPv6
-))
-"""Cloud metadata addresses, refused even with ``allow_loopback``."""
-
 _REDIRECTS = (301, 302, 303, 307, 308)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _CREDENTIAL_HEADER_WORDS = ("auth", "cookie", "token", "secret", "key", "signature", "session")
 _CHUNK = 64 * 1024
 
@@ -186,60 +167,6 @@ def host_allowed(host: str, port: int, scheme: str, allowed_hosts: list[str]) ->
     return False
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    if addr.sixtofour is not None:
-        return addr.sixtofour
-    if addr.teredo is not None:
-        return addr.teredo[1]
-    if addr in _NAT64:
-        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
-    return None
-
-
-def check_address(address: str, *, allow_loopback: bool = False) -> str | None:
-    """Why ``address`` must not be connected to, or None when it is a public address.
-
-    Metadata addresses are refused whatever ``allow_loopback`` says; IPv6 forms that embed an
-    IPv4 address are judged by the embedded address.
-    """
-    try:
-        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return f"{address!r} is not an IP address"
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr in METADATA_ADDRESSES:
-            return "a cloud metadata address"
-        embedded = _embedded_ipv4(addr)
-        if embedded is not None:
-            inner = check_address(str(embedded), allow_loopback=allow_loopback)
-            return None if inner is None else f"{inner} (embedded in IPv6 {addr})"
-    checks: list[tuple[bool, str]] = [
-        (addr in METADATA_ADDRESSES, "a cloud metadata address"),
-        (addr.is_loopback and not allow_loopback, "a loopback address"),
-        (addr.is_link_local, "a link-local address"),
-        (addr.is_unspecified or (addr.version == 4 and addr in ipaddress.ip_network("0.0.0.0/8")),
-         "an unspecified address"),
-        (addr.is_multicast, "a multicast address"),
-        (addr.is_private and not addr.is_loopback, "a private address"),
-        (addr.is_reserved, "a reserved address"),
-        (not addr.is_global and not addr.is_loopback, "not a globally routable address"),
-    ]
-    for failed, why in checks:
-        if failed:
-            return why
-    return None
-
-
 class EgressClient:
     """Sends HTTP requests under an :class:`EgressPolicy` (see the module docstring).
 
@@ -288,7 +215,11 @@ class EgressClient:
             raise EgressBlocked(
                 f"egress blocked: {host}:{port} is not in the allowed hosts {self.policy.allowed_hosts}",
                 url=shown, host=host)
-        addresses = [host] if _is_ip(host) else self._resolve(host, port)
+        literal = parse_ip_host(host)
+        if literal is not None and not literal[1]:  # 0177.0.0.1, 0x7f.1, 2130706433: parsers disagree on these
+            raise EgressBlocked(f"egress blocked: {host} is the IP address {literal[0]} written in another form",
+                                url=shown, host=host)
+        addresses = [str(literal[0])] if literal is not None else self._resolve(host, port)
         for address in addresses:  # a name mixing public and internal addresses is refused outright
             why = check_address(address, allow_loopback=self.policy.allow_loopback)
             if why is not None:
@@ -322,7 +253,11 @@ class EgressClient:
         """
         budget = min(timeout_s, self.policy.timeout_s) if timeout_s is not None else self.policy.timeout_s
         started = time.monotonic()
-        hop = _Hop(method=method.upper(), url=httpx.URL(url), headers=httpx.Headers(headers or {}),
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:  # e.g. "0177.0.0.1": an IPv4 address httpx will not read
+            raise EgressBlocked(f"egress blocked: the URL is not valid ({exc})", url=url[:200]) from None
+        hop = _Hop(method=method.upper(), url=parsed, headers=httpx.Headers(headers or {}),
                    body=content, budget=budget, deadline=started + budget)
         hop.headers.setdefault("User-Agent", "midwatch-egress")
         hop.headers.setdefault("Accept", "*/*")
@@ -381,7 +316,11 @@ class EgressClient:
             raise StepFailed(
                 "dependency", f"{hop.method} {hop.redirects[0]}: more than {limit} redirects",
                 details={"kind": "redirects", "redirects": hop.redirects, "retryable": False, "sent": True})
-        target = hop.url.join(location)
+        try:
+            target = hop.url.join(location)
+        except httpx.InvalidURL as exc:
+            raise EgressBlocked(f"egress blocked: the redirect target is not a valid URL ({exc})",
+                                url=display_url(hop.url)) from None
         if (target.scheme, target.host, target.port) != (hop.url.scheme, hop.url.host, hop.url.port):
             # Credentials meant for one origin must not be handed to another.
             for name in list(hop.headers.keys()):

@@ -27,20 +27,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runner.errors import StepFailed, TemplateError
+from runner.errors import SchemaInvalid, StepFailed, TemplateError
+from runner.jsonschemas import check_schema
 from runner.templating import render
 from runner.tools.base import ToolCall
 from runner.tools.breaker import CircuitBreaker
 from runner.tools.egress import EgressBlocked, EgressClient
 from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, run_with_retries
 from runner.tools.validate import validate_response
+from tenants.kit.addresses import check_host
 from tenants.kit.errors import NotFound
 from tenants.kit.logging import register_secret
+from tenants.secrets.names import NAME_PATTERN as SECRET_NAME_PATTERN
 
 __all__ = [
     "BearerAuth",
@@ -58,7 +60,7 @@ __all__ = [
 SecretResolver = Callable[[str], str]
 
 _TOOL_NAME = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
-_SECRET_NAME = r"^[a-z][a-z0-9_-]{0,62}$"  # noqa: S105 - a name pattern, not a password
+_SECRET_NAME = SECRET_NAME_PATTERN.pattern  # the one rule (tenants.secrets.service)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "authorization",
                                "proxy-authorization", "cookie"})
@@ -173,10 +175,22 @@ class ToolDefinition(_Strict):
     def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
             try:
-                jsonschema.validators.validator_for(value).check_schema(value)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(f"response_schema is not a valid JSON schema: {exc.message}") from None
+                check_schema(value)
+            except SchemaInvalid as exc:
+                raise ValueError(f"response_schema is not usable: {exc.message}") from None
         return value
+
+    def refused_hosts(self, *, allow_loopback: bool) -> list[tuple[str, str]]:
+        """(field, why) for each URL of this tool whose host must not be used (see tenants.kit.addresses).
+
+        The upload-time check: metadata, private and (unless ``allow_loopback``) loopback hosts, and
+        IP literals in non-canonical forms. The egress client checks resolved addresses again at every call.
+        """
+        urls = [("url", self.url)]
+        if isinstance(self.auth, OAuth2ClientCredentials):
+            urls.append(("auth.token_url", self.auth.token_url))
+        return [(name, why) for name, url in urls
+                if (why := check_host(urlsplit(url).hostname or "", allow_loopback=allow_loopback)) is not None]
 
     @property
     def host(self) -> str:

@@ -15,16 +15,15 @@ Every failure carries the first bytes of the body, redacted, in ``details["body_
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import httpx
-import jsonschema
-from jsonschema.exceptions import best_match
 
-from runner.errors import FailureCategory, StepFailed
+from runner.errors import FailureCategory, SchemaInvalid, StepFailed
+from runner.jsonschemas import validator_for
 from runner.tools.egress import EgressResponse, display_url
 from runner.tools.retry import classify_status, parse_retry_after
 from tenants.kit.logging import redact
@@ -61,21 +60,6 @@ def _content_type_ok(actual: str, expected: str) -> bool:
     return actual == wanted
 
 
-def _json_path(path: Any) -> str:
-    out = "$"
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
-@lru_cache(maxsize=256)
-def _validator(schema_text: str) -> Any:
-    schema = json.loads(schema_text)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -85,9 +69,11 @@ def validate_response(resp: EgressResponse, expect_content_type: str | None = "a
     """Return the response's validated payload or raise StepFailed.
 
     With a JSON ``expect_content_type`` (or any ``schema``) the body is parsed as JSON and
-    checked against ``schema``; with another ``text/*`` type the text is returned; otherwise
-    the bytes. ``expect_content_type=None`` skips the content-type check. A 204 or empty body
-    is None. ``now`` (for HTTP-date ``Retry-After``) defaults to the current UTC time.
+    checked against ``schema``. ``expect_content_type=None`` accepts any content type and
+    returns what the response says it is: parsed JSON for a JSON media type, else as below.
+    A text body (``text/*``, XML, form data, or no content type) is returned as a string; any
+    other body as ``{"content_type", "size", "base64"}``, so a step's output is always JSON. A 204
+    or empty body is None. ``now`` (for HTTP-date ``Retry-After``) defaults to the current UTC time.
     """
     check = _Checker(resp)
     check.status(now)
@@ -97,16 +83,27 @@ def validate_response(resp: EgressResponse, expect_content_type: str | None = "a
             got = actual or "no content type"
             raise check.fail("dependency", f"expected {expect_content_type}, got {got}",
                              retryable=True, kind="content_type")
-    wants_json = schema is not None or (expect_content_type is not None
-                                        and _content_type_ok("application/json", expect_content_type))
+    declared = expect_content_type if expect_content_type is not None else check.base["content_type"]
+    wants_json = schema is not None or is_json_media_type(declared.split(";", 1)[0].strip().lower())
     if not wants_json:
-        if expect_content_type is not None and expect_content_type.startswith("text/"):
-            return resp.body.decode(resp.headers.encoding or "utf-8", errors="replace")
-        return resp.body
+        return _plain_payload(resp, declared)
     value = check.json()
     if schema is not None:
         check.schema(value, schema)
     return value
+
+
+_TEXT_TYPES = ("application/xml", "application/x-www-form-urlencoded", "application/javascript")
+
+
+def _plain_payload(resp: EgressResponse, media: str) -> Any:
+    """A non-JSON body as JSON-storable data: text as a string, anything else base64-encoded."""
+    if resp.status == 204 or not resp.body:
+        return None
+    media = media.split(";", 1)[0].strip().lower()
+    if not media or media.startswith("text/") or media in _TEXT_TYPES or media.endswith("+xml"):
+        return resp.body.decode(resp.headers.encoding or "utf-8", errors="replace")
+    return {"content_type": media, "size": len(resp.body), "base64": base64.b64encode(resp.body).decode("ascii")}
 
 
 class _Checker:
@@ -150,13 +147,13 @@ class _Checker:
 
     def schema(self, value: Any, schema: dict[str, Any]) -> None:
         try:
-            validator = _validator(json.dumps(schema, sort_keys=True))
-        except jsonschema.SchemaError as exc:
+            validator = validator_for(schema)
+        except SchemaInvalid as exc:
             raise StepFailed("internal", f"{self.where}: the response schema is invalid: {exc.message[:200]}",
                              details=dict(self.base)) from None
-        error = best_match(validator.iter_errors(value))
+        error = validator.best_violation(value)
         if error is not None:
-            path = _json_path(error.absolute_path)
+            path = error.json_path
             message = str(redact(error.message))[:200]
             raise self.fail("dependency", f"response does not match the schema at {path}: {message}",
                             retryable=False, with_body=False, kind="schema", json_path=path)

@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -24,7 +24,14 @@ from sqlalchemy.orm import Session
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.accounts.repository import AccountsPlatformRepository, ApiKeyRepository
-from tenants.kit.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from tenants.kit.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    KeyAlreadyRotated,
+    NotFound,
+    Unauthorized,
+)
 from tenants.kit.ids import new_id, utcnow
 
 __all__ = [
@@ -77,6 +84,8 @@ class Principal:
 class IssuedKey:
     key: ApiKey
     plaintext: str  # shown once, never stored
+    # For a rotation: the replaced key's expiry before and after it (the audit record's before/after).
+    replaced_expiry: tuple[datetime | None, datetime] | None = None
 
 
 def hash_key(plaintext: str) -> str:
@@ -132,6 +141,15 @@ def _expiry(old: ApiKey, now: datetime, grace: timedelta) -> datetime:
     return min(expires_at, old.expires_at) if old.expires_at is not None else expires_at
 
 
+def _not_rotated(old: ApiKey) -> None:
+    """A key in its rotation grace has a successor already: rotating it again would fork the key's lineage
+    (two live successors, and an attacker holding the old key could mint fresh ones until it expires)."""
+    if old.expires_at is not None:
+        raise KeyAlreadyRotated(
+            f"this API key was rotated already and expires at {old.expires_at.isoformat()}; rotate its successor "
+            "(or revoke this one) instead")
+
+
 def rotate_key(session: Session, tenant_id: str, key_id: str,
                grace_seconds: int = DEFAULT_KEY_GRACE_SECONDS) -> IssuedKey:
     """Issue a successor of a tenant key (same role, name and rate limit) and let the old one expire
@@ -144,11 +162,13 @@ def rotate_key(session: Session, tenant_id: str, key_id: str,
         raise NotFound("API key not found")
     if not _usable(old, now):
         raise Conflict("this API key is revoked or expired; create a new key instead")
+    _not_rotated(old)
     issued = _new_key(old.role, old.name, tenant_id, old.rate_limit_per_minute)  # type: ignore[arg-type]
     repo.add(issued.key)
-    repo.set_expiry(old.id, _expiry(old, now, grace))
+    before, expires_at = old.expires_at, _expiry(old, now, grace)
+    repo.set_expiry(old.id, expires_at)
     KEYS.clear()
-    return issued
+    return replace(issued, replaced_expiry=(before, expires_at))
 
 
 def rotate_operator_key(session: Session, key_id: str, grace_seconds: int = DEFAULT_KEY_GRACE_SECONDS) -> IssuedKey:
@@ -164,11 +184,13 @@ def rotate_operator_key(session: Session, key_id: str, grace_seconds: int = DEFA
     old = repo.operator_key(key_id)
     if old is None or not _usable(old, now):
         raise Unauthorized("unknown or revoked API key")
+    _not_rotated(old)
     issued = _new_key("operator", old.name, None, old.rate_limit_per_minute)
     repo.add_key(issued.key)
-    repo.set_key_expiry(old.id, _expiry(old, now, grace))
+    before, expires_at = old.expires_at, _expiry(old, now, grace)
+    repo.set_key_expiry(old.id, expires_at)
     KEYS.clear()
-    return issued
+    return replace(issued, replaced_expiry=(before, expires_at))
 
 
 def revoke_key(session: Session, tenant_id: str, key_id: str) -> None:

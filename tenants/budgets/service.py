@@ -65,6 +65,7 @@ __all__ = [
     "ThresholdEvent",
     "charge_run",
     "check_priced",
+    "limits_snapshot",
     "money_budget_applies",
     "overview",
     "period_window",
@@ -305,6 +306,12 @@ def set_limits(session: Session, tenant_id: str, specs: Sequence[LimitSpec], *, 
     ScheduleRepository(session, tenant_id).set_caps(caps.pop(ALL_AGENTS, None), caps)
     _LIMITS.pop(tenant_id, None)
     return list(repo.limits())
+
+
+def limits_snapshot(session: Session, tenant_id: str) -> list[dict[str, str]]:
+    """The tenant's configured limits as plain JSON (amounts as strings), e.g. for an audit record's before/after."""
+    return [{"agent": limit.agent, "metric": limit.metric, "period": limit.period, "timezone": limit.timezone,
+             "limit": _fmt(limit.limit)} for limit in BudgetRepository(session, tenant_id).limits()]
 
 
 def overview(session: Session, tenant_id: str, *, now: datetime | None = None) -> list[LimitUsage]:

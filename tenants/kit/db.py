@@ -7,13 +7,15 @@ PostgreSQL runs READ COMMITTED with a pre-ping pool.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Engine, MetaData, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -68,6 +70,7 @@ def _build_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(make_url(url).database)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
@@ -108,6 +111,25 @@ def _build_engine(settings: Settings) -> Engine:
         dbapi_conn.commit()
 
     return engine
+
+
+def _private_sqlite_file(database: str | None) -> None:
+    """Create the SQLite file 0600 (it holds every tenant's data, like master.key); tighten an older, wider one.
+
+    SQLite creates the -wal and -shm files with the database file's permissions, so they follow.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if candidate.exists() and candidate.stat().st_mode & 0o077:
+                candidate.chmod(0o600)
+    except OSError as exc:  # a read-only mount or another owner: SQLite reports what matters when it opens it
+        from tenants.kit.logging import get_logger
+
+        get_logger("db").warning("sqlite_file_permissions_unchanged", path=str(path), error=str(exc))
 
 
 def get_engine() -> Engine:

@@ -3,7 +3,8 @@
     MidwatchError (code, status)
     ├── NotFound              404 not_found
     ├── Conflict              409 conflict
-    │   └── IdempotencyConflict   409 idempotency_conflict
+    │   ├── IdempotencyConflict   409 idempotency_conflict
+    │   └── KeyAlreadyRotated     409 key_already_rotated  (a key in its rotation grace cannot rotate again)
     ├── InvalidInput          422 validation_error
     ├── Unauthorized          401 unauthorized
     ├── Forbidden             403 forbidden
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Forbidden",
     "IdempotencyConflict",
     "InvalidInput",
+    "KeyAlreadyRotated",
     "LeaseLost",
     "MidwatchError",
     "NotFound",
@@ -31,6 +34,8 @@ __all__ = [
     "ScopeViolation",
     "ServiceUnavailable",
     "Unauthorized",
+    "public_reason",
+    "scrub_reason",
 ]
 
 
@@ -58,6 +63,10 @@ class Conflict(MidwatchError):
 
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
+
+
+class KeyAlreadyRotated(Conflict):
+    code = "key_already_rotated"
 
 
 class InvalidInput(MidwatchError):
@@ -98,3 +107,37 @@ class LeaseLost(MidwatchError):
 class ServiceUnavailable(MidwatchError):
     code = "unavailable"
     status = 503
+
+
+# ---------------------------------------------------------------------------------------------
+# What an error may say to a client
+
+_INTERNALS = re.compile(
+    r"\[SQL:|\[parameters:|\(Background on this error at:|Traceback \(most recent call last\)"
+    r'|^\s*File "[^"]*", line \d+|\n\s*(?:DETAIL|HINT|CONTEXT|LINE \d+):',
+    re.M)
+_DATABASE_MODULES = ("sqlalchemy", "psycopg", "sqlite3", "alembic")
+MAX_REASON_CHARS = 500
+
+
+def scrub_reason(text: str | None) -> str | None:
+    """``text`` cut before any SQL statement, bound parameters, database detail or traceback it carries.
+
+    Every reason or error text that leaves through the API passes through this, however it was
+    stored (a reason recorded from an unexpected exception may hold a statement and its values).
+    """
+    if text is None:
+        return None
+    m = _INTERNALS.search(text)
+    if m is not None:
+        text = text[:m.start()].rstrip() + " [internal details removed; see the operator's logs]"
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 3] + "..."
+
+
+def public_reason(exc: BaseException) -> str:
+    """A reason to store and show for an unexpected exception: its type and a scrubbed message; for a
+    database error only its type (the statement, its parameters and the server's detail stay in the logs)."""
+    module = type(exc).__module__
+    if module.startswith(_DATABASE_MODULES) or "[SQL:" in str(exc):
+        return f"{type(exc).__name__}: a database error (details in the operator's logs)"
+    return f"{type(exc).__name__}: {scrub_reason(str(exc)[:300])}"

@@ -2,8 +2,10 @@
 
 Redaction has two parts: every value registered with :func:`register_secret` (the secrets a
 process has resolved) is replaced by ``[REDACTED]`` wherever it appears, and values whose key
-looks like a credential (``authorization``, ``api_key``, ``password``, ``token``, ``secret``) are
-masked whatever they hold.
+names a credential are masked whatever they hold (:func:`is_sensitive_key`). The key rule is
+precise, not a substring match: ``token``, ``access_token``, ``X-Api-Key``, ``clientSecret`` and
+``password`` are masked; ``input_tokens``, ``max_tokens``, ``token_url`` and ``idempotency_key``
+are counts and names, and stay readable.
 """
 
 from __future__ import annotations
@@ -17,16 +19,29 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger", "redact", "redact_processor", "register_secret"]
+__all__ = ["configure_logging", "get_logger", "is_sensitive_key", "redact", "redact_processor", "register_secret"]
 
 REDACTED = "[REDACTED]"
-_SENSITIVE_KEY = re.compile(r"(authorization|api[_-]?key|password|passwd|secret|token|credential)", re.I)
+# Compared after normalising a key to snake_case (X-Api-Key -> x_api_key, clientSecret -> client_secret).
+_SENSITIVE_NAMES = frozenset({
+    "authorization", "proxy_authorization", "cookie", "set_cookie", "password", "passwd", "passphrase", "pwd",
+    "secret", "token", "api_key", "apikey", "credential", "credentials", "private_key", "signature",
+})
+_SENSITIVE_SUFFIXES = ("_token", "_secret", "_password", "_passwd", "_api_key", "_apikey", "_private_key",
+                       "_secret_key", "_access_key", "_credential", "_credentials", "_authorization", "_signature")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _KEY_PATTERN = re.compile(r"\bmw_[a-z]+_[A-Za-z0-9_-]{16,}\b")  # Midwatch API keys
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")
 
 _known: set[str] = set()
 _known_lock = threading.Lock()
 _known_re: re.Pattern[str] | None = None
+
+
+def is_sensitive_key(key: str) -> bool:
+    """Whether a mapping key or log field names a credential (its value is masked whatever it holds)."""
+    name = _CAMEL.sub("_", key).lower().replace("-", "_").strip("_")
+    return name in _SENSITIVE_NAMES or name.endswith(_SENSITIVE_SUFFIXES)
 
 
 def register_secret(values: Iterable[str]) -> None:
@@ -49,7 +64,7 @@ def redact(value: Any) -> Any:
         return _BEARER.sub("Bearer " + REDACTED, out)
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and _SENSITIVE_KEY.search(k) and v else redact(v))
+            k: (REDACTED if isinstance(k, str) and is_sensitive_key(k) and v else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -61,7 +76,7 @@ def redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, A
     """structlog processor applying :func:`redact` to every field."""
     for key in list(event_dict):
         value = event_dict[key]
-        if isinstance(key, str) and _SENSITIVE_KEY.search(key) and value and key != "event":
+        if isinstance(key, str) and is_sensitive_key(key) and value and key != "event":
             event_dict[key] = REDACTED
         else:
             event_dict[key] = redact(value)

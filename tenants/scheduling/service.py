@@ -58,10 +58,11 @@ def set_weight(session: Session, name: str, weight: int) -> tuple[Scheduling, Sc
     return before, get_scheduling(session, name)
 
 
-def set_tenant_status(session: Session, name: str, status: str) -> tuple[Tenant, int]:
-    """Suspend (``suspended``) or resume (``active``) a tenant; returns it and how many runs were held or
-    released at once (running ones stop at their next step boundary)."""
+def set_tenant_status(session: Session, name: str, status: str) -> tuple[Tenant, str, int]:
+    """Suspend (``suspended``) or resume (``active``) a tenant; returns it, its status before, and how many
+    runs were held or released at once (running ones stop at their next step boundary)."""
     tenant = _tenant(session, name)
+    before = tenant.status
     tenant.status = status
     session.flush()
     now = utcnow()
@@ -73,4 +74,4 @@ def set_tenant_status(session: Session, name: str, status: str) -> tuple[Tenant,
         for run_id in moved[:64]:  # workers keep claiming while runs are due: a few wake-ups drain them all
             enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant.id, run_id=run_id)
     KEYS.clear()  # this process refuses the tenant's keys at once; other API processes within AUTH_CACHE_S
-    return tenant, len(moved)
+    return tenant, before, len(moved)

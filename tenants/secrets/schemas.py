@@ -12,6 +12,7 @@ from tenants.secrets.service import (
     MAX_GRACE_SECONDS,
     MAX_VALUE_CHARS,
     NAME_PATTERN,
+    NAME_RULE,
     SecretMetadata,
 )
 
@@ -22,8 +23,7 @@ class _In(BaseModel):
 
 
 class CreateSecret(_In):
-    name: str = Field(pattern=NAME_PATTERN.pattern,
-                      description="letters, digits, '_', '.', '-'; starts with a letter; unique")
+    name: str = Field(pattern=NAME_PATTERN.pattern, description=f"{NAME_RULE}; unique")
     value: str = Field(min_length=1, max_length=MAX_VALUE_CHARS, description="write-only: never returned")
     max_age_days: int | None = Field(None, ge=1, le=MAX_AGE_DAYS_LIMIT,
                                      description="rotation policy: rotation_due once the current value is this old")

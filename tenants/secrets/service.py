@@ -13,7 +13,6 @@ and records the use (throttled). Nothing else here ever returns or logs a value.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from tenants.secrets.crypto import Sealed, associated_data, open_value, rewrap, 
 from tenants.secrets.errors import SecretNotFound
 from tenants.secrets.master_key import MasterKey, get_master_key
 from tenants.secrets.models import Secret, SecretVersion
+from tenants.secrets.names import NAME_PATTERN, NAME_RULE
 from tenants.secrets.repository import SecretRepository, SecretsPlatformRepository
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "MAX_GRACE_SECONDS",
     "MAX_VALUE_CHARS",
     "NAME_PATTERN",
+    "NAME_RULE",
     "MasterKeyRotation",
     "RotationDue",
     "SecretMetadata",
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 Which = Literal["current", "pending", "previous"]
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+
 DEFAULT_GRACE_SECONDS = 3600
 MAX_GRACE_SECONDS = 30 * 86400
 MAX_AGE_DAYS_LIMIT = 3650
@@ -115,7 +116,7 @@ class MasterKeyRotation:
 
 def _check_name(name: str) -> None:
     if not NAME_PATTERN.match(name):
-        raise InvalidInput("secret name must be 1-128 letters, digits, '_', '.' or '-', starting with a letter",
+        raise InvalidInput(f"secret name {name!r} must be {NAME_RULE} (the names specs can reference)",
                            field="name")
 
 

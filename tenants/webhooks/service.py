@@ -6,7 +6,6 @@ if and only if the state change that raised it commits; runner.webhooks sends th
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
+from tenants.kit.addresses import check_host
 from tenants.kit.errors import InvalidInput, NotFound
 from tenants.kit.ids import canonical_json, new_id, utcnow
 from tenants.kit.logging import redact
@@ -43,12 +43,12 @@ EVENT_TYPES = ("run.failed", "run.escalated", "approval.requested", "approval.ex
                "secret.rotation_due")
 TEST_EVENT = "webhook.test"  # sent by POST /v1/webhooks/{id}/test to that endpoint only
 MAX_ENDPOINTS = 20  # per tenant: every event fans out to each matching endpoint
-_BLOCKED_NAMES = ("localhost", "localhost.localdomain", "metadata", "metadata.google.internal")
 
 
 def check_url(url: str, *, allow_loopback: bool) -> str:
     """A receiver URL or InvalidInput: http(s), a host, no credentials; without ``allow_loopback``
-    (production) no loopback/private/link-local literal address or localhost. The egress client checks the
+    (production) no loopback literal address or localhost; never a metadata, private or link-local address or
+    an IP literal in a non-canonical form (tenants.kit.addresses.check_host). The egress client checks the
     resolved addresses again at every send (DNS can change)."""
     if len(url) > 2048:
         raise InvalidInput("url is longer than 2048 characters", field="url")
@@ -66,15 +66,9 @@ def check_url(url: str, *, allow_loopback: bool) -> str:
         raise InvalidInput("url must not carry credentials", field="url")
     if port == 0:
         raise InvalidInput("url has an invalid port", field="url")
-    if not allow_loopback:
-        if host in _BLOCKED_NAMES or host.endswith(".localhost"):
-            raise InvalidInput(f"url host {host!r} is a local name", field="url")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            address = None
-        if address is not None and not address.is_global:
-            raise InvalidInput(f"url host {host} is not a public address", field="url")
+    why = check_host(host, allow_loopback=allow_loopback)
+    if why is not None:
+        raise InvalidInput(f"url host {why}; it cannot be reached from Midwatch", field="url")
     return url
 
 

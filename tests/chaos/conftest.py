@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -43,13 +44,35 @@ def wait_progress(h: Harness, tenant: Tenant, run_id: str, at_least: int, timeou
         time.sleep(0.02)
 
 
-def all_records(h: Harness, tenant: Tenant) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        url = "/v1/sandbox/records?limit=500" + (f"&cursor={cursor}" if cursor else "")
-        page = h.client.get(url, headers=tenant.headers).json()
-        out.extend(page["data"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return out
+# ---- counting side effects at the upstream that received them ------------------------------------
+# A table behind a unique constraint (sandbox_records, checkpoints by primary key) cannot show a duplicate
+# call: the second insert is silently absorbed. The upstream sees every request, so the chaos tests send
+# their side effect there and count requests per idempotency key.
+
+EFFECT_TOOL = "mail.send"
+
+
+def put_effect_tool(h: Harness, tenant: Tenant, up: Any, name: str = EFFECT_TOOL, idempotent: bool = True) -> None:
+    """An HTTP side effect: ``POST {up}/effects/{{ args.n }}`` carrying the step's Idempotency-Key."""
+    r = h.client.put(f"/v1/tools/{name}", headers=tenant.headers, json={
+        "method": "POST", "url": f"{up.url}/effects/{{{{ args.n }}}}", "side_effect": True,
+        "idempotent": idempotent, "idempotency_header": "Idempotency-Key", "timeout_s": 30,
+        "retry": {"max_attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.2}})
+    assert r.status_code == 201, r.text
+
+
+def effects_by_key(up: Any) -> Counter[str]:
+    """Requests the upstream received for ``/effects/...``, per Idempotency-Key."""
+    return Counter(r.headers.get("idempotency-key", "") for r in up.requests if r.path.startswith("/effects/"))
+
+
+def assert_effects_once(up: Any, expected_keys: set[str], *, resent_at_most: int = 0) -> None:
+    """Every expected effect reached the upstream, under its own key, and none was called twice, except at
+    most ``resent_at_most`` calls cut off by a kill and re-sent with the SAME key (harmless: the upstream acts
+    once per key, as an Idempotency-Key API does)."""
+    keys = effects_by_key(up)
+    assert set(keys) == expected_keys, (f"missing {sorted(expected_keys - set(keys))[:5]}, "
+                                        f"unexpected {sorted(set(keys) - expected_keys)[:5]}")
+    resent = {k: n for k, n in keys.items() if n > 1}
+    assert len(resent) <= resent_at_most and all(n == 2 for n in resent.values()), \
+        f"side effects called more than once: {resent}"

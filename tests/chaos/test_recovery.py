@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import all_records, wait_progress
+from runner.sandbox_upstream import FaultyUpstream, ok
+from tests.chaos.conftest import EFFECT_TOOL, assert_effects_once, put_effect_tool, wait_progress
 from tests.conftest import AMQP_URL, Harness, Tenant, batch_spec
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
@@ -21,7 +22,7 @@ FAST = {"MIDWATCH_LEASE_SECONDS": "1", "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.3",
 PACED_BATCH = """\
 apiVersion: midwatch/v1
 name: paced
-scope: {tools: [sandbox.echo, sandbox.sleep, sandbox.record]}
+scope: {tools: [sandbox.echo, sandbox.sleep, %(tool)s], egress: ["%(egress)s"]}
 input: {items: true}
 steps:
   - id: read
@@ -31,22 +32,28 @@ steps:
     tool: sandbox.sleep
     args: {seconds: 0.01}
   - id: send
-    tool: sandbox.record
+    tool: %(tool)s
     args: {n: "{{ steps.read.output.n }}"}
 """
 
 SLOW_STEP = """\
 apiVersion: midwatch/v1
 name: slow
-scope: {tools: [sandbox.sleep, sandbox.record]}
+scope: {tools: [sandbox.sleep, %(tool)s], egress: ["%(egress)s"]}
 steps:
   - id: think
     tool: sandbox.sleep
-    args: {seconds: %s}
+    args: {seconds: %(seconds)s}
   - id: send
-    tool: sandbox.record
-    args: {done: true}
+    tool: %(tool)s
+    args: {n: 0}
 """
+
+
+def _slow_step(h: Harness, tenant: Tenant, up: FaultyUpstream, seconds: float) -> None:
+    up.script("/effects/*", [ok({"sent": True})])
+    put_effect_tool(h, tenant, up)
+    h.put_agent(tenant, SLOW_STEP % {"tool": EFFECT_TOOL, "egress": up.netloc, "seconds": seconds})
 
 
 @pytest.mark.parametrize("broker", [pytest.param("redis", marks=pytest.mark.redis),
@@ -85,12 +92,15 @@ def _pg_cluster() -> tuple[str, str]:
 
 
 @pytest.mark.redis
-def test_a_postgresql_restart_mid_run_is_survived(make_harness: Callable[..., Harness], tmp_path: Path) -> None:
+def test_a_postgresql_restart_mid_run_is_survived(make_harness: Callable[..., Harness], upstream: FaultyUpstream,
+                                                   tmp_path: Path) -> None:
+    upstream.script("/effects/*", [ok({"sent": True})])
     h = make_harness(db="postgres", broker="redis", worker=None, extra={"MIDWATCH_LEASE_SECONDS": "10"})
     h.spawn("scheduler", log=tmp_path / "scheduler.log")
     worker = h.spawn("worker", "--threads", "2", log=tmp_path / "worker.log")
     tenant = h.onboard()
-    h.put_agent(tenant, PACED_BATCH)
+    put_effect_tool(h, tenant, upstream)
+    h.put_agent(tenant, PACED_BATCH % {"tool": EFFECT_TOOL, "egress": upstream.netloc})
     run = h.submit(tenant, "paced", {"items": [{"n": i} for i in range(300)]})
     wait_progress(h, tenant, run["id"], 60)
     version, cluster = _pg_cluster()
@@ -99,12 +109,14 @@ def test_a_postgresql_restart_mid_run_is_survived(make_harness: Callable[..., Ha
     done = h.wait_run(tenant, run["id"], timeout=180)
     assert done["state"] == "succeeded" and done["items_done"] == 300, done
     assert worker.poll() is None, "the worker crashed instead of backing off"
-    assert len(all_records(h, tenant)) == 300
+    # a call whose checkpoint the restart cut off is re-sent with its key; at most the two in flight (2 threads)
+    assert_effects_once(upstream, {f"mw-{run['id']}-{i}-2" for i in range(300)}, resent_at_most=2)
     assert "database_unavailable_backing_off" in (tmp_path / "worker.log").read_text()
 
 
 @pytest.mark.redis
 def test_a_paused_worker_that_wakes_up_cannot_overwrite_the_new_owner(make_harness: Callable[..., Harness],
+                                                                       upstream: FaultyUpstream,
                                                                        tmp_path: Path) -> None:
     from tenants.kit.db import unit_of_work
     from tenants.runs.repository import RunRepository
@@ -113,7 +125,7 @@ def test_a_paused_worker_that_wakes_up_cannot_overwrite_the_new_owner(make_harne
     h.spawn("scheduler", log=tmp_path / "scheduler.log")
     zombie = h.spawn("worker", log=tmp_path / "zombie.log")
     tenant = h.onboard()
-    h.put_agent(tenant, SLOW_STEP % 3)
+    _slow_step(h, tenant, upstream, 3)
     run = h.submit(tenant, "slow", {"input": None})
     h.wait_for(lambda: h.run(tenant, run["id"])["state"] == "running", timeout=30, what="the zombie to start")
     time.sleep(0.5)
@@ -138,7 +150,9 @@ def test_a_paused_worker_that_wakes_up_cannot_overwrite_the_new_owner(make_harne
     events = h.events(tenant, run["id"])
     assert [e["kind"] for e in events].count("step.succeeded") == 2
     assert h.client.get(f"/v1/runs/{run['id']}/events/verify", headers=tenant.headers).json()["ok"] is True
-    assert len(all_records(h, tenant)) == 1
+    # the zombie woke up mid-"think" and lost its lease: it must not send the effect as well
+    time.sleep(1)
+    assert_effects_once(upstream, {f"mw-{run['id']}-0-1"}, resent_at_most=0)
 
 
 def _held_by(tenant: Tenant, run_id: str, pid: int) -> bool:
@@ -153,12 +167,12 @@ def _held_by(tenant: Tenant, run_id: str, pid: int) -> bool:
 
 @pytest.mark.redis
 def test_a_run_that_keeps_killing_its_worker_is_failed_not_looped(make_harness: Callable[..., Harness],
-                                                                  tmp_path: Path) -> None:
+                                                                  upstream: FaultyUpstream, tmp_path: Path) -> None:
     h = make_harness(db="postgres", broker="redis", worker=None,
                      extra={**FAST, "MIDWATCH_MAX_REDELIVERIES": "2"})
     h.spawn("scheduler", log=tmp_path / "scheduler.log")
     tenant = h.onboard()
-    h.put_agent(tenant, SLOW_STEP % 60)
+    _slow_step(h, tenant, upstream, 60)
     run = h.submit(tenant, "slow", {"input": None})
     for attempt in range(3):
         worker = h.spawn("worker", log=tmp_path / f"worker{attempt}.log")
@@ -170,3 +184,4 @@ def test_a_run_that_keeps_killing_its_worker_is_failed_not_looped(make_harness: 
     done = h.wait_run(tenant, run["id"], timeout=60)
     assert done["state"] == "failed" and done["reason"].startswith("redelivery_exhausted"), done
     assert done["failure_category"] == "internal"
+    assert upstream.requests_to("/effects/0") == [], "a run killed before its side effect still sent it"

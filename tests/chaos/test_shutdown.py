@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import all_records, wait_progress
+from runner.sandbox_upstream import FaultyUpstream, ok
+from tests.chaos.conftest import EFFECT_TOOL, assert_effects_once, put_effect_tool, wait_progress
 from tests.conftest import Harness
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
@@ -20,21 +21,23 @@ pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
 PACED = """\
 apiVersion: midwatch/v1
 name: paced
-scope: {tools: [sandbox.echo, sandbox.sleep, sandbox.record]}
+scope: {tools: [sandbox.echo, sandbox.sleep, %s], egress: ["%s"]}
 input: {items: true}
 steps:
   - {id: read, tool: sandbox.echo, args: {n: "{{ item.n }}"}}
   - {id: pace, tool: sandbox.sleep, args: {seconds: 0.05}}
-  - {id: send, tool: sandbox.record, args: {n: "{{ steps.read.output.n }}"}}
+  - {id: send, tool: %s, args: {n: "{{ steps.read.output.n }}"}}
 """
 
 
 def test_sigterm_hands_the_run_to_another_worker_without_losing_or_repeating_a_step(
-        make_harness: Callable[..., Harness], tmp_path: Path) -> None:
+        make_harness: Callable[..., Harness], upstream: FaultyUpstream, tmp_path: Path) -> None:
+    upstream.script("/effects/*", [ok({"sent": True})])
     h = make_harness(db="postgres", broker="redis", worker=None, extra={"MIDWATCH_LEASE_SECONDS": "30"})
     first = h.spawn("worker", "--threads", "2", log=tmp_path / "first.log")
     tenant = h.onboard()
-    h.put_agent(tenant, PACED)
+    put_effect_tool(h, tenant, upstream)
+    h.put_agent(tenant, PACED % (EFFECT_TOOL, upstream.netloc, EFFECT_TOOL))
     run = h.submit(tenant, "paced", {"items": [{"n": i} for i in range(60)]})
     wait_progress(h, tenant, run["id"], 10)
     h.spawn("worker", "--threads", "2", log=tmp_path / "second.log")
@@ -52,7 +55,8 @@ def test_sigterm_hands_the_run_to_another_worker_without_losing_or_repeating_a_s
     steps = Counter((e["item_index"], e["step_id"]) for e in events if e["kind"] == "step.succeeded")
     assert len(steps) == 60 * 3 and max(steps.values()) == 1, "a step was lost or repeated"
     assert "run.resumed" in [e["kind"] for e in events]
-    assert len(all_records(h, tenant)) == 60
+    # a graceful hand-back finishes the step in flight: not even one call is re-sent
+    assert_effects_once(upstream, {f"mw-{run['id']}-{i}-2" for i in range(60)}, resent_at_most=0)
     # the lease was handed back, not left to expire: the new owner took over long before the 30 s lease ran out
     resumed = next(e for e in events if e["kind"] == "run.resumed")
     took_over = (datetime.fromisoformat(resumed["created_at"].replace("Z", "+00:00")) - sigterm_at).total_seconds()

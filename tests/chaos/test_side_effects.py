@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from typing import Any
 import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, ok, slow
-from tests.chaos.conftest import wait_progress
-from tests.conftest import Harness, Tenant
+from tests.chaos.conftest import effects_by_key, put_effect_tool, wait_progress
+from tests.conftest import Harness
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
 FAST_RECOVERY = {"MIDWATCH_LEASE_SECONDS": "2", "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.5"}
@@ -37,18 +36,6 @@ steps:
 """
 
 
-def _tool(h: Harness, tenant: Tenant, up: FaultyUpstream, name: str, idempotent: bool) -> None:
-    r = h.client.put(f"/v1/tools/{name}", headers=tenant.headers, json={
-        "method": "POST", "url": f"{up.url}/effects/{{{{ args.n }}}}", "side_effect": True,
-        "idempotent": idempotent, "idempotency_header": "Idempotency-Key", "timeout_s": 30,
-        "retry": {"max_attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.2}})
-    assert r.status_code == 201, r.text
-
-
-def _effects_by_key(up: FaultyUpstream) -> Counter[str]:
-    return Counter(r.headers.get("idempotency-key", "") for r in up.requests if r.path.startswith("/effects/"))
-
-
 def test_an_http_side_effect_happens_once_per_item_across_a_kill(make_harness: Callable[..., Harness],
                                                                   upstream: FaultyUpstream, tmp_path: Path) -> None:
     upstream.script("/effects/*", [slow(0.004, ok({"sent": True}))])
@@ -56,7 +43,7 @@ def test_an_http_side_effect_happens_once_per_item_across_a_kill(make_harness: C
     h.spawn("scheduler", log=tmp_path / "scheduler.log")
     first = h.spawn("worker", "--threads", "2", log=tmp_path / "worker1.log")
     tenant = h.onboard()
-    _tool(h, tenant, upstream, "mail.send", idempotent=True)
+    put_effect_tool(h, tenant, upstream, "mail.send", idempotent=True)
     h.put_agent(tenant, _spec(upstream, "mail.send"))
     run = h.submit(tenant, "mailer", {"items": [{"n": i} for i in range(500)]})
 
@@ -67,7 +54,7 @@ def test_an_http_side_effect_happens_once_per_item_across_a_kill(make_harness: C
     done = h.wait_run(tenant, run["id"], timeout=120)
 
     assert done["state"] == "succeeded" and done["items_done"] == 500, done
-    keys = _effects_by_key(upstream)
+    keys = effects_by_key(upstream)
     assert set(keys) == {f"mw-{run['id']}-{i}-1" for i in range(500)}, "an item's effect is missing or mis-keyed"
     # the recording server acts once per key; a call cut off by the kill may be re-sent with the SAME key
     resent = {k: n for k, n in keys.items() if n > 1}
@@ -83,7 +70,7 @@ def test_a_kill_during_a_non_idempotent_call_escalates_that_item_only(make_harne
     h.spawn("scheduler", log=tmp_path / "scheduler.log")
     first = h.spawn("worker", "--threads", "2", log=tmp_path / "worker1.log")
     tenant = h.onboard()
-    _tool(h, tenant, upstream, "mail.send_once", idempotent=False)
+    put_effect_tool(h, tenant, upstream, "mail.send_once", idempotent=False)
     h.put_agent(tenant, _spec(upstream, "mail.send_once"))
     run = h.submit(tenant, "mailer", {"items": [{"n": i} for i in range(20)]})
 
@@ -102,4 +89,4 @@ def test_a_kill_during_a_non_idempotent_call_escalates_that_item_only(make_harne
     assert "unknown_outcome" in seven["reason"] and seven["failure_category"] == "state"
     assert len(upstream.requests_to("/effects/7")) == 1, "a non-idempotent call was repeated blindly"
     time.sleep(0.1)
-    assert all(n == 1 for n in _effects_by_key(upstream).values())
+    assert all(n == 1 for n in effects_by_key(upstream).values())

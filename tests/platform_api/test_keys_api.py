@@ -80,6 +80,25 @@ def test_rotation_refuses_a_revoked_key_a_bad_grace_and_non_admins(harness: Harn
     assert len(harness.client.get("/v1/keys", headers=tenant.headers).json()["data"]) == 2  # nothing issued
 
 
+def test_a_key_in_its_grace_cannot_be_rotated_again_but_its_successor_can(harness: Harness) -> None:
+    tenant = harness.onboard()
+    old = harness.client.post("/v1/keys", json={"role": "approver"}, headers=tenant.headers).json()
+    first = harness.client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 600}, headers=tenant.headers)
+    assert first.status_code == 201, first.text
+    again = harness.client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 600}, headers=tenant.headers)
+    assert again.status_code == 409 and again.json()["code"] == "key_already_rotated", again.text
+    assert "rotated already" in again.json()["detail"]
+    keys = harness.client.get("/v1/keys", headers=tenant.headers).json()["data"]
+    assert sum(k["role"] == "approver" for k in keys) == 2, "the refused rotation still issued a key"
+    successor = first.json()["id"]
+    assert harness.client.post(f"/v1/keys/{successor}/rotate", headers=tenant.headers).status_code == 201
+
+    r = harness.client.post("/v1/admin/keys/rotate", json={"grace_seconds": 600}, headers=harness.op_headers)
+    assert r.status_code == 201, r.text
+    twice = harness.client.post("/v1/admin/keys/rotate", json={"grace_seconds": 600}, headers=harness.op_headers)
+    assert twice.status_code == 409 and twice.json()["code"] == "key_already_rotated", twice.text
+
+
 def test_the_operator_key_rotates_without_downtime_and_a_restart_with_the_old_value_does_not_revive_it(
         harness: Harness) -> None:
     from tenants.accounts.service import ensure_operator_key

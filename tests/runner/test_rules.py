@@ -118,3 +118,65 @@ def test_compiled_rules_are_cached_by_source() -> None:
 
     assert compile_rule("output.text != ''") is first
     assert isinstance(first, CompiledRule) and first.source == "output.text != ''"
+
+
+# ---- cost bounded by the data (issue 16, finding 3) and only what a rule references is converted ----
+
+def test_nested_comprehensions_over_a_large_list_are_refused_before_they_run() -> None:
+    import time
+
+    from runner.rules import MAX_RULE_VISITS
+
+    rule = compile_rule("output.xs.all(a, output.xs.all(b, a + b >= 0))")
+    data = {"output": {"xs": list(range(6000))}}
+    started = time.monotonic()
+    with pytest.raises(RuleError, match="could visit about") as caught:
+        rule.evaluate(data)
+    assert time.monotonic() - started < 1, "the rule ran instead of being refused"
+    assert f"{MAX_RULE_VISITS:,}" in str(caught.value)
+    assert rule.evaluate({"output": {"xs": list(range(100))}}) is True  # 10,000 pairs: within the budget
+
+
+@pytest.mark.parametrize("src", [
+    "output.xs.all(x, x >= 0)",
+    "output.xs.exists(x, x == 29999)",
+    "output.xs.all(x, x in [0, 1] || x > -1)",
+    "size(output.xs) == 30000",
+])
+def test_a_single_pass_over_a_large_list_is_allowed(src: str) -> None:
+    assert compile_rule(src).evaluate({"output": {"xs": list(range(30_000))}}) is True
+
+
+@pytest.mark.parametrize("src", [
+    "output.xs.all(x, x in output.xs)",  # membership scans the list: n * n
+    "output.xs.all(x, x == output)",  # the whole output compared for every element
+    "output.xs.map(a, output.xs).all(l, l == l)",  # a built list is bounded by everything referenced
+    "output.rows.all(r, r.all(x, x in r))",  # an iteration variable: the largest list anywhere
+])
+def test_hidden_quadratic_work_is_counted(src: str) -> None:
+    data = {"output": {"xs": list(range(2000)), "rows": [list(range(2000))]}}
+    with pytest.raises(RuleError, match="could visit"):
+        compile_rule(src).evaluate(data)
+
+
+def test_a_list_longer_than_any_rule_may_see_is_refused() -> None:
+    from runner.rules import MAX_COLLECTION
+
+    with pytest.raises(RuleError, match="at most"):
+        compile_rule("size(output.xs) > 0").evaluate({"output": {"xs": [0] * (MAX_COLLECTION + 1)}})
+
+
+def test_only_the_roots_a_rule_names_are_converted_once_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner import rules
+
+    converted: list[Any] = []
+    real = rules._to_cel
+    monkeypatch.setattr(rules, "_to_cel", lambda value: converted.append(value) or real(value))
+    steps = {f"s{i}": {"output": {"n": i}} for i in range(20)}
+    shared = rules.RuleInput({"steps": steps, "output": {"n": 1}, "input": {"n": 2}})
+    assert compile_rule("output.n == 1").evaluate(shared) is True
+    assert compile_rule("output.n < input.n").evaluate(shared) is True
+    assert compile_rule("output.n > 0").evaluate(shared) is True
+    roots = [v for v in converted if isinstance(v, dict)]  # _to_cel also recurses into the values
+    assert roots == [{"n": 1}, {"n": 2}], "steps was converted although no rule names it, or a root twice"
+    assert compile_rule("output.n == 1").roots == ("output",)

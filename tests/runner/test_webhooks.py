@@ -168,11 +168,11 @@ def test_a_failed_run_sends_a_run_failed_webhook(harness: Harness, upstream: Fau
     tenant = harness.onboard()
     hook = _register(harness, tenant, upstream.url + "/hook", ["run.failed", "run.escalated"])
     assert harness.client.put("/v1/tools/crm.get_invoice", headers=tenant.headers,
-                              json={"method": "GET", "url": "http://169.254.169.254/latest"}).status_code == 201
+                              json={"method": "GET", "url": "http://127.0.0.1:9/latest"}).status_code == 201
     harness.put_agent(tenant, """\
 apiVersion: midwatch/v1
 name: chaser
-scope: {tools: [crm.get_invoice], egress: ["169.254.169.254"]}
+scope: {tools: [crm.get_invoice]}
 steps:
   - id: fetch
     tool: crm.get_invoice

@@ -237,3 +237,26 @@ def _flow(h: Harness, up: FaultyUpstream) -> dict[str, Any]:
     return {"crm_token": crm_token, "crm_token (pending)": crm_pending, "mail_key": mail_key,
             "__tenant__": tenant, "__runs__": run_ids}
 
+
+
+@pytest.mark.parametrize("key", [
+    "token", "access_token", "refresh_token", "id_token", "Authorization", "X-Api-Key", "api_key", "apiKey",
+    "password", "db_password", "client_secret", "clientSecret", "secret", "private_key", "aws_secret_access_key",
+    "Cookie", "Proxy-Authorization", "credentials", "signature",
+])
+def test_keys_that_name_a_credential_are_masked(key: str) -> None:
+    from tenants.kit.logging import is_sensitive_key, redact
+
+    assert is_sensitive_key(key)
+    assert redact({key: "hunter2-value"}) == {key: "[REDACTED]"}
+
+
+@pytest.mark.parametrize("key", [
+    "input_tokens", "output_tokens", "max_tokens", "inputTokens", "tokens", "token_url", "token_count",
+    "idempotency_key", "sort_key", "secrets", "keys", "author", "passed", "credit", "tokenizer",
+])
+def test_counts_and_names_that_merely_contain_a_word_stay_readable(key: str) -> None:
+    from tenants.kit.logging import is_sensitive_key, redact
+
+    assert not is_sensitive_key(key)
+    assert redact({key: 1234}) == {key: 1234}

@@ -172,6 +172,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/v1/models"): Probe("listing", lambda w, r: "/v1/models"),
     ("PUT", "/v1/models/{alias:str}"): Probe("own_namespace", lambda w, r: "/v1/models/b-new", body=MODEL,
                                              admin_only=True),
+    ("GET", "/v1/models/{alias:str}"): Probe("hidden", lambda w, r: f"/v1/models/{r}", lambda w: "alpha-model",
+                                             lambda: f"never-{secrets.token_hex(3)}"),
     ("DELETE", "/v1/models/{alias:str}"): Probe("hidden", lambda w, r: f"/v1/models/{r}", lambda w: "alpha-model",
                                                 lambda: f"never-{secrets.token_hex(3)}", admin_only=True),
     ("GET", "/v1/breakers"): Probe("listing", lambda w, r: "/v1/breakers", may_be_empty=True),

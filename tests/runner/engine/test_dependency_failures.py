@@ -150,7 +150,13 @@ def test_egress_outside_scope_is_blocked(harness: Harness, upstream: FaultyUpstr
     tenant = harness.onboard()
     r = harness.client.put("/v1/tools/crm.get_invoice", headers=tenant.headers,
                            json={"method": "GET", "url": "http://169.254.169.254/latest/meta-data"})
-    assert r.status_code == 201
+    assert r.status_code == 422 and "cloud metadata" in r.text, r.text  # refused at upload...
+    from tenants.catalog.service import put_tool
+    from tenants.kit.db import unit_of_work
+
+    with unit_of_work() as session:  # ...and at call time, for a tool stored before that check existed
+        put_tool(session, tenant.id, "crm.get_invoice", {"name": "crm.get_invoice", "method": "GET",
+                                                         "url": "http://169.254.169.254/latest/meta-data"})
     harness.put_agent(tenant, """\
 apiVersion: midwatch/v1
 name: chaser

@@ -64,3 +64,16 @@ def test_schema_mismatch_names_the_json_path() -> None:
 def test_truncated_bodies_are_never_parsed() -> None:
     with pytest.raises(StepFailed, match="too large"):
         validate_response(resp(b'{"a": 1}', truncated=True))
+
+
+def test_without_an_expected_content_type_the_body_is_returned_as_what_it_says_it_is() -> None:
+    # issue 16: expect_content_type null returned raw bytes, which no checkpoint can store (an internal error)
+    assert validate_response(resp(b'{"a": 1}', "application/json"), None) == {"a": 1}
+    assert validate_response(resp(b"plain words", "text/plain; charset=utf-8"), None) == "plain words"
+    assert validate_response(resp(b"<a/>", "application/xml"), None) == "<a/>"
+    binary = validate_response(resp(b"\x00\x01\xff", "application/octet-stream"), None)
+    assert binary == {"content_type": "application/octet-stream", "size": 3, "base64": "AAH/"}
+    assert validate_response(resp(b"no type", ""), None) == "no type"
+    assert validate_response(resp(b"", "application/octet-stream"), None) is None
+    pdf = validate_response(resp(b"%PDF-1.7", "application/pdf"), "application/pdf")
+    assert isinstance(pdf, dict) and pdf["base64"] == "JVBERi0xLjc="

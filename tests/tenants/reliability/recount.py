@@ -92,7 +92,8 @@ def recount(session: Session, tenants: set[str] | None = None) -> dict[str, set[
                   for k, v in steps.items()},
         "failures": {(*k, n) for k, n in failures.items()},
         "health": health,
-        "latest": {(t, run_id, cat) for t, runs in bad_runs.items() for run_id, cat in runs[-LATEST_FAILURES_PER_TENANT:]},
+        "latest": {(t, run_id, cat) for t, runs in bad_runs.items()
+                   for run_id, cat in runs[-LATEST_FAILURES_PER_TENANT:]},
     }
 
 

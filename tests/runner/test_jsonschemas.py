@@ -1,0 +1,108 @@
+"""runner.jsonschemas: tenant JSON Schemas run on RE2, offline, within a work budget; what cannot is refused."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from runner.errors import SchemaInvalid
+from runner.jsonschemas import best_violation, check_schema, validator_for
+
+EVIL = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^(a+)+$"}}}
+
+
+def test_a_catastrophic_backtracking_pattern_runs_in_linear_time_on_re2() -> None:
+    check_schema(EVIL)  # RE2 can run it, so it is accepted
+    started = time.monotonic()
+    violation = best_violation(EVIL, {"name": "a" * 5000 + "!"})
+    assert time.monotonic() - started < 1.0  # Python's re needs longer than the universe's age here
+    assert violation is not None and violation.path == ("name",) and violation.keyword == "pattern"
+    assert best_violation(EVIL, {"name": "a" * 5000}) is None
+
+
+@pytest.mark.parametrize(("schema", "where", "says"), [
+    ({"pattern": "(a)\\1"}, "pattern", "backreferences"),
+    ({"properties": {"x": {"pattern": "a(?=b)"}}}, "properties/x/pattern", "lookahead"),
+    ({"$defs": {"d": {"patternProperties": {"(?<!x)y": {}}}}}, "$defs/d/patternProperties/(?<!x)y", "RE2"),
+    ({"items": {"pattern": "a" * 1001}}, "items/pattern", "at most 1000"),
+])
+def test_a_pattern_re2_cannot_run_is_refused_with_its_path(schema: dict[str, Any], where: str, says: str) -> None:
+    with pytest.raises(SchemaInvalid) as caught:
+        check_schema(schema)
+    assert caught.value.path == where and says in caught.value.message and caught.value.code == "schema_invalid"
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"items": schema}
+    return schema
+
+
+@pytest.mark.parametrize(("schema", "says"), [
+    ({"$ref": "http://169.254.169.254/latest/meta-data/"}, "outside this schema"),
+    ({"$schema": "http://json-schema.org/draft-07/schema#"}, "not supported"),
+    ({"unevaluatedProperties": False, "patternProperties": {"^a": {}}}, "cannot be combined"),
+    ({"type": "strung"}, "invalid JSON Schema at type"),
+    (_nested(40), "nests deeper"),
+    ({"enum": list(range(20_000))}, "more than 10000 values"),
+])
+def test_unsafe_or_invalid_schemas_are_refused(schema: dict[str, Any], says: str) -> None:
+    with pytest.raises(SchemaInvalid) as caught:
+        check_schema(schema)
+    assert says in caught.value.message
+
+
+def test_a_remote_ref_is_never_fetched_even_when_the_check_was_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.request
+
+    def no_network(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the validator tried to fetch a remote $ref")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    from runner.jsonschemas import CompiledSchema
+
+    violation = CompiledSchema({"$ref": "http://127.0.0.1:1/x.json"}).best_violation(1)
+    assert violation is not None and "cannot be resolved" in violation.message
+
+
+def test_exponential_ref_fan_out_stops_with_a_violation_instead_of_stalling() -> None:
+    defs: dict[str, Any] = {f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+                            for i in range(40)}
+    defs["d40"] = {"type": "string"}
+    schema = {"$defs": defs, "$ref": "#/$defs/d0"}
+    check_schema(schema)
+    started = time.monotonic()
+    violation = best_violation(schema, 5)  # 2^40 evaluations without the budget
+    assert time.monotonic() - started < 5
+    assert violation is not None and "too much work" in violation.message
+    loop = best_violation({"$ref": "#"}, 1)
+    assert loop is not None and "validation stopped" in loop.message
+
+
+def test_unique_items_is_linear_and_keeps_json_equality() -> None:
+    schema = {"uniqueItems": True}
+    started = time.monotonic()
+    assert best_violation(schema, [{"n": i} for i in range(50_000)]) is None  # quadratic: minutes
+    assert time.monotonic() - started < 5
+    assert best_violation(schema, [1, 1.0]) is not None
+    assert best_violation(schema, [1, True, {"a": 1, "b": 2}]) is None
+    assert best_violation(schema, [{"a": 1, "b": 2}, {"b": 2, "a": 1}]) is not None
+
+
+def test_additional_properties_consults_the_patterns_on_re2() -> None:
+    schema = {"properties": {"a": {}}, "patternProperties": {"^x(y+)+$": {"type": "integer"}},
+              "additionalProperties": False}
+    assert best_violation(schema, {"a": 1, "xyy": 2}) is None
+    extra = best_violation(schema, {"a": 1, "x" + "y" * 5000 + "!": 2})
+    assert extra is not None and "additional properties" in extra.message
+    typed = best_violation(schema, {"xy": "no"})
+    assert typed is not None and typed.path == ("xy",)
+
+
+def test_validators_are_compiled_once_per_schema() -> None:
+    schema = {"type": "object", "required": ["a"]}
+    assert validator_for(schema) is validator_for(schema)
+    assert validator_for(schema) is validator_for({"required": ["a"], "type": "object"})  # canonical JSON
