@@ -54,6 +54,7 @@ __all__ = [
     "Fault",
     "FaultyUpstream",
     "RecordedRequest",
+    "RecordedResponse",
     "anthropic_message",
     "burst_503",
     "chat",
@@ -106,6 +107,21 @@ class RecordedRequest:
     at: float
     wall: float
     fault: str  # the kind of fault that answered it
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedResponse:
+    """A complete response the upstream sent (resets and truncated bodies are not recorded)."""
+
+    path: str  # without the query string
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    fault: str = ""  # the kind of fault that answered (``model_turn``, ``status``, ...)
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -186,6 +202,8 @@ def chat(content: Any = None, *, prompt_tokens: int | None = None, completion_to
          times: int = 1, finish_reason: str = "stop") -> Fault:
     """A plain model answer (``content`` str, or a value sent as JSON text; default: an echo of the
     prompt), in the format of the endpoint it answers. Unset token counts are estimated."""
+    if finish_reason not in _FINISH_REASONS:
+        raise ValueError(f"finish_reason must be one of {', '.join(_FINISH_REASONS)}")
     return Fault("chat", times=times, options={"content": content, "prompt_tokens": prompt_tokens,
                                                "completion_tokens": completion_tokens,
                                                "finish_reason": finish_reason})
@@ -260,6 +278,7 @@ class FaultyUpstream:
         self.host = host
         self.port = port
         self.requests: list[RecordedRequest] = []
+        self.responses: list[RecordedResponse] = []
         self.tokens_issued = 0
         self.accepted_tokens: frozenset[str] = frozenset()
         self.authorized: list[str] = []  # paths require_bearer answered 200
@@ -338,6 +357,7 @@ class FaultyUpstream:
         with self._lock:
             self._scripts.clear()
             self.requests.clear()
+            self.responses.clear()
             self.authorized.clear()
             self.tokens_issued = 0
 
@@ -345,6 +365,15 @@ class FaultyUpstream:
         """Recorded requests whose path (without query) is ``path``."""
         with self._lock:
             return [r for r in self.requests if r.path.split("?", 1)[0] == path]
+
+    def responses_to(self, path: str) -> list[RecordedResponse]:
+        """Recorded responses to requests whose path (without query) is ``path``."""
+        with self._lock:
+            return [r for r in self.responses if r.path == path]
+
+    def _record_response(self, response: RecordedResponse) -> None:
+        with self._lock:
+            self.responses.append(response)
 
     def _next_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -400,6 +429,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.upstream._record(RecordedRequest(
             method=self.command, path=self.path, headers={k.lower(): v for k, v in self.headers.items()},
             body=body, at=time.monotonic(), wall=time.time(), fault=fault.kind))
+        self._fault_kind = fault.kind
         with contextlib.suppress(OSError):  # the client gave up (timeout) or we reset the connection
             self._answer(fault, path, body)
         self.close_connection = True
@@ -522,10 +552,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
         self.end_headers()
+        # recorded before it is sent: a client that has the answer finds it recorded
+        self.upstream._record_response(RecordedResponse(self.path.split("?", 1)[0], code, data, content_type,
+                                                         getattr(self, "_fault_kind", "")))
         self.wfile.write(data)
         self.wfile.flush()
 
 
+_FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "other")
 _MODEL_KINDS = frozenset({"chat", "model_turn", "model_policy"})
 
 

@@ -1,6 +1,8 @@
 """Anthropic Messages API (``POST {base_url}/v1/messages``) over the egress client.
 
-System messages go to the top-level ``system`` field. Tools go out with ``input_schema``; the
+System messages go to the top-level ``system`` field. No ``temperature`` is sent: the current
+Messages API (and its official SDK's request type, which the contract tests hold us to) has no
+sampling parameters. Tools go out with ``input_schema``; the
 model's ``tool_use`` blocks come back as tool calls, and results return as ``tool_result`` blocks
 (``tool_use_id``, ``is_error``) at the start of the next user turn (consecutive ``tool``/``user``
 messages merge into one turn, as the API requires). A structured final answer is asked for with a
@@ -39,7 +41,6 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 OUTPUT_TOOL = "final_answer"
 _OUTPUT_DESCRIPTION = ("Give your final answer by calling this tool; its input is the answer. "
                        "Call it only when you are done.")
-_MAX_TEMPERATURE = 1.0
 _FINISH: dict[str, FinishReason] = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
                                     "model_context_window_exceeded": "length", "tool_use": "tool_calls",
                                     "refusal": "refusal"}
@@ -128,7 +129,6 @@ def messages_request(request: ModelRequest, *, model: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": request.max_tokens,
-        "temperature": min(request.temperature, _MAX_TEMPERATURE),
         "messages": _turns([m for m in request.messages if m.role != "system"], names),
     }
     if system:
@@ -188,7 +188,9 @@ def read_message(data: Mapping[str, Any], request: ModelRequest, *, provider: st
             finish = "stop"
     elif calls and finish == "stop":
         finish = "tool_calls"
-    refusal = (text or "the model declined to answer") if finish == "refusal" else None
+    refusal = None
+    if finish == "refusal":  # as in OpenAI's format: the explanation is the refusal, not an answer
+        refusal, text = text or "the model declined to answer", ""
     usage = data.get("usage") or {}
     cached = _int(usage.get("cache_read_input_tokens"))
     return ModelResponse(

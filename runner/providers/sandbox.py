@@ -26,6 +26,7 @@ here too, as a non-retryable ``dependency`` failure.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from decimal import Decimal
 from typing import Any, Literal
@@ -80,6 +81,15 @@ def parse_options(options: dict[str, Any]) -> SandboxOptions:
                          details={"field": where}) from None
 
 
+def _estimated_usage(turn: Turn, request: ModelRequest) -> ScriptedUsage:
+    """About four characters a token, counted on the normalised request, so both formats agree."""
+    prompt = sum(len(m.content) + sum(len(c.arguments_json()) for c in m.tool_calls) for m in request.messages)
+    prompt += sum(len(t.name) + len(t.description) + len(json.dumps(dict(t.parameters))) for t in request.tools)
+    output = len(turn.text or "") + len(turn.refusal or "") + len(json.dumps(turn.final) if turn.has_final else "")
+    output += sum(len(c.name) + len(c.raw_arguments or json.dumps(c.arguments)) for c in turn.tool_calls)
+    return ScriptedUsage(input_tokens=max(1, prompt // 4), output_tokens=max(1, output // 4))
+
+
 class SandboxModel:
     """Deterministic model used by demos, tests and rehearsals (see the module docstring).
 
@@ -91,6 +101,13 @@ class SandboxModel:
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config
+        self._local = threading.local()
+
+    @property
+    def last_exchange(self) -> tuple[WireFormat, dict[str, Any], dict[str, Any]] | None:
+        """This thread's latest (wire format, request body, response body), for tests and debugging."""
+        found: tuple[WireFormat, dict[str, Any], dict[str, Any]] | None = getattr(self._local, "exchange", None)
+        return found
 
     @staticmethod
     def _turn(opts: SandboxOptions, request: ModelRequest, body: dict[str, Any]) -> Turn:
@@ -121,6 +138,7 @@ class SandboxModel:
     def complete(self, request: ModelRequest) -> ModelResponse:
         """Answer ``request`` from the step's script (see the module docstring)."""
         started = time.perf_counter()
+        self._local.exchange = None
         opts = parse_options(request.options)
         if opts.latency_ms > 0:
             time.sleep(opts.latency_ms / 1000)
@@ -134,9 +152,12 @@ class SandboxModel:
             raise StepFailed("dependency", f"sandbox model: the {fmt} API would reject this request: {problem}",
                              details={"status": 400, "retryable": False})
         turn = self._turn(opts, request, body)
+        if turn.usage is None:
+            turn = turn.model_copy(update={"usage": _estimated_usage(turn, request)})
         names = ToolNames(t.name for t in request.tools)
         wrap = request.output_schema is not None and request.output_schema.get("type") != "object"
         data = answer(turn, body, fmt, names=names, wrap_final=wrap)
+        self._local.exchange = (fmt, body, data)
         read = read_chat_completion if fmt == "openai" else read_message
         response = read(data, request, provider="sandbox", default_model="sandbox")
         cost = self.config.cost(response.usage) if self.config is not None else None
