@@ -62,7 +62,8 @@ def model_config(up: FaultyUpstream, provider: str = "openai", **overrides: Any)
     return ModelConfig.model_validate(fields)
 
 
-def provider_for(up: FaultyUpstream, provider: str = "openai", **overrides: Any) -> OpenAICompatProvider | AnthropicProvider:
+def provider_for(up: FaultyUpstream, provider: str = "openai",
+                 **overrides: Any) -> OpenAICompatProvider | AnthropicProvider:
     """The provider for :func:`model_config`, talking to ``up`` over loopback."""
     client = EgressClient(EgressPolicy(allowed_hosts=[up.netloc], allow_loopback=True))
     cls = OpenAICompatProvider if provider == "openai" else AnthropicProvider

@@ -47,7 +47,7 @@ def _is_typeddict(tp: Any) -> bool:
     return typing_extensions.is_typeddict(tp)
 
 
-def _walk(tp: Any, value: Any, path: str) -> list[str]:  # noqa: PLR0911, PLR0912 - one case per kind of type
+def _walk(tp: Any, value: Any, path: str) -> list[str]:  # noqa: PLR0911 - one case per kind of type
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any or tp is object:
         return []
