@@ -186,3 +186,22 @@ def test_a_priced_sandbox_alias_costs_what_its_usage_says() -> None:
     response = provider.complete(ModelRequest(model="rehearsal", messages=[Message.user("x")], options={
         "turns": [{"text": "ok", "usage": {"input_tokens": 1000, "output_tokens": 100}}]}))
     assert response.cost_usd == Decimal("0.0045")
+
+
+def test_a_malformed_script_is_refused_when_the_spec_is_stored_not_mid_run() -> None:
+    from runner.spec import parse_spec
+
+    spec = """\
+apiVersion: midwatch/v1
+name: scripted
+scope: {tools: [sandbox.echo]}
+steps:
+  - id: ask
+    llm: {model: sandbox, prompt: hi, sandbox: {turns: [{tool_call: []}]}}
+  - id: loop
+    agent: {model: sandbox, prompt: hi, tools: [sandbox.echo],
+            sandbox: {format: anthropic, turns: [{tool_calls: [{name: sandbox.echo}]}, {final: {ok: true}}]}}
+"""
+    result = parse_spec(spec)
+    assert [(i.path, i.code) for i in result.errors] == [("steps[0].llm.sandbox", "sandbox_script")]
+    assert "sandbox.turns.0.tool_call" in result.errors[0].message
