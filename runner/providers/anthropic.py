@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from runner.providers.base import (
+    MAX_CALL_ID,
+    MAX_TOOL_CALLS,
     FinishReason,
     ForceTool,
     Message,
@@ -52,13 +54,13 @@ RESPONSE_SCHEMA: dict[str, Any] = {
     "properties": {
         "model": {"type": "string"},
         "stop_reason": {"type": ["string", "null"]},
-        "content": {"type": "array", "items": {
+        "content": {"type": "array", "maxItems": MAX_TOOL_CALLS + 16, "items": {
             "type": "object", "required": ["type"],
             "properties": {"type": {"type": "string"}},
             "if": {"properties": {"type": {"const": "tool_use"}}},
             "then": {"required": ["id", "name", "input"],
-                     "properties": {"id": {"type": "string"}, "name": {"type": "string"},
-                                    "input": {"type": "object"}}}}},
+                     "properties": {"id": {"type": "string", "maxLength": MAX_CALL_ID},
+                                    "name": {"type": "string"}}}}},
         "usage": {"type": ["object", "null"], "properties": {
             "input_tokens": _TOKENS, "output_tokens": _TOKENS,
             "cache_read_input_tokens": _TOKENS, "cache_creation_input_tokens": _TOKENS}},

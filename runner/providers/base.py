@@ -25,6 +25,8 @@ from typing import Any, Literal, Protocol
 
 __all__ = [
     "FINISH_REASONS",
+    "MAX_CALL_ID",
+    "MAX_TOOL_CALLS",
     "TOOL_RESULT_MAX_CHARS",
     "FinishReason",
     "ForceTool",
@@ -45,6 +47,8 @@ Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "refusal", "content_filter", "other"]
 FINISH_REASONS: tuple[FinishReason, ...] = ("stop", "length", "tool_calls", "refusal", "content_filter", "other")
 TOOL_RESULT_MAX_CHARS = 16_000  # a tool result longer than this reaches the model truncated, with its hash
+MAX_TOOL_CALLS = 128  # per model turn; more is a malformed answer (a dependency failure), not work to do
+MAX_CALL_ID = 256  # characters of a provider's tool call id
 _ARGUMENTS_MAX_CHARS = 200_000  # a model's arguments text beyond this is not parsed at all
 _WIRE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _WIRE_NAME_MAX = 64

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from runner.providers.base import (
+    MAX_CALL_ID,
+    MAX_TOOL_CALLS,
     FinishReason,
     ForceTool,
     Message,
@@ -49,10 +51,10 @@ RESPONSE_SCHEMA: dict[str, Any] = {
                 "message": {"type": "object", "properties": {
                     "content": {"type": ["string", "null", "array"]},
                     "refusal": {"type": ["string", "null"]},
-                    "tool_calls": {"type": ["array", "null"], "items": {
+                    "tool_calls": {"type": ["array", "null"], "maxItems": MAX_TOOL_CALLS, "items": {
                         "type": "object",
                         "properties": {
-                            "id": {"type": ["string", "null"]},
+                            "id": {"type": ["string", "null"], "maxLength": MAX_CALL_ID},
                             "function": {"type": "object", "required": ["name"], "properties": {
                                 "name": {"type": "string"},
                                 "arguments": {"type": ["string", "object", "null"]}}}}}}}}}}},

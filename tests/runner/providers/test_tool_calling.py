@@ -290,3 +290,22 @@ def test_a_plain_llm_answer_still_works_on_both_endpoints(upstream: FaultyUpstre
             ModelRequest(model="careful", messages=[Message("user", "Say hi")]))
         assert response.text == "[upstream] Say hi" and response.finish_reason == "stop"
         assert response.tool_calls == () and finish_failure(response, "careful") is None
+
+
+@pytest.mark.parametrize("shape", ["too-many-calls", "endless-id"])
+def test_an_answer_beyond_sane_bounds_is_a_malformed_answer_not_work_to_do(upstream: FaultyUpstream,
+                                                                           shape: str) -> None:
+    from runner.sandbox_upstream import ok
+
+    calls = [{"id": f"call_{i}", "type": "function", "function": {"name": "crm__lookup", "arguments": "{}"}}
+             for i in range(129 if shape == "too-many-calls" else 1)]
+    if shape == "endless-id":
+        calls[0]["id"] = "x" * 257
+    upstream.script(PATH["openai"], [ok({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                                         "choices": [{"index": 0, "finish_reason": "tool_calls",
+                                                      "message": {"role": "assistant", "content": None,
+                                                                  "tool_calls": calls}}]})])
+    with pytest.raises(StepFailed) as info:
+        provider_for(upstream, "openai").complete(_request())
+    assert info.value.category == "dependency" and "schema" in info.value.reason
+    assert len(upstream.requests) == 1, "a malformed answer is not retried"
