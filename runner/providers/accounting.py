@@ -25,7 +25,7 @@ from typing import Any
 from runner.providers.base import ModelRequest
 from runner.providers.remote import ModelConfig
 
-__all__ = ["BYTES_PER_TOKEN", "Reservation", "estimate_input_tokens", "reservation_for"]
+__all__ = ["BYTES_PER_TOKEN", "Reservation", "estimate_input_tokens", "reservation_for", "worst_case"]
 
 BYTES_PER_TOKEN = 2
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators per message
@@ -77,17 +77,22 @@ class Reservation:
         return self.input_tokens + self.output_tokens
 
 
-def reservation_for(request: ModelRequest, config: ModelConfig | None = None) -> Reservation:
-    """The worst case of ``request``: estimated input, ``max_tokens`` output, priced by ``config``.
+def worst_case(request: ModelRequest, price: tuple[Decimal, Decimal] | None) -> Reservation:
+    """The worst case of ``request`` at ``price`` (USD per million input, output tokens; None: unpriced).
 
-    ``config`` None (the built-in sandbox) costs nothing; an unpriced config gives ``cost_usd``
-    None. Input is priced at the full input price (a cache hit is never assumed).
+    Input is priced at the full input price (a cache hit is never assumed).
     """
     input_tokens = estimate_input_tokens(request)
     output_tokens = request.max_tokens
-    if config is None:
-        return Reservation(input_tokens, output_tokens, Decimal(0))
-    if config.price_in_per_mtok is None or config.price_out_per_mtok is None:
+    if price is None:
         return Reservation(input_tokens, output_tokens, None)
-    cost = (input_tokens * config.price_in_per_mtok + output_tokens * config.price_out_per_mtok) / _MTOK
-    return Reservation(input_tokens, output_tokens, cost)
+    return Reservation(input_tokens, output_tokens, (input_tokens * price[0] + output_tokens * price[1]) / _MTOK)
+
+
+def reservation_for(request: ModelRequest, config: ModelConfig | None = None) -> Reservation:
+    """:func:`worst_case` at ``config``'s prices; ``config`` None (the built-in sandbox) costs nothing."""
+    if config is None:
+        return worst_case(request, (Decimal(0), Decimal(0)))
+    if config.price_in_per_mtok is None or config.price_out_per_mtok is None:
+        return worst_case(request, None)
+    return worst_case(request, (config.price_in_per_mtok, config.price_out_per_mtok))
