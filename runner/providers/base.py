@@ -187,11 +187,12 @@ class Message:
     @classmethod
     def tool_result(cls, call: ToolCallRequest | str, output: Any, *, name: str | None = None,
                     is_error: bool = False, max_chars: int = TOOL_RESULT_MAX_CHARS) -> Message:
-        """The result of ``call`` as data: ``output`` serialised as JSON (a str is sent as is), size-capped."""
+        """The result of ``call`` as data: ``output`` always serialised as JSON (a str becomes a JSON
+        string), size-capped. For a failed call pass e.g. ``{"error": "..."}`` with ``is_error``."""
         call_id = call.id if isinstance(call, ToolCallRequest) else call
         if name is None and isinstance(call, ToolCallRequest):
             name = call.name
-        text = output if isinstance(output, str) else json.dumps(output, default=str, ensure_ascii=False)
+        text = json.dumps(output, default=str, ensure_ascii=False)
         return cls("tool", _cap(text, max_chars), tool_call_id=call_id, name=name, is_error=is_error)
 
     def to_dict(self) -> dict[str, Any]:
