@@ -9,6 +9,7 @@ One root, each error with a stable ``code`` that the API maps to problem+json::
     ├── RuleError                rule_error
     ├── SchemaInvalid            schema_invalid          (.path inside the schema)
     └── StepFailed               step_failed             (.category from the failure taxonomy, .action)
+        └── ToolArgsInvalid      tool_args_invalid       (category validation; .tool, .json_path, .feedback)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "SpecInvalid",
     "StepFailed",
     "TemplateError",
+    "ToolArgsInvalid",
 ]
 
 FailureCategory = Literal["dependency", "auth", "validation", "budget", "scope", "approval", "state", "internal"]
@@ -98,3 +100,26 @@ class StepFailed(RunnerError):
         self.action = action
         self.attempts = attempts
         self.details = details or {}
+
+
+class ToolArgsInvalid(StepFailed):
+    """A tool's arguments (from a spec step or a model's tool call) do not match its ``args_schema``,
+    or a model's arguments were not a JSON object. Raised before any call is made.
+
+    ``feedback`` is the text to return to a model as the tool's error result.
+    """
+
+    code = "tool_args_invalid"
+
+    def __init__(self, tool: str, message: str, *, json_path: str = "$", action: FailureAction = "escalate") -> None:
+        super().__init__("validation", f"arguments for tool {tool!r} are invalid at {json_path}: {message}",
+                         action=action, details={"tool": tool, "json_path": json_path, "reason_code": self.code})
+        self.tool = tool
+        self.json_path = json_path
+        self.message = message
+
+    @property
+    def feedback(self) -> str:
+        """What to tell the model that sent these arguments."""
+        return (f"Invalid arguments for tool {self.tool}: at {self.json_path}: {self.message}. "
+                "Call it again with arguments that match its parameters schema.")

@@ -5,11 +5,19 @@ answers n requests); when the script is used up its last fault repeats. Unscript
 answer 200 with a small JSON body, except the built-in endpoints:
 
 - ``POST /oauth/token`` issues ``tok-1``, ``tok-2``, ... (``.tokens_issued`` counts them);
-- ``POST /v1/chat/completions`` answers like an OpenAI-compatible server;
-- ``POST /v1/messages`` answers like the Anthropic messages API.
+- ``POST .../chat/completions`` answers like an OpenAI-compatible server;
+- ``POST .../v1/messages`` answers like the Anthropic Messages API.
 
-Those can be scripted too (``chat(...)``, ``status(503)``, ``html_200()`` ...). A script key
-ending in ``*`` matches every path with that prefix (one shared script).
+The two model endpoints speak their real wire formats, tool calls included. Unscripted, they play a
+deterministic model (:func:`tool_policy`): call each offered tool once, then answer (an example of
+the requested output schema, or an echo of the prompt). Scripted, each request takes the next
+answer: :func:`model_turn` (tool calls, several per turn, broken arguments, a structured ``final``,
+a refusal, ``finish_reason="length"`` ...), :func:`chat` / :func:`anthropic_message` (plain text),
+or any transport fault (``status(503)``, ``html_200()``, ``reset()`` ...). The format follows the
+path, so one script serves either endpoint. Before answering, a model endpoint checks the request
+like the real API (an assistant tool call left without its result, an unknown forced tool ...) and
+answers 400 in the provider's error shape. A script key ending in ``*`` matches every path with
+that prefix (one shared script).
 
 ``require_bearer()`` answers 401 unless the request's bearer token is in ``.accepted_tokens``,
 which a test changes at runtime (``accept_tokens(...)``) to play an API whose credential is
@@ -40,15 +48,19 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from runner.providers.scripted import ScriptedUsage, Turn, WireFormat, answer, check_request, policy_turn
+
 __all__ = [
     "Fault",
     "FaultyUpstream",
     "RecordedRequest",
+    "RecordedResponse",
     "anthropic_message",
     "burst_503",
     "chat",
     "html_200",
     "main",
+    "model_turn",
     "ok",
     "oversized",
     "rate_limit",
@@ -57,6 +69,8 @@ __all__ = [
     "reset",
     "slow",
     "status",
+    "tool_call",
+    "tool_policy",
     "truncated_json",
     "unauthorized_until_refresh",
 ]
@@ -93,6 +107,21 @@ class RecordedRequest:
     at: float
     wall: float
     fault: str  # the kind of fault that answered it
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedResponse:
+    """A complete response the upstream sent (resets and truncated bodies are not recorded)."""
+
+    path: str  # without the query string
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    fault: str = ""  # the kind of fault that answered (``model_turn``, ``status``, ...)
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -171,7 +200,10 @@ def oversized(nbytes: int, *, times: int = 1) -> Fault:
 
 def chat(content: Any = None, *, prompt_tokens: int | None = None, completion_tokens: int | None = None,
          times: int = 1, finish_reason: str = "stop") -> Fault:
-    """An OpenAI-compatible chat completion (``content`` str, or a value sent as JSON text)."""
+    """A plain model answer (``content`` str, or a value sent as JSON text; default: an echo of the
+    prompt), in the format of the endpoint it answers. Unset token counts are estimated."""
+    if finish_reason not in _FINISH_REASONS:
+        raise ValueError(f"finish_reason must be one of {', '.join(_FINISH_REASONS)}")
     return Fault("chat", times=times, options={"content": content, "prompt_tokens": prompt_tokens,
                                                "completion_tokens": completion_tokens,
                                                "finish_reason": finish_reason})
@@ -179,9 +211,49 @@ def chat(content: Any = None, *, prompt_tokens: int | None = None, completion_to
 
 def anthropic_message(text: Any = None, *, input_tokens: int | None = None, output_tokens: int | None = None,
                       times: int = 1) -> Fault:
-    """An Anthropic messages API answer."""
-    return Fault("anthropic", times=times, options={"content": text, "prompt_tokens": input_tokens,
-                                                    "completion_tokens": output_tokens})
+    """A plain model answer (the same as :func:`chat`; named for scripts of ``/v1/messages``)."""
+    return chat(text, prompt_tokens=input_tokens, completion_tokens=output_tokens, times=times)
+
+
+def tool_call(name: str, arguments: Any = None, *, raw_arguments: str | None = None,
+              id: str | None = None) -> dict[str, Any]:
+    """One call for :func:`model_turn`: Midwatch or wire tool name, arguments (or raw, broken text)."""
+    call: dict[str, Any] = {"name": name, "arguments": {} if arguments is None else arguments}
+    if raw_arguments is not None:
+        call["raw_arguments"] = raw_arguments
+    if id is not None:
+        call["id"] = id
+    return call
+
+
+def model_turn(*, tool_calls: Sequence[dict[str, Any]] = (), text: str | None = None, final: Any = ...,
+               refusal: str | None = None, finish_reason: str | None = None, input_tokens: int | None = None,
+               output_tokens: int | None = None, cached_input_tokens: int = 0, times: int = 1) -> Fault:
+    """One scripted model turn (:class:`~runner.providers.scripted.Turn`), in the endpoint's format.
+
+    ``tool_calls`` (build them with :func:`tool_call`) may hold several calls; ``final`` is a
+    structured answer (sent through the output tool when an Anthropic request asks for one);
+    ``finish_reason`` ``length`` / ``content_filter`` / ... ends the turn early.
+    """
+    fields: dict[str, Any] = {"tool_calls": list(tool_calls)}
+    if text is not None:
+        fields["text"] = text
+    if final is not ...:
+        fields["final"] = final
+    if refusal is not None:
+        fields["refusal"] = refusal
+    if finish_reason is not None:
+        fields["finish_reason"] = finish_reason
+    if input_tokens is not None or output_tokens is not None:
+        fields["usage"] = {"input_tokens": input_tokens or 0, "output_tokens": output_tokens or 0,
+                           "cached_input_tokens": cached_input_tokens}
+    return Fault("model_turn", times=times, options={"turn": Turn.model_validate(fields)})
+
+
+def tool_policy(*, final: Any = ..., parallel: bool = True, times: int = 1) -> Fault:
+    """A deterministic model: call each offered tool once (all in one turn when ``parallel``), then
+    answer ``final`` (default: an example of the output schema, or an echo of the prompt)."""
+    return Fault("model_policy", times=times, options={"final": final, "parallel": parallel})
 
 
 @dataclass(slots=True)
@@ -210,6 +282,7 @@ class FaultyUpstream:
         self.host = host
         self.port = port
         self.requests: list[RecordedRequest] = []
+        self.responses: list[RecordedResponse] = []
         self.tokens_issued = 0
         self.accepted_tokens: frozenset[str] = frozenset()
         self.authorized: list[str] = []  # paths require_bearer answered 200
@@ -290,6 +363,7 @@ class FaultyUpstream:
         with self._lock:
             self._scripts.clear()
             self.requests.clear()
+            self.responses.clear()
             self.authorized.clear()
             self.tokens_issued = 0
 
@@ -297,6 +371,15 @@ class FaultyUpstream:
         """Recorded requests whose path (without query) is ``path``."""
         with self._lock:
             return [r for r in self.requests if r.path.split("?", 1)[0] == path]
+
+    def responses_to(self, path: str) -> list[RecordedResponse]:
+        """Recorded responses to requests whose path (without query) is ``path``."""
+        with self._lock:
+            return [r for r in self.responses if r.path == path]
+
+    def _record_response(self, response: RecordedResponse) -> None:
+        with self._lock:
+            self.responses.append(response)
 
     def _next_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -352,6 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.upstream._record(RecordedRequest(
             method=self.command, path=self.path, headers={k.lower(): v for k, v in self.headers.items()},
             body=body, at=time.monotonic(), wall=time.time(), fault=fault.kind))
+        self._fault_kind = fault.kind
         with contextlib.suppress(OSError):  # the client gave up (timeout) or we reset the connection
             self._answer(fault, path, body)
         self.close_connection = True
@@ -359,10 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _builtin(self, path: str) -> Fault:
         if path == "/oauth/token":
             return Fault("token")
-        if path.endswith("/chat/completions"):
-            return chat()
-        if path.endswith("/v1/messages"):
-            return anthropic_message()
+        if path.endswith(("/chat/completions", "/v1/messages")):
+            return tool_policy()
         return ok()
 
     def _answer(self, fault: Fault, path: str, body: bytes) -> None:
@@ -372,8 +454,8 @@ class _Handler(BaseHTTPRequestHandler):
         handler = special.get(fault.kind)
         if handler is not None:
             handler(fault, path, body)
-        elif fault.kind in ("chat", "anthropic"):
-            self._send(200, self._model_answer(fault, body))
+        elif fault.kind in _MODEL_KINDS:
+            self._model_answer(fault, path, body)
         else:
             default = {"ok": True, "path": path}
             payload = fault.body if fault.body is not None or fault.kind != "ok" else default
@@ -423,30 +505,42 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(half)
         self.wfile.flush()
 
-    def _model_answer(self, fault: Fault, body: bytes) -> dict[str, Any]:
+    def _model_answer(self, fault: Fault, path: str, body: bytes) -> None:
+        fmt: WireFormat = "anthropic" if path.endswith("/v1/messages") else "openai"
         try:
             request = json.loads(body or b"{}")
         except ValueError:
-            request = {}
-        messages = request.get("messages") or [{}]
-        prompt = str(messages[-1].get("content", ""))
-        content = fault.options.get("content")
-        if content is None:
-            content = f"[upstream] {prompt[:200]}"
-        text = content if isinstance(content, str) else json.dumps(content)
-        tokens_in = fault.options.get("prompt_tokens") or max(1, len(prompt) // 4)
-        tokens_out = fault.options.get("completion_tokens") or max(1, len(text) // 4)
-        model = request.get("model", "upstream-model")
-        if fault.kind == "anthropic":
-            return {"id": "msg_upstream", "type": "message", "role": "assistant", "model": model,
-                    "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                    "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out}}
-        return {"id": "chatcmpl-upstream", "object": "chat.completion", "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": fault.options.get("finish_reason", "stop")}],
-                "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
-                          "total_tokens": tokens_in + tokens_out}}
+            request = None
+        problem = check_request(request, fmt)
+        if problem is not None:
+            error: dict[str, Any] = (
+                {"error": {"message": problem, "type": "invalid_request_error", "param": None, "code": None}}
+                if fmt == "openai" else
+                {"type": "error", "error": {"type": "invalid_request_error", "message": problem}})
+            self._send(400, error)
+            return
+        self._send(200, answer(self._turn(fault, request, fmt), request, fmt))
+
+    @staticmethod
+    def _turn(fault: Fault, request: dict[str, Any], fmt: WireFormat) -> Turn:
+        opts = fault.options
+        if fault.kind == "model_turn":
+            turn: Turn = opts["turn"]
+            return turn
+        prompt = _prompt(request)
+        if fault.kind == "model_policy":
+            final = opts.get("final", ...)
+            if final is ... and not request.get("tools") and not request.get("response_format"):
+                final = f"[upstream] {prompt[:200]}"
+            return policy_turn(request, fmt, final=None if final is ... else final, has_final=final is not ...,
+                               parallel=bool(opts.get("parallel", True)))
+        content = opts.get("content")
+        text = content if isinstance(content, str) else (
+            f"[upstream] {prompt[:200]}" if content is None else json.dumps(content))
+        usage = ScriptedUsage(input_tokens=opts.get("prompt_tokens") or max(1, len(prompt) // 4),
+                              output_tokens=opts.get("completion_tokens") or max(1, len(text) // 4))
+        finish = opts.get("finish_reason", "stop")
+        return Turn(text=text, usage=usage, finish_reason=finish if finish != "stop" else None)
 
     def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None,
               content_type: str = "application/json") -> None:
@@ -464,8 +558,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
         self.end_headers()
+        # recorded before it is sent: a client that has the answer finds it recorded
+        self.upstream._record_response(RecordedResponse(self.path.split("?", 1)[0], code, data, content_type,
+                                                         getattr(self, "_fault_kind", "")))
         self.wfile.write(data)
         self.wfile.flush()
+
+
+_FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "other")
+_MODEL_KINDS = frozenset({"chat", "model_turn", "model_policy"})
+
+
+def _prompt(request: dict[str, Any]) -> str:
+    """The last message's text (for echo answers and token estimates)."""
+    messages = request.get("messages") or [{}]
+    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    content = last.get("content", "")
+    if isinstance(content, list):
+        return "".join(str(b.get("text", b.get("content", ""))) for b in content if isinstance(b, dict))
+    return str(content or "")
 
 
 def demo_script(upstream: FaultyUpstream) -> dict[str, str]:
@@ -484,7 +595,10 @@ def demo_script(upstream: FaultyUpstream) -> dict[str, str]:
         "/demo/oauth": ([unauthorized_until_refresh(invoice)], "401 until the OAuth token is refreshed"),
         "/crm/invoices/*": ([rate_limit("1"), burst_503(1), ok(invoice), html_200(), ok(invoice, times=1000)],
                             "invoice API: 429, 503, 200, HTML, then 200"),
-        "/v1/chat/completions": ([burst_503(1), chat()], "OpenAI-compatible: one 503, then answers"),
+        "/v1/chat/completions": ([burst_503(1), tool_policy()],
+                                 "OpenAI-compatible: one 503, then calls each offered tool once and answers"),
+        "/v1/messages": ([rate_limit("1"), tool_policy()],
+                         "Anthropic Messages: one 429, then calls each offered tool once and answers"),
     }
     for path, (faults, _) in paths.items():
         upstream.script(path, faults)

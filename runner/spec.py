@@ -254,6 +254,26 @@ class OnInvalid(_Model):
     then: Literal["fallback", "escalate", "fail"] = "escalate"
 
 
+def _sandbox_script(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A step's ``sandbox:`` options, checked when the spec is stored rather than mid-run."""
+    if value is None:
+        return value
+    from pydantic import ValidationError
+
+    from runner.providers.sandbox import SandboxOptions
+
+    try:
+        SandboxOptions.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise _custom("sandbox_script", f"sandbox{'.' + where if where else ''}: {first['msg']}") from None
+    return value
+
+
+SandboxScript = Annotated[dict[str, Any] | None, AfterValidator(_sandbox_script)]
+
+
 class LlmCall(_Model):
     """One LLM completion, with fallback models tried in order."""
 
@@ -263,7 +283,7 @@ class LlmCall(_Model):
     system: str | None = None
     max_tokens: int = Field(default=1024, ge=1, le=100_000)
     temperature: float = Field(default=0.0, ge=0, le=2)
-    sandbox: dict[str, Any] | None = None
+    sandbox: SandboxScript = None
 
 
 class AgentLoop(_Model):
@@ -275,7 +295,7 @@ class AgentLoop(_Model):
     system: str | None = None
     tools: Annotated[list[ToolName], AfterValidator(_unique("tool"))] = Field(min_length=1)
     max_iterations: int = Field(default=5, ge=1, le=20)
-    sandbox: dict[str, Any] | None = None
+    sandbox: SandboxScript = None
 
 
 class Step(_Model):

@@ -9,7 +9,8 @@ from typing import Any
 
 from runner.engine._registry import Toolbox
 from runner.errors import StepFailed
-from runner.providers.base import Message, ModelRequest
+from runner.providers.base import Message, ModelRequest, ModelResponse, ToolChoice, ToolSpec
+from runner.providers.finish import raise_for_finish
 
 __all__ = ["LlmLog", "ModelParams", "ask_models"]
 
@@ -32,22 +33,27 @@ class ModelParams:
     temperature: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
     output_schema: dict[str, Any] | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
 
 
 def ask_models(toolbox: Toolbox, params: ModelParams, chain: list[str], messages: list[Message], attempt: int,
-               log: LlmLog) -> tuple[str, str, int]:
-    """Ask the models of ``chain`` in order until one answers (each call reserved against the budgets
-    first); return (text, alias, fallbacks used)."""
+               log: LlmLog) -> tuple[ModelResponse, str, int]:
+    """Ask the models of ``chain`` in order until one answers (each call reserved against the budgets first,
+    from the request's real size); return (response, alias, fallbacks used). The call's cost is settled
+    before its finish reason is judged: a truncated or refused answer was paid for all the same."""
     errors: list[str] = []
     for alias in chain:
         started = time.perf_counter()
-        hold = toolbox.reserve_llm(alias, sum(len(m.content) for m in messages), params.max_tokens)
+        request = ModelRequest(model=alias, messages=messages, max_tokens=params.max_tokens,
+                               temperature=params.temperature, output_schema=params.output_schema,
+                               options=dict(params.options), attempt=attempt, tools=list(params.tools),
+                               tool_choice=params.tool_choice if params.tools else "auto")
+        hold = toolbox.reserve_llm(request)
         try:
             provider = toolbox.model(alias)
             log.calls += 1
-            response = provider.complete(ModelRequest(
-                model=alias, messages=messages, max_tokens=params.max_tokens, temperature=params.temperature,
-                output_schema=params.output_schema, options=dict(params.options), attempt=attempt))
+            response = provider.complete(request)
         except StepFailed as exc:
             toolbox.settle_llm(hold, None, None, None)
             if exc.category != "dependency":
@@ -56,12 +62,20 @@ def ask_models(toolbox: Toolbox, params: ModelParams, chain: list[str], messages
                                  "message": exc.reason[:300]})
             errors.append(f"{alias}: {exc.reason} ({(time.perf_counter() - started) * 1000:.0f} ms)")
             continue
-        cost = toolbox.settle_llm(hold, response.usage.input_tokens, response.usage.output_tokens,
-                                  response.cost_usd)
+        usage = response.usage
+        cost = toolbox.settle_llm(hold, usage.input_tokens, usage.output_tokens, response.cost_usd)
         log.cost += cost
         log.usage.append({"check": "model_call", "model": alias, "provider": response.provider, "ok": True,
-                          "input_tokens": response.usage.input_tokens,
-                          "output_tokens": response.usage.output_tokens, "cost_usd": str(cost)})
-        return response.text, alias, len(errors)
+                          "input_tokens": usage.input_tokens, "cached_input_tokens": usage.cached_input_tokens,
+                          "output_tokens": usage.output_tokens, "cost_usd": str(cost),
+                          "finish_reason": response.finish_reason, "tool_calls": len(response.tool_calls)})
+        try:
+            raise_for_finish(response, alias, max_tokens=params.max_tokens)
+        except StepFailed as failure:
+            failure.details.setdefault("llm_calls", log.calls)
+            failure.details.setdefault("cost_usd", str(log.cost))
+            failure.details.setdefault("verdicts", log.verdicts + log.usage)
+            raise
+        return response, alias, len(errors)
     raise StepFailed("dependency", "every model failed: " + "; ".join(errors), action="escalate",
                      details={"considered": chain, "verdicts": log.verdicts, "llm_calls": log.calls})

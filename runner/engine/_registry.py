@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 from runner.catalog import BreakerConfig, BreakerState, ModelConfig, ToolDefinition
 from runner.errors import StepFailed
-from runner.providers.base import Provider
+from runner.providers.accounting import worst_case
+from runner.providers.base import ModelRequest, Provider
 from runner.providers.factory import build_provider
 from runner.providers.sandbox import SandboxModel
 from runner.spec import AgentSpec
@@ -209,18 +210,18 @@ class Toolbox:
                                                          breaker_key=f"{self.tenant_id}|{host}")
             return self._models[alias]
 
-    def reserve_llm(self, alias: str, prompt_chars: int, max_tokens: int) -> LlmReservation:
-        """Reserve the call's worst case (tokens, one LLM call, money) before it is made: fail closed.
+    def reserve_llm(self, request: ModelRequest) -> LlmReservation:
+        """Reserve the call's worst case (tokens from the request's real size, messages and tool schemas,
+        plus ``max_tokens``; one LLM call; money) before it is made: fail closed.
 
         Raises StepFailed(category='budget') when a tenant budget or the agent's ``max_cost_usd`` has
         no room, or the model is unpriced while a money budget applies.
         """
+        alias = request.model
         self.model(alias)  # learns the price
         price = self._prices.get(alias)
-        worst_tokens = prompt_chars // 3 + 16 + max_tokens
-        worst_cost = Decimal(0)
-        if price is not None:
-            worst_cost = (Decimal(prompt_chars // 3 + 16) * price[0] + Decimal(max_tokens) * price[1]) / MILLION
+        held = worst_case(request, price)
+        worst_cost = held.cost_usd or Decimal(0)
         cap = self.spec.autonomy.max_cost_usd
         if cap is not None:
             if price is None:
@@ -231,7 +232,7 @@ class Toolbox:
                                  f"{self.spent}, this call may cost up to {worst_cost:.6f})", action="fail",
                                  details={"stop_run": True})
         reservation_id = new_id("rsv")
-        amounts: dict[str, Any] = {"tokens": worst_tokens, "llm_calls": 1}
+        amounts: dict[str, Any] = {"tokens": held.tokens, "llm_calls": 1}
         if price is not None:
             amounts["cost_usd"] = worst_cost
         try:

@@ -18,7 +18,7 @@ def build_provider(config: ModelConfig, client: EgressClient, secrets: SecretRes
                    **options: Any) -> Provider:
     """The provider for ``config``; ``options`` go to the HTTP providers (breaker, sleep, ...)."""
     if config.provider == "sandbox":
-        return SandboxModel()
+        return SandboxModel(config)
     if config.provider == "anthropic":
         return AnthropicProvider(config, client, secrets, **options)
     return OpenAICompatProvider(config, client, secrets, **options)

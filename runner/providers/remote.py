@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -45,6 +46,10 @@ class ModelConfig(BaseModel):
 
     Prices are USD per million tokens; ``None`` means unpriced, which is not free: the engine
     must refuse an unpriced model when a money budget applies (see :attr:`priced`).
+    ``price_cached_in_per_mtok`` (optional) prices input tokens the provider reports as read from
+    its prompt cache; without it they cost ``price_in_per_mtok`` like any input token.
+    ``max_tokens_param`` and ``send_temperature`` adapt OpenAI-compatible requests to models that
+    want ``max_completion_tokens`` or reject a temperature (OpenAI's reasoning models).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,9 +61,12 @@ class ModelConfig(BaseModel):
     api_key_secret: str | None = Field(default=None, pattern=SECRET_NAME_PATTERN.pattern)
     price_in_per_mtok: Decimal | None = Field(default=None, ge=0)
     price_out_per_mtok: Decimal | None = Field(default=None, ge=0)
+    price_cached_in_per_mtok: Decimal | None = Field(default=None, ge=0)
     timeout_s: float = Field(default=60.0, gt=0, le=600)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     anthropic_version: str = "2023-06-01"
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    send_temperature: bool = True
 
     @model_validator(mode="after")
     def _complete(self) -> ModelConfig:
@@ -72,6 +80,8 @@ class ModelConfig(BaseModel):
             raise ValueError("base_url must be an http(s) URL")
         if (self.price_in_per_mtok is None) != (self.price_out_per_mtok is None):
             raise ValueError("set both prices or neither (unpriced)")
+        if self.price_cached_in_per_mtok is not None and self.price_in_per_mtok is None:
+            raise ValueError("price_cached_in_per_mtok needs price_in_per_mtok and price_out_per_mtok")
         return self
 
     def refused_hosts(self, *, allow_loopback: bool) -> list[tuple[str, str]]:
@@ -87,10 +97,17 @@ class ModelConfig(BaseModel):
         return self.price_in_per_mtok is not None and self.price_out_per_mtok is not None
 
     def cost(self, usage: Usage) -> Decimal | None:
-        """The USD cost of ``usage`` (exact Decimal), or None for an unpriced model."""
+        """The USD cost of ``usage`` (exact Decimal), or None for an unpriced model.
+
+        Cached input tokens (a part of ``usage.input_tokens``) cost ``price_cached_in_per_mtok``
+        when it is set.
+        """
         if self.price_in_per_mtok is None or self.price_out_per_mtok is None:
             return None
-        return (usage.input_tokens * self.price_in_per_mtok
+        cached = min(max(usage.cached_input_tokens, 0), max(usage.input_tokens, 0))
+        cached_price = self.price_cached_in_per_mtok if self.price_cached_in_per_mtok is not None \
+            else self.price_in_per_mtok
+        return ((usage.input_tokens - cached) * self.price_in_per_mtok + cached * cached_price
                 + usage.output_tokens * self.price_out_per_mtok) / _MTOK
 
 
@@ -147,7 +164,7 @@ class RemoteProvider:
         found: list[RetryDecision] = getattr(self._local, "attempts", [])
         return found
 
-    # Subclasses implement these three.
+    # Subclasses implement these four.
     def endpoint(self) -> str:
         """The URL to POST to."""
         raise NotImplementedError
@@ -160,12 +177,17 @@ class RemoteProvider:
         """The JSON body for ``request``."""
         raise NotImplementedError
 
-    def read(self, data: Any) -> tuple[str, Usage, str]:
-        """(text, usage, model id) from a validated answer."""
+    def read(self, data: Any, request: ModelRequest) -> ModelResponse:
+        """The normalised answer (cost and latency not yet set) from a validated response body."""
         raise NotImplementedError
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        """Send ``request``, retrying per the config; raise StepFailed on failure."""
+        """Send ``request``, retrying per the config; raise StepFailed when no answer could be had.
+
+        An answer that stopped early, refused or was filtered is returned with its
+        ``finish_reason`` (and its usage and cost: the tokens were spent); see
+        :func:`runner.providers.finish.finish_failure`.
+        """
         started = time.perf_counter()
         secret_name = self.config.api_key_secret or ""
         try:
@@ -184,11 +206,10 @@ class RemoteProvider:
         data = run_with_retries(attempt, policy=self.config.retry, what=f"model {self.config.alias!r}",
                                 log=log, sleep=self._sleep, rng=self._rng,
                                 release_threshold_s=self._release_threshold_s)
-        text, usage, model = self.read(data)
-        cost = self.config.cost(usage)
-        return ModelResponse(text=text, model=model, provider=self.name, usage=usage,
-                             cost_usd=cost if cost is not None else Decimal(0),
-                             latency_ms=(time.perf_counter() - started) * 1000)
+        response = self.read(data, request)
+        cost = self.config.cost(response.usage)
+        return replace(response, cost_usd=cost if cost is not None else Decimal(0),
+                       latency_ms=(time.perf_counter() - started) * 1000)
 
     def _attempt(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
         alias = self.config.alias

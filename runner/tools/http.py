@@ -20,6 +20,7 @@ Every attempt is recorded (:attr:`HttpResult.attempts`, ``StepFailed.details["at
 from __future__ import annotations
 
 import base64
+import json
 import random
 import re
 import threading
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from runner.errors import SchemaInvalid, StepFailed, TemplateError
 from runner.jsonschemas import check_schema
@@ -71,6 +72,20 @@ _TOKEN_SCHEMA: dict[str, Any] = {
                    "expires_in": {"type": ["integer", "number", "string"]}},
 }
 _TOKEN_SKEW_S = 30.0
+_DESCRIPTION_MAX = 4096  # shown to models: keep it a description, not a prompt
+_SCHEMA_MAX_BYTES = 65_536
+_SCHEMA_MAX_DEPTH = 32
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """How deeply ``value`` nests (stops counting past the limit)."""
+    if level > _SCHEMA_MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
 
 
 class _Strict(BaseModel):
@@ -124,7 +139,7 @@ class ToolDefinition(_Strict):
     """A tenant-declared HTTP action (what ``/v1/tools`` stores)."""
 
     name: Annotated[str, Field(pattern=_TOOL_NAME, max_length=128)]
-    description: str = ""
+    description: str = Field(default="", max_length=_DESCRIPTION_MAX)
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     url: str
     query: dict[str, str] = Field(default_factory=dict)
@@ -138,6 +153,7 @@ class ToolDefinition(_Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     expect_content_type: str | None = "application/json"
     response_schema: dict[str, Any] | None = None
+    args_schema: dict[str, Any] | None = None
 
     @field_validator("url")
     @classmethod
@@ -170,14 +186,24 @@ class ToolDefinition(_Strict):
             raise ValueError(f"{value!r} is not a usable header name")
         return value
 
-    @field_validator("response_schema")
+    @field_validator("response_schema", "args_schema")
     @classmethod
-    def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            try:
-                check_schema(value)
-            except SchemaInvalid as exc:
-                raise ValueError(f"response_schema is not usable: {exc.message}") from None
+    def _schema(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        what = info.field_name
+        if len(json.dumps(value)) > _SCHEMA_MAX_BYTES:
+            raise ValueError(f"{what} is larger than {_SCHEMA_MAX_BYTES} bytes")
+        if _depth(value) > _SCHEMA_MAX_DEPTH:
+            raise ValueError(f"{what} is nested deeper than {_SCHEMA_MAX_DEPTH} levels")
+        try:
+            check_schema(value)
+        except SchemaInvalid as exc:
+            message = getattr(exc, "message", None) or str(exc)
+            raise ValueError(f"{what} is not a valid JSON schema: {message[:300]}") from None
+        if what == "args_schema" and value.get("type") != "object":
+            raise ValueError('args_schema must describe an object (top-level "type": "object"): '
+                             "tool arguments are always a JSON object")
         return value
 
     def refused_hosts(self, *, allow_loopback: bool) -> list[tuple[str, str]]:
@@ -295,6 +321,8 @@ class HttpTool:
         # pending (or, within its grace, previous) value this returns.
         self._alternate_secret = alternate_secret
         self.name = definition.name
+        self.description = definition.description
+        self.args_schema = definition.args_schema
         self.side_effect = definition.side_effect
         self.idempotent = definition.idempotent
         self._client = client

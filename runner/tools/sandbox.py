@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from runner.errors import StepFailed
 from runner.tools.base import ToolCall
@@ -19,6 +19,8 @@ class EchoTool:
     """Returns its args unchanged."""
 
     name = "sandbox.echo"
+    description = "Return the arguments unchanged (a stand-in for a read-only lookup)."
+    args_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     side_effect = False
     idempotent = True
 
@@ -30,6 +32,12 @@ class SleepTool:
     """Sleeps ``{seconds}`` (at most 300) and returns ``{slept: seconds}``."""
 
     name = "sandbox.sleep"
+    description = f"Wait the given number of seconds (0 to {MAX_SLEEP_S:g})."
+    args_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": MAX_SLEEP_S,
+                                   "description": "how long to wait"}},
+    }
     side_effect = False
     idempotent = True
 
@@ -50,6 +58,9 @@ class RecordTool:
     """
 
     name = "sandbox.record"
+    description = ("Record the arguments as a side effect in the tenant's sandbox list (a stand-in for "
+                   "sending a message or making a payment); idempotent per call.")
+    args_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     side_effect = True
     idempotent = True
 

@@ -46,8 +46,9 @@ class AgentKind:
                 messages += [Message("assistant", recorded.reply),
                              Message("user", f"Tool {recorded.tool} returned: {json.dumps(recorded.output)}")]
                 continue
-            text, chosen_model, _ = ask_models(ctx.toolbox, params, [loop.model, *loop.fallbacks], messages,
-                                               iteration, log)
+            response, chosen_model, _ = ask_models(ctx.toolbox, params, [loop.model, *loop.fallbacks], messages,
+                                                   iteration, log)
+            text = response.text
             try:
                 action = json.loads(text)
                 if not isinstance(action, dict):

@@ -55,13 +55,13 @@ class LlmKind:
             feedback: str | None = None
             for _ in range(tries_per_model):
                 attempt += 1
-                messages = [Message("system", str(system))] if system else []
-                messages.append(Message("user", prompt))
+                messages = [Message.system(str(system))] if system else []
+                messages.append(Message.user(prompt))
                 if feedback:
-                    messages.append(Message("user", f"Your previous answer was rejected: {feedback}. Answer again."))
-                text, chosen, fallbacks = ask_models(ctx.toolbox, params, chain[first:], messages, attempt, log)
+                    messages.append(Message.user(f"Your previous answer was rejected: {feedback}. Answer again."))
+                response, chosen, fallbacks = ask_models(ctx.toolbox, params, chain[first:], messages, attempt, log)
                 try:
-                    output = _parse_model_output(step, text)
+                    output = _parse_model_output(step, response.text)
                     verdicts = validate_output(step, output, ctx.context)
                 except StepFailed as exc:
                     last_error = exc

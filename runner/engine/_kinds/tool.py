@@ -9,6 +9,7 @@ from runner.engine._kinds import PendingAction, StepContext, StepOutcome
 from runner.engine._validate import validate_output
 from runner.errors import StepFailed, TemplateError
 from runner.templating import render
+from runner.tools.args import validate_args
 from runner.tools.base import ToolCall
 
 __all__ = ["ToolKind", "call_tool", "render_or_fail"]
@@ -42,6 +43,7 @@ class ToolKind:
         step = ctx.step
         assert step.tool is not None
         tool = ctx.toolbox.tool(step.tool)
+        validate_args(tool, pending.args)  # before any call, and before a side effect's intent
         key = (ctx.services.ledger_intent(ctx, bool(tool.idempotent)) if ctx.services.side_effect(step) else None)
         call = ToolCall(tenant_id=ctx.tenant_id, run_id=ctx.run_id, item_index=ctx.item_index, step_id=step.id,
                         args=pending.args, idempotency_key=key)

@@ -98,8 +98,9 @@ def test_a_rejected_api_key_is_an_auth_failure_naming_the_secret(upstream: Fault
 
 def test_an_unpriced_model_reports_it(upstream: FaultyUpstream) -> None:
     cfg = config(upstream, price_in_per_mtok=None, price_out_per_mtok=None)
-    assert not cfg.priced and cfg.cost(openai(upstream).read(
-        {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": 5}})[1]) is None
+    usage = openai(upstream).read({"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": 5}},
+                                  REQUEST).usage
+    assert usage.input_tokens == 5 and not cfg.priced and cfg.cost(usage) is None
     with pytest.raises(ValueError, match="both prices"):
         config(upstream, price_out_per_mtok=None)
 
