@@ -16,6 +16,7 @@ from tenants.runs.events import HASHED_FIELDS, verify_chain
 from tenants.runs.models import RUN_STATES
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import cancel_run, get_run, resume_run
+from tenants.scheduling.service import waiting_reason
 
 __all__ = ["router"]
 
@@ -40,7 +41,11 @@ def list_runs(principal: Caller, limit: Limit = 50, cursor: Cursor = None,
 def get_run_route(run_id: FromPath[str], principal: Caller) -> RunOut:
     me = require(principal)
     with unit_of_work() as session:
-        return RunOut.model_validate(get_run(session, me.tenant_id, run_id))
+        run = get_run(session, me.tenant_id, run_id)
+        out = RunOut.model_validate(run)
+        if run.state == "queued" and run.reason is None:  # capped: say why it waits
+            out.reason = waiting_reason(session, me.tenant_id, run.agent_name)
+        return out
 
 
 @get("/{run_id:str}/items", sync_to_thread=True, summary="A run's items with their state, paginated")

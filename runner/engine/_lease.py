@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 from tenants.kit.db import unit_of_work
@@ -35,6 +36,7 @@ class LeaseKeeper:
     def drop(self, run_id: str) -> None:
         with self._lock:
             self._held.pop(run_id, None)
+            self._lost.discard(run_id)
 
     def lost(self, run_id: str) -> bool:
         with self._lock:
@@ -46,7 +48,7 @@ class LeaseKeeper:
 
     def _loop(self) -> None:
         while True:
-            threading.Event().wait(self._interval())
+            time.sleep(self._interval())
             with self._lock:
                 held = dict(self._held)
             if not held:

@@ -338,6 +338,9 @@ class ScheduleRepository(TenantRepository):
             self.session.execute(update(AgentSchedule).where(AgentSchedule.tenant_id == self.tenant_id,
                                                              AgentSchedule.agent_name == agent).values(cap=cap))
 
+    def agent(self, agent_name: str) -> AgentSchedule | None:
+        return self.session.get(AgentSchedule, (self.tenant_id, agent_name))
+
     def agent_running(self) -> dict[str, int]:
         rows = self.session.execute(select(AgentSchedule.agent_name, AgentSchedule.running)
                                     .where(AgentSchedule.tenant_id == self.tenant_id)).all()

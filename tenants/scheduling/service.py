@@ -22,7 +22,7 @@ from tenants.runs.service import EXECUTE_RUN, wake_grace
 from tenants.scheduling.models import MAX_WEIGHT
 from tenants.scheduling.repository import ScheduleRepository
 
-__all__ = ["Scheduling", "get_scheduling", "set_tenant_status", "set_weight"]
+__all__ = ["Scheduling", "get_scheduling", "set_tenant_status", "set_weight", "waiting_reason"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +75,18 @@ def set_tenant_status(session: Session, name: str, status: str) -> tuple[Tenant,
             enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant.id, run_id=run_id)
     KEYS.clear()  # this process refuses the tenant's keys at once; other API processes within AUTH_CACHE_S
     return tenant, before, len(moved)
+
+
+def waiting_reason(session: Session, tenant_id: str, agent_name: str) -> str | None:
+    """Why a queued run of ``agent_name`` is not running yet, when a cap holds it (computed when asked: the
+    queue writes nothing per run while a tenant is capped)."""
+    schedule = ScheduleRepository(session, tenant_id)
+    row = schedule.get()
+    if row is not None and row.cap is not None and row.running >= row.cap:
+        return (f"waiting for a concurrency slot: the tenant's concurrent_runs limit is {row.cap} and "
+                f"{row.running} runs are running")
+    agent = schedule.agent(agent_name)
+    if agent is not None and agent.cap is not None and agent.running >= agent.cap:
+        return (f"waiting for a concurrency slot: agent {agent_name!r} may run {agent.cap} at once and "
+                f"{agent.running} are running")
+    return None
