@@ -9,6 +9,7 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from runner.errors import SchemaInvalid, SpecInvalid
+from tenants.kit.db import is_transient_db_error
 from tenants.kit.errors import MidwatchError, scrub_reason
 from tenants.kit.logging import get_logger
 
@@ -112,6 +113,10 @@ def _undecodable(request: Request[Any, Any, Any], exc: Exception) -> Response[di
 
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if is_transient_db_error(exc):  # the database is restarting or unreachable: say so, and when to retry
+        log.warning("database_unavailable", path=request.url.path, error_type=type(exc).__name__)
+        return problem(503, "unavailable", "the database is briefly unavailable; retry shortly",
+                       headers={"Retry-After": "2"}, retry_after_s=2)
     log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal",
                    "internal error; the operator's logs have the details")

@@ -236,15 +236,20 @@ def _inserts(n_events: int, checkpoint: bool, loop_call: bool) -> list[str]:
 def _updates(item_end: bool, item_attempt: bool, side_effect: bool, release: bool) -> list[str]:
     gate = "EXISTS (SELECT 1 FROM touched)"
     parts = []
+    # A row must not be updated twice in one statement (PostgreSQL applies only one of the updates), so an
+    # item's end and its attempt number, when they concern the same item, are one UPDATE.
     if item_end:
+        attempt = (", next_attempt = CASE WHEN item_index = :ia_item_index THEN :ia_next ELSE next_attempt END"
+                   if item_attempt else "")
         parts.append(f"""ie AS (
   UPDATE run_items SET state = :ie_state, reason = :ie_reason, failure_category = :ie_category, updated_at = :now,
-         steps_used = :ie_steps_used, llm_calls = :ie_llm_calls
+         steps_used = :ie_steps_used, llm_calls = :ie_llm_calls{attempt}
    WHERE tenant_id = :tenant_id AND run_id = :run_id AND item_index = :ie_item_index AND {gate})""")
     if item_attempt:
+        other = " AND item_index <> :ie_item_index" if item_end else ""
         parts.append(f"""ia AS (
   UPDATE run_items SET next_attempt = :ia_next
-   WHERE tenant_id = :tenant_id AND run_id = :run_id AND item_index = :ia_item_index AND {gate})""")
+   WHERE tenant_id = :tenant_id AND run_id = :run_id AND item_index = :ia_item_index{other} AND {gate})""")
     if side_effect:
         parts.append(f"""se AS (
   UPDATE side_effects SET state = :se_state, outcome = CAST(:se_outcome AS JSONB), completed_at = :se_completed_at

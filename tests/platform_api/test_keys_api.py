@@ -241,3 +241,34 @@ def test_an_address_that_keeps_failing_authentication_is_throttled_and_valid_key
     # the key in use keeps working from the same address; a key not verified recently waits for the window
     assert h.client.get("/v1/runs", headers=tenant.headers).status_code == 200
     assert h.client.get("/v1/runs", headers=_bearer(viewer)).status_code == 429
+
+
+@pytest.mark.parametrize("change", ["revoked", "suspended", "expired"])
+def test_a_change_made_by_another_api_process_takes_effect_within_the_cache_bound(
+        make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    """Verified keys are cached per process for AUTH_CACHE_S (5 s; 0.5 s here): a revocation, a tenant's
+    suspension or the end of a rotation's grace written by ANOTHER process (straight into the database, so this
+    process's cache is not cleared) is refused once the bound has passed, and not before."""
+    from sqlalchemy import update
+
+    from tenants.accounts.models import ApiKey, Tenant
+    from tenants.accounts.service import KEYS
+    from tenants.kit.db import unit_of_work
+
+    h = make_harness(worker=None)
+    monkeypatch.setattr(KEYS, "ttl_s", 0.5)
+    tenant = h.onboard()
+    viewer = h.client.post("/v1/keys", json={"role": "viewer"}, headers=tenant.headers).json()
+    assert h.client.get("/v1/runs", headers=_bearer(viewer["key"])).status_code == 200  # verified and cached
+    with unit_of_work() as session:
+        if change == "revoked":
+            session.execute(update(ApiKey).where(ApiKey.id == viewer["id"]).values(revoked_at=datetime.now(UTC)))
+        elif change == "suspended":
+            session.execute(update(Tenant).where(Tenant.id == tenant.id).values(status="suspended"))
+        else:
+            session.execute(update(ApiKey).where(ApiKey.id == viewer["id"])
+                            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert h.client.get("/v1/runs", headers=_bearer(viewer["key"])).status_code == 200  # within the bound
+    time.sleep(0.6)
+    r = h.client.get("/v1/runs", headers=_bearer(viewer["key"]))
+    assert r.status_code == (403 if change == "suspended" else 401), r.text

@@ -1,0 +1,137 @@
+"""The journal has one interface and two implementations (PostgreSQL: one statement; SQLite: one after the
+other). The same writes leave the same rows on both, and a stale fence writes nothing on either."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.orm import Session
+
+from tenants.kit.errors import LeaseLost
+from tenants.kit.settings import Settings
+from tenants.migrations import upgrade
+from tenants.runs.events import GENESIS, event_hash
+from tenants.runs.journal import JournalWrite, Release, journal_repository
+from tenants.runs.models import DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
+from tenants.scheduling.models import AgentSchedule, TenantSchedule
+from tests.tenants.reliability.history import ensure_tenant
+
+T0 = datetime(2026, 11, 20, 3, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Session]]:
+    out = {}
+    engines = []
+    sqlite_url = f"sqlite:///{tmp_path / 'j.db'}"
+    pg_url = Settings(database_url=request.getfixturevalue("pg_schema_url")).sqlalchemy_url
+    for name, url in (("sqlite", sqlite_url), ("postgres", pg_url)):
+        upgrade(url=url)
+        engine = create_engine(url)
+        engines.append(engine)
+        out[name] = Session(engine)
+    yield out
+    for s in out.values():
+        s.rollback()
+        s.close()
+    for engine in engines:
+        engine.dispose()
+
+
+def _event(seq: int, prev: str, kind: str, **fields: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"run_id": "run_j1", "seq": seq, "kind": kind, "item_index": fields.get("item_index"),
+                           "step_index": fields.get("step_index"), "step_id": fields.get("step_id"),
+                           "considered": ["a", "b"], "chosen": "a", "why": "because", "verdicts": [{"ok": True}],
+                           "failure_category": None, "cost_usd": Decimal("0.5"), "latency_ms": 1.5, "attempts": 1,
+                           "input_hash": "i" * 64, "output_hash": "o" * 64, "created_at": T0, "prev_hash": prev}
+    row["hash"] = event_hash(prev, row)
+    return row
+
+
+def _scenario(session: Session, tenant: str) -> dict[str, Any]:
+    agent_id, version_id = ensure_tenant(session, tenant, "agent")
+    session.add(Run(id="run_j1", tenant_id=tenant, agent_id=agent_id, agent_name="agent", agent_version_id=version_id,
+                    agent_version=1, state="running", is_batch=True, items_total=2, items_done=0, items_failed=0,
+                    steps_done=0, llm_calls=0, cost_usd=Decimal(0), fence=7, crash_count=0, cancel_requested=False,
+                    lease_owner="w", lease_until=T0, created_at=T0, updated_at=T0))
+    session.add_all([RunItem(run_id="run_j1", item_index=i, tenant_id=tenant, input={"n": i}, state="pending",
+                             steps_used=0, llm_calls=0, next_attempt=2) for i in range(2)])
+    session.add(SideEffect(idempotency_key="mw-run_j1-0-0", tenant_id=tenant, run_id="run_j1", item_index=0,
+                           step_index=0, step_id="s0", tool="t", state="intent", attempts=1, created_at=T0))
+    session.add(TenantSchedule(tenant_id=tenant, weight=2, vtime=1.0, avg_slice_s=0.05, running=1))
+    session.add(AgentSchedule(tenant_id=tenant, agent_name="agent", running=1))
+    session.flush()
+    repo = journal_repository(session, tenant)
+    e1 = _event(1, GENESIS, "run.started")
+    e2 = _event(2, e1["hash"], "step.succeeded", item_index=0, step_index=0, step_id="s0")
+    flags = repo.write(JournalWrite(
+        run_id="run_j1", fence=7, now=T0, lease_until=T0 + timedelta(seconds=4), steps=1, items_done=1,
+        cost_usd=Decimal("0.5"), events=[e1, e2],
+        checkpoint={"item_index": 0, "step_index": 0, "step_id": "s0", "status": "succeeded",
+                    "output": {"x": [1, "two"]}, "output_hash": "o" * 64, "attempts": 2, "latency_ms": 3.25,
+                    "fence": 7, "created_at": T0},
+        item_end={"item_index": 0, "state": "done", "steps_used": 1, "llm_calls": 0},
+        item_attempt=(0, 1),
+        side_effect=("mw-run_j1-0-0", {"state": "succeeded", "outcome": {"ok": True}, "completed_at": T0}),
+        loop_call={"item_index": 0, "step_index": 0, "iteration": 1, "tool": "t", "args": {"a": 1}, "reply": "r",
+                   "output": {"b": 2}, "fence": 7, "created_at": T0},
+        intent={"idempotency_key": "mw-run_j1-1-0", "item_index": 1, "step_index": 0, "step_id": "s0",
+                "tool": "t", "state": "intent", "attempts": 1, "created_at": T0}), durable=False)
+    again = repo.write(JournalWrite(
+        run_id="run_j1", fence=7, now=T0, lease_until=T0,
+        intent={"idempotency_key": "mw-run_j1-1-0", "item_index": 1, "step_index": 0, "step_id": "s0",
+                "tool": "t", "state": "intent", "attempts": 1, "created_at": T0}))
+    e3 = _event(3, e2["hash"], "run.succeeded")
+    repo.write(JournalWrite(run_id="run_j1", fence=7, now=T0 + timedelta(seconds=1), lease_until=T0, items_done=1,
+                            events=[e3], release=Release(state="succeeded", reason=None, finished=True,
+                                                         slice_s=0.25)))
+    with pytest.raises(LeaseLost):  # a zombie's write: nothing
+        repo.write(JournalWrite(run_id="run_j1", fence=6, now=T0, lease_until=T0, steps=1))
+    session.flush()
+    return {"flags": (flags.cancel_requested, flags.suspend_requested, flags.intent_recorded,
+                      again.intent_recorded), **_rows(session)}
+
+
+def _rows(s: Session) -> dict[str, Any]:
+    def plain(obj: Any, skip: tuple[str, ...] = ()) -> tuple[Any, ...]:
+        cols = [c.key for c in obj.__table__.columns if c.key not in ("tenant_id", "id", *skip)]
+        return tuple((c, _norm(getattr(obj, c))) for c in sorted(cols))
+
+    return {
+        "run": [plain(r, ("agent_id", "agent_version_id")) for r in s.scalars(select(Run))],
+        "items": [plain(i) for i in s.scalars(select(RunItem).order_by(RunItem.item_index))],
+        "checkpoints": [plain(c) for c in s.scalars(select(StepCheckpoint))],
+        "events": [plain(e) for e in s.scalars(select(DecisionEvent).order_by(DecisionEvent.seq))],
+        "side_effects": [plain(e) for e in s.scalars(select(SideEffect).order_by(SideEffect.idempotency_key))],
+        "loop_calls": [plain(c) for c in s.scalars(select(LoopCall))],
+        "schedules": [plain(t, ("updated_at",)) for t in s.scalars(select(TenantSchedule))]
+        + [plain(a) for a in s.scalars(select(AgentSchedule))],
+    }
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+@pytest.mark.postgres
+def test_both_journals_write_the_same_rows(sessions: dict[str, Session]) -> None:
+    results = {name: _scenario(s, "tnt_journal") for name, s in sessions.items()}
+    assert results["sqlite"]["flags"] == (False, False, True, False)
+    for part in results["sqlite"]:
+        assert results["postgres"][part] == results["sqlite"][part], part
+    run = dict(results["sqlite"]["run"][0])
+    assert (run["state"], run["lease_owner"], run["steps_done"], run["items_done"], run["event_seq"]) == (
+        "succeeded", None, 1, 2, 3)
+    tenant = dict(results["sqlite"]["schedules"][0])
+    assert tenant["running"] == 0 and tenant["vtime"] == pytest.approx(1.0 + (0.25 - 0.05) / 2)
+    sessions["postgres"].execute(text("DELETE FROM runs WHERE id = 'run_j1'"))
