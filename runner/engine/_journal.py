@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from tenants.kit.db import Session, pinned_session, with_db_retry
+from tenants.kit.db import Session, begin_explicit, pinned_session, with_db_retry
 from tenants.kit.logging import get_logger, redact
 from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.journal import Flags, JournalWrite, journal_repository
@@ -91,11 +91,14 @@ class Journal:
         self._session = None
 
     def commit(self, write: JournalWrite | Callable[[Session], JournalWrite], *, durable: bool = True,
-               what: str = "write", after: Callable[[Session, Flags], None] | None = None) -> Flags:
+               what: str = "write", after: Callable[[Session, Flags], None] | None = None,
+               atomic: bool = False) -> Flags:
         """Apply ``write`` and commit it; ``after`` runs in the same transaction once the write held.
 
-        ``write`` may be a function of the session that builds the write after reading what it needs (the
-        approval gate and the ledger decide from rows they read in the same transaction).
+        A plain write is one statement, its own transaction (one round trip on PostgreSQL). ``atomic`` (implied
+        when ``write`` is a function) opens a real transaction for work of several statements: ``write`` may be
+        a function of the session that builds the write after reading what it needs (the approval gate and
+        the ledger decide from rows they read in the same transaction), and ``after`` may write rows too.
         ``durable=False`` (a pure step, a hand-back) lets PostgreSQL commit without waiting for the WAL
         flush unless the journal is strict; only a server crash can lose such a commit, and the run then
         simply redoes that pure work.
@@ -109,18 +112,21 @@ class Journal:
                 after(session, flags)
             return flags
 
-        flags = self.transaction(body, what)
+        flags = self.transaction(body, what, atomic=atomic or callable(write))
         del self.pending[:len(applied[0].events)]
         return flags
 
-    def transaction(self, body: Callable[[Session], T], what: str) -> T:
-        """Run ``body`` in one transaction with back-off; the in-memory chain rolls back with it."""
+    def transaction(self, body: Callable[[Session], T], what: str, *, atomic: bool = True) -> T:
+        """Run ``body`` in one transaction with back-off; the in-memory chain rolls back with it.
+        ``atomic=False``: ``body`` runs a single statement (or only reads), which needs no explicit transaction."""
         seq, prev, pending = self.seq, self.prev_hash, list(self.pending)
 
         def attempt() -> T:
             self.seq, self.prev_hash, self.pending = seq, prev, list(pending)  # a retried body starts afresh
             session = self.session()
             try:
+                if atomic:
+                    begin_explicit(session)
                 result = body(session)
                 session.commit()
             except BaseException:
@@ -135,5 +141,5 @@ class Journal:
             raise
 
     def read(self, body: Callable[[Session], T], what: str) -> T:
-        """A read-only transaction on the slice's connection (its commit writes no WAL)."""
-        return self.transaction(body, what)
+        """Reads on the slice's connection (each statement sees the latest committed data)."""
+        return self.transaction(body, what, atomic=False)

@@ -35,6 +35,7 @@ from tenants.agents.repository import AgentRepository
 from tenants.audit.service import record as record_audit
 from tenants.kit.db import (
     Session,
+    begin_explicit,
     dispatch_after_commit,
     enqueue_after_commit,
     is_transient_db_error,
@@ -355,7 +356,8 @@ class RunSlice:
 
         log.warning("step_failed", run_id=self.run_id, item=item.item_index, step=step.id,
                     category=failure.category, reason=failure.reason)
-        flags = self.journal.commit(write, what="item failure", after=scope_violation)
+        flags = self.journal.commit(write, what="item failure", after=scope_violation,
+                                    atomic=failure.category == "scope")
         self.cost += cost
         if state == "skipped":
             self.items_done += 1
@@ -427,7 +429,8 @@ class RunSlice:
         ended = hooks.RunEnded(self.tenant_id, self.run_id, self.agent_name, state, reason, category, self.cost)
         write = self.journal.write(now, release=self.release(now, state=state, reason=reason, category=category,
                                                              finished=True))
-        self.journal.commit(write, what="finish", after=lambda s, _f: hooks.in_transaction(s, ended))
+        self.journal.commit(write, what="finish", after=lambda s, _f: hooks.in_transaction(s, ended),
+                            atomic=hooks.has_in_transaction(state))
         self._ended(state, reason, category)
 
     def _ended(self, state: str, reason: str | None, category: str | None) -> None:
@@ -503,6 +506,7 @@ def _claim(settings: Settings, conn: _Connection) -> ClaimedRun | None:
     def attempt() -> ClaimedRun | None:
         session = conn.get()
         try:
+            begin_explicit(session)  # a claim that a cap refuses half-way must count nothing: one transaction
             claimed = dispatch_repository(session).claim(_owner(), utcnow(), settings.lease_seconds)
             if claimed is None:
                 session.rollback()  # a cap may have said no after a schedule row was counted

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, MetaData, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -25,6 +25,7 @@ from tenants.kit.settings import Settings, get_settings
 __all__ = [
     "Base",
     "Session",
+    "begin_explicit",
     "dispatch_after_commit",
     "enqueue_after_commit",
     "get_engine",
@@ -175,9 +176,24 @@ def unit_of_work() -> Iterator[Session]:
 
 def pinned_session() -> Session:
     """A session bound to one checked-out connection, kept across its commits (the engine's hot path:
-    no pool checkout or pre-ping per transaction). Close the session, then ``session.bind.close()``."""
+    no pool checkout or pre-ping per transaction). Close the session, then ``session.bind.close()``.
+
+    On PostgreSQL the connection is in autocommit mode: the engine's writes are single statements, each
+    its own transaction, so a step is ONE round trip (no separate BEGIN and COMMIT). Work that needs
+    several statements in one transaction opens it explicitly with :func:`begin_explicit`.
+    """
     connection = get_engine().connect()
+    if connection.dialect.name == "postgresql":
+        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
     return Session(bind=connection, expire_on_commit=False, join_transaction_mode="rollback_only")
+
+
+def begin_explicit(session: Session) -> None:
+    """Start a real transaction on a :func:`pinned_session` (PostgreSQL autocommit): the statements that
+    follow commit (``session.commit()``) or roll back together. A no-op elsewhere."""
+    bind = session.get_bind()
+    if isinstance(bind, Connection) and bind.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        session.execute(text("BEGIN"))
 
 
 def insert_ignore(session: Session, table: Any) -> Any:

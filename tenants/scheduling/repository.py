@@ -113,7 +113,8 @@ heads AS (
                            AND r.runnable_at <= :now
                          ORDER BY r.priority, r.runnable_at, r.id LIMIT 1) h
 ),
-vt AS (SELECT COALESCE(MIN(COALESCE(s.vtime, 0)), 0) AS v
+vt AS (SELECT COALESCE(MIN(COALESCE(s.vtime, 0)), 0) AS v,
+              set_config('synchronous_commit', 'off', true) AS relaxed  -- a lost claim is simply claimed again
          FROM (SELECT DISTINCT tid FROM heads) a LEFT JOIN tenant_schedules s ON s.tenant_id = a.tid),
 choice AS (
   SELECT h.tid, h.agent FROM heads h
@@ -161,17 +162,18 @@ class DispatchRepository(PlatformRepository):
     def claim(self, owner: str, now: datetime, lease_s: float) -> ClaimedRun | None:
         """Take the fairest due runnable run and its lease; None when nothing may run now. On None the
         caller must roll back (a schedule row may have been counted before a cap said no)."""
-        best: tuple[Any, ...] | None = None
         queues = self._queues()
         if not queues:
             return None
         tenants = {q[0] for q in queues}
+        t, g = TenantSchedule.__table__.c, AgentSchedule.__table__.c
         active = set(self.session.scalars(select(Tenant.id).where(Tenant.id.in_(tenants),
                                                                   Tenant.status == "active")))
-        sched = {s.tenant_id: s for s in self.session.scalars(
-            select(TenantSchedule).where(TenantSchedule.tenant_id.in_(tenants)))}
-        agents = {(g.tenant_id, g.agent_name): g for g in self.session.scalars(
-            select(AgentSchedule).where(AgentSchedule.tenant_id.in_(tenants)))}
+        # Core rows, never ORM objects: the worker's session lives across claims and must not cache counts
+        sched = {r.tenant_id: r for r in self.session.execute(
+            select(t.tenant_id, t.vtime, t.weight, t.running, t.cap, t.avg_slice_s).where(t.tenant_id.in_(tenants)))}
+        agents = {(r.tenant_id, r.agent_name): r for r in self.session.execute(
+            select(g.tenant_id, g.agent_name, g.running, g.cap).where(g.tenant_id.in_(tenants)))}
         heads = []
         for tenant_id, agent in queues:
             head = self.session.execute(
@@ -181,13 +183,14 @@ class DispatchRepository(PlatformRepository):
                 .order_by(Run.priority, Run.runnable_at, Run.id).limit(1)).first()
             if head is not None:
                 heads.append((tenant_id, agent, *head))
-        vt = min((sched[t].vtime if t in sched else 0.0) for t in {h[0] for h in heads}) if heads else 0.0
+        vt = min((sched[x].vtime if x in sched else 0.0) for x in {h[0] for h in heads}) if heads else 0.0
+        best: tuple[Any, ...] | None = None
         for tenant_id, agent, run_id, priority, runnable_at in heads:
-            s, g = sched.get(tenant_id), agents.get((tenant_id, agent))
-            if tenant_id not in active or (s and s.cap is not None and s.running >= s.cap) or (
-                    g and g.cap is not None and g.running >= g.cap):
+            s, a = sched.get(tenant_id), agents.get((tenant_id, agent))
+            if tenant_id not in active or (s is not None and s.cap is not None and s.running >= s.cap) or (
+                    a is not None and a.cap is not None and a.running >= a.cap):
                 continue
-            key = (max(s.vtime if s else 0.0, vt), tenant_id, priority, runnable_at, run_id)
+            key = (max(s.vtime if s is not None else 0.0, vt), tenant_id, priority, runnable_at, run_id)
             if best is None or key < best[0]:
                 best = (key, tenant_id, agent, run_id)
         if best is None:
@@ -195,18 +198,16 @@ class DispatchRepository(PlatformRepository):
         _, tenant_id, agent, run_id = best
         s = sched.get(tenant_id)
         if s is None:
-            self.session.add(TenantSchedule(tenant_id=tenant_id, weight=1, vtime=vt + DEFAULT_SLICE_S,
-                                            avg_slice_s=DEFAULT_SLICE_S, running=1, updated_at=now))
+            self.session.execute(insert_ignore(self.session, TenantSchedule).values(
+                tenant_id=tenant_id, weight=1, vtime=vt + DEFAULT_SLICE_S, avg_slice_s=DEFAULT_SLICE_S, running=1,
+                updated_at=now))
         else:
-            s.vtime = max(s.vtime, vt) + s.avg_slice_s / s.weight
-            s.running += 1
-            s.updated_at = now
-        g = agents.get((tenant_id, agent))
-        if g is None:
-            self.session.add(AgentSchedule(tenant_id=tenant_id, agent_name=agent, running=1))
-        else:
-            g.running += 1
-        self.session.flush()
+            self.session.execute(update(TenantSchedule).where(t.tenant_id == tenant_id).values(
+                vtime=max(s.vtime, vt) + s.avg_slice_s / s.weight, running=t.running + 1, updated_at=now))
+        self.session.execute(insert_ignore(self.session, AgentSchedule)
+                             .values(tenant_id=tenant_id, agent_name=agent, running=1)
+                             .on_conflict_do_update(index_elements=["tenant_id", "agent_name"],
+                                                    set_={"running": g.running + 1}))
         row = self.session.execute(
             update(Run).where(Run.id == run_id, Run.runnable_at.is_not(None))
             .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_s), fence=Run.fence + 1,

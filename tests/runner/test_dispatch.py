@@ -25,13 +25,6 @@ steps:
   - {{id: b, tool: sandbox.echo, args: {{n: 2}}}}
 """
 
-SLEEPY = """\
-apiVersion: midwatch/v1
-name: {name}
-scope: {{tools: [sandbox.sleep]}}
-steps:
-  - {{id: nap, tool: sandbox.sleep, args: {{seconds: {seconds}}}}}
-"""
 
 
 def _runs(h: Harness, tenant: Tenant, agent: str, n: int, priority: int = 3) -> list[str]:
@@ -49,26 +42,6 @@ def _started(tenant_id: str) -> dict[str, datetime]:
             StepCheckpoint.tenant_id == tenant_id, StepCheckpoint.item_index == 0,
             StepCheckpoint.step_index == 0)).all()
     return {str(r): at for r, at in rows}
-
-
-def _intervals(tenant_id: str) -> list[tuple[datetime, datetime]]:
-    from sqlalchemy import select
-
-    from tenants.kit.db import unit_of_work
-    from tenants.runs.models import Run
-
-    with unit_of_work() as session:
-        rows = session.execute(select(Run.started_at, Run.finished_at).where(Run.tenant_id == tenant_id)).all()
-    return [(s, f) for s, f in rows if s is not None and f is not None]
-
-
-def _max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
-    points = sorted([(s, 1) for s, _ in intervals] + [(f, -1) for _, f in intervals], key=lambda p: (p[0], p[1]))
-    best = current = 0
-    for _, delta in points:
-        current += delta
-        best = max(best, current)
-    return best
 
 
 def _flood_then_single(h: Harness, start_workers: Callable[[], None]) -> None:
@@ -173,16 +146,44 @@ def test_priority_orders_runs_within_a_tenant_and_never_across(make_harness: Cal
     assert sum(1 for t in b_times if t < a_times[-1]) >= 3, (a_times, b_times)
 
 
+NAPPER = """\
+apiVersion: midwatch/v1
+name: {name}
+scope: {{tools: [nap.wait], egress: ["127.0.0.1:{port}"]}}
+steps:
+  - {{id: nap, tool: nap.wait, args: {{who: {who}}}}}
+"""
+
+
+def _in_flight(upstream: Any, prefix: str, seconds: float) -> int:
+    """The most requests under ``prefix`` the upstream was answering at once (each takes ``seconds``)."""
+    starts = [r.at for r in upstream.requests if r.path.startswith(prefix)]
+    points = sorted([(t, 1) for t in starts] + [(t + seconds, -1) for t in starts], key=lambda p: (p[0], p[1]))
+    best = current = 0
+    for _, delta in points:
+        current += delta
+        best = max(best, current)
+    return best
+
+
 @pytest.mark.postgres
 def test_caps_hold_exactly_under_200_concurrent_submissions_without_busy_redelivery(
-        make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+        make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, upstream: Any) -> None:
+    """Counted where the work happens: the upstream sees at most the cap of a tenant's (or an agent's) calls
+    in flight at once, and sees the cap reached; each run is claimed once and wake-ups stay near one per run."""
     import runner.engine._run as engine
+    from runner.sandbox_upstream import slow
 
     h = make_harness(db="postgres", worker=None, extra={"MIDWATCH_WORKER_THREADS": "8"})
     capped, per_agent = h.onboard(), h.onboard()
+    port = upstream.url.rsplit(":", 1)[1]
     for tenant in (capped, per_agent):
-        h.put_agent(tenant, SLEEPY.format(name="nap", seconds=0.2))
-        h.put_agent(tenant, SLEEPY.format(name="other", seconds=0.2))
+        r = h.client.put("/v1/tools/nap.wait", headers=tenant.headers, json={
+            "method": "GET", "url": f"{upstream.url}/nap/{{{{ args.who }}}}", "timeout_s": 10})
+        assert r.status_code in (200, 201), r.text
+        for agent in ("nap", "other"):
+            h.put_agent(tenant, NAPPER.format(name=agent, port=port, who=f"{tenant.name}-{agent}"))
+            upstream.script(f"/nap/{tenant.name}-{agent}", [slow(0.2, times=100)])
     limits = {capped.name: [{"metric": "concurrent_runs", "limit": 3}],
               per_agent.name: [{"metric": "concurrent_runs", "limit": 2, "agent": "nap"}]}
     for name, body in limits.items():
@@ -225,16 +226,9 @@ def test_caps_hold_exactly_under_200_concurrent_submissions_without_busy_redeliv
     for tenant in (capped, per_agent):
         for run_id in ids[tenant.id]:
             assert h.wait_run(tenant, run_id, timeout=180)["state"] == "succeeded"
-    assert _max_overlap(_intervals(capped.id)) == 3  # exactly the cap: never more, and the cap was used
-    from sqlalchemy import select
-
-    from tenants.kit.db import unit_of_work
-    from tenants.runs.models import Run
-
-    with unit_of_work() as session:
-        rows = session.execute(select(Run.agent_name, Run.started_at, Run.finished_at)
-                               .where(Run.tenant_id == per_agent.id)).all()
-    assert _max_overlap([(s, f) for a, s, f in rows if a == "nap"]) <= 2
+    assert _in_flight(upstream, f"/nap/{capped.name}-", 0.2) == 3  # the cap, never more, and it was used
+    assert _in_flight(upstream, f"/nap/{per_agent.name}-nap", 0.2) <= 2
+    assert len(upstream.requests) == 200  # every run called once
     # each run was claimed once (one slice each); wake-ups stayed near one per submission, no churn
     assert claims[0] == 200
     assert wakeups[0] <= 2 * claims[0], (wakeups[0], claims[0])

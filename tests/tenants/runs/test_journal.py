@@ -3,6 +3,7 @@ other). The same writes leave the same rows on both, and a stale fence writes no
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from tenants.kit.errors import LeaseLost
@@ -95,23 +96,28 @@ def _scenario(session: Session, tenant: str) -> dict[str, Any]:
         repo.write(JournalWrite(run_id="run_j1", fence=6, now=T0, lease_until=T0, steps=1))
     session.flush()
     return {"flags": (flags.cancel_requested, flags.suspend_requested, flags.intent_recorded,
-                      again.intent_recorded), **_rows(session)}
+                      again.intent_recorded), **_rows(session, tenant)}
 
 
-def _rows(s: Session) -> dict[str, Any]:
+def _rows(s: Session, tenant: str) -> dict[str, Any]:
     def plain(obj: Any, skip: tuple[str, ...] = ()) -> tuple[Any, ...]:
         cols = [c.key for c in obj.__table__.columns if c.key not in ("tenant_id", "id", *skip)]
         return tuple((c, _norm(getattr(obj, c))) for c in sorted(cols))
 
     return {
-        "run": [plain(r, ("agent_id", "agent_version_id")) for r in s.scalars(select(Run))],
-        "items": [plain(i) for i in s.scalars(select(RunItem).order_by(RunItem.item_index))],
-        "checkpoints": [plain(c) for c in s.scalars(select(StepCheckpoint))],
-        "events": [plain(e) for e in s.scalars(select(DecisionEvent).order_by(DecisionEvent.seq))],
-        "side_effects": [plain(e) for e in s.scalars(select(SideEffect).order_by(SideEffect.idempotency_key))],
-        "loop_calls": [plain(c) for c in s.scalars(select(LoopCall))],
-        "schedules": [plain(t, ("updated_at",)) for t in s.scalars(select(TenantSchedule))]
-        + [plain(a) for a in s.scalars(select(AgentSchedule))],
+        "run": [plain(r, ("agent_id", "agent_version_id"))
+                for r in s.scalars(select(Run).where(Run.tenant_id == tenant))],
+        "items": [plain(i) for i in s.scalars(select(RunItem).where(RunItem.tenant_id == tenant)
+                                              .order_by(RunItem.item_index))],
+        "checkpoints": [plain(c) for c in s.scalars(select(StepCheckpoint).where(StepCheckpoint.tenant_id == tenant))],
+        "events": [plain(e) for e in s.scalars(select(DecisionEvent).where(DecisionEvent.tenant_id == tenant)
+                                               .order_by(DecisionEvent.seq))],
+        "side_effects": [plain(e) for e in s.scalars(select(SideEffect).where(SideEffect.tenant_id == tenant)
+                                                     .order_by(SideEffect.idempotency_key))],
+        "loop_calls": [plain(c) for c in s.scalars(select(LoopCall).where(LoopCall.tenant_id == tenant))],
+        "schedules": [plain(t, ("updated_at",)) for t in s.scalars(select(TenantSchedule)
+                                                                    .where(TenantSchedule.tenant_id == tenant))]
+        + [plain(a) for a in s.scalars(select(AgentSchedule).where(AgentSchedule.tenant_id == tenant))],
     }
 
 
@@ -125,7 +131,8 @@ def _norm(value: Any) -> Any:
 
 @pytest.mark.postgres
 def test_both_journals_write_the_same_rows(sessions: dict[str, Session]) -> None:
-    results = {name: _scenario(s, "tnt_journal") for name, s in sessions.items()}
+    tenant = f"tnt_j{secrets.token_hex(6)}"
+    results = {name: _scenario(s, tenant) for name, s in sessions.items()}
     assert results["sqlite"]["flags"] == (False, False, True, False)
     for part in results["sqlite"]:
         assert results["postgres"][part] == results["sqlite"][part], part
@@ -134,4 +141,3 @@ def test_both_journals_write_the_same_rows(sessions: dict[str, Session]) -> None
         "succeeded", None, 1, 2, 3)
     tenant = dict(results["sqlite"]["schedules"][0])
     assert tenant["running"] == 0 and tenant["vtime"] == pytest.approx(1.0 + (0.25 - 0.05) / 2)
-    sessions["postgres"].execute(text("DELETE FROM runs WHERE id = 'run_j1'"))
