@@ -81,10 +81,9 @@ def upgrade() -> None:
         if len(result) > _CAP:
             result = result[:_CAP] + "\n[truncated by Midwatch]"
         common = {"tenant_id": row["tenant_id"], "fence": row["fence"], "created_at": row["created_at"]}
-        conn.execute(sa.insert(table), [
-            {**key, **common, "call_index": 0, "model": None, "message": json.dumps(turn), "is_error": False},
-            {**key, **common, "call_index": 1, "call_id": call_id, "tool": row["tool"], "args": args,
-             "message": result, "is_error": False}])
+        for values in ({"call_index": 0, "call_id": None, "tool": None, "args": sa.null(), "message": json.dumps(turn)},
+                       {"call_index": 1, "call_id": call_id, "tool": row["tool"], "args": args, "message": result}):
+            conn.execute(sa.insert(table).values(**key, **common, **values, model=None, is_error=False))
 
 
 def downgrade() -> None:
