@@ -294,7 +294,9 @@ class AgentLoop(_Model):
     prompt: str = Field(min_length=1)
     system: str | None = None
     tools: Annotated[list[ToolName], AfterValidator(_unique("tool"))] = Field(min_length=1)
-    max_iterations: int = Field(default=5, ge=1, le=20)
+    max_iterations: int = Field(default=5, ge=1, le=20)  # model turns; the last one must answer
+    max_tokens: int = Field(default=1024, ge=1, le=100_000)  # per model turn
+    temperature: float = Field(default=0.0, ge=0, le=2)
     sandbox: SandboxScript = None
 
 

@@ -4,7 +4,9 @@ Before each step, the agent's approval rules (CEL ``when`` over the run context 
 ``step``: id, kind, tool, rendered args) are evaluated. A match asks for an approval pinned to the
 hash of the exact action and arguments; the run releases its worker (``waiting_approval``) until the
 decision or the expiry (``on_timeout``, default deny). An approval is used once, and only for the
-arguments it was asked for: different arguments supersede it and ask again.
+arguments it was asked for: different arguments supersede it and ask again. Each action at a step
+position has its own approvals: an ``agent`` step's model-chosen tool calls are gated one by one
+(their action names the call, ``crm.refund (agent call 2.1)``; ``step.tool`` is the called tool).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def _verdict(run: RunSlice, session: Session, ctx: StepContext, pending: Pending
     now = utcnow()
     journal = run.journal
     approvals = ApprovalRepository(session, ctx.tenant_id)
-    latest = approvals.latest_for(ctx.run_id, ctx.item_index, ctx.index)
+    latest = approvals.latest_for(ctx.run_id, ctx.item_index, ctx.index, action=pending.action)
     where: dict[str, Any] = {"item_index": ctx.item_index, "step_index": ctx.index, "step_id": ctx.step.id}
     action = pending.action
     if latest is not None and latest.state in ("approved", "consumed") and latest.args_hash == args_hash:
@@ -101,7 +103,7 @@ def _verdict(run: RunSlice, session: Session, ctx: StepContext, pending: Pending
             journal.event(now, "approval.invalidated", **where, chosen="request a new approval",
                           considered=["call", "request a new approval"],
                           why=f"approval {latest.id} was for different arguments (hash mismatch)")
-        seq = (latest.seq + 1) if latest is not None else 1
+        seq = approvals.next_seq(ctx.run_id, ctx.item_index, ctx.index)
         approval = request_approval(session, ctx.tenant_id, ApprovalRequest(
             run_id=ctx.run_id, agent_name=run.agent_name, item_index=ctx.item_index, step_index=ctx.index,
             step_id=ctx.step.id, action=action, args=redact(pending.args), args_hash=args_hash, rule=rule.when,

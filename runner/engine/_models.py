@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from runner.engine._registry import Toolbox
+from runner.engine._registry import LlmReservation, Toolbox
 from runner.errors import StepFailed
 from runner.providers.base import Message, ModelRequest, ModelResponse, ToolChoice, ToolSpec
 from runner.providers.finish import raise_for_finish
 
-__all__ = ["LlmLog", "ModelParams", "ask_models"]
+__all__ = ["LlmLog", "ModelParams", "Settle", "ask_models"]
+
+Settle = Callable[[LlmReservation, ModelResponse, str], Decimal]
+"""Settles one answered call (hold, response, alias) and returns what the budget ledger charged."""
 
 
 @dataclass(slots=True)
@@ -38,10 +42,13 @@ class ModelParams:
 
 
 def ask_models(toolbox: Toolbox, params: ModelParams, chain: list[str], messages: list[Message], attempt: int,
-               log: LlmLog) -> tuple[ModelResponse, str, int]:
+               log: LlmLog, *, settle: Settle | None = None) -> tuple[ModelResponse, str, int]:
     """Ask the models of ``chain`` in order until one answers (each call reserved against the budgets first,
     from the request's real size); return (response, alias, fallbacks used). The call's cost is settled
-    before its finish reason is judged: a truncated or refused answer was paid for all the same."""
+    before its finish reason is judged: a truncated or refused answer was paid for all the same.
+
+    ``settle`` replaces the default settlement (its own transaction): the agent loop settles in the same
+    commit as the turn's checkpoint, so the ledger's charge and the run's cost cannot drift apart."""
     errors: list[str] = []
     for alias in chain:
         started = time.perf_counter()
@@ -63,7 +70,8 @@ def ask_models(toolbox: Toolbox, params: ModelParams, chain: list[str], messages
             errors.append(f"{alias}: {exc.reason} ({(time.perf_counter() - started) * 1000:.0f} ms)")
             continue
         usage = response.usage
-        cost = toolbox.settle_llm(hold, usage.input_tokens, usage.output_tokens, response.cost_usd)
+        cost = (settle(hold, response, alias) if settle is not None
+                else toolbox.settle_llm(hold, usage.input_tokens, usage.output_tokens, response.cost_usd))
         log.cost += cost
         log.usage.append({"check": "model_call", "model": alias, "provider": response.provider, "ok": True,
                           "input_tokens": usage.input_tokens, "cached_input_tokens": usage.cached_input_tokens,

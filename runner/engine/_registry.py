@@ -28,7 +28,7 @@ from runner.tools.http import HttpTool, TokenCache
 from runner.tools.sandbox import BUILTIN_TOOLS
 from tenants.budgets.service import check_priced, reconcile, release, reserve_many
 from tenants.catalog.repository import CatalogRepository
-from tenants.kit.db import unit_of_work
+from tenants.kit.db import Session, unit_of_work
 from tenants.kit.errors import BudgetExhausted
 from tenants.kit.ids import new_id, utcnow
 from tenants.kit.settings import Settings
@@ -253,11 +253,16 @@ class Toolbox:
             if input_tokens is None:
                 release(session, self.tenant_id, reservation.id)
                 return Decimal(0)
-            actual_cost = cost if cost else (Decimal(input_tokens) * reservation.price_in
-                                             + Decimal(output_tokens or 0) * reservation.price_out) / MILLION
-            amounts: dict[str, Any] = {"tokens": input_tokens + (output_tokens or 0), "llm_calls": 1,
-                                       "cost_usd": actual_cost}
-            settled = reconcile(session, self.tenant_id, reservation.id, amounts)
-        charged = settled.charged.get("cost_usd", actual_cost)
+            charged = self.reconcile_llm(session, reservation, input_tokens, output_tokens or 0, cost)
         self.spent += charged
         return charged
+
+    def reconcile_llm(self, session: Session, reservation: LlmReservation, input_tokens: int, output_tokens: int,
+                      cost: Decimal | None) -> Decimal:
+        """Charge the actual use to the budget ledger in the caller's transaction (the caller commits, and adds
+        the result to :attr:`spent` once it has); returns what the ledger charged."""
+        actual_cost = cost if cost else (Decimal(input_tokens) * reservation.price_in
+                                         + Decimal(output_tokens) * reservation.price_out) / MILLION
+        amounts: dict[str, Any] = {"tokens": input_tokens + output_tokens, "llm_calls": 1, "cost_usd": actual_cost}
+        settled = reconcile(session, self.tenant_id, reservation.id, amounts)
+        return settled.charged.get("cost_usd", actual_cost)

@@ -23,12 +23,13 @@ from typing import Any
 from runner.engine import _hooks as hooks
 from runner.engine._approvals import approval_gate
 from runner.engine._journal import Journal
-from runner.engine._kinds import KINDS, StepContext, StepOutcome
+from runner.engine._kinds import KINDS, PendingAction, StepContext, StepOutcome
 from runner.engine._lease import keeper
 from runner.engine._ledger import ledger_intent
-from runner.engine._registry import Toolbox
+from runner.engine._registry import LlmReservation, Toolbox
 from runner.errors import FailureAction, NonDeterministicSpec, StepFailed
 from runner.metrics import STEP_SECONDS, STEPS
+from runner.providers.base import ModelResponse
 from runner.spec import AgentSpec, Step, cached_version_spec, load_version_spec
 from runner.tools.retry import RetryLater
 from tenants.agents.repository import AgentRepository
@@ -46,7 +47,7 @@ from tenants.kit.errors import LeaseLost, public_reason
 from tenants.kit.ids import sha256_hex, utcnow
 from tenants.kit.logging import get_logger, redact
 from tenants.kit.settings import Settings
-from tenants.runs.journal import Release
+from tenants.runs.journal import JournalWrite, Release
 from tenants.runs.models import LoopCall
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
@@ -148,6 +149,45 @@ class RunSlice:
             if key is not None else None)
         self._stop_if_asked(self.journal.commit(write, what="loop call"))
 
+    def record_model_turn(self, ctx: StepContext, hold: LlmReservation, response: ModelResponse,
+                          values: dict[str, Any] | None, event: dict[str, Any], llm_calls: int) -> Decimal:
+        now = utcnow()
+        charged: list[Decimal] = []
+        usage = response.usage
+
+        def build(session: Session) -> JournalWrite:
+            cost = self.toolbox.reconcile_llm(session, hold, usage.input_tokens, usage.output_tokens,
+                                              response.cost_usd)
+            charged[:] = [cost]
+            fields = dict(event)
+            kind = str(fields.pop("kind"))
+            self.journal.event(now, kind, item_index=ctx.item_index, step_index=ctx.index, step_id=ctx.step.id,
+                               cost_usd=cost, **fields)
+            row = None if values is None else {
+                **values, "cost_usd": cost, "llm_calls": llm_calls, "item_index": ctx.item_index,
+                "step_index": ctx.index, "fence": self.claimed.fence, "created_at": now}
+            return self.journal.write(now, llm_calls=llm_calls, cost_usd=cost, loop_call=row)
+
+        flags = self.journal.commit(build, what="model turn")
+        self.cost += charged[0]
+        self.toolbox.spent += charged[0]
+        self._stop_if_asked(flags)
+        return charged[0]
+
+    def approve(self, ctx: StepContext, pending: PendingAction) -> None:
+        if not approval_gate(self, ctx, pending):
+            raise _Stop("waiting for approval")
+
+    def autonomy_bound(self, steps_used: int, llm_calls: int, *, model_call: bool) -> str | None:
+        autonomy = self.spec.autonomy
+        if steps_used >= autonomy.max_steps:
+            return f"autonomy bound max_steps={autonomy.max_steps} reached"
+        if model_call and llm_calls >= autonomy.max_llm_calls:
+            return f"autonomy bound max_llm_calls={autonomy.max_llm_calls} reached"
+        if utcnow() > self.run_deadline:
+            return f"autonomy bound max_duration_s={autonomy.max_duration_s} exceeded"
+        return None
+
     def release(self, now: datetime, *, state: str | None = None, reason: str | None = None,
                 category: str | None = None, runnable_at: datetime | None = None, wake_at: datetime | None = None,
                 finished: bool = False) -> Release:
@@ -238,12 +278,11 @@ class RunSlice:
                 return
             started = time.perf_counter()
             ctx = StepContext(self, self.toolbox, self.run_id, self.tenant_id, item.item_index, index, step, context,
-                              item.next_attempt if index == len(checkpoints) else 1)
+                              item.next_attempt if index == len(checkpoints) else 1, steps_used, llm_calls)
             kind = KINDS[step.kind]
             try:
                 pending = kind.pending_action(ctx)
-                if not approval_gate(self, ctx, pending):
-                    raise _Stop("waiting for approval")
+                self.approve(ctx, pending)
                 outcome = kind.run(ctx, pending)
             except RetryLater as later:
                 self._defer(item, index, step, later.delay_s, later.next_attempt, later.reason,
@@ -251,12 +290,13 @@ class RunSlice:
             except StepFailed as failure:
                 failure = self._apply_dependency_policy(item, index, step, failure)
                 self._item_failed(item, index, step, failure, (time.perf_counter() - started) * 1000,
-                                  steps_used + 1, llm_calls + int(failure.details.get("llm_calls", 0)))
+                                  steps_used + int(failure.details.get("steps", 1)),
+                                  llm_calls + int(failure.details.get("llm_calls", 0)))
                 if failure.details.get("stop_run"):
                     self._finish("budget_exhausted", failure.reason, "budget")
                     raise _Stop("budget exhausted") from failure
                 return
-            steps_used += 1
+            steps_used += outcome.steps
             llm_calls += outcome.llm_calls
             latency_ms = (time.perf_counter() - started) * 1000
             self._checkpoint(item, index, step, outcome, latency_ms, index == last_index, steps_used, llm_calls)
@@ -267,14 +307,7 @@ class RunSlice:
             context["steps"][step.id] = {"output": outcome.output}
 
     def _bound_exceeded(self, step: Step, steps_used: int, llm_calls: int) -> str | None:
-        autonomy = self.spec.autonomy
-        if steps_used >= autonomy.max_steps:
-            return f"autonomy bound max_steps={autonomy.max_steps} reached"
-        if (step.llm is not None or step.agent is not None) and llm_calls >= autonomy.max_llm_calls:
-            return f"autonomy bound max_llm_calls={autonomy.max_llm_calls} reached"
-        if utcnow() > self.run_deadline:
-            return f"autonomy bound max_duration_s={autonomy.max_duration_s} exceeded"
-        return None
+        return self.autonomy_bound(steps_used, llm_calls, model_call=step.llm is not None or step.agent is not None)
 
     # ---- writes -------------------------------------------------------------------------------
     def _checkpoint(self, item: PendingItem, index: int, step: Step, outcome: StepOutcome, latency_ms: float,
@@ -289,7 +322,9 @@ class RunSlice:
                            verdicts=outcome.verdicts or None, cost_usd=outcome.cost_usd, latency_ms=latency_ms,
                            attempts=outcome.attempts, input_hash=sha256_hex(outcome.input_hash_source),
                            output_hash=output_hash)
-        self.cost += outcome.cost_usd
+        new_cost = outcome.cost_usd - outcome.recorded_cost_usd  # the agent loop's turns are already counted
+        new_calls = outcome.llm_calls - outcome.recorded_llm_calls
+        self.cost += new_cost
         ends_run = (last and self.items_failed == 0 and self.items_done + 1 >= self.claimed.items_total
                     and not hooks.has_in_transaction("succeeded"))
         release = None
@@ -298,7 +333,7 @@ class RunSlice:
                                cost_usd=self.cost)
             release = self.release(now, state="succeeded", finished=True)
         write = self.journal.write(
-            now, steps=1, items_done=int(last), llm_calls=outcome.llm_calls, cost_usd=outcome.cost_usd,
+            now, steps=1, items_done=int(last), llm_calls=new_calls, cost_usd=new_cost,
             checkpoint={"item_index": item.item_index, "step_index": index, "step_id": step.id, "status": "succeeded",
                         "output": outcome.output, "output_hash": output_hash, "attempts": outcome.attempts,
                         "latency_ms": round(latency_ms, 3), "fence": self.claimed.fence, "created_at": now},
@@ -330,6 +365,8 @@ class RunSlice:
         STEPS.labels("failed", failure.category).inc()
         now = utcnow()
         cost = Decimal(str(failure.details.get("cost_usd", 0)))
+        new_cost = cost - Decimal(str(failure.details.get("recorded_cost_usd", 0)))  # see StepOutcome
+        new_calls = int(failure.details.get("llm_calls", 0)) - int(failure.details.get("recorded_llm_calls", 0))
         self.journal.event(now, "step.failed", item_index=item.item_index, step_index=index, step_id=step.id,
                            considered=failure.details.get("considered") or [state, "retry"], chosen=state,
                            why=failure.reason, verdicts=failure.details.get("verdicts") or failure.details.get(
@@ -338,7 +375,7 @@ class RunSlice:
         key = failure.details.get("idempotency_key")
         write = self.journal.write(
             now, items_done=int(state == "skipped"), items_failed=int(state != "skipped"),
-            llm_calls=int(failure.details.get("llm_calls", 0)), cost_usd=cost,
+            llm_calls=new_calls, cost_usd=new_cost,
             item_end={"item_index": item.item_index, "state": state, "reason": failure.reason,
                       "category": failure.category, "steps_used": steps_used, "llm_calls": llm_calls},
             side_effect=(str(key), {"state": "unknown"}) if key else None)
@@ -358,7 +395,7 @@ class RunSlice:
                     category=failure.category, reason=failure.reason)
         flags = self.journal.commit(write, what="item failure", after=scope_violation,
                                     atomic=failure.category == "scope")
-        self.cost += cost
+        self.cost += new_cost
         if state == "skipped":
             self.items_done += 1
         else:

@@ -29,13 +29,24 @@ class ApprovalRepository(TenantRepository):
             q = q.with_for_update()
         return self.session.scalar(q)
 
-    def latest_for(self, run_id: str, item_index: int, step_index: int) -> Approval | None:
-        return self.session.scalar(
-            select(Approval)
+    def latest_for(self, run_id: str, item_index: int, step_index: int, *, action: str | None = None
+                   ) -> Approval | None:
+        """The newest approval at this position (of ``action`` only, when given: an agent step's model-chosen
+        tool calls each have their own)."""
+        q = (select(Approval)
+             .where(Approval.tenant_id == self.tenant_id, Approval.run_id == run_id, Approval.item_index == item_index,
+                    Approval.step_index == step_index))
+        if action is not None:
+            q = q.where(Approval.action == action)
+        return self.session.scalar(q.order_by(Approval.seq.desc()).limit(1))
+
+    def next_seq(self, run_id: str, item_index: int, step_index: int) -> int:
+        """The ``seq`` of the next approval at this position."""
+        top = self.session.scalar(
+            select(func.max(Approval.seq))
             .where(Approval.tenant_id == self.tenant_id, Approval.run_id == run_id, Approval.item_index == item_index,
-                   Approval.step_index == step_index)
-            .order_by(Approval.seq.desc()).limit(1)
-        )
+                   Approval.step_index == step_index))
+        return int(top or 0) + 1
 
     def list(self, *, state: str | None, run_id: str | None, after: str | None, limit: int) -> Sequence[Approval]:
         q = select(Approval).where(Approval.tenant_id == self.tenant_id).order_by(Approval.id).limit(limit)

@@ -2,7 +2,7 @@
 
 A :class:`JournalWrite` says what one commit of the engine does: renew (or release) the lease, bump the
 run's counters, append decision events and move the chain head, store a checkpoint, end an item,
-record a side effect's outcome or an agent loop's tool call, and on release give the run back to the
+record a side effect's outcome or an agent loop's model turn or tool call, and on release give the run back to the
 queue (or finish it) and correct the tenant's schedule. Everything is gated on the fenced UPDATE of
 the run row, so a zombie worker whose fence is stale writes nothing and gets :class:`LeaseLost`.
 
@@ -41,7 +41,8 @@ EVENT_COLUMNS = ("run_id", "seq", "kind", "item_index", "step_index", "step_id",
 _JSON_EVENT = frozenset({"considered", "verdicts"})
 _CHECKPOINT_COLUMNS = ("item_index", "step_index", "step_id", "status", "output", "output_hash", "attempts",
                        "latency_ms", "fence", "created_at")
-_LOOP_COLUMNS = ("item_index", "step_index", "iteration", "tool", "args", "reply", "output", "fence", "created_at")
+_LOOP_COLUMNS = ("item_index", "step_index", "iteration", "call_index", "call_id", "tool", "model", "args", "message",
+                 "is_error", "idempotency_key", "cost_usd", "llm_calls", "fence", "created_at")
 _INTENT_COLUMNS = ("idempotency_key", "item_index", "step_index", "step_id", "tool", "state", "attempts",
                    "created_at")
 _SLICE_EMA = 0.2  # how fast a tenant's expected slice cost follows what slices really cost
@@ -225,7 +226,7 @@ def _inserts(n_events: int, checkpoint: bool, loop_call: bool) -> list[str]:
   INSERT INTO step_checkpoints (run_id, tenant_id, {", ".join(_CHECKPOINT_COLUMNS)})
   SELECT :run_id, :tenant_id, {values} FROM touched)""")
     if loop_call:
-        values = ", ".join(f"CAST(:lc_{col} AS JSONB)" if col in ("args", "output") else f":lc_{col}"
+        values = ", ".join("CAST(:lc_args AS JSONB)" if col == "args" else f":lc_{col}"
                            for col in _LOOP_COLUMNS)
         parts.append(f"""lc AS (
   INSERT INTO loop_calls (run_id, tenant_id, {", ".join(_LOOP_COLUMNS)})
@@ -323,7 +324,10 @@ class PostgresJournalRepository(JournalRepository):
                           se_completed_at=se.get("completed_at"))
         if w.loop_call is not None:
             params.update({f"lc_{col}": w.loop_call.get(col) for col in _LOOP_COLUMNS})
-            params["lc_args"], params["lc_output"] = _json(w.loop_call.get("args")), _json(w.loop_call.get("output"))
+            params["lc_args"] = _json(w.loop_call.get("args"))
+            params["lc_is_error"] = bool(w.loop_call.get("is_error"))
+            params["lc_cost_usd"] = w.loop_call.get("cost_usd") or Decimal(0)
+            params["lc_llm_calls"] = int(w.loop_call.get("llm_calls") or 0)
         if w.intent is not None:
             params.update({f"in_{col}": w.intent[col] for col in _INTENT_COLUMNS})
         if r is not None:

@@ -131,19 +131,33 @@ class StepCheckpoint(Base):
 
 
 class LoopCall(Base):
-    """A checkpoint per tool call inside an ``agent`` step's bounded loop (replayed on resume, never re-called)."""
+    """A checkpoint inside an ``agent`` step's bounded loop: a model turn, or one of the tool calls it asked for.
+
+    Keyed by ``(iteration, call_index)``: ``call_index`` 0 is the model turn (``message`` is the assistant
+    message as JSON, ``model`` the alias that answered, ``llm_calls`` the model calls it took and ``cost_usd``
+    what the budget ledger charged for them, in the same commit); 1..n are its tool calls in order (the
+    provider's ``call_id``, the ``tool``, redacted ``args``, ``message`` the exact tool-result text the model
+    got, ``is_error``, the side effect's ``idempotency_key``). Replaying ``message`` in key order rebuilds the
+    conversation exactly; a checkpointed call is never made again.
+    """
 
     __tablename__ = "loop_calls"
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     item_index: Mapped[int] = mapped_column(Integer, primary_key=True)
     step_index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    iteration: Mapped[int] = mapped_column(Integer, primary_key=True)
+    iteration: Mapped[int] = mapped_column(Integer, primary_key=True)  # the model turn, 1-based
+    call_index: Mapped[int] = mapped_column(Integer, primary_key=True, server_default=text("0"))
     tenant_id: Mapped[str] = mapped_column(String(40))
-    tool: Mapped[str] = mapped_column(String(120))
+    call_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    tool: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     args: Mapped[Any] = mapped_column(JsonType, nullable=True)
-    reply: Mapped[str] = mapped_column(Text)  # the model's answer that chose this call
-    output: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    is_error: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0), server_default=text("0"))
+    llm_calls: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     fence: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -222,7 +222,7 @@ class RunRepository(TenantRepository):
         return self.session.scalars(
             select(LoopCall).where(LoopCall.tenant_id == self.tenant_id, LoopCall.run_id == run_id,
                                    LoopCall.item_index == item_index, LoopCall.step_index == step_index)
-            .order_by(LoopCall.iteration)
+            .order_by(LoopCall.iteration, LoopCall.call_index)
         ).all()
 
     # ---- side-effect ledger ----------------------------------------------------------------

@@ -16,6 +16,8 @@ from runner.engine._registry import Toolbox
 from runner.spec import Step
 
 if TYPE_CHECKING:
+    from runner.engine._registry import LlmReservation
+    from runner.providers.base import ModelResponse
     from tenants.runs.models import LoopCall
 
 __all__ = ["KINDS", "EngineServices", "PendingAction", "StepContext", "StepKind", "StepOutcome"]
@@ -35,6 +37,11 @@ class StepOutcome:
     cost_usd: Decimal = Decimal(0)
     input_hash_source: Any = None
     idempotency_key: str | None = None  # set when the step's own call went through the side-effect ledger
+    steps: int = 1  # step executions it counts for against autonomy.max_steps (an agent step: 1 + its tool calls)
+    # Parts of cost_usd / llm_calls the kind already wrote to the run's counters in its own commits (the
+    # agent loop's model turns, each settled in one commit with its checkpoint); the step's commit adds the rest.
+    recorded_cost_usd: Decimal = Decimal(0)
+    recorded_llm_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,23 @@ class EngineServices(Protocol):
         """Checkpoint one agent-loop tool call (and its side effect's outcome) with its decision event."""
         ...
 
+    def record_model_turn(self, ctx: StepContext, hold: LlmReservation, response: ModelResponse,
+                          values: dict[str, Any] | None, event: dict[str, Any], llm_calls: int) -> Decimal:
+        """Settle one agent-loop model call and record it in ONE commit: the budget ledger's charge, the run's
+        cost and LLM-call counters, the turn's checkpoint (``values``; None for an answer that will not be
+        replayed) and its decision event. Returns what the ledger charged."""
+        ...
+
+    def approve(self, ctx: StepContext, pending: PendingAction) -> None:
+        """The approval gate for an action inside a step; returns when it may go ahead. Raises StepFailed when
+        it was denied, and stops the slice (releasing the worker) while a human decides."""
+        ...
+
+    def autonomy_bound(self, steps_used: int, llm_calls: int, *, model_call: bool) -> str | None:
+        """Which autonomy bound the next step execution (or, with ``model_call``, the next model call) would
+        exceed after ``steps_used`` step executions and ``llm_calls`` model calls of the item; None if none."""
+        ...
+
 
 @dataclass(slots=True)
 class StepContext:
@@ -80,6 +104,8 @@ class StepContext:
     step: Step
     context: dict[str, Any]  # what templates and rules see: input, item, steps (and output, step for rules)
     start_attempt: int = 1
+    steps_used: int = 0  # the item's step executions before this step (autonomy.max_steps)
+    llm_calls: int = 0  # the item's model calls before this step (autonomy.max_llm_calls)
 
 
 class StepKind(Protocol):
