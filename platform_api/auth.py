@@ -9,6 +9,7 @@ from litestar import Request
 from tenants.accounts.service import Principal, Role, authenticate
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import Forbidden
+from tenants.kit.logging import annotate_request
 from tenants.kit.settings import get_settings
 
 __all__ = ["TenantPrincipal", "operator_only", "principal_dependency", "require"]
@@ -30,7 +31,9 @@ def principal_dependency(request: Request[Any, Any, Any]) -> Principal:
     against the key's per-minute limit (429 ``rate_limited`` over it) and touches last-used."""
     limit = get_settings().rate_limit_per_minute
     with unit_of_work() as session:
-        return authenticate(session, request.headers.get("authorization"), rate_limit_per_minute=limit)
+        principal = authenticate(session, request.headers.get("authorization"), rate_limit_per_minute=limit)
+    annotate_request(tenant_id=principal.tenant_id)  # every later log line of this request names the tenant
+    return principal
 
 
 def require(principal: Principal, *roles: Role) -> TenantPrincipal:
