@@ -65,8 +65,9 @@ def _start_health(server: Any, settings: Any, process: str) -> None:
     database = db_gauges_enabled(settings, process)
     server.start(process_ready, lambda: render_metrics(settings, database=database))
     get_logger("midwatch").info("health_server_started", process=process, host=settings.host, port=server.port)
-    print(f"midwatch {process}: health and metrics on http://{settings.host}:{server.port} "
-          "(/healthz, /readyz, /metrics)", flush=True)
+    if settings.effective_log_format == "console":  # for a person at a terminal; JSON logs carry the line above
+        print(f"midwatch {process}: health and metrics on http://{settings.host}:{server.port} "
+              "(/healthz, /readyz, /metrics)", flush=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from typing import Any
 
 from litestar.datastructures import MutableScopeHeaders
@@ -20,11 +21,12 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from tenants.kit.logging import request_context
+from tenants.kit.logging import get_logger, request_context
 from tenants.kit.tracing import server_span
 
 __all__ = ["REQUEST_ID_HEADER", "RequestContextMiddleware", "add_request_id_header", "request_id_of"]
 
+log = get_logger("api")
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _STATE_KEY = "midwatch_request_id"
@@ -62,14 +64,19 @@ class RequestContextMiddleware(ASGIMiddleware):
                 status["code"] = int(message["status"])
             await send(message)
 
+        started = time.perf_counter()
         with request_context(request_id), server_span(method=method, route=route, headers=scope.get("headers", ()),
                                                       request_id=request_id) as span:
             try:
                 await next_app(scope, receive, capture)
             finally:
-                span.set({"http.response.status_code": status.get("code")})
-                if status.get("code", 500) >= 500:
-                    span.fail(None, f"HTTP {status.get('code', 500)}")
+                code = status.get("code", 500)
+                span.set({"http.response.status_code": code})
+                if code >= 500:
+                    span.fail(None, f"HTTP {code}")
+                # An access line at debug level (MIDWATCH_LOG_LEVEL=debug), with the request id and tenant bound.
+                log.debug("http_request", method=method, route=route, status=code,
+                          duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
 async def add_request_id_header(message: Message, scope: Scope) -> None:

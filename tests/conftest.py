@@ -184,10 +184,12 @@ def _reset_process() -> None:
     from runner.broker import reset_broker
     from tenants.kit.db import reset_engine
     from tenants.kit.settings import reset_settings
+    from tenants.observability.exposition import reset_collector
 
     reset_broker()
     reset_engine()
     reset_settings()
+    reset_collector()
 
 
 @pytest.fixture

@@ -61,6 +61,11 @@ class AnthropicProvider(RemoteProvider):
             body["system"] = "\n\n".join(system)
         return body
 
+    def finish_reason(self, data: Any) -> str | None:
+        """``stop_reason`` (end_turn, max_tokens, stop_sequence, refusal, ...)."""
+        reason = data.get("stop_reason")
+        return str(reason) if reason else None
+
     def read(self, data: Any) -> tuple[str, Usage, str]:
         """Joined text blocks, token usage and the serving model's id."""
         text = "".join(str(b.get("text", "")) for b in data["content"] if b.get("type") == "text")

@@ -40,6 +40,7 @@ class ModelResponse:
     usage: Usage
     cost_usd: Decimal = Decimal(0)
     latency_ms: float = 0.0
+    finish_reason: str | None = None  # as the provider said it (stop, length, end_turn, max_tokens, ...)
 
 
 class Provider(Protocol):

@@ -56,6 +56,11 @@ class OpenAICompatProvider(RemoteProvider):
                                        "json_schema": {"name": "output", "schema": request.output_schema}}
         return body
 
+    def finish_reason(self, data: Any) -> str | None:
+        """The first choice's ``finish_reason`` (stop, length, content_filter, ...)."""
+        reason = data["choices"][0].get("finish_reason")
+        return str(reason) if reason else None
+
     def read(self, data: Any) -> tuple[str, Usage, str]:
         """Text of the first choice, token usage and the serving model's id."""
         message = data["choices"][0]["message"]

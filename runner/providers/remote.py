@@ -153,6 +153,10 @@ class RemoteProvider:
         """(text, usage, model id) from a validated answer."""
         raise NotImplementedError
 
+    def finish_reason(self, data: Any) -> str | None:
+        """Why the model stopped, from a validated answer (None if the provider does not say)."""
+        return None
+
     def complete(self, request: ModelRequest) -> ModelResponse:
         """Send ``request``, retrying per the config; raise StepFailed on failure."""
         started = time.perf_counter()
@@ -177,7 +181,7 @@ class RemoteProvider:
         cost = self.config.cost(usage)
         return ModelResponse(text=text, model=model, provider=self.name, usage=usage,
                              cost_usd=cost if cost is not None else Decimal(0),
-                             latency_ms=(time.perf_counter() - started) * 1000)
+                             latency_ms=(time.perf_counter() - started) * 1000, finish_reason=self.finish_reason(data))
 
     def _attempt(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
         alias = self.config.alias

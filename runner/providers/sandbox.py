@@ -46,4 +46,4 @@ class SandboxModel:
         text = answer if isinstance(answer, str) else json.dumps(answer)
         usage = Usage(input_tokens=max(1, len(prompt) // 4), output_tokens=max(1, len(text) // 4))
         return ModelResponse(text=text, model="sandbox", provider="sandbox", usage=usage,
-                             latency_ms=(time.perf_counter() - started) * 1000)
+                             latency_ms=(time.perf_counter() - started) * 1000, finish_reason="stop")
