@@ -215,9 +215,10 @@ def test_the_dashboard_queries_parse_and_name_only_exported_series(kit: Any, all
                    "Runs finished per hour by outcome", "Below SLO", "Open incidents", "MTTR (median agent)",
                    "Per-step success", "Failed runs per hour by category"):
         assert figure in titles, f"the dashboard lacks the Streamlit figure {figure!r}"
-    for expr in exprs:
+    for raw in exprs:
+        expr = raw
         for variable, replacement in GRAFANA_VARIABLES.items():
             expr = expr.replace(variable, replacement)
-        assert "$" not in expr, f"unknown Grafana variable in {expr!r}"
+        assert "$" not in expr, f"unknown Grafana variable in {raw!r}"
         names = _metric_names_of(expr)
-        assert names <= live_names, f"{expr!r} uses series nobody exports: {names - live_names}"
+        assert names <= live_names, f"{raw!r} uses series nobody exports: {names - live_names}"
