@@ -13,7 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 
 from platform_api.auth import principal_dependency
-from platform_api.observability import RequestContextMiddleware, add_request_id_header
+from platform_api.observability import RequestContextMiddleware, add_request_id_header, check_metrics_access
 from platform_api.problems import exception_handlers, problem
 from platform_api.routes import (
     admin,
@@ -62,8 +62,10 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
         return problem(503, "unavailable", "a dependency is unavailable", checks=results)
 
     @get("/metrics", summary="Prometheus metrics (every API process's event metrics and the database gauges)",
+         description="Bearer MIDWATCH_METRICS_TOKEN when set; open only in embedded mode without one.",
          tags=["health"], media_type=MediaType.TEXT, sync_to_thread=True)
-    def metrics() -> Response[bytes]:
+    def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+        check_metrics_access(settings, request.headers.get("authorization"))
         body, content_type = render_metrics(settings, database=database_gauges)
         return Response(body, media_type=content_type)
 

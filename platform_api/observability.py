@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 import secrets
 import time
@@ -21,10 +22,13 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from tenants.kit.errors import Forbidden, Unauthorized
 from tenants.kit.logging import get_logger, request_context
+from tenants.kit.settings import Settings
 from tenants.kit.tracing import server_span
 
-__all__ = ["REQUEST_ID_HEADER", "RequestContextMiddleware", "add_request_id_header", "request_id_of"]
+__all__ = ["REQUEST_ID_HEADER", "RequestContextMiddleware", "add_request_id_header", "check_metrics_access",
+           "request_id_of"]
 
 log = get_logger("api")
 REQUEST_ID_HEADER = "x-request-id"
@@ -83,3 +87,18 @@ async def add_request_id_header(message: Message, scope: Scope) -> None:
     """``before_send`` hook: every HTTP response carries ``X-Request-Id``."""
     if message["type"] == "http.response.start" and scope.get("type") == ScopeType.HTTP:
         MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id_of(scope)
+
+
+def check_metrics_access(settings: Settings, authorization: str | None) -> None:
+    """The API's /metrics shows tenant ids and names, agents, hosts and secret names, and the API is public:
+    with ``MIDWATCH_METRICS_TOKEN`` only ``Authorization: Bearer <token>`` may read it; without one, only an
+    embedded install (``midwatch up``) serves it openly. Raises ``Unauthorized`` / ``Forbidden`` otherwise."""
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if not token:
+        if settings.env == "production":
+            raise Forbidden("/metrics is off on a production API until MIDWATCH_METRICS_TOKEN is set (Prometheus "
+                            "then sends it as a bearer token); worker and scheduler health ports serve metrics")
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("/metrics needs Authorization: Bearer <MIDWATCH_METRICS_TOKEN>")

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     # Observability (see README "Observability").
     otlp_endpoint: str = ""  # OTLP/HTTP traces endpoint; empty: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, else off
+    # The API's /metrics names tenants, agents, hosts and secrets: with a token it answers only `Bearer <token>`;
+    # without one it is open in embedded mode and refused in production (worker/scheduler health ports stay open).
+    metrics_token: SecretStr | None = None
     metrics_db_gauges: Literal["auto", "on", "off"] = "auto"  # auto: api, scheduler and `up` export them
     metrics_refresh_seconds: float = Field(15.0, ge=0.0, le=3600.0)  # database gauges are at most this stale (0: none)
     heartbeat_seconds: float = Field(5.0, ge=0.5, le=300.0)  # worker/scheduler heartbeat row period

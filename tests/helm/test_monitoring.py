@@ -181,6 +181,11 @@ def test_the_monitors_select_the_pods_and_ports_that_serve_metrics(docs_by_file:
     assert selector.items() <= api_service["metadata"]["labels"].items()
     assert service_monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in api_service["spec"]["ports"]}
     assert service_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    auth = service_monitor["spec"]["endpoints"][0]["authorization"]
+    assert auth == {"type": "Bearer", "credentials": {"name": "midwatch-secrets", "key": "metrics-token"}}
+    token_env = {e["name"]: e for e in _container(docs, "api")["env"]}["MIDWATCH_METRICS_TOKEN"]
+    assert token_env["valueFrom"]["secretKeyRef"] == {"name": "midwatch-secrets", "key": "metrics-token",
+                                                      "optional": True}, "the API checks the token Prometheus sends"
     (pod_monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
     (expression,) = pod_monitor["spec"]["selector"]["matchExpressions"]
     assert expression["values"] == ["worker", "scheduler"]

@@ -132,6 +132,12 @@ Secret environment variables, by reference only (secretKeyRef), never by value.
       name: {{ $s.name }}
       key: {{ $s.keys.operatorKey }}
       optional: true
+- name: MIDWATCH_METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.name }}
+      key: {{ $s.keys.metricsToken }}
+      optional: true
 {{- end }}
 
 {{/*
