@@ -26,6 +26,8 @@ from typing import Any
 
 import structlog
 
+from tenants.kit.tracing import current_span_id, current_trace_id
+
 __all__ = [
     "CONTEXT_KEYS",
     "annotate_request",
@@ -152,8 +154,6 @@ def _merge_request_fields(_logger: Any, _name: str, event_dict: MutableMapping[s
 
 
 def _add_trace_ids(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    from tenants.kit.tracing import current_span_id, current_trace_id
-
     trace_id = current_trace_id()
     if trace_id is not None:
         event_dict.setdefault("trace_id", trace_id)
@@ -193,6 +193,10 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     root.setLevel(numeric)
     for noisy in ("httpx", "httpcore", "pika", "urllib3"):  # one line per HTTP request or frame: not useful
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    for own in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # if uvicorn installed its own handlers: use ours
+        library = logging.getLogger(own)
+        library.handlers.clear()
+        library.propagate = True
 
 
 def get_logger(name: str) -> Any:
