@@ -84,3 +84,34 @@ def test_the_database_is_read_at_most_once_per_refresh_interval_and_failures_kee
     families = {f.name: f for f in snapshot_families(cache.get(), ok=cache.ok, duration_s=cache.duration_s)}
     assert families["midwatch_metrics_snapshot_ok"].samples[0].value == 0.0
     assert families["midwatch_tenant_info"].samples[0].labels["tenant_name"] == "read-2"
+
+
+def test_a_metric_counted_after_commit_is_not_counted_when_the_transaction_rolls_back(harness: Any) -> None:
+    from tenants.kit.db import call_after_commit, unit_of_work
+
+    calls: list[str] = []
+    with unit_of_work() as session:
+        call_after_commit(session, lambda: calls.append("committed"))
+        assert calls == []
+    assert calls == ["committed"]
+    with pytest.raises(RuntimeError), unit_of_work() as session:
+        call_after_commit(session, lambda: calls.append("rolled back"))
+        raise RuntimeError("the transaction fails")
+    with unit_of_work():
+        pass
+    assert calls == ["committed"]
+
+
+def test_an_expired_approval_is_counted_once_for_its_tenant(harness: Any) -> None:
+    import time
+
+    from runner.sweeper import sweep_once
+    from tenants.kit.settings import get_settings
+    from tests.runner.engine.test_approvals import _setup, _waiting
+
+    tenant, _ = _setup(harness, timeout=1)
+    _waiting(harness, tenant)
+    time.sleep(1.2)
+    sweep_once(get_settings())
+    sweep_once(get_settings())  # nothing more to expire
+    assert value(_scrape(), "midwatch_approvals_expired_total", tenant=tenant.id) == 1.0
