@@ -170,13 +170,20 @@ def _processes_script(db_url: str, data_dir: Path) -> str:
     """)
 
 
-def test_several_api_processes_are_summed_and_the_database_gauges_come_once(harness: Harness,
-                                                                            tmp_path: Path) -> None:
+def test_several_api_processes_are_summed_and_the_database_gauges_come_once(
+        harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """prometheus-client's multiprocess mode: two processes count, a third answers the scrape."""
+    from tenants.observability.exposition import prepare_multiprocess_dir
+
     tenant = harness.onboard()
     directory = tmp_path / "prom"
     directory.mkdir()
-    env = {**os.environ, **harness.env, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    (directory / "counter_4242.db").write_bytes(b"stale from an earlier run")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # restored after the test: this process stays single
+    prepare_multiprocess_dir(directory)  # what `midwatch api --workers N` does before starting its processes
+    assert not list(directory.glob("*.db")), "an earlier run's counters must not be summed in"
+    env = {**os.environ, **harness.env}
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     script = _processes_script(env.get("MIDWATCH_DATABASE_URL", ""), Path(harness.env["MIDWATCH_DATA_DIR"]))
     for _ in range(2):
         subprocess.run([sys.executable, "-c", script, tenant.id, "greeter"], env=env, cwd=ROOT, check=True,

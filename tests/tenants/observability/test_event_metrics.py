@@ -115,3 +115,30 @@ def test_an_expired_approval_is_counted_once_for_its_tenant(harness: Any) -> Non
     sweep_once(get_settings())
     sweep_once(get_settings())  # nothing more to expire
     assert value(_scrape(), "midwatch_approvals_expired_total", tenant=tenant.id) == 1.0
+
+
+def test_a_failing_webhook_receiver_shows_in_the_counters_the_gauges_and_status(harness: Any, upstream: Any,
+                                                                              scrape_api: Any) -> None:
+    from runner.sandbox_upstream import status
+    from runner.webhooks import deliver_due
+    from tenants.kit.db import read_only, unit_of_work
+    from tenants.kit.settings import get_settings
+    from tenants.observability.service import status_report, take_snapshot
+    from tenants.webhooks import service
+
+    tenant = harness.onboard()
+    upstream.script("/hook", [status(503, times=5)])
+    r = harness.client.post("/v1/webhooks", json={"url": upstream.url + "/hook", "events": ["run.failed"]},
+                            headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    with unit_of_work() as session:
+        service.emit(session, tenant.id, "run.failed", {"run_id": "run_1", "state": "failed"})
+    assert deliver_due(get_settings()) == 1
+    m = scrape_api(harness)
+    assert value(m, "midwatch_webhook_deliveries_total", tenant=tenant.id, event_type="run.failed",
+                 outcome="retry") == 1.0
+    assert value(m, "midwatch_webhook_deliveries_retrying", tenant=tenant.id) == 1.0
+    assert value(m, "midwatch_webhook_deliveries_pending", tenant=tenant.id) == 1.0
+    with read_only() as session:
+        report = status_report(take_snapshot(session))
+    assert [(p.check, p.tenant) for p in report.problems if p.check == "webhooks"] == [("webhooks", tenant.name)]
