@@ -15,7 +15,9 @@ __all__ = ["Settings", "get_settings", "reset_settings"]
 class Settings(BaseSettings):
     """Process configuration. Every field maps to ``MIDWATCH_<FIELD>``; ``midwatch config`` prints it masked."""
 
-    model_config = SettingsConfigDict(env_prefix="MIDWATCH_", extra="ignore", validate_default=True)
+    # env_ignore_empty: `MIDWATCH_HEALTH_PORT=` (as compose files write an unset value) means the default.
+    model_config = SettingsConfigDict(env_prefix="MIDWATCH_", extra="ignore", validate_default=True,
+                                      env_ignore_empty=True)
 
     env: Literal["embedded", "production"] = "embedded"
     data_dir: Path = Path(".midwatch")
