@@ -107,10 +107,20 @@ def test_an_expired_approval_is_counted_once_for_its_tenant(harness: Any) -> Non
 
     from runner.sweeper import sweep_once
     from tenants.kit.settings import get_settings
-    from tests.runner.engine.test_approvals import _setup, _waiting
 
-    tenant, _ = _setup(harness, timeout=1)
-    _waiting(harness, tenant)
+    tenant = harness.onboard()
+    harness.put_agent(tenant, """\
+apiVersion: midwatch/v1
+name: payer
+scope: {tools: [sandbox.echo, sandbox.record]}
+autonomy:
+  approvals:
+    - {when: "step.tool == 'sandbox.record'", route: approver, timeout_s: 1}
+steps:
+  - {id: pay, tool: sandbox.record, args: {amount: 5000}}
+""")
+    run = harness.submit(tenant, "payer", {"input": {}})
+    harness.wait_run(tenant, run["id"], states=("waiting_approval",))
     time.sleep(1.2)
     sweep_once(get_settings())
     sweep_once(get_settings())  # nothing more to expire
