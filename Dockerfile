@@ -59,7 +59,7 @@ ENV PATH="/app/.venv/bin:${PATH}" \
 WORKDIR /tmp
 
 USER 10001:10001
-# api, dashboard, worker/scheduler health
-EXPOSE 8080 8501 9090
+# api, dashboard, scheduler health (9090), worker health (9091; a second worker on a host takes the next free one)
+EXPOSE 8080 8501 9090 9091
 ENTRYPOINT ["midwatch"]
 CMD ["api"]

@@ -37,24 +37,57 @@ def api_workers(settings: Any) -> int:
     return int(settings.api_workers) or len(os.sched_getaffinity(0))
 
 
+def _check_api_port(settings: Any, process: str) -> None:
+    """Fail with one line naming MIDWATCH_PORT if the API port is taken (before anything else starts)."""
+    from midwatch.health import check_port_free
+
+    check_port_free(settings.host, settings.port, "MIDWATCH_PORT (--port)", process)
+
+
 def _serve_api(settings: Any, workers: int = 1) -> None:
     import uvicorn
 
     if workers > 1:  # each worker process imports the factory and sets itself up
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # metrics summed across the processes
+            from tenants.observability.exposition import prepare_multiprocess_dir
+
+            prepare_multiprocess_dir(settings.data_dir / "prometheus")
         uvicorn.run("midwatch.asgi:create", factory=True, workers=workers, host=settings.host, port=settings.port,
-                    log_level="warning", access_log=False)
+                    log_level="warning", access_log=False, log_config=None)
         return
     from platform_api.app import create_app
     from runner.broker import broker_ready
 
     app = create_app(settings, readiness={"broker": broker_ready})
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's own lines go through Midwatch's logging (JSON in production) too.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, log_config=None)
+
+
+def _serve_health(settings: Any, process: str) -> Any:
+    """Bind this process's health/metrics port (before start-up work, so a taken port fails fast)."""
+    from midwatch.health import bind_health
+
+    return bind_health(settings.host, settings.health_port, process)
+
+
+def _start_health(server: Any, settings: Any, process: str) -> None:
+    from midwatch.services import process_ready
+    from tenants.kit.logging import get_logger
+    from tenants.observability.exposition import db_gauges_enabled, render_metrics
+
+    database = db_gauges_enabled(settings, process)
+    server.start(process_ready, lambda: render_metrics(settings, database=database))
+    get_logger("midwatch").info("health_server_started", process=process, host=settings.host, port=server.port)
+    if settings.effective_log_format == "console":  # for a person at a terminal; JSON logs carry the line above
+        print(f"midwatch {process}: health and metrics on http://{settings.host}:{server.port} "
+              "(/healthz, /readyz, /metrics)", flush=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded default: API + worker threads + sweeper (+ dashboard) in one process on SQLite."""
     settings = _settings(env="embedded", data_dir=args.data_dir, port=args.port, host=args.host,
                          dashboard_port=args.dashboard_port, allow_loopback_egress=True if args.demo else None)
+    _check_api_port(settings, "up")
     from midwatch.services import Services, bootstrap
 
     generated = bootstrap(settings, migrate=True)
@@ -121,9 +154,10 @@ def _print_banner(settings: Any, generated: str | None, creds: dict[str, Any], d
 def cmd_api(args: argparse.Namespace) -> int:
     """Production API: ``--workers`` processes (default: one per CPU) serving one port."""
     settings = _settings(port=args.port, host=args.host, api_workers=args.workers)
+    _check_api_port(settings, "api")
     from midwatch.services import bootstrap
 
-    generated = bootstrap(settings, migrate=False)
+    generated = bootstrap(settings, migrate=False, process="api")
     if generated:
         print(f"operator key (shown once, store it now): {generated}", flush=True)
     _serve_api(settings, api_workers(settings))
@@ -133,14 +167,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Production worker process: consumes run wake-ups; SIGTERM hands runs back after the current step."""
     settings = _settings(worker_threads=args.threads)
-    from midwatch.health import serve_health
-    from midwatch.services import Services, bootstrap, process_ready
+    health = _serve_health(settings, "worker")
+    from midwatch.services import Services, bootstrap
 
-    bootstrap(settings, migrate=False)
+    bootstrap(settings, migrate=False, process="worker")
     services = Services(settings)
-    services.start_worker()
-    if settings.health_port:
-        serve_health(settings.host, settings.health_port, process_ready)
+    services.start_worker(health_port=health.port if health else None)
+    if health is not None:
+        _start_health(health, settings, "worker")
     _wait_for_signal()
     services.stop()
     return 0
@@ -149,14 +183,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_scheduler(_args: argparse.Namespace) -> int:
     """Production scheduler process: the sweeper (exactly one replica)."""
     settings = _settings()
-    from midwatch.health import serve_health
-    from midwatch.services import Services, bootstrap, process_ready
+    health = _serve_health(settings, "scheduler")
+    from midwatch.services import Services, bootstrap
 
-    bootstrap(settings, migrate=False)
+    bootstrap(settings, migrate=False, process="scheduler")
     services = Services(settings)
-    services.start_sweeper()
-    if settings.health_port:
-        serve_health(settings.host, settings.health_port, process_ready)
+    services.start_sweeper(health_port=health.port if health else None)
+    if health is not None:
+        _start_health(health, settings, "scheduler")
     _wait_for_signal()
     services.stop()
     return 0
@@ -184,12 +218,22 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from tenants.kit.logging import configure_logging
     from tenants.migrations import upgrade
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.effective_log_format)
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(args.revision)
     print(f"database at {args.revision}", flush=True)
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Summarise the platform's health from the database; exit 0 healthy, 1 degraded, 2 failing, 3 unknown."""
+    settings = _settings()
+    from midwatch.status_cli import status_command
+    from tenants.kit.logging import configure_logging
+
+    configure_logging("error", settings.effective_log_format)  # the report is the output; logs only for errors
+    return status_command(args.format)
 
 
 def cmd_config(_args: argparse.Namespace) -> int:
@@ -220,7 +264,7 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     from tenants.kit.db import unit_of_work
     from tenants.kit.logging import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.effective_log_format)
     with unit_of_work() as session:
         tenant, issued = onboard_tenant(session, args.name, args.display_name or "")
         record(session, None, actor="cli", role="operator", action="tenant.onboarded", target=tenant.id,
@@ -243,7 +287,7 @@ def cmd_rotate_master_key(args: argparse.Namespace) -> int:
     from midwatch.secrets_cli import rotate_master_key_command
     from tenants.kit.logging import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.effective_log_format)
     return rotate_master_key_command(args.new_key)
 
 
@@ -270,7 +314,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from midwatch.audit_cli import audit_verify_command
     from tenants.kit.logging import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.effective_log_format)
     return audit_verify_command(args.tenant, args.run)
 
 
@@ -300,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scheduler", help="run the sweeper (production; exactly one)").set_defaults(func=cmd_scheduler)
     sub.add_parser("dashboard", help="run the operator dashboard (production)").set_defaults(func=cmd_dashboard)
     sub.add_parser("config", help="print the effective settings (secrets masked)").set_defaults(func=cmd_config)
+    status = sub.add_parser("status", help="platform health from the database: healthy / degraded / failing "
+                                           "(exit 0 / 1 / 2; 3 if the database cannot be read)")
+    status.add_argument("--format", choices=["text", "json"], default="text", help="output format (default text)")
+    status.set_defaults(func=cmd_status)
 
     _add_admin_commands(sub)
     return parser
@@ -355,10 +403,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``midwatch`` console script."""
     os.environ.setdefault("LITESTAR_WARN_IMPLICIT_SYNC_TO_THREAD", "0")
     args = build_parser().parse_args(argv)
+    from midwatch.health import PortUnavailable
+
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except PortUnavailable as exc:  # one line naming the setting, never a traceback
+        print(exc.message, file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Start-up of each process kind: logging, database, broker, worker threads, sweeper."""
+"""Start-up of each process kind: logging, tracing, database, broker, worker threads, sweeper, heartbeats."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import dramatiq
 from sqlalchemy import text
 
+from midwatch.heartbeat import HeartbeatThread
 from runner.broker import broker_ready, init_broker
 from runner.engine._registry import set_secret_lookup
 from runner.engine._run import request_stop, stopping
@@ -17,6 +18,7 @@ from tenants.accounts.service import ensure_operator_key
 from tenants.kit.db import unit_of_work
 from tenants.kit.logging import configure_logging, get_logger
 from tenants.kit.settings import Settings
+from tenants.kit.tracing import configure_tracing
 from tenants.migrations import upgrade
 from tenants.secrets.keyring_backend import get_secret, get_secret_for_retry, install_keyring
 from tenants.secrets.master_key import get_master_key
@@ -38,13 +40,16 @@ def process_ready() -> None:
     broker_ready()
 
 
-def bootstrap(settings: Settings, *, migrate: bool) -> str | None:
-    """Configure logging, (optionally) migrate, build the broker, load the secrets master key and select the
-    Midwatch keyring, make sure an operator key exists.
+def bootstrap(settings: Settings, *, migrate: bool, process: str = "embedded") -> str | None:
+    """Configure logging and tracing (``process``: api, worker, scheduler, embedded), (optionally) migrate,
+    build the broker, load the secrets master key and select the Midwatch keyring, make sure an operator key
+    exists.
 
     Returns a newly generated operator key (to print once), if one was generated.
     """
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.effective_log_format)
+    if configure_tracing(settings, process):
+        log.info("tracing_enabled", process=process)
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
@@ -60,25 +65,36 @@ def bootstrap(settings: Settings, *, migrate: bool) -> str | None:
 
 @dataclass
 class Services:
-    """Background machinery of a process: worker threads and the sweeper."""
+    """Background machinery of a process: worker threads and the sweeper, each publishing its heartbeat."""
 
     settings: Settings
     worker: Any = None
     sweeper_stop: threading.Event = field(default_factory=threading.Event)
     sweeper: threading.Thread | None = None
+    heartbeats: list[HeartbeatThread] = field(default_factory=list)
 
-    def start_worker(self, threads: int | None = None) -> None:
+    def start_worker(self, threads: int | None = None, *, health_port: int | None = None) -> None:
+        """Start the worker threads and the ``worker`` heartbeat (``health_port``: where /metrics is served)."""
         stopping.clear()
         broker = init_broker(self.settings)
-        self.worker = dramatiq.Worker(broker, queues={self.settings.queue_name},
-                                      worker_threads=threads or self.settings.worker_threads, worker_timeout=100)
+        count = threads or self.settings.worker_threads
+        self.worker = dramatiq.Worker(broker, queues={self.settings.queue_name}, worker_threads=count,
+                                      worker_timeout=100)
         self.worker.start()
-        log.info("worker_started", threads=threads or self.settings.worker_threads, broker=type(broker).__name__)
+        self._beat("worker", threads=count, health_port=health_port)
+        log.info("worker_started", threads=count, broker=type(broker).__name__)
 
-    def start_sweeper(self) -> None:
+    def start_sweeper(self, *, health_port: int | None = None) -> None:
+        """Start the sweeper thread and the ``scheduler`` heartbeat."""
         self.sweeper = threading.Thread(target=run_sweeper, args=(self.settings, self.sweeper_stop),
                                         name="midwatch-sweeper", daemon=True)
         self.sweeper.start()
+        self._beat("scheduler", health_port=health_port)
+
+    def _beat(self, kind: str, *, threads: int = 0, health_port: int | None = None) -> None:
+        heartbeat = HeartbeatThread(self.settings, kind, threads=threads, health_port=health_port)
+        heartbeat.start()
+        self.heartbeats.append(heartbeat)
 
     def stop(self) -> None:
         """Graceful: executions hand their runs back after the current step, then threads stop."""
@@ -89,4 +105,7 @@ class Services:
             self.worker = None
         if self.sweeper is not None:
             self.sweeper.join(timeout=5)
+        for heartbeat in self.heartbeats:
+            heartbeat.stop()
+        self.heartbeats.clear()
         log.info("stopped")

@@ -11,9 +11,9 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from platform_api.auth import principal_dependency
+from platform_api.observability import RequestContextMiddleware, add_request_id_header, check_metrics_access
 from platform_api.problems import exception_handlers, problem
 from platform_api.routes import (
     admin,
@@ -32,6 +32,7 @@ from platform_api.routes import (
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput, NotFound
 from tenants.kit.settings import Settings
+from tenants.observability.exposition import db_gauges_enabled, render_metrics
 
 __all__ = ["create_app"]
 
@@ -41,6 +42,7 @@ ReadinessCheck = Callable[[], None]
 def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | None = None) -> Litestar:
     """Build the API. ``readiness`` adds checks to ``/readyz`` (the broker's, from the composition root)."""
     checks: dict[str, ReadinessCheck] = {"database": _database_ready, **(readiness or {})}
+    database_gauges = db_gauges_enabled(settings, "api")
 
     @get("/healthz", summary="Liveness: the process answers", tags=["health"], sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -59,9 +61,13 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
             return Response({"status": "ok", "checks": results})
         return problem(503, "unavailable", "a dependency is unavailable", checks=results)
 
-    @get("/metrics", summary="Prometheus metrics", tags=["health"], media_type=MediaType.TEXT, sync_to_thread=False)
-    def metrics() -> Response[bytes]:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    @get("/metrics", summary="Prometheus metrics (every API process's event metrics and the database gauges)",
+         description="Bearer MIDWATCH_METRICS_TOKEN when set; open only in embedded mode without one.",
+         tags=["health"], media_type=MediaType.TEXT, sync_to_thread=True)
+    def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+        check_metrics_access(settings, request.headers.get("authorization"))
+        body, content_type = render_metrics(settings, database=database_gauges)
+        return Response(body, media_type=content_type)
 
     return Litestar(
         route_handlers=[healthz, readyz, metrics, admin.router, keys.router, agents.build_router(
@@ -71,6 +77,8 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
             security.router, audit.router, audit.admin_router, webhooks.router],
         dependencies={"principal": Provide(principal_dependency, sync_to_thread=True)},
         before_request=_reject_nul,
+        middleware=[RequestContextMiddleware()],
+        before_send=[add_request_id_header],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]  # Litestar's handler map is invariant
         plugins=[PydanticPlugin(validate_strict=True, prefer_alias=True)],
         request_max_body_size=settings.max_body_bytes,

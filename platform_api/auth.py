@@ -18,6 +18,7 @@ from tenants.accounts.service import KEYS, Principal, Role, bearer_token, hash_k
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import Forbidden, RateLimited, Unauthorized
 from tenants.kit.ids import utcnow
+from tenants.kit.logging import annotate_request
 from tenants.kit.settings import Settings, get_settings
 
 __all__ = ["TenantPrincipal", "limiter", "operator_only", "principal_dependency", "require", "reset_limiter"]
@@ -96,6 +97,7 @@ behind a shared address cannot lock out the users next to it)."""
     if not verdict.allowed:
         raise RateLimited(f"this API key is limited to {limit} requests per minute; retry in "
                           f"{verdict.retry_after_s} s", retry_after_s=verdict.retry_after_s)
+    annotate_request(tenant_id=verified.principal.tenant_id)  # every later log line of this request names the tenant
     return verified.principal
 
 

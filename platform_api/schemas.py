@@ -231,6 +231,7 @@ class DecisionEventOut(_Out):
     prev_hash: str
     hash: str
     created_at: datetime
+    trace_id: str | None = Field(None, description="the OpenTelemetry trace it was written under, if tracing is on")
 
 
 class SandboxRecordOut(_Out):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 
-from runner.metrics import SWEEPER_REQUEUED
 from runner.webhooks import deliver_due
 from tenants.approvals.service import expire_due
 from tenants.budgets.service import release_expired
@@ -21,6 +21,7 @@ from tenants.kit.db import dispatch_after_commit, unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
+from tenants.observability import metrics
 from tenants.reliability.derive import derive_once
 from tenants.runs.service import EXECUTE_RUN, wake_grace
 from tenants.scheduling.repository import dispatch_repository
@@ -50,8 +51,11 @@ def sweep_once(settings: Settings) -> int:
     # Workers keep claiming while runs are due, so a few wake-ups drain any number of runs.
     for run in stranded[:MAX_WAKEUPS_PER_SWEEP]:
         dispatch_after_commit(EXECUTE_RUN, {"tenant_id": run.tenant_id, "run_id": run.run_id})
+    for run in recovered:
+        metrics.lease_stolen(run.tenant_id)  # its owner vanished: the next claim takes the run over
+    for tenant_id, count in Counter(run.tenant_id for run in stranded).items():
+        metrics.sweeper_recovered(tenant_id, count)
     if stranded:
-        SWEEPER_REQUEUED.inc(len(stranded))
         log.info("sweeper_requeued", runs=len(stranded))
     return len(stranded)
 

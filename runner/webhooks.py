@@ -28,6 +28,7 @@ from tenants.kit.db import unit_of_work
 from tenants.kit.ids import canonical_json, utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
+from tenants.observability import metrics
 from tenants.webhooks.repository import ClaimedDelivery, WebhookPlatformRepository
 from tenants.webhooks.signing import sign, verify_signature
 
@@ -99,6 +100,7 @@ def _settle(job: ClaimedDelivery, outcome: Outcome, now: datetime) -> str:
         WebhookPlatformRepository(session).settle(
             job.id, state=state, status=outcome.status, error=(outcome.error or None) and outcome.error[:1000],
             next_attempt_at=next_at, delivered_at=utcnow() if state == "delivered" else None)
+    metrics.webhook_attempt(job.tenant_id, job.event_type, "retry" if state == "pending" else state)
     log.info("webhook_attempt", tenant_id=job.tenant_id, delivery=job.id, endpoint=job.endpoint_id,
              event_type=job.event_type, attempt=job.attempt, state=state, status=outcome.status, error=outcome.error)
     return state

@@ -7,6 +7,7 @@ from tenants.audit.models import AuditEvent, AuditHead
 from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.db import Base
+from tenants.observability.models import WorkerHeartbeat
 from tenants.reliability.models import (
     AgentHealth,
     FailureHourly,
@@ -62,4 +63,5 @@ __all__ = [
     "ToolRecord",
     "WebhookDelivery",
     "WebhookEndpoint",
+    "WorkerHeartbeat",
 ]

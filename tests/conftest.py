@@ -185,11 +185,13 @@ def _reset_process() -> None:
     from runner.broker import reset_broker
     from tenants.kit.db import reset_engine
     from tenants.kit.settings import reset_settings
+    from tenants.observability.exposition import reset_collector
 
     reset_limiter()
     reset_broker()
     reset_engine()
     reset_settings()
+    reset_collector()
 
 
 @pytest.fixture

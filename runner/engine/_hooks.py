@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from runner.metrics import RUNS_FINISHED
 from tenants.kit.db import Session
 from tenants.kit.logging import get_logger
+from tenants.observability import metrics
 from tenants.webhooks.service import emit
 
 __all__ = ["RunEnded", "after_commit", "has_in_transaction", "in_transaction", "subscribe"]
@@ -78,7 +78,7 @@ def _webhook(session: Session, ended: RunEnded) -> None:
 
 
 def _metrics(ended: RunEnded) -> None:
-    RUNS_FINISHED.labels(ended.state).inc()
+    metrics.run_finished(ended.tenant_id, ended.agent_name, ended.state, ended.category)
 
 
 def _log(ended: RunEnded) -> None:

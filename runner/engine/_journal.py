@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from tenants.kit.db import Session, begin_explicit, pinned_session, with_db_retry
 from tenants.kit.logging import get_logger, redact
+from tenants.kit.tracing import current_trace_id
 from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.journal import Flags, JournalWrite, journal_repository
 
@@ -51,7 +52,7 @@ class Journal:
             "cost_usd": fields.get("cost_usd", Decimal(0)),
             "latency_ms": round(float(fields.get("latency_ms", 0.0)), 3), "attempts": fields.get("attempts"),
             "input_hash": fields.get("input_hash"), "output_hash": fields.get("output_hash"),
-            "created_at": now, "prev_hash": self.prev_hash,
+            "created_at": now, "prev_hash": self.prev_hash, "trace_id": current_trace_id(),
         }
         row["hash"] = event_hash(self.prev_hash, row)
         self.seq += 1

@@ -12,6 +12,8 @@ from runner.engine._registry import LlmReservation, Toolbox
 from runner.errors import StepFailed
 from runner.providers.base import Message, ModelRequest, ModelResponse, ToolChoice, ToolSpec
 from runner.providers.finish import raise_for_finish
+from tenants.kit.tracing import model_span
+from tenants.observability import metrics
 
 __all__ = ["LlmLog", "ModelParams", "Settle", "ask_models"]
 
@@ -60,9 +62,11 @@ def ask_models(toolbox: Toolbox, params: ModelParams, chain: list[str], messages
         try:
             provider = toolbox.model(alias)
             log.calls += 1
-            response = provider.complete(request)
+            response = _complete(provider, request, alias)
         except StepFailed as exc:
             toolbox.settle_llm(hold, None, None, None)
+            metrics.model_call(toolbox.tenant_id, toolbox.agent_name, provider=_provider_name(toolbox, alias),
+                               ok=False, seconds=time.perf_counter() - started)
             if exc.category != "dependency":
                 raise
             log.verdicts.append({"check": "model_call", "model": alias, "ok": False, "category": exc.category,
@@ -73,6 +77,9 @@ def ask_models(toolbox: Toolbox, params: ModelParams, chain: list[str], messages
         cost = (settle(hold, response, alias) if settle is not None
                 else toolbox.settle_llm(hold, usage.input_tokens, usage.output_tokens, response.cost_usd))
         log.cost += cost
+        metrics.model_call(toolbox.tenant_id, toolbox.agent_name, provider=response.provider, ok=True,
+                           seconds=time.perf_counter() - started, input_tokens=usage.input_tokens,
+                           output_tokens=usage.output_tokens, cost_usd=cost)
         log.usage.append({"check": "model_call", "model": alias, "provider": response.provider, "ok": True,
                           "input_tokens": usage.input_tokens, "cached_input_tokens": usage.cached_input_tokens,
                           "output_tokens": usage.output_tokens, "cost_usd": str(cost),
@@ -87,3 +94,23 @@ def ask_models(toolbox: Toolbox, params: ModelParams, chain: list[str], messages
         return response, alias, len(errors)
     raise StepFailed("dependency", "every model failed: " + "; ".join(errors), action="escalate",
                      details={"considered": chain, "verdicts": log.verdicts, "llm_calls": log.calls})
+
+
+def _complete(provider: Any, request: ModelRequest, alias: str) -> ModelResponse:
+    """One provider call inside a GenAI client span (model, tokens, finish reason, cost)."""
+    config = getattr(provider, "config", None)
+    model = str(getattr(config, "model", None) or alias)
+    with model_span(provider=str(provider.name), model=model, max_tokens=request.max_tokens,
+                    temperature=request.temperature, alias=alias) as span:
+        response: ModelResponse = provider.complete(request)
+        span.model_response(response_model=response.model, input_tokens=response.usage.input_tokens,
+                            output_tokens=response.usage.output_tokens, finish_reasons=[response.finish_reason],
+                            cost_usd=response.cost_usd)
+    return response
+
+
+def _provider_name(toolbox: Toolbox, alias: str) -> str:
+    try:
+        return str(toolbox.model(alias).name)
+    except StepFailed:
+        return "other"

@@ -28,7 +28,6 @@ from runner.engine._lease import keeper
 from runner.engine._ledger import ledger_intent
 from runner.engine._registry import LlmReservation, Toolbox
 from runner.errors import FailureAction, NonDeterministicSpec, StepFailed
-from runner.metrics import STEP_SECONDS, STEPS
 from runner.providers.base import ModelResponse
 from runner.spec import AgentSpec, Step, cached_version_spec, load_version_spec
 from runner.tools.retry import RetryLater
@@ -45,8 +44,10 @@ from tenants.kit.db import (
 )
 from tenants.kit.errors import LeaseLost, public_reason
 from tenants.kit.ids import sha256_hex, utcnow
-from tenants.kit.logging import get_logger, redact
+from tenants.kit.logging import bind_work, get_logger, redact
 from tenants.kit.settings import Settings
+from tenants.kit.tracing import SpanHandle, run_slice_span, step_span
+from tenants.observability import metrics
 from tenants.runs.journal import JournalWrite, Release
 from tenants.runs.models import LoopCall
 from tenants.runs.repository import RunRepository
@@ -197,6 +198,13 @@ class RunSlice:
 
     # ---- the slice --------------------------------------------------------------------------
     def execute(self) -> None:
+        """Work on the run for one time slice (logs and spans carry the run's tenant, id and agent)."""
+        with bind_work(tenant_id=self.tenant_id, run_id=self.run_id, agent=self.agent_name), \
+                run_slice_span(tenant_id=self.tenant_id, run_id=self.run_id, agent=self.agent_name,
+                               agent_version=self.claimed.agent_version):
+            self._execute()
+
+    def _execute(self) -> None:
         keeper.hold(self.run_id, self.claimed.fence, self.settings.lease_seconds)
         try:
             self._begin()
@@ -213,6 +221,7 @@ class RunSlice:
         except _Stop as stop:
             log.info("run_stopped", run_id=self.run_id, why=stop.why)
         except LeaseLost:
+            metrics.lease_lost(self.tenant_id)
             log.warning("lease_lost", run_id=self.run_id, fence=self.claimed.fence)
         except Exception as exc:
             if is_transient_db_error(exc):
@@ -259,52 +268,67 @@ class RunSlice:
 
     def _item(self, item: PendingItem, checkpoints: dict[int, Any]) -> None:
         context: dict[str, Any] = {"input": self.claimed.input, "item": item.input, "steps": {}}
-        steps_used, llm_calls = item.steps_used, item.llm_calls
-        last_index = len(self.spec.steps) - 1
+        used = (item.steps_used, item.llm_calls)  # steps and model calls the item has used so far
         for index, step in enumerate(self.spec.steps):
             cp = checkpoints.get(index)
-            if cp is not None:
+            if cp is not None:  # done before: replay its output (checked by name against the pinned spec)
                 if cp.step_id != step.id:
                     self._fail_run(NonDeterministicSpec(
                         f"checkpoint at item {item.item_index} step {index} is {cp.step_id!r} but the pinned "
                         f"spec says {step.id!r}"))
                 context["steps"][step.id] = {"output": cp.output}
-                steps_used += 1
+                used = (used[0] + 1, used[1])
                 continue
-            bound = self._bound_exceeded(step, steps_used, llm_calls)
-            if bound is not None:
-                self._item_failed(item, index, step, StepFailed("budget", bound, action="escalate"), 0.0,
-                                  steps_used, llm_calls)
+            attempt = item.next_attempt if index == len(checkpoints) else 1
+            with bind_work(item=item.item_index, step=step.id, attempt=attempt), \
+                    step_span(step_id=step.id, kind=step.kind, item_index=item.item_index, step_index=index,
+                              attempt=attempt) as span:
+                after = self._step(item, index, step, context, attempt, used, span)
+            if after is None or self.ended:
                 return
-            started = time.perf_counter()
-            ctx = StepContext(self, self.toolbox, self.run_id, self.tenant_id, item.item_index, index, step, context,
-                              item.next_attempt if index == len(checkpoints) else 1, steps_used, llm_calls)
-            kind = KINDS[step.kind]
-            try:
-                pending = kind.pending_action(ctx)
-                self.approve(ctx, pending)
-                outcome = kind.run(ctx, pending)
-            except RetryLater as later:
-                self._defer(item, index, step, later.delay_s, later.next_attempt, later.reason,
-                            later.details.get("attempts"))
-            except StepFailed as failure:
-                failure = self._apply_dependency_policy(item, index, step, failure)
-                self._item_failed(item, index, step, failure, (time.perf_counter() - started) * 1000,
+            used = after
+
+    def _step(self, item: PendingItem, index: int, step: Step, context: dict[str, Any], attempt: int,
+              used: tuple[int, int], span: SpanHandle) -> tuple[int, int] | None:
+        """Run one step of one item; the (steps, model calls) used after it, or None when the item ended."""
+        steps_used, llm_calls = used
+        bound = self._bound_exceeded(step, steps_used, llm_calls)
+        if bound is not None:
+            self._item_failed(item, index, step, StepFailed("budget", bound, action="escalate"), 0.0,
+                              steps_used, llm_calls)
+            return None
+        started = time.perf_counter()
+        ctx = StepContext(self, self.toolbox, self.run_id, self.tenant_id, item.item_index, index, step, context,
+                          attempt, steps_used, llm_calls)
+        kind = KINDS[step.kind]
+        try:
+            pending = kind.pending_action(ctx)
+            self.approve(ctx, pending)
+            outcome = kind.run(ctx, pending)
+        except RetryLater as later:
+            self._defer(item, index, step, later.delay_s, later.next_attempt, later.reason,
+                        later.details.get("attempts"))
+        except StepFailed as failure:
+            failure = self._apply_dependency_policy(item, index, step, failure)
+            seconds = time.perf_counter() - started
+            span.fail(failure.category, failure.reason)
+            with bind_work(failure_category=failure.category):
+                self._item_failed(item, index, step, failure, seconds * 1000,
                                   steps_used + int(failure.details.get("steps", 1)),
                                   llm_calls + int(failure.details.get("llm_calls", 0)))
-                if failure.details.get("stop_run"):
-                    self._finish("budget_exhausted", failure.reason, "budget")
-                    raise _Stop("budget exhausted") from failure
-                return
-            steps_used += outcome.steps
-            llm_calls += outcome.llm_calls
-            latency_ms = (time.perf_counter() - started) * 1000
-            self._checkpoint(item, index, step, outcome, latency_ms, index == last_index, steps_used, llm_calls)
-            STEP_SECONDS.observe(latency_ms / 1000)
-            STEPS.labels("succeeded", "").inc()
-            if self.ended:
-                return
-            context["steps"][step.id] = {"output": outcome.output}
+            if failure.details.get("stop_run"):
+                self._finish("budget_exhausted", failure.reason, "budget")
+                raise _Stop("budget exhausted") from failure
+            return None
+        steps_used += outcome.steps
+        llm_calls += outcome.llm_calls
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._checkpoint(item, index, step, outcome, latency_ms, index == len(self.spec.steps) - 1, steps_used,
+                         llm_calls)
+        metrics.step_finished(self.tenant_id, self.agent_name, ok=True, seconds=latency_ms / 1000,
+                              retries=outcome.attempts - 1)
+        context["steps"][step.id] = {"output": outcome.output}
+        return steps_used, llm_calls
 
     def _bound_exceeded(self, step: Step, steps_used: int, llm_calls: int) -> str | None:
         return self.autonomy_bound(steps_used, llm_calls, model_call=step.llm is not None or step.agent is not None)
@@ -362,7 +386,8 @@ class RunSlice:
     def _item_failed(self, item: PendingItem, index: int, step: Step, failure: StepFailed, latency_ms: float,
                      steps_used: int, llm_calls: int) -> None:
         state = _ITEM_STATE[failure.action]
-        STEPS.labels("failed", failure.category).inc()
+        metrics.step_finished(self.tenant_id, self.agent_name, ok=False, category=failure.category,
+                              seconds=latency_ms / 1000, retries=failure.attempts - 1)
         now = utcnow()
         cost = Decimal(str(failure.details.get("cost_usd", 0)))
         new_cost = cost - Decimal(str(failure.details.get("recorded_cost_usd", 0)))  # see StepOutcome
@@ -565,6 +590,9 @@ def execute_next(settings: Settings, conn: _Connection | None = None) -> bool:
         claimed = _claim(settings, conn)
         if claimed is None:
             return False
+        if claimed.event_seq == 0:  # its first start: how long it waited in the queue
+            metrics.run_started(claimed.tenant_id, claimed.agent_name,
+                                (utcnow() - claimed.created_at).total_seconds())
         spec = with_db_retry(lambda: _spec(conn.get(), claimed), "load spec")
         run = RunSlice(settings, claimed, spec, conn.get())
         try:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 from tenants.approvals.models import Approval
 from tenants.kit.repository import PlatformRepository, TenantRepository
@@ -80,6 +80,15 @@ class PlatformApprovalRepository(PlatformRepository):
     def pending_count(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(Approval)
                                        .where(Approval.state == "pending")) or 0)
+
+    def pending_by_tenant(self, now: datetime) -> list[tuple[str, int, datetime, int]]:
+        """(tenant_id, pending, oldest created_at, past their expiry) per tenant (``ix_approvals_state_expiry``)."""
+        overdue = func.sum(case((Approval.expires_at < now, 1), else_=0))
+        rows = self.session.execute(
+            select(Approval.tenant_id, func.count(), func.min(Approval.created_at), overdue)
+            .where(Approval.state == "pending").group_by(Approval.tenant_id)
+        ).all()
+        return [(str(t), int(n), oldest, int(late or 0)) for t, n, oldest, late in rows]
 
     def pending(self, limit: int) -> Sequence[Approval]:
         """Pending approvals, soonest expiry first (``ix_approvals_state_expiry``)."""

@@ -9,6 +9,7 @@ arguments it was asked for.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,9 +20,10 @@ from sqlalchemy.orm import Session
 from tenants.approvals.models import Approval
 from tenants.approvals.repository import ApprovalRepository, PlatformApprovalRepository
 from tenants.audit.service import record
-from tenants.kit.db import enqueue_after_commit
+from tenants.kit.db import call_after_commit, enqueue_after_commit
 from tenants.kit.errors import Conflict, Forbidden, NotFound
 from tenants.kit.ids import new_id, utcnow
+from tenants.observability import metrics
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
 from tenants.webhooks.service import emit
@@ -111,4 +113,7 @@ def expire_due(session: Session, now: datetime) -> list[Approval]:
             "approval_id": approval.id, "run_id": approval.run_id,
             "outcome": "approved" if approval.on_timeout == "approve" else "denied"})
         _wake(session, approval.tenant_id, approval.run_id, now)
+    for tenant_id in {a.tenant_id for a in expired}:  # counted once the expiry is committed
+        count = sum(1 for a in expired if a.tenant_id == tenant_id)
+        call_after_commit(session, functools.partial(metrics.approvals_expired, tenant_id, count))
     return expired

@@ -11,9 +11,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.ids import new_id
-from tenants.kit.repository import TenantRepository
+from tenants.kit.repository import PlatformRepository, TenantRepository
 
-__all__ = ["CatalogRepository"]
+__all__ = ["CatalogRepository", "PlatformCatalogRepository"]
 
 
 class CatalogRepository(TenantRepository):
@@ -111,3 +111,11 @@ class CatalogRepository(TenantRepository):
     def breakers(self) -> Sequence[BreakerRecord]:
         return self.session.scalars(select(BreakerRecord).where(BreakerRecord.tenant_id == self.tenant_id)
                                     .order_by(BreakerRecord.host)).all()
+
+
+class PlatformCatalogRepository(PlatformRepository):
+    """Across tenants: every circuit breaker's stored state (the operator's metrics and status)."""
+
+    def breakers(self) -> Sequence[BreakerRecord]:
+        """Every breaker row (one per tenant and dependency host a tool has called)."""
+        return self.session.scalars(select(BreakerRecord).order_by(BreakerRecord.tenant_id, BreakerRecord.host)).all()

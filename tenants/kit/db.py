@@ -26,6 +26,7 @@ __all__ = [
     "Base",
     "Session",
     "begin_explicit",
+    "call_after_commit",
     "dispatch_after_commit",
     "enqueue_after_commit",
     "get_engine",
@@ -275,10 +276,23 @@ def enqueue_after_commit(session: Session, actor_name: str, delay_s: float = 0.0
     pending.append((actor_name, kwargs, delay_s))
 
 
+def call_after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once ``session`` commits (never if it rolls back): counting a metric at the source,
+    only for what really happened."""
+    session.info.setdefault("midwatch_after_commit", []).append(callback)
+
+
 @event.listens_for(Session, "after_commit")
 def _send_outbox(session: Session) -> None:
     if session.in_nested_transaction():
         return  # SQLAlchemy also fires after_commit when a SAVEPOINT is released: wait for the real commit
+    for callback in session.info.pop("midwatch_after_commit", None) or ():
+        try:
+            callback()
+        except Exception:
+            from tenants.kit.logging import get_logger
+
+            get_logger("db").warning("after_commit_callback_failed", exc_info=True)
     pending = session.info.pop("midwatch_outbox", None)
     if not pending:
         return
@@ -296,3 +310,4 @@ def _drop_outbox(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a rolled-back SAVEPOINT does not undo the outer transaction's messages
     session.info.pop("midwatch_outbox", None)
+    session.info.pop("midwatch_after_commit", None)

@@ -1,5 +1,12 @@
 """structlog set-up: JSON or console lines carrying tenant_id/run_id/step, with secrets redacted.
 
+Context is bound once per unit of work, never passed by hand: :func:`bind_work` (a context manager over
+structlog's contextvars) for a worker's run, item and step; :func:`request_context` and
+:func:`annotate_request` for an API request (its id, then the tenant once the key is resolved). Every line
+also carries the active OpenTelemetry ``trace_id``/``span_id`` when tracing is on, so one id leads from an
+alert to the log line and to the decision event. Standard-library loggers (Dramatiq, uvicorn, Alembic) are
+routed through the same chain, so in JSON mode every line a process writes is one JSON object.
+
 Redaction has two parts: every value registered with :func:`register_secret` (the secrets a
 process has resolved) is replaced by ``[REDACTED]`` wherever it appears, and values whose key
 names a credential are masked whatever they hold (:func:`is_sensitive_key`). The key rule is
@@ -10,16 +17,39 @@ are counts and names, and stay readable.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger", "is_sensitive_key", "redact", "redact_processor", "register_secret"]
+from tenants.kit.tracing import current_span_id, current_trace_id
+
+__all__ = [
+    "CONTEXT_KEYS",
+    "annotate_request",
+    "bind_work",
+    "configure_logging",
+    "get_logger",
+    "is_sensitive_key",
+    "redact",
+    "redact_processor",
+    "register_secret",
+    "request_context",
+    "unbind_work",
+]
+
+# The fields a unit of work binds (README "Logs"): every log line under it carries them.
+CONTEXT_KEYS = frozenset({"tenant_id", "run_id", "agent", "item", "step", "attempt", "failure_category",
+                          "request_id"})
+_request_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "midwatch_request_fields", default=None)
+_OUR_HANDLER = "midwatch"
 
 REDACTED = "[REDACTED]"
 # Compared after normalising a key to snake_case (X-Api-Key -> x_api_key, clientSecret -> client_secret).
@@ -83,24 +113,106 @@ def redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
+def _check_keys(fields: dict[str, Any]) -> None:
+    unknown = set(fields) - CONTEXT_KEYS
+    if unknown:
+        raise ValueError(f"not a log context field: {sorted(unknown)} (known: {sorted(CONTEXT_KEYS)})")
+
+
+@contextmanager
+def bind_work(**fields: Any) -> Iterator[None]:
+    """Bind context fields (``tenant_id``, ``run_id``, ``agent``, ``item``, ``step``, ``attempt``,
+    ``failure_category``, ``request_id``) for the ``with`` block; ``None`` values are left out.
+
+    Nested blocks add fields (a step inside a run) and restore the outer ones on exit, so a worker thread
+    never carries one run's fields into the next message.
+    """
+    _check_keys(fields)
+    with structlog.contextvars.bound_contextvars(**{k: v for k, v in fields.items() if v is not None}):
+        yield
+
+
+def unbind_work(*keys: str) -> None:
+    """Drop fields bound earlier in the current block (e.g. ``failure_category`` once a retry succeeds)."""
+    structlog.contextvars.unbind_contextvars(*keys)
+
+
+@contextmanager
+def request_context(request_id: str) -> Iterator[dict[str, Any]]:
+    """The context of one API request: log lines under it carry ``request_id`` and whatever
+    :func:`annotate_request` adds later, even from the worker threads the request's sync handlers run in."""
+    fields: dict[str, Any] = {"request_id": request_id}
+    token = _request_fields.set(fields)
+    try:
+        yield fields
+    finally:
+        _request_fields.reset(token)
+
+
+def annotate_request(**fields: Any) -> None:
+    """Add fields (``tenant_id``) to the current request's log context; a no-op outside a request.
+
+    The request's field dict is shared by reference with every context copied from it, so a field set in a
+    dependency running in a worker thread shows in the handler's log lines too.
+    """
+    _check_keys(fields)
+    current = _request_fields.get()
+    if current is not None:
+        current.update({k: v for k, v in fields.items() if v is not None})
+
+
+def _merge_request_fields(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    current = _request_fields.get()
+    if current:
+        for key, value in current.items():
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
+def _add_trace_ids(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        event_dict.setdefault("trace_id", trace_id)
+        event_dict.setdefault("span_id", current_span_id())
+    return event_dict
+
+
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
-    """Configure structlog once for the process."""
+    """Configure structlog once for the process, and route standard-library logging through the same chain."""
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        _merge_request_fields,
+        _add_trace_ids,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_processor,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        processors=[*shared, structlog.processors.format_exc_info, redact_processor, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_OUR_HANDLER)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
+                    redact_processor, renderer]))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _OUR_HANDLER]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for noisy in ("httpx", "httpcore", "pika", "urllib3"):  # one line per HTTP request or frame: not useful
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    for own in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # if uvicorn installed its own handlers: use ours
+        library = logging.getLogger(own)
+        library.handlers.clear()
+        library.propagate = True
 
 
 def get_logger(name: str) -> Any:

@@ -15,7 +15,9 @@ __all__ = ["Settings", "get_settings", "reset_settings"]
 class Settings(BaseSettings):
     """Process configuration. Every field maps to ``MIDWATCH_<FIELD>``; ``midwatch config`` prints it masked."""
 
-    model_config = SettingsConfigDict(env_prefix="MIDWATCH_", extra="ignore", validate_default=True)
+    # env_ignore_empty: `MIDWATCH_HEALTH_PORT=` (as compose files write an unset value) means the default.
+    model_config = SettingsConfigDict(env_prefix="MIDWATCH_", extra="ignore", validate_default=True,
+                                      env_ignore_empty=True)
 
     env: Literal["embedded", "production"] = "embedded"
     data_dir: Path = Path(".midwatch")
@@ -28,7 +30,10 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     api_workers: int = Field(0, ge=0, le=256)  # `midwatch api` processes; 0: one per CPU
     dashboard_port: int = Field(8501, ge=1, le=65535)
-    health_port: int = Field(9090, ge=0, le=65535)  # worker/scheduler /healthz; 0 disables
+    # Worker/scheduler /healthz, /readyz, /metrics. None: the process kind's default (scheduler 9090, worker 9091,
+    # and a worker whose default is taken by another worker on the host takes the next free port up to 9099);
+    # a number: exactly that port (in use: the process refuses to start); 0: no health server.
+    health_port: int | None = Field(None, ge=0, le=65535)
 
     operator_key: SecretStr | None = None
     master_key: SecretStr | None = None  # base64 of 32 bytes: wraps every tenant secret's data key
@@ -55,13 +60,29 @@ class Settings(BaseSettings):
     redis_url: str = ""  # rate-limit counters; empty: the broker's Redis if it is one, else batched in the database
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["console", "json"] = "console"
+    log_format: Literal["console", "json"] | None = None  # None: json when env=production, else console
+
+    # Observability (see README "Observability").
+    otlp_endpoint: str = ""  # OTLP/HTTP traces endpoint; empty: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, else off
+    # The API's /metrics names tenants, agents, hosts and secrets: with a token it answers only `Bearer <token>`;
+    # without one it is open in embedded mode and refused in production (worker/scheduler health ports stay open).
+    metrics_token: SecretStr | None = None
+    metrics_db_gauges: Literal["auto", "on", "off"] = "auto"  # auto: api, scheduler and `up` export them
+    metrics_refresh_seconds: float = Field(15.0, ge=0.0, le=3600.0)  # database gauges are at most this stale (0: none)
+    heartbeat_seconds: float = Field(5.0, ge=0.5, le=300.0)  # worker/scheduler heartbeat row period
 
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, value: str) -> str:
         if not value.startswith(("stub://", "redis://", "rediss://", "amqp://", "amqps://")):
             raise ValueError("broker_url must start with stub://, redis://, rediss://, amqp:// or amqps://")
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("otlp_endpoint must be an http:// or https:// URL (OTLP over HTTP)")
         return value
 
     @field_validator("database_url")
@@ -100,6 +121,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def effective_log_format(self) -> Literal["console", "json"]:
+        """``log_format`` if set, else JSON in production and human-readable lines elsewhere."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.env == "production" else "console"
 
     def masked(self) -> dict[str, Any]:
         """Every setting, secrets shown as ``****`` and URL passwords hidden."""

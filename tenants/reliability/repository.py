@@ -274,6 +274,30 @@ class PlatformReliabilityRepository(PlatformRepository):
         counts["stuck"] = int(stuck or 0)
         return counts
 
+    def live_counts_by_tenant(self, now: datetime, stuck_after: datetime) -> list[tuple[str, str, int]]:
+        """(tenant_id, state, runs) for the live states, plus (tenant_id, "stuck", runs) as in :meth:`live_counts`
+        (index lookups on ``ix_runs_state_lease``)."""
+        rows = self.session.execute(
+            select(Run.tenant_id, Run.state, func.count()).where(Run.state.in_(LIVE_STATES))
+            .group_by(Run.tenant_id, Run.state)
+        ).all()
+        stuck = self.session.execute(
+            select(Run.tenant_id, func.count()).where(
+                Run.state == "running",
+                or_(Run.lease_until < now, and_(Run.lease_until.is_(None), Run.wake_at < stuck_after)),
+            ).group_by(Run.tenant_id)
+        ).all()
+        return [(str(t), str(s), int(n)) for t, s, n in rows] + [(str(t), "stuck", int(n)) for t, n in stuck]
+
+    def waiting_since_by_tenant(self, state: str) -> list[tuple[str, int, datetime]]:
+        """(tenant_id, runs, oldest ``updated_at``) of runs in ``state`` (queued: waiting to start or continue;
+        escalated: waiting for a human since they ended), by the ``ix_runs_state_lease`` state prefix."""
+        rows = self.session.execute(
+            select(Run.tenant_id, func.count(), func.min(Run.updated_at)).where(Run.state == state)
+            .group_by(Run.tenant_id)
+        ).all()
+        return [(str(t), int(n), oldest) for t, n, oldest in rows]
+
     # ---- catalogue ---------------------------------------------------------------------------
     def tenants(self) -> Sequence[Tenant]:
         return self.session.scalars(select(Tenant).order_by(Tenant.name)).all()

@@ -37,7 +37,7 @@ __all__ = ["EVENT_COLUMNS", "Flags", "JournalRepository", "JournalWrite", "Postg
 
 EVENT_COLUMNS = ("run_id", "seq", "kind", "item_index", "step_index", "step_id", "considered", "chosen", "why",
                  "verdicts", "failure_category", "cost_usd", "latency_ms", "attempts", "input_hash", "output_hash",
-                 "prev_hash", "hash", "created_at")
+                 "prev_hash", "hash", "created_at", "trace_id")
 _JSON_EVENT = frozenset({"considered", "verdicts"})
 _CHECKPOINT_COLUMNS = ("item_index", "step_index", "step_id", "status", "output", "output_hash", "attempts",
                        "latency_ms", "fence", "created_at")

@@ -209,3 +209,6 @@ class DecisionEvent(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The trace the event was written under (OpenTelemetry), outside the hash: one id from an alert's exemplar
+    # or a log line to the decision, and back.
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 from tenants.agents.models import AgentVersion
 from tenants.audit.service import record
 from tenants.budgets.service import charge_run
-from tenants.kit.db import enqueue_after_commit
+from tenants.kit.db import call_after_commit, enqueue_after_commit
 from tenants.kit.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 from tenants.kit.settings import get_settings
+from tenants.observability import metrics
 from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.models import TERMINAL_STATES, Run, RunItem
 from tenants.runs.repository import RunRepository
@@ -85,6 +86,7 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
     # Runs per period are charged when a run is accepted; an exhausted budget refuses it (402).
     charge_run(session, tenant_id, agent_name, now=now)
     enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run.id)
+    call_after_commit(session, lambda: metrics.run_submitted(tenant_id, agent_name))
     return Submitted(run=run, created=True)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, case, func, select, update
 
 from tenants.kit.repository import PlatformRepository, TenantRepository
 from tenants.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -92,6 +92,20 @@ class WebhookPlatformRepository(PlatformRepository):
             .where(WebhookDelivery.state.in_(("pending", "failed")))
             .group_by(WebhookDelivery.tenant_id, WebhookDelivery.state)).all()
         return {(str(t), str(s)): int(n) for t, s, n in rows}
+
+    def delivery_health(self, since: datetime) -> list[tuple[str, int, int, int]]:
+        """(tenant_id, pending, pending whose last attempt failed, given up since ``since``) per tenant: the
+        ``state`` prefix of ``ix_webhook_deliveries_due`` keeps it to undelivered rows."""
+        retrying = func.sum(case((and_(WebhookDelivery.state == "pending", WebhookDelivery.last_error.is_not(None)), 1),
+                                  else_=0))
+        pending = func.sum(case((WebhookDelivery.state == "pending", 1), else_=0))
+        failed = func.sum(case((and_(WebhookDelivery.state == "failed", WebhookDelivery.last_attempt_at >= since),
+                                1), else_=0))
+        rows = self.session.execute(
+            select(WebhookDelivery.tenant_id, pending, retrying, failed)
+            .where(WebhookDelivery.state.in_(("pending", "failed")))
+            .group_by(WebhookDelivery.tenant_id)).all()
+        return [(str(t), int(p or 0), int(r or 0), int(f or 0)) for t, p, r, f in rows]
 
     def claim_due(self, now: datetime, limit: int, claim_until: datetime) -> list[ClaimedDelivery]:
         """Lock up to ``limit`` due deliveries (SKIP LOCKED: concurrent schedulers take different rows),

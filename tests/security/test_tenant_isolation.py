@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import Harness, Tenant, batch_spec, simple_spec
 
-UNPROBED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema")  # public, no tenant data
+UNPROBED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema")  # no tenant key involved (/metrics: its
+# own token, tests/platform_api/test_request_context.py)
 IGNORED_METHODS = {"OPTIONS", "HEAD"}
 PROBLEM_JSON = "application/problem+json"
 

@@ -95,13 +95,14 @@ MIDWATCH_ENV: {{ .Values.config.env | quote }}
 MIDWATCH_HOST: "0.0.0.0"
 MIDWATCH_PORT: {{ .Values.api.port | quote }}
 MIDWATCH_DASHBOARD_PORT: {{ .Values.dashboard.port | quote }}
-MIDWATCH_HEALTH_PORT: {{ .Values.config.healthPort | quote }}
 MIDWATCH_WORKER_THREADS: {{ .Values.worker.threads | quote }}
 MIDWATCH_SHUTDOWN_GRACE_S: {{ .Values.worker.shutdownGraceSeconds | quote }}
 MIDWATCH_LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 MIDWATCH_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 MIDWATCH_ALLOW_LOOPBACK_EGRESS: {{ .Values.config.allowLoopbackEgress | toString | quote }}
 MIDWATCH_DATA_DIR: {{ .Values.config.dataDir | quote }}
+MIDWATCH_OTLP_ENDPOINT: {{ .Values.config.otlpEndpoint | quote }}
+MIDWATCH_METRICS_REFRESH_SECONDS: {{ .Values.config.metricsRefreshSeconds | quote }}
 HOME: "/tmp"
 {{- end }}
 
@@ -130,6 +131,12 @@ Secret environment variables, by reference only (secretKeyRef), never by value.
     secretKeyRef:
       name: {{ $s.name }}
       key: {{ $s.keys.operatorKey }}
+      optional: true
+- name: MIDWATCH_METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.name }}
+      key: {{ $s.keys.metricsToken }}
       optional: true
 {{- end }}
 
@@ -206,18 +213,25 @@ annotations:
 {{- end }}
 
 {{/*
-Container fields shared by every container (image, security, env, /tmp mount).
+Container fields shared by every container (image, security, env, /tmp mount). Call with
+(dict "ctx" $) or, for worker and scheduler, (dict "ctx" $ "healthPort" <port>): their own MIDWATCH_HEALTH_PORT;
+the API adds "apiWorkersFromCpuLimit" true: MIDWATCH_API_WORKERS from its CPU limit.
 */}}
 {{- define "midwatch.containerCommon" -}}
-image: {{ include "midwatch.image" . }}
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- $ := .ctx -}}
+image: {{ include "midwatch.image" $ }}
+imagePullPolicy: {{ $.Values.image.pullPolicy }}
 securityContext:
-  {{- include "midwatch.containerSecurityContext" . | nindent 2 }}
+  {{- include "midwatch.containerSecurityContext" $ | nindent 2 }}
 envFrom:
   - configMapRef:
-      name: {{ include "midwatch.fullname" . }}
+      name: {{ include "midwatch.fullname" $ }}
 env:
-  {{- include "midwatch.secretEnv" . | nindent 2 }}
+  {{- include "midwatch.secretEnv" $ | nindent 2 }}
+  {{- with .healthPort }}
+  - name: MIDWATCH_HEALTH_PORT
+    value: {{ . | quote }}
+  {{- end }}
   {{- if .apiWorkersFromCpuLimit }}
   # one API process per CPU of the container's limit (rounded up), whatever the node has
   - name: MIDWATCH_API_WORKERS
@@ -247,5 +261,18 @@ Guard rails that the JSON schema cannot express.
 {{- end }}
 {{- if and .Values.worker.autoscaling.enabled (gt (int .Values.worker.autoscaling.minReplicas) (int .Values.worker.autoscaling.maxReplicas)) }}
 {{- fail "worker.autoscaling.minReplicas must not exceed worker.autoscaling.maxReplicas" }}
+{{- end }}
+{{- if or (eq (int .Values.worker.healthPort) (int .Values.api.port)) (eq (int .Values.scheduler.healthPort) (int .Values.api.port)) }}
+{{- fail "worker.healthPort and scheduler.healthPort must differ from api.port" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of one alert: its severity and monitoring.prometheusRule.alertLabels. Call with (dict "ctx" $ "severity" "warning").
+*/}}
+{{- define "midwatch.alertLabels" -}}
+severity: {{ .severity }}
+{{- with .ctx.Values.monitoring.prometheusRule.alertLabels }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}

@@ -44,6 +44,7 @@ from runner.tools.args import tool_spec, validate_call
 from runner.tools.base import ToolCall
 from tenants.kit.ids import sha256_hex
 from tenants.kit.logging import redact
+from tenants.kit.tracing import tool_span
 
 __all__ = ["AgentKind", "call_action"]
 
@@ -266,7 +267,8 @@ class _Loop:
         request = ToolCall(tenant_id=ctx.tenant_id, run_id=ctx.run_id, item_index=ctx.item_index,
                            step_id=ctx.step.id, args=args, idempotency_key=key)
         try:
-            output, attempts = call_tool(tool, request, attempt)
+            with tool_span(tool=name, side_effect=key is not None, idempotency_key=key, attempt=attempt):
+                output, attempts = call_tool(tool, request, attempt)
         except StepFailed as failure:
             if key is not None:
                 failure.details.setdefault("idempotency_key", key)

@@ -11,6 +11,7 @@ from runner.errors import StepFailed, TemplateError
 from runner.templating import render
 from runner.tools.args import validate_args
 from runner.tools.base import ToolCall
+from tenants.kit.tracing import tool_span
 
 __all__ = ["ToolKind", "call_tool", "render_or_fail"]
 
@@ -48,7 +49,9 @@ class ToolKind:
         call = ToolCall(tenant_id=ctx.tenant_id, run_id=ctx.run_id, item_index=ctx.item_index, step_id=step.id,
                         args=pending.args, idempotency_key=key)
         try:
-            output, attempts = call_tool(tool, call, ctx.start_attempt)
+            with tool_span(tool=step.tool, side_effect=key is not None, idempotency_key=key,
+                           attempt=ctx.start_attempt):
+                output, attempts = call_tool(tool, call, ctx.start_attempt)
         except StepFailed as failure:
             if key is not None:
                 failure.details.setdefault("idempotency_key", key)

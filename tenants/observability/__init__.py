@@ -1,0 +1,1 @@
+"""Observability: the metric set, database-derived gauges, worker heartbeats and the platform status."""
