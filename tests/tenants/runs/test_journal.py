@@ -80,8 +80,10 @@ def _scenario(session: Session, tenant: str) -> dict[str, Any]:
         item_end={"item_index": 0, "state": "done", "steps_used": 1, "llm_calls": 0},
         item_attempt=(0, 1),
         side_effect=("mw-run_j1-0-0", {"state": "succeeded", "outcome": {"ok": True}, "completed_at": T0}),
-        loop_call={"item_index": 0, "step_index": 0, "iteration": 1, "tool": "t", "args": {"a": 1}, "reply": "r",
-                   "output": {"b": 2}, "fence": 7, "created_at": T0},
+        loop_call={"item_index": 0, "step_index": 0, "iteration": 1, "call_index": 1, "call_id": "call_1",
+                   "tool": "t", "model": None, "args": {"a": 1}, "message": "{\"role\": \"tool\", \"content\": \"{}\"}",
+                   "is_error": False, "idempotency_key": None, "cost_usd": Decimal(0), "llm_calls": 0, "fence": 7,
+                   "created_at": T0},
         intent={"idempotency_key": "mw-run_j1-1-0", "item_index": 1, "step_index": 0, "step_id": "s0",
                 "tool": "t", "state": "intent", "attempts": 1, "created_at": T0}), durable=False)
     again = repo.write(JournalWrite(
