@@ -61,8 +61,9 @@ def approval_gate(run: RunSlice, ctx: StepContext, pending: PendingAction) -> bo
         verdict[:] = [outcome]
         return journal.write(now, release=release)
 
-    journal.commit(decide, what="approval gate")
+    flags = journal.commit(decide, what="approval gate")
     if verdict[0] == "proceed":
+        run._stop_if_asked(flags)  # cancelled or suspended meanwhile: stop before acting, not after
         return True
     if verdict[0] == "wait":
         return False

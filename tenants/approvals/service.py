@@ -22,7 +22,7 @@ from tenants.audit.service import record
 from tenants.kit.db import enqueue_after_commit
 from tenants.kit.errors import Conflict, Forbidden, NotFound
 from tenants.kit.ids import new_id, utcnow
-from tenants.runs.repository import RunRepository
+from tenants.runs.repository import RunRepository, back_in_queue
 from tenants.runs.service import EXECUTE_RUN, wake_grace
 from tenants.webhooks.service import emit
 
@@ -72,9 +72,10 @@ def list_approvals(session: Session, tenant_id: str, *, state: str | None, run_i
 
 
 def _wake(session: Session, tenant_id: str, run_id: str, now: datetime) -> None:
-    """Put a waiting run back in the queue and wake a worker after commit."""
-    if RunRepository(session, tenant_id).set_state(run_id, from_states=["waiting_approval"], state="queued",
-                                                   updated_at=now, runnable_at=now, wake_at=now + wake_grace()):
+    """Put a waiting run back in the queue (parked as ``suspended`` while its tenant is) and wake a worker
+    after commit."""
+    if RunRepository(session, tenant_id).set_state(run_id, from_states=["waiting_approval"], updated_at=now,
+                                                   **back_in_queue(now, now + wake_grace())):
         enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run_id)
 
 

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tenants.kit.db import Base
 from tenants.kit.types import JsonType, UtcDateTime
 
-__all__ = ["DecisionEvent", "LoopCall", "Run", "RunItem", "SideEffect", "StepCheckpoint"]
+__all__ = ["SUSPENDED_REASON", "TERMINAL_STATES", "DecisionEvent", "LoopCall", "Run", "RunItem", "SideEffect",
+           "StepCheckpoint"]
 
 RUN_STATES = (
     "queued",
@@ -42,6 +43,8 @@ RUN_STATES = (
     "budget_exhausted",
 )
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "escalated", "budget_exhausted"})
+SUSPENDED_REASON = "tenant suspended by the operator"
+"""The reason a run of a suspended tenant shows (state ``suspended``) until the tenant is resumed."""
 
 
 class Run(Base):

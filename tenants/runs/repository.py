@@ -11,14 +11,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, TextClause, and_, func, insert, or_, select, text, update
+from sqlalchemy import Table, TextClause, and_, case, func, insert, literal, null, or_, select, text, update
 
 from tenants.kit.db import insert_ignore
 from tenants.kit.errors import LeaseLost
 from tenants.kit.repository import PlatformRepository, TenantRepository
-from tenants.runs.models import DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
+from tenants.runs.models import SUSPENDED_REASON, DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
 
-__all__ = ["PlatformRunRepository", "RunRepository"]
+__all__ = ["PlatformRunRepository", "RunRepository", "back_in_queue"]
 
 ACTIVE = ("queued", "running")
 _EVENT_JSON = frozenset({"considered", "verdicts"})
@@ -26,6 +26,31 @@ _EVENT_JSON = frozenset({"considered", "verdicts"})
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+
+
+def back_in_queue(runnable_at: datetime, wake_at: datetime | None, *, state: str | None = "queued",
+                  reason: str | None = None) -> dict[str, Any]:
+    """UPDATE values that put a run back in the queue at ``runnable_at`` (``state=None``: keep its state) — or,
+    when its tenant is suspended (``suspend_requested``, read on the row being updated, so a concurrent
+    suspension or resumption is never missed), park it as ``suspended`` out of the queue instead.
+
+    Every path that makes an unleased run runnable again uses it (a worker handing a run back or deferring
+    it, the sweeper recovering a dead worker's run, a decided approval), so a suspended tenant's run never
+    sits in the queue and is resumed by :meth:`tenants.scheduling.repository.ScheduleRepository.release_held`.
+    """
+    c = _RUNS.c
+    parked = c.suspend_requested.is_(True)
+
+    def given(column: str, value: Any) -> Any:  # a value, None (NULL) or ... (keep the column as it is)
+        if value is ...:
+            return c[column]
+        return null() if value is None else literal(value, c[column].type)
+
+    keep = state is None
+    return {"runnable_at": case((parked, null()), else_=given("runnable_at", runnable_at)),
+            "wake_at": case((parked, null()), else_=given("wake_at", wake_at)),
+            "state": case((parked, literal("suspended")), else_=given("state", ... if keep else state)),
+            "reason": case((parked, literal(SUSPENDED_REASON)), else_=given("reason", ... if keep else reason))}
 
 
 # Tables for the engine's hot path: Core statements skip the ORM's per-statement bookkeeping.
