@@ -1,10 +1,10 @@
 """Rules for approvals. Never commits.
 
-A risky step creates a pending approval holding the exact action and its arguments hash; the run
-waits (``waiting_approval``) without holding a worker. A decision by a principal with the routed
-role (or a tenant admin) wakes the run within seconds; the scheduler expires approvals past their
-deadline and applies ``on_timeout`` (default deny). An approval is used once, and only for the
-arguments it was asked for.
+A risky step creates a pending approval holding the exact request it covers (its binding) and that
+binding's hash; the run waits (``waiting_approval``) without holding a worker. A decision by a
+principal with the routed role (or a tenant admin) wakes the run within seconds; the scheduler
+expires approvals past their deadline and applies ``on_timeout`` (default deny). An approval is used
+once, and only for the request it was asked for.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class ApprovalRequest:
     timeout_s: int
     on_timeout: str
     seq: int = 1
+    binding: Any = None  # the exact request the approval covers (``args_hash`` is its SHA-256)
 
 
 def request_approval(session: Session, tenant_id: str, req: ApprovalRequest, now: datetime) -> Approval:
@@ -51,11 +52,13 @@ def request_approval(session: Session, tenant_id: str, req: ApprovalRequest, now
     approval = ApprovalRepository(session, tenant_id).add(Approval(
         id=new_id("apr"), tenant_id=tenant_id, run_id=req.run_id, agent_name=req.agent_name,
         item_index=req.item_index, step_index=req.step_index, step_id=req.step_id, seq=req.seq, action=req.action,
-        args=req.args, args_hash=req.args_hash, rule=req.rule, route=req.route, on_timeout=req.on_timeout,
+        args=req.args, args_hash=req.args_hash, binding=req.binding, rule=req.rule, route=req.route,
+        on_timeout=req.on_timeout,
         state="pending", created_at=now, expires_at=now + timedelta(seconds=req.timeout_s)))
     emit(session, tenant_id, "approval.requested", {
         "approval_id": approval.id, "run_id": req.run_id, "agent": req.agent_name, "step_id": req.step_id,
-        "action": req.action, "route": req.route, "expires_at": approval.expires_at.isoformat()})
+        "action": req.action, "binding": req.binding, "route": req.route,
+        "expires_at": approval.expires_at.isoformat()})
     return approval
 
 
