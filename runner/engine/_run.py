@@ -244,6 +244,8 @@ class RunSlice:
                 if not approval_gate(self, ctx, pending):
                     raise _Stop("waiting for approval")
                 outcome = kind.run(ctx, pending)
+                # A secret an upstream echoed never gets further: not stored, templated, recorded or returned.
+                outcome.output = self.toolbox.mask(outcome.output)
             except RetryLater as later:
                 self._defer(item, index, step, later.delay_s, later.next_attempt, later.reason,
                             later.details.get("attempts"))

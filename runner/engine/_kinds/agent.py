@@ -87,6 +87,7 @@ class AgentKind:
         call = ToolCall(tenant_id=ctx.tenant_id, run_id=ctx.run_id, item_index=ctx.item_index, step_id=ctx.step.id,
                         args=args, idempotency_key=key)
         output, _ = call_tool(tool, call)
+        output = ctx.toolbox.mask(output)  # an echoed secret reaches neither the model nor the loop's checkpoint
         agent = ctx.step.agent
         ctx.services.record_loop_call(
             ctx, {"iteration": iteration, "tool": tool_name, "args": redact(args), "reply": reply, "output": output},
