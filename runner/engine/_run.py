@@ -96,7 +96,8 @@ class RunSlice:
         self.run_id = claimed.id
         self.agent_name = claimed.agent_name
         self.journal = Journal(claimed.tenant_id, claimed.id, claimed.fence, settings.lease_seconds,
-                               (claimed.event_seq, claimed.event_head), strict=settings.durability == "strict",
+                               (claimed.event_seq, claimed.event_head, claimed.event_seal),
+                               strict=settings.durability == "strict",
                                session=session)
         self.toolbox = Toolbox(settings, claimed.tenant_id, spec)
         self.toolbox.run_id = claimed.id

@@ -1,7 +1,7 @@
 """The engine's one writer: every change a worker makes to a run it holds, as ONE fenced write.
 
 A :class:`JournalWrite` says what one commit of the engine does: renew (or release) the lease, bump the
-run's counters, append decision events and move the chain head, store a checkpoint, end an item,
+run's counters, append decision events and move the chain head (with its seal), store a checkpoint, end an item,
 record a side effect's outcome or an agent loop's tool call, and on release give the run back to the
 queue (or finish it) and correct the tenant's schedule. Everything is gated on the fenced UPDATE of
 the run row, so a zombie worker whose fence is stale writes nothing and gets :class:`LeaseLost`.
@@ -94,6 +94,7 @@ class JournalWrite:
     intent: dict[str, Any] | None = None  # a new side-effect intent row, inserted unless its key exists
     loop_call: dict[str, Any] | None = None
     release: Release | None = None
+    head_seal: str | None = None  # the seal of the head after this write's events (tenants.audit.seals)
 
     @property
     def head(self) -> tuple[int, str] | None:
@@ -163,6 +164,7 @@ class JournalRepository(TenantRepository):
                 values[name] = c[name] + amount
         if w.head is not None:
             values["event_seq"], values["event_head"] = w.head
+            values["event_seal"] = w.head_seal
         r = w.release
         if r is None:
             values["lease_until"] = w.lease_until
@@ -204,7 +206,7 @@ def _run_update(counters: tuple[str, ...], head: bool, release: bool, release_st
                 requeue: bool) -> str:
     sets = ["updated_at = :now", *(f"{name} = {name} + :{name}" for name in counters)]
     if head:
-        sets += ["event_seq = :head_seq", "event_head = :head_hash"]
+        sets += ["event_seq = :head_seq", "event_head = :head_hash", "event_seal = :head_seal"]
     if release and requeue:  # back in the queue, or parked while the tenant is suspended (Release.requeues)
         def parked(then: str, otherwise: str) -> str:
             return f"CASE WHEN suspend_requested THEN {then} ELSE {otherwise} END"
@@ -322,6 +324,7 @@ class PostgresJournalRepository(JournalRepository):
                                   "items_failed": w.items_failed, "llm_calls": w.llm_calls, "cost_usd": w.cost_usd}
         if w.head is not None:
             params["head_seq"], params["head_hash"] = w.head
+            params["head_seal"] = w.head_seal
         for n, event in enumerate(w.events):
             params.update({f"e{n}_{col}": _json(event.get(col)) if col in _JSON_EVENT else event.get(col)
                            for col in EVENT_COLUMNS})

@@ -142,6 +142,12 @@ class RunRepository(TenantRepository):
             q = q.where(RunItem.state == state)
         return self.session.scalars(q).all()
 
+    def head(self, run_id: str) -> tuple[int, str | None, str | None] | None:
+        """The run's chain head as committed now: (seq, hash, seal); a fresh read, never a cached object."""
+        row = self.session.execute(select(_RUNS.c.event_seq, _RUNS.c.event_head, _RUNS.c.event_seal)
+                                   .where(_RUNS.c.tenant_id == self.tenant_id, _RUNS.c.id == run_id)).first()
+        return None if row is None else (int(row[0]), row[1], row[2])
+
     def events(self, run_id: str, *, after: int | None, limit: int) -> Sequence[DecisionEvent]:
         q = (select(DecisionEvent).where(DecisionEvent.tenant_id == self.tenant_id, DecisionEvent.run_id == run_id)
              .order_by(DecisionEvent.seq).limit(limit))
@@ -199,12 +205,13 @@ class RunRepository(TenantRepository):
         res = self.session.execute(q.values(**values))
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
-    def append_event(self, run_id: str, event: dict[str, Any], *, expected_seq: int) -> None:
-        """Append a decision event to a run no worker holds, moving its chain head from ``expected_seq``."""
+    def append_event(self, run_id: str, event: dict[str, Any], *, expected_seq: int, seal: str) -> None:
+        """Append a decision event to a run no worker holds, moving its chain head (and its seal) from
+        ``expected_seq``."""
         res = self.session.execute(
             update(_RUNS).where(_RUNS.c.tenant_id == self.tenant_id, _RUNS.c.id == run_id,
                                 _RUNS.c.event_seq == expected_seq, _RUNS.c.lease_owner.is_(None))
-            .values(event_seq=event["seq"], event_head=event["hash"]))
+            .values(event_seq=event["seq"], event_head=event["hash"], event_seal=seal))
         if not res.rowcount:  # type: ignore[attr-defined]
             raise LeaseLost(f"run {run_id} changed while its decision log was being appended to")
         self.session.execute(insert(_EVENTS), [{**event, "tenant_id": self.tenant_id}])
@@ -277,6 +284,20 @@ class PlatformRunRepository(PlatformRepository):
             if not res.rowcount:  # type: ignore[attr-defined]
                 lost.add(run_id)
         return lost
+
+    def heads(self, *, after: str | None, limit: int) -> list[tuple[str, str, int, str | None, str | None]]:
+        """Runs' chain heads in id order: (tenant_id, run_id, seq, hash, seal) — for re-sealing them."""
+        q = select(Run.tenant_id, Run.id, Run.event_seq, Run.event_head, Run.event_seal).order_by(Run.id).limit(limit)
+        if after is not None:
+            q = q.where(Run.id > after)
+        return [(str(t), str(r), int(n), h, s) for t, r, n, h, s in self.session.execute(q).all()]
+
+    def reseal(self, run_id: str, *, seq: int, seal: str | None, new_seal: str) -> bool:
+        """Replace a head's seal, only if the head is still (seq, seal): a write meanwhile keeps its own."""
+        same = Run.event_seal.is_(None) if seal is None else Run.event_seal == seal
+        res = self.session.execute(update(Run).where(Run.id == run_id, Run.event_seq == seq, same)
+                                   .values(event_seal=new_seal))
+        return bool(res.rowcount)  # type: ignore[attr-defined]
 
     def counts_by_state(self) -> dict[str, int]:
         rows = self.session.execute(select(Run.state, func.count()).group_by(Run.state)).all()

@@ -43,7 +43,7 @@ __all__ = [
 
 _CLAIMED_COLUMNS = ("id", "tenant_id", "agent_name", "agent_version_id", "agent_version", "input", "is_batch",
                     "items_total", "items_done", "items_failed", "cost_usd", "fence", "crash_count",
-                    "event_seq", "event_head", "started_at", "created_at", "priority")
+                    "event_seq", "event_head", "event_seal", "started_at", "created_at", "priority")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,7 @@ class ClaimedRun:
     crash_count: int
     event_seq: int
     event_head: str | None
+    event_seal: str | None
     started_at: datetime
     created_at: datetime
     priority: int
