@@ -204,3 +204,33 @@ def test_a_master_key_rotation_re_seals_every_intact_head(make_harness: Callable
     reset_settings()  # the restart with the new key
     assert audit_verify_command(None, runs[0]) == 0
     assert audit_verify_command(tenant.name, runs[1]) == 1
+
+
+def test_seal_heads_seals_intact_chains_written_before_seals_and_leaves_broken_ones(
+        make_harness: Callable[..., Harness], capsys: pytest.CaptureFixture[str]) -> None:
+    """The upgrade path: heads written before sealing existed have no seal; ``midwatch audit seal-heads``
+    seals those whose chain verifies (and opens an empty tenant chain), and leaves a broken one failing."""
+    from midwatch.audit_cli import seal_heads_command
+
+    h = make_harness(worker=None)
+    old, quiet, tampered = h.onboard(), h.onboard(), h.onboard()
+    for tenant in (old, tampered):
+        assert h.client.post("/v1/keys", json={"role": "viewer"}, headers=tenant.headers).status_code == 201
+    h.put_agent(old, SPEC)
+    run = h.submit(old, "steps", {"input": {}})
+    _sql("UPDATE runs SET event_seal = NULL")  # as written before the upgrade
+    _sql("UPDATE audit_heads SET seal = NULL")
+    _sql("DELETE FROM audit_heads WHERE tenant_key = :t", t=quiet.id)  # onboarded, never audited
+    _sql("UPDATE audit_events SET target = 'forged' WHERE tenant_key = :t", t=tampered.id)
+    capsys.readouterr()
+    assert audit_verify_command(None, None) == 1
+
+    assert seal_heads_command() == 1  # one chain was already broken: reported, left unsealed
+    out = capsys.readouterr().out
+    assert "empty chain(s) opened" in out and f"audit chain {tampered.id}" in out
+    for tenant in (old, quiet):
+        assert audit_verify_command(tenant.name, None) == 0
+    assert audit_verify_command(old.name, run["id"]) == 0
+    capsys.readouterr()
+    assert audit_verify_command(tampered.name, None) == 1
+    assert h.client.get("/v1/admin/audit/verify", headers=h.op_headers).json()["ok"]
