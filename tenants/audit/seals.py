@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import threading
 from typing import Literal
 
@@ -33,6 +34,7 @@ __all__ = ["BROKEN", "ChainKind", "broken_marker", "run_chain", "seal", "seal_pr
 ChainKind = Literal["run", "audit"]
 BROKEN = "broken:"  # the marker prefix of a head extended from a head whose seal did not hold
 _LABEL = b"chain-heads/v1"
+_KEY_ID = re.compile(r"mk_[0-9a-f]{16}")
 _keys: dict[str, bytes] = {}
 _keys_lock = threading.Lock()
 
@@ -59,11 +61,13 @@ def seal_problem(kind: ChainKind, chain: str, seq: int, head: str, stored: str |
     if not stored:
         return "the chain head is not sealed"
     if stored.startswith(BROKEN):
-        return (f"the chain was extended from a head whose seal did not hold (at seq {stored[len(BROKEN):]}): "
-                "the log was altered before that")
+        at = stored[len(BROKEN):]
+        return (f"the chain was extended from a head whose seal did not hold (at seq {at if at.isdigit() else '?'}):"
+                " the log was altered before that")
     key_id, _, _mac = stored.partition(":")
     if key_id != master.key_id:
-        return (f"the chain head is sealed under master key {key_id}, not this process's {master.key_id} "
+        shown = key_id if _KEY_ID.fullmatch(key_id) else "an unknown key"  # the column is attacker-writable
+        return (f"the chain head is sealed under master key {shown}, not this process's {master.key_id} "
                 "(forged, or a master key rotation did not finish)")
     if not hmac.compare_digest(stored, seal(kind, chain, seq, head, master=master)):
         return "the chain head's seal does not match it (the head was moved or forged)"
