@@ -37,6 +37,9 @@ from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.accounts.service import hash_key, onboard_tenant
 from tenants.agents.service import store_version
 from tenants.approvals.service import ApprovalRequest, decide, expire_due, request_approval
+from tenants.audit.seals import run_chain
+from tenants.audit.seals import seal as seal_head
+from tenants.audit.service import open_platform_chain
 from tenants.audit.service import record as audit
 from tenants.budgets.service import LimitSpec, reconcile, reserve_many, set_limits
 from tenants.kit.db import unit_of_work
@@ -511,6 +514,7 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
         "fence": 1 if started else 0, "crash_count": 0, "cancel_requested": state == "cancelled",
         "suspend_requested": False, "priority": 3, "runnable_at": created if live_state == "queued" else None,
         "event_seq": len(events), "event_head": events[-1]["hash"] if events else None,
+        "event_seal": seal_head("run", run_chain(t, run_id), len(events), events[-1]["hash"] if events else GENESIS),
         "wake_at": None, "created_at": created, "started_at": started, "finished_at": finished,
         "updated_at": finished or clock})
     if detail:
@@ -529,6 +533,8 @@ def seed_command(runs: int, tenants: int) -> int:
     from tenants.migrations import upgrade
 
     upgrade()
+    with unit_of_work() as session:  # as midwatch.services.bootstrap does on a fresh installation
+        open_platform_chain(session)
     report = seed(runs, tenants)
     rows = ", ".join(f"{name} {n:,}" for name, n in sorted(report.rows.items()))
     print(f"seeded {report.tenants} tenants, {report.agents} agents, {report.runs:,} runs in "

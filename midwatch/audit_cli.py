@@ -1,7 +1,9 @@
 """``midwatch audit verify [--tenant NAME] [--run RUN_ID]`` (wired by midwatch.cli): recompute every hash chain.
 
 Two kinds of chain are checked: the audit trail (one chain per tenant, plus the platform chain of operator
-actions) and the decision log of each run. A break is reported with the chain, the first bad seq and why.
+actions) and the decision log of each run, each against its sealed head (tenants.audit.seals), so deleted
+newest events and a rolled-back head are breaks too. A break is reported with the chain, the first bad seq
+and why.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from dataclasses import dataclass
 from tenants.accounts.models import Tenant
 from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.audit import service as audit
+from tenants.audit.heads import HeadReport, seal_unsealed_heads
 from tenants.kit.db import Session, unit_of_work
-from tenants.runs.events import HASHED_FIELDS, ChainVerdict, verify_chain
+from tenants.runs.events import ChainVerdict
 from tenants.runs.repository import RunRepository
+from tenants.runs.service import verify_run_log
 
-__all__ = ["audit_verify_command"]
+__all__ = ["audit_verify_command", "print_head_report", "seal_heads_command"]
 
 _PAGE = 1000
 
@@ -58,19 +62,7 @@ def _run_ids(session: Session, tenant_id: str) -> Iterator[str]:
 
 
 def _verify_run(session: Session, tenant_id: str, run_id: str) -> ChainVerdict:
-    repo = RunRepository(session, tenant_id)
-
-    def events() -> Iterator[dict[str, object]]:
-        after: int | None = None
-        while True:
-            page = repo.events(run_id, after=after, limit=_PAGE)
-            for e in page:
-                yield {**{f: getattr(e, f) for f in HASHED_FIELDS}, "prev_hash": e.prev_hash, "hash": e.hash}
-            if len(page) < _PAGE:
-                return
-            after = page[-1].seq
-
-    return verify_chain(events())
+    return verify_run_log(session, tenant_id, run_id, page=_PAGE)
 
 
 def _check_tenant(session: Session, tenant: Tenant, report: _Report, run_id: str | None) -> None:
@@ -109,3 +101,22 @@ def audit_verify_command(tenant: str | None, run_id: str | None) -> int:
     status = "FAILED" if report.breaks else "ok"
     print(f"audit verify {status}: {report.chains} chain(s), {report.events} event(s), {report.breaks} broken")
     return 1 if report.breaks else 0
+
+
+def print_head_report(report: HeadReport, what: str) -> None:
+    """Print what a pass over the chain heads did, and each head it left alone with why."""
+    print(f"{what}: {report.sealed} head(s) sealed" + (f", {report.opened} empty chain(s) opened"
+                                                        if report.opened else ""))
+    for chain, why in report.left[:50]:
+        print(f"  left unsealed: {chain}: {why}")
+    if len(report.left) > 50:
+        print(f"  ... and {len(report.left) - 50} more")
+
+
+def seal_heads_command() -> int:
+    """``midwatch audit seal-heads``: seal, once, the heads written before chain heads were sealed (trust on first
+    use: only heads whose chain verifies up to them). Exit codes: 0 every head sealed, 1 some left (broken)."""
+    with unit_of_work() as session:
+        report = seal_unsealed_heads(session)
+    print_head_report(report, "seal-heads")
+    return 1 if report.left else 0

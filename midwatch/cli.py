@@ -318,6 +318,16 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return audit_verify_command(args.tenant, args.run)
 
 
+def cmd_audit_seal_heads(args: argparse.Namespace) -> int:
+    """Once after upgrading to sealed chain heads: seal every unsealed head whose chain verifies."""
+    settings = _settings()
+    from midwatch.audit_cli import seal_heads_command
+    from tenants.kit.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    return seal_heads_command()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midwatch", description="Run AI agents unattended: durable, bounded, loud.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -382,6 +392,9 @@ def _add_admin_commands(sub: Any) -> None:
     verify.add_argument("--tenant", help="one tenant by name (default: every tenant and the platform chain)")
     verify.add_argument("--run", help="one run's decision log (default: every run)")
     verify.set_defaults(func=cmd_audit_verify)
+    audit.add_parser("seal-heads", help="once after upgrading: seal the chain heads written before seals existed "
+                                        "(only intact chains; stop workers first)").set_defaults(
+        func=cmd_audit_seal_heads)
 
     demo = sub.add_parser("demo", help="demo data commands").add_subparsers(dest="demo_command", required=True)
     seed = demo.add_parser("seed", help="fill the database with realistic history")

@@ -1,10 +1,13 @@
-"""``midwatch secrets ...`` commands (wired by midwatch.cli): master key rotation."""
+"""``midwatch secrets ...`` commands (wired by midwatch.cli): master key rotation (secrets re-wrapped, chain heads
+re-sealed)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from midwatch.audit_cli import print_head_report
+from tenants.audit.heads import reseal_heads
 from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import MidwatchError
@@ -31,7 +34,8 @@ def rotate_master_key_command(new_key_b64: str | None) -> int:
     The current key comes from settings (MIDWATCH_MASTER_KEY, _FILE, or the embedded key file); the
     new one from ``new_key_b64`` or MIDWATCH_NEW_MASTER_KEY. In the embedded mode the new key may be
     omitted (one is generated), and it is written to ``master.key.next`` before anything is re-wrapped,
-    so it survives a crash mid-way; it replaces ``master.key`` once every version is re-wrapped.
+    so it survives a crash mid-way; it replaces ``master.key`` once every version is re-wrapped and every
+    chain head sealed under the old key is re-sealed under the new one (tenants.audit.heads).
     Stop workers while it runs: a process holding the old key cannot read re-wrapped versions.
     Safe to re-run with the same keys after a failure. Exit codes: 0 done, 1 failed, 2 usage.
     """
@@ -69,7 +73,10 @@ def rotate_master_key_command(new_key_b64: str | None) -> int:
         print(f"error: versions are still wrapped by {others}, not by the configured key {old.key_id}: "
               "is MIDWATCH_MASTER_KEY the key this vault was encrypted with?")
         return 1
-    _audit(old.key_id, new.key_id, report.rewrapped)
+    _audit(old.key_id, new.key_id, report.rewrapped)  # sealed under the old key, then re-sealed below
+    with unit_of_work() as session:
+        heads = reseal_heads(session, old, new)
+    print_head_report(heads, "chain heads re-sealed under the new key")
     if source == "embedded":
         os.replace(next_path, key_path)
         print(f"done: {key_path} now holds the new key {new.key_id}; restart Midwatch")

@@ -15,6 +15,7 @@ from runner.engine._registry import set_secret_lookup
 from runner.engine._run import request_stop, stopping
 from runner.sweeper import run_sweeper
 from tenants.accounts.service import ensure_operator_key
+from tenants.audit.service import open_platform_chain
 from tenants.kit.db import unit_of_work
 from tenants.kit.logging import configure_logging, get_logger
 from tenants.kit.settings import Settings
@@ -60,6 +61,7 @@ def bootstrap(settings: Settings, *, migrate: bool, process: str = "embedded") -
     set_secret_lookup(get_secret, get_secret_for_retry)
     supplied = settings.operator_key.get_secret_value() if settings.operator_key else None
     with unit_of_work() as session:
+        open_platform_chain(session)  # a fresh installation: the platform audit chain starts sealed
         return ensure_operator_key(session, supplied)
 
 

@@ -19,6 +19,7 @@ like the real API (an assistant tool call left without its result, an unknown fo
 answers 400 in the provider's error shape. A script key ending in ``*`` matches every path with
 that prefix (one shared script).
 
+``echo_headers()`` answers with the request's headers, credentials included (a careless upstream).
 ``require_bearer()`` answers 401 unless the request's bearer token is in ``.accepted_tokens``,
 which a test changes at runtime (``accept_tokens(...)``) to play an API whose credential is
 rotated; ``.authorized`` lists the paths it answered 200.
@@ -58,6 +59,7 @@ __all__ = [
     "anthropic_message",
     "burst_503",
     "chat",
+    "echo_headers",
     "html_200",
     "main",
     "model_turn",
@@ -186,6 +188,12 @@ def unauthorized_until_refresh(json_body: Any = None, *, times: int = 1) -> Faul
 def require_bearer(json_body: Any = None, *, delay_s: float = 0.0, times: int = 1) -> Fault:
     """200 (after ``delay_s``) if the bearer token is one of the upstream's ``accepted_tokens``, else 401."""
     return Fault("require_bearer", 200, json_body, delay_s=delay_s, times=times)
+
+
+def echo_headers(*, times: int = 1) -> Fault:
+    """200 with the request's headers as JSON (``{"path": ..., "headers": {lower-cased name: value}}``): a
+    careless upstream that echoes what it received, credentials included."""
+    return Fault("echo_headers", times=times)
 
 
 def redirect(location: str, code: int = 302, *, times: int = 1) -> Fault:
@@ -450,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, fault: Fault, path: str, body: bytes) -> None:
         special = {"slow": self._slow, "reset": self._reset, "token": self._token,
                    "unauthorized_until_refresh": self._until_refresh, "truncated_json": self._truncated,
-                   "require_bearer": self._require_bearer}
+                   "require_bearer": self._require_bearer, "echo_headers": self._echo_headers}
         handler = special.get(fault.kind)
         if handler is not None:
             handler(fault, path, body)
@@ -492,6 +500,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, fault.body if fault.body is not None else {"ok": True, "path": path})
         else:
             self._send(401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    def _echo_headers(self, fault: Fault, path: str, body: bytes) -> None:
+        self._send(200, {"path": path, "headers": {k.lower(): v for k, v in self.headers.items()}})
 
     def _truncated(self, fault: Fault, path: str, body: bytes) -> None:
         data = json.dumps(fault.body).encode()

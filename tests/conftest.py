@@ -4,6 +4,7 @@ configures a whole Midwatch process (settings, database, broker, worker) and dri
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import secrets
@@ -173,8 +174,19 @@ class Harness:
         return proc
 
 
+# The PostgreSQL schema is one installation shared by the whole session, so it has one master key (as in
+# production): chain heads sealed by one test (the platform audit chain) verify in the next.
+PG_MASTER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 def _apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    for key in MIDWATCH_ENV_KEYS:
+    """Configure this process from ``env`` only (every other MIDWATCH_ variable removed); a PostgreSQL
+    configuration without its own master key gets the session's (added to ``env`` too, for child processes)."""
+    if env.get("MIDWATCH_DATABASE_URL", "").startswith("postgres") and not {
+            "MIDWATCH_MASTER_KEY", "MIDWATCH_MASTER_KEY_FILE"} & set(env):
+        env["MIDWATCH_MASTER_KEY"] = PG_MASTER_KEY
+    for key in {*MIDWATCH_ENV_KEYS, *(k for k in os.environ if k.startswith("MIDWATCH_")
+                                      and not k.startswith("MIDWATCH_TEST_"))}:
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

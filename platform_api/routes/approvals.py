@@ -32,7 +32,12 @@ class ApprovalOut(BaseModel):
     step_id: str
     action: str
     args: Any
-    args_hash: str
+    binding: Any = Field(None, description=(
+        "What approving this allows, exactly: for an HTTP tool the request that will be sent (tool, "
+        "definition_sha256 of the stored definition, method, url, headers other than credentials, auth by "
+        "secret name, idempotency_header, body_sha256); for other actions the action and its args. Any "
+        "change before the call (the tool replaced, other args) invalidates the approval and asks again."))
+    args_hash: str = Field(description="SHA-256 of the binding")
     rule: str
     route: str
     on_timeout: str
@@ -71,7 +76,8 @@ def approvals(principal: Caller, limit: Limit = 100, cursor: Cursor = None,
     return Page(data=data, next_cursor=data[-1].id if len(data) == limit else None)
 
 
-@get("/{approval_id:str}", sync_to_thread=True, summary="One approval: the exact action and its arguments")
+@get("/{approval_id:str}", sync_to_thread=True,
+     summary="One approval: the exact request it allows (its binding) and the arguments")
 def approval(approval_id: FromPath[str], principal: Caller) -> ApprovalOut:
     me = require(principal)
     with unit_of_work() as session:

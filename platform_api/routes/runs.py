@@ -12,10 +12,9 @@ from platform_api.routes._common import INT32_MAX, Caller, Cursor, Limit, int_cu
 from platform_api.schemas import DecisionEventOut, Page, RunItemOut, RunOut
 from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
-from tenants.runs.events import HASHED_FIELDS, verify_chain
 from tenants.runs.models import RUN_STATES
 from tenants.runs.repository import RunRepository
-from tenants.runs.service import cancel_run, get_run, resume_run
+from tenants.runs.service import cancel_run, get_run, resume_run, verify_run_log
 from tenants.scheduling.service import waiting_reason
 
 __all__ = ["router"]
@@ -72,15 +71,12 @@ def list_events(run_id: FromPath[str], principal: Caller, limit: Limit = 500, cu
 
 
 @get("/{run_id:str}/events/verify", sync_to_thread=True,
-     summary="Recompute the run's event hash chain and report tampering")
+     summary="Recompute the run's event hash chain against its sealed head and report tampering (edited, "
+             "inserted, reordered or deleted events, the newest or all of them, or a moved head)")
 def verify_events(run_id: FromPath[str], principal: Caller) -> dict[str, Any]:
     me = require(principal)
     with unit_of_work() as session:
-        get_run(session, me.tenant_id, run_id)
-        events = RunRepository(session, me.tenant_id).events(run_id, after=None, limit=1_000_000)
-        rows = [{**{f: getattr(e, f) for f in HASHED_FIELDS}, "prev_hash": e.prev_hash, "hash": e.hash}
-                for e in events]
-    verdict = verify_chain(rows)
+        verdict = verify_run_log(session, me.tenant_id, run_id)
     return {"ok": verdict.ok, "events": verdict.events, "first_bad_seq": verdict.first_bad_seq,
             "reason": verdict.reason}
 

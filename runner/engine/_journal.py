@@ -1,6 +1,7 @@
 """The journal: the only writer of a run's durable state while a worker holds it.
 
-It keeps the decision log's chain head in memory (seq, hash), builds redacted, hash-chained events, and
+It keeps the decision log's chain head in memory (seq, hash), builds redacted, hash-chained events, seals
+each new head (tenants.audit.seals; the MAC is computed here, the write stays one statement), and
 applies :class:`~tenants.runs.journal.JournalWrite`\\ s through the tenant's journal repository on ONE pinned
 connection per time slice, each as one fenced statement plus its commit, with database back-off. Events
 that need no commit of their own (``run.started`` / ``run.resumed``) wait in :attr:`Journal.pending` and
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from tenants.audit.seals import broken_marker, run_chain, seal
 from tenants.kit.db import Session, begin_explicit, pinned_session, with_db_retry
 from tenants.kit.logging import get_logger, redact
 from tenants.kit.tracing import current_trace_id
@@ -29,13 +31,17 @@ T = TypeVar("T")
 class Journal:
     """One run's writer for one time slice (see the module docstring)."""
 
-    def __init__(self, tenant_id: str, run_id: str, fence: int, lease_s: float, head: tuple[int, str | None],
-                 *, strict: bool, session: Session | None = None) -> None:
+    def __init__(self, tenant_id: str, run_id: str, fence: int, lease_s: float,
+                 head: tuple[int, str | None, str | None], *, strict: bool, session: Session | None = None) -> None:
         self.tenant_id = tenant_id
         self.run_id = run_id
         self.fence = fence
         self.lease_s = lease_s
         self.seq, self.prev_hash = head[0], head[1] or GENESIS
+        self.chain = run_chain(tenant_id, run_id)
+        # The head this slice starts from must carry a valid seal; if not, every head it writes carries the
+        # broken marker instead of a seal, so the next write cannot launder the tampering.
+        self.broken = broken_marker("run", self.chain, (self.seq, self.prev_hash, head[2]))
         self.strict = strict  # every commit waits for the WAL flush (MIDWATCH_DURABILITY=strict)
         self.pending: list[dict[str, Any]] = []
         self._session: Session | None = session
@@ -62,8 +68,11 @@ class Journal:
 
     def write(self, now: datetime, **parts: Any) -> JournalWrite:
         """A write of this run at ``now`` carrying every pending event (and ``parts``)."""
-        return JournalWrite(run_id=self.run_id, fence=self.fence, now=now,
-                            lease_until=now + timedelta(seconds=self.lease_s), events=list(self.pending), **parts)
+        write = JournalWrite(run_id=self.run_id, fence=self.fence, now=now,
+                             lease_until=now + timedelta(seconds=self.lease_s), events=list(self.pending), **parts)
+        if write.head is not None:
+            write.head_seal = self.broken or seal("run", self.chain, *write.head)
+        return write
 
     # ---- transactions ---------------------------------------------------------------------
     def session(self) -> Session:

@@ -30,7 +30,8 @@ from tenants.budgets.service import check_priced, reconcile, release, reserve_ma
 from tenants.catalog.repository import CatalogRepository
 from tenants.kit.db import Session, unit_of_work
 from tenants.kit.errors import BudgetExhausted
-from tenants.kit.ids import new_id, utcnow
+from tenants.kit.ids import new_id, sha256_hex, utcnow
+from tenants.kit.logging import ValueMask
 from tenants.kit.settings import Settings
 
 __all__ = ["AlternateLookup", "DbBreakerStore", "SecretLookup", "Toolbox", "set_secret_lookup"]
@@ -142,6 +143,9 @@ class Toolbox:
         self.run_id = ""
         self.agent_name = ""
         self.spent = Decimal(0)  # the run's cost so far (for autonomy.max_cost_usd)
+        # Every secret value resolved for this run (and OAuth tokens its tools send): masked by value in what
+        # the run stores, templates, records or returns (see mask).
+        self.mask = ValueMask()
         self._lock = threading.Lock()
 
     @property
@@ -158,13 +162,17 @@ class Toolbox:
                              details={"kind": "secret", "target": name})
         if _secret_lookup is None:
             raise LookupError(f"secret {name!r}: no secret store is configured in this process")
-        return _secret_lookup(self.tenant_id, name)
+        value = _secret_lookup(self.tenant_id, name)
+        self.mask.add(value)
+        return value
 
     def alternate_secret(self, name: str) -> str | None:
         """During a staged rotation: the value to retry once with after a 401 (pending, else previous)."""
         if name not in self.spec.scope.secrets or _alternate_lookup is None:
             return None
-        return _alternate_lookup(self.tenant_id, name)
+        value = _alternate_lookup(self.tenant_id, name)
+        self.mask.add(value)
+        return value
 
     def tool(self, name: str) -> Any:
         """The tool ``name``: a built-in, or the tenant's HTTP tool definition."""
@@ -185,7 +193,8 @@ class Toolbox:
                 parsed = ToolDefinition.model_validate(definition)
                 self._tools[name] = HttpTool(parsed, self.client, self.secret, self.breaker,
                                              f"{self.tenant_id}|{parsed.host}", token_cache=_TOKENS,
-                                             alternate_secret=self.alternate_secret)
+                                             alternate_secret=self.alternate_secret,
+                                             definition_sha256=sha256_hex(definition), reveal=self.mask.add)
             return self._tools[name]
 
     def model(self, alias: str) -> Provider:

@@ -99,7 +99,8 @@ class RunSlice:
         self.run_id = claimed.id
         self.agent_name = claimed.agent_name
         self.journal = Journal(claimed.tenant_id, claimed.id, claimed.fence, settings.lease_seconds,
-                               (claimed.event_seq, claimed.event_head), strict=settings.durability == "strict",
+                               (claimed.event_seq, claimed.event_head, claimed.event_seal),
+                               strict=settings.durability == "strict",
                                session=session)
         self.toolbox = Toolbox(settings, claimed.tenant_id, spec)
         self.toolbox.run_id = claimed.id
@@ -305,6 +306,8 @@ class RunSlice:
             pending = kind.pending_action(ctx)
             self.approve(ctx, pending)
             outcome = kind.run(ctx, pending)
+            # A secret an upstream echoed never gets further: not stored, templated, recorded or returned.
+            outcome.output = self.toolbox.mask(outcome.output)
         except RetryLater as later:
             self._defer(item, index, step, later.delay_s, later.next_attempt, later.reason,
                         later.details.get("attempts"))
@@ -451,12 +454,17 @@ class RunSlice:
         log.info("run_handed_back", run_id=self.run_id, why=why)
 
     def _suspend(self) -> None:
-        """The tenant was suspended: stop at this step boundary, out of the queue until it is resumed."""
+        """The tenant was suspended: stop at this step boundary, out of the queue until it is resumed.
+
+        Released like a hand-back: the journal parks the run as ``suspended`` while the tenant still is
+        (``suspend_requested`` read in the same statement), so a resumption that landed meanwhile simply
+        leaves the run in the queue instead of stranding it."""
         now = utcnow()
         self.journal.event(now, "run.suspended", chosen="suspended", considered=["continue", "stop here"],
                            why="the operator suspended the tenant; the run continues from here when it is resumed")
-        self.journal.commit(self.journal.write(now, release=self.release(
-            now, state="suspended", reason="tenant suspended by the operator")), what="suspend")
+        write = self.journal.write(now, release=self.release(now, runnable_at=now, wake_at=now + wake_grace()))
+        self.journal.commit(write, what="suspend", after=lambda s, _f: enqueue_after_commit(
+            s, EXECUTE_RUN, tenant_id=self.tenant_id, run_id=self.run_id))
         raise _Stop("tenant suspended")
 
     def _complete(self) -> None:

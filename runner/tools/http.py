@@ -42,6 +42,7 @@ from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, 
 from runner.tools.validate import validate_response
 from tenants.kit.addresses import check_host
 from tenants.kit.errors import NotFound
+from tenants.kit.ids import sha256_hex
 from tenants.kit.logging import register_secret
 from tenants.secrets.names import NAME_PATTERN as SECRET_NAME_PATTERN
 
@@ -315,8 +316,13 @@ class HttpTool:
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
                  release_threshold_s: float = RELEASE_THRESHOLD_S,
-                 alternate_secret: Callable[[str], str | None] | None = None) -> None:
+                 alternate_secret: Callable[[str], str | None] | None = None,
+                 definition_sha256: str | None = None, reveal: Callable[[str], None] | None = None) -> None:
         self.definition = definition
+        # The hash of the definition as stored (the toolbox passes it); what an approval binds, not the
+        # version number, which restarts at 1 after a delete and re-create.
+        self.definition_sha256 = definition_sha256 or sha256_hex(definition.model_dump(mode="json"))
+        self._reveal = reveal  # told every credential value this tool sends (the run masks them by value)
         # During a staged rotation, a 401 with the current value is retried once with the
         # pending (or, within its grace, previous) value this returns.
         self._alternate_secret = alternate_secret
@@ -345,6 +351,26 @@ class HttpTool:
     def call(self, call: ToolCall) -> Any:
         """Run the tool and return its validated response (see the module docstring)."""
         return self.call_detailed(call).value
+
+    def binding(self, args: Any) -> dict[str, Any]:
+        """The exact request a call with ``args`` sends, as an approval binds it and an approver reads it:
+        the stored definition's hash, method, URL (placeholders and query filled in), the headers other than
+        credentials, which credential is sent (by secret name and scheme, never its value), the idempotency
+        header's name, and the body's SHA-256. Any change between the approval and the call changes it."""
+        d = self.definition
+        url, headers, body = render_request(d, args)
+        auth: dict[str, Any] | None = None
+        if isinstance(d.auth, BearerAuth):
+            auth = {"type": "bearer", "secret_names": [d.auth.secret]}
+        elif isinstance(d.auth, HeaderAuth):
+            auth = {"type": "header", "header": d.auth.header, "secret_names": [d.auth.secret]}
+        elif isinstance(d.auth, OAuth2ClientCredentials):
+            auth = {"type": d.auth.type, "token_url": d.auth.token_url, "scope": d.auth.scope,
+                    "secret_names": [d.auth.client_id_secret, d.auth.client_secret_secret]}
+        return {"tool": d.name, "definition_sha256": self.definition_sha256, "method": d.method, "url": url,
+                "headers": dict(sorted(headers.items())), "auth": auth,
+                "idempotency_header": d.idempotency_header if d.side_effect else None,
+                "body_sha256": None if body is None else sha256_hex(body)}
 
     def call_detailed(self, call: ToolCall, *, start_attempt: int = 1) -> HttpResult:
         """Like :meth:`call`, also returning the attempts. ``start_attempt`` resumes after RetryLater."""
@@ -469,6 +495,8 @@ class HttpTool:
             return {}
         if isinstance(auth, BearerAuth | HeaderAuth):
             state.secret_sent = state.secret_override or self._secret(auth.secret)
+            if self._reveal is not None:
+                self._reveal(state.secret_sent)
             if isinstance(auth, BearerAuth):
                 return {"Authorization": f"Bearer {state.secret_sent}"}
             return {auth.header: state.secret_sent}
@@ -481,6 +509,8 @@ class HttpTool:
                 state.force_refresh = False
                 state.refreshed = True
         state.token = token
+        if self._reveal is not None:
+            self._reveal(token)
         return {"Authorization": f"Bearer {token}"}
 
     def _token_key(self, call: ToolCall) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.accounts.repository import AccountsPlatformRepository, ApiKeyRepository
+from tenants.audit.service import open_chain
 from tenants.kit.errors import (
     Conflict,
     Forbidden,
@@ -203,7 +204,7 @@ def revoke_key(session: Session, tenant_id: str, key_id: str) -> None:
 
 
 def onboard_tenant(session: Session, name: str, display_name: str = "") -> tuple[Tenant, IssuedKey]:
-    """Create a tenant and its first tenant-admin key."""
+    """Create a tenant, its sealed (empty) audit chain and its first tenant-admin key."""
     if not TENANT_NAME.match(name):
         raise InvalidInput(
             "tenant name must be 2-63 lowercase letters, digits or '-', starting with a letter",
@@ -219,6 +220,7 @@ def onboard_tenant(session: Session, name: str, display_name: str = "") -> tuple
             repo.add_tenant(tenant)
     except IntegrityError as exc:
         raise Conflict(f"tenant {name!r} already exists") from exc
+    open_chain(session, tenant.id)  # the tenant's audit trail starts with a sealed, empty head
     return tenant, issue_key(session, tenant.id, "tenant-admin", "first admin key")
 
 

@@ -19,8 +19,9 @@ APPROVAL_STATES = ("pending", "approved", "rejected", "expired", "consumed", "su
 class Approval(Base):
     """A pending (or decided) decision on one risky action of one run item.
 
-    ``args_hash`` pins the exact arguments: an approval is valid only for the action it was
-    asked for, and only once (``consumed`` after use).
+    ``args_hash`` pins ``binding``, the exact request: an approval is valid only for the request it
+    was asked for (any change — another tool definition, method, URL, header or body — asks again), and
+    only once (``consumed`` after use).
     """
 
     __tablename__ = "approvals"
@@ -40,7 +41,10 @@ class Approval(Base):
     seq: Mapped[int] = mapped_column(Integer, default=1)  # a new request after changed arguments gets seq+1
     action: Mapped[str] = mapped_column(String(120))  # the tool (or model) the step would call
     args: Mapped[Any] = mapped_column(JsonType, nullable=True)  # redacted copy, for the human
-    args_hash: Mapped[str] = mapped_column(String(64))
+    args_hash: Mapped[str] = mapped_column(String(64))  # the SHA-256 of ``binding``
+    # What the approval covers, as the approver sees it: for an HTTP tool the exact request (the stored
+    # definition's hash, method, URL, headers other than credentials, body hash); else action and args.
+    binding: Mapped[Any] = mapped_column(JsonType, nullable=True)
     rule: Mapped[str] = mapped_column(Text)  # the CEL `when` that matched
     route: Mapped[str] = mapped_column(String(16))  # the role that may decide
     on_timeout: Mapped[str] = mapped_column(String(8))  # deny | approve

@@ -1,10 +1,10 @@
 """Rules for approvals. Never commits.
 
-A risky step creates a pending approval holding the exact action and its arguments hash; the run
-waits (``waiting_approval``) without holding a worker. A decision by a principal with the routed
-role (or a tenant admin) wakes the run within seconds; the scheduler expires approvals past their
-deadline and applies ``on_timeout`` (default deny). An approval is used once, and only for the
-arguments it was asked for.
+A risky step creates a pending approval holding the exact request it covers (its binding) and that
+binding's hash; the run waits (``waiting_approval``) without holding a worker. A decision by a
+principal with the routed role (or a tenant admin) wakes the run within seconds; the scheduler
+expires approvals past their deadline and applies ``on_timeout`` (default deny). An approval is used
+once, and only for the request it was asked for.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tenants.kit.db import call_after_commit, enqueue_after_commit
 from tenants.kit.errors import Conflict, Forbidden, NotFound
 from tenants.kit.ids import new_id, utcnow
 from tenants.observability import metrics
-from tenants.runs.repository import RunRepository
+from tenants.runs.repository import RunRepository, back_in_queue
 from tenants.runs.service import EXECUTE_RUN, wake_grace
 from tenants.webhooks.service import emit
 
@@ -46,6 +46,7 @@ class ApprovalRequest:
     timeout_s: int
     on_timeout: str
     seq: int = 1
+    binding: Any = None  # the exact request the approval covers (``args_hash`` is its SHA-256)
 
 
 def request_approval(session: Session, tenant_id: str, req: ApprovalRequest, now: datetime) -> Approval:
@@ -53,11 +54,13 @@ def request_approval(session: Session, tenant_id: str, req: ApprovalRequest, now
     approval = ApprovalRepository(session, tenant_id).add(Approval(
         id=new_id("apr"), tenant_id=tenant_id, run_id=req.run_id, agent_name=req.agent_name,
         item_index=req.item_index, step_index=req.step_index, step_id=req.step_id, seq=req.seq, action=req.action,
-        args=req.args, args_hash=req.args_hash, rule=req.rule, route=req.route, on_timeout=req.on_timeout,
+        args=req.args, args_hash=req.args_hash, binding=req.binding, rule=req.rule, route=req.route,
+        on_timeout=req.on_timeout,
         state="pending", created_at=now, expires_at=now + timedelta(seconds=req.timeout_s)))
     emit(session, tenant_id, "approval.requested", {
         "approval_id": approval.id, "run_id": req.run_id, "agent": req.agent_name, "step_id": req.step_id,
-        "action": req.action, "route": req.route, "expires_at": approval.expires_at.isoformat()})
+        "action": req.action, "binding": req.binding, "route": req.route,
+        "expires_at": approval.expires_at.isoformat()})
     return approval
 
 
@@ -74,9 +77,10 @@ def list_approvals(session: Session, tenant_id: str, *, state: str | None, run_i
 
 
 def _wake(session: Session, tenant_id: str, run_id: str, now: datetime) -> None:
-    """Put a waiting run back in the queue and wake a worker after commit."""
-    if RunRepository(session, tenant_id).set_state(run_id, from_states=["waiting_approval"], state="queued",
-                                                   updated_at=now, runnable_at=now, wake_at=now + wake_grace()):
+    """Put a waiting run back in the queue (parked as ``suspended`` while its tenant is) and wake a worker
+    after commit."""
+    if RunRepository(session, tenant_id).set_state(run_id, from_states=["waiting_approval"], updated_at=now,
+                                                   **back_in_queue(now, now + wake_grace())):
         enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run_id)
 
 

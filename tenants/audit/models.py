@@ -49,3 +49,4 @@ class AuditHead(Base):
     tenant_key: Mapped[str] = mapped_column(String(40), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    seal: Mapped[str | None] = mapped_column(String(96), nullable=True)  # tenants.audit.seals

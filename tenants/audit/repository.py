@@ -23,32 +23,50 @@ class _Chain:
     session: Session
     chain_key: str
 
-    def lock_head(self) -> tuple[int, str]:
-        """The chain's (seq, hash), row-locked until commit: concurrent appends to one chain queue here.
+    def lock_head(self) -> tuple[int, str, str | None]:
+        """The chain's (seq, hash, seal), row-locked until commit: concurrent appends to one chain queue here.
 
-        The head row is created first if missing (INSERT ... ON CONFLICT DO NOTHING, so two first
-        appends cannot both create it); ``FOR UPDATE`` then waits for any other appender and, under
-        READ COMMITTED, reads the row as that appender committed it. SQLite serialises writers anyway.
+        A missing head row is created first, unsealed (INSERT ... ON CONFLICT DO NOTHING, so two first
+        appends cannot both create it): a chain's sealed genesis is created when the chain is opened
+        (:meth:`open`), so a head that has to be created here was deleted (or predates sealing), and the
+        append after it carries the broken marker (tenants.audit.seals). ``FOR UPDATE`` then waits for any
+        other appender and, under READ COMMITTED, reads the row as that appender committed it. SQLite
+        serialises writers anyway.
         """
+        self._insert_head(None)
+        row = self.session.execute(select(AuditHead.seq, AuditHead.hash, AuditHead.seal)
+                                   .where(AuditHead.tenant_key == self.chain_key).with_for_update()).one()
+        return int(row.seq), str(row.hash), row.seal
+
+    def open(self, seal: str) -> bool:
+        """Create the chain's sealed genesis head (seq 0) unless the chain has a head; True if created."""
+        return self._insert_head(seal)
+
+    def _insert_head(self, seal: str | None) -> bool:
         dialect = self.session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self.session.execute(insert(AuditHead).values(tenant_key=self.chain_key, seq=0, hash=GENESIS)
-                             .on_conflict_do_nothing(index_elements=["tenant_key"]))
-        row = self.session.execute(select(AuditHead.seq, AuditHead.hash)
-                                   .where(AuditHead.tenant_key == self.chain_key).with_for_update()).one()
-        return int(row.seq), str(row.hash)
+        res = self.session.execute(insert(AuditHead).values(tenant_key=self.chain_key, seq=0, hash=GENESIS, seal=seal)
+                                   .on_conflict_do_nothing(index_elements=["tenant_key"]))
+        return bool(res.rowcount)  # type: ignore[attr-defined]
 
-    def append(self, event: AuditEvent) -> None:
-        """Insert ``event`` and move the head to it (the caller holds the head lock)."""
+    def append(self, event: AuditEvent, seal: str) -> None:
+        """Insert ``event`` and move the head (and its seal) to it (the caller holds the head lock)."""
         self.session.add(event)
         self.session.execute(update(AuditHead).where(AuditHead.tenant_key == self.chain_key)
-                             .values(seq=event.seq, hash=event.hash))
+                             .values(seq=event.seq, hash=event.hash, seal=seal))
         self.session.flush()
 
-    def head(self) -> tuple[int, str] | None:
-        row = self.session.execute(select(AuditHead.seq, AuditHead.hash)
+    def head(self) -> tuple[int, str, str | None] | None:
+        row = self.session.execute(select(AuditHead.seq, AuditHead.hash, AuditHead.seal)
                                    .where(AuditHead.tenant_key == self.chain_key)).one_or_none()
-        return (int(row.seq), str(row.hash)) if row is not None else None
+        return (int(row.seq), str(row.hash), row.seal) if row is not None else None
+
+    def reseal(self, *, seq: int, seal: str | None, new_seal: str) -> bool:
+        """Replace the head's seal, only if the head is still (seq, seal): an append meanwhile keeps its own."""
+        same = AuditHead.seal.is_(None) if seal is None else AuditHead.seal == seal
+        res = self.session.execute(update(AuditHead).where(AuditHead.tenant_key == self.chain_key,
+                                                           AuditHead.seq == seq, same).values(seal=new_seal))
+        return bool(res.rowcount)  # type: ignore[attr-defined]
 
     def page(self, *, after: int | None, limit: int, action: str | None = None) -> Sequence[AuditEvent]:
         """Events in chain order (oldest first), after seq ``after``, optionally of one action."""

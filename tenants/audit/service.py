@@ -4,8 +4,9 @@ so an action and its record commit (or roll back) together.
 Each chain (one per tenant, plus ``"platform"`` for operator actions outside any tenant) is a sequence
 ``seq = 1, 2, ...`` where every event's ``hash`` is SHA-256 over the previous event's hash and the
 event's canonical JSON (tenant_key, seq, at, actor, actor_role, action, target, details) — the approach
-of the run decision log (tenants.runs.events). The chain's head row holds the newest (seq, hash), so
-editing, deleting (also the newest events), inserting or reordering events is detected by :func:`verify`.
+of the run decision log (tenants.runs.events). The chain's head row holds the newest (seq, hash) and its
+seal (tenants.audit.seals), so editing, deleting (also the newest events, or all of them), inserting or
+reordering events, and moving the head back, are detected by :func:`verify`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.audit.models import PLATFORM_CHAIN, AuditEvent
 from tenants.audit.repository import GENESIS, AuditRepository, PlatformAuditRepository
+from tenants.audit.seals import broken_marker, seal, seal_problem
 from tenants.kit.ids import canonical_json, new_id, utcnow
 from tenants.kit.logging import redact
 
@@ -30,6 +33,8 @@ __all__ = [
     "AuditVerdict",
     "audit_hash",
     "list_events",
+    "open_chain",
+    "open_platform_chain",
     "record",
     "verify",
     "verify_events",
@@ -77,13 +82,30 @@ def record(session: Session, tenant_id: str | None, *, actor: str, role: str, ac
         raise ValueError("an audit action is 1-64 characters, e.g. 'key.created'")
     clean: dict[str, Any] = json.loads(canonical_json(redact(dict(details or {}))))
     repo = _chain(session, tenant_id)
-    seq, prev = repo.lock_head()
+    seq, prev, prev_seal = repo.lock_head()
     event = AuditEvent(id=new_id("aud"), tenant_key=repo.chain_key, tenant_id=tenant_id, seq=seq + 1, at=utcnow(),
                        actor=actor[:64], actor_role=role[:32], action=action, target=(target or "")[:255],
                        details=clean, prev_hash=prev, hash="")
     event.hash = audit_hash(prev, {name: getattr(event, name) for name in HASHED_FIELDS})
-    repo.append(event)
+    repo.append(event, broken_marker("audit", repo.chain_key, (seq, prev, prev_seal))
+                or seal("audit", repo.chain_key, event.seq, event.hash))
     return event
+
+
+def open_chain(session: Session, tenant_id: str | None) -> bool:
+    """Start a chain with a sealed, empty head (seq 0): at onboarding for a tenant's chain, at the first start
+    of a fresh installation for the platform chain. From then on a missing head, or events deleted down to
+    none, fails verification. True if the head was created (False: the chain already had one)."""
+    repo = _chain(session, tenant_id)
+    return repo.open(seal("audit", repo.chain_key, 0, GENESIS))
+
+
+def open_platform_chain(session: Session) -> bool:
+    """At start-up: on a fresh installation (no tenant onboarded yet) start the platform chain with a sealed,
+    empty head. Later a missing platform head is a finding, never silently re-created."""
+    if AccountsPlatformRepository(session).list_tenants(after=None, limit=1):
+        return False
+    return open_chain(session, None)
 
 
 def _walk(events: Iterable[AuditEvent | Mapping[str, Any]]) -> tuple[AuditVerdict | None, int, int, str]:
@@ -105,28 +127,38 @@ def _walk(events: Iterable[AuditEvent | Mapping[str, Any]]) -> tuple[AuditVerdic
     return None, count, expected - 1, prev
 
 
-def verify_events(events: Iterable[AuditEvent | Mapping[str, Any]], head: tuple[int, str] | None) -> AuditVerdict:
-    """Recompute a chain given in seq order, then check it ends where the head says it does (so deleting
-    the newest events is detected too)."""
+def verify_events(events: Iterable[AuditEvent | Mapping[str, Any]], head: tuple[int, str, str | None] | None,
+                  chain_key: str) -> AuditVerdict:
+    """Recompute a chain given in seq order, then check it ends where the head says it does and that the
+    head's seal holds (so deleting the newest events, or all of them, and moving the head back are detected
+    too; tenants.audit.seals)."""
     broken, count, last, prev = _walk(events)
     if broken is not None:
         return broken
     if head is None:
-        return AuditVerdict(True, count) if count == 0 else AuditVerdict(False, count, 1, "the chain has no head")
+        return AuditVerdict(False, count, 1, "the chain has no head (it was deleted, or predates sealed heads: "
+                                             "see `midwatch audit seal-heads`)")
+    problem: tuple[int | None, str] | None = None
     if head[0] > last:
-        return AuditVerdict(False, count, last + 1,
-                            f"chain truncated: the head is at seq {head[0]}, the last event is {last}")
-    if head[0] < last:
-        return AuditVerdict(False, count, head[0] + 1, f"events beyond the head (seq {head[0]})")
-    if head[1] != prev:
-        return AuditVerdict(False, count, last or None, "the newest event does not match the chain head")
-    return AuditVerdict(True, count)
+        problem = last + 1, f"chain truncated: the head is at seq {head[0]}, the last event is {last}"
+    elif head[0] < last:
+        problem = head[0] + 1, f"events beyond the head (seq {head[0]})"
+    elif head[1] != prev:
+        problem = last or None, "the newest event does not match the chain head"
+    elif (why := seal_problem("audit", chain_key, head[0], head[1], head[2])) is not None:
+        problem = head[0] + 1, why
+    return AuditVerdict(True, count) if problem is None else AuditVerdict(False, count, *problem)
 
 
 def verify(session: Session, tenant_id: str | None) -> AuditVerdict:
-    """Recompute a tenant's chain (``None``: the platform chain) from the stored events."""
+    """Recompute a tenant's chain (``None``: the platform chain) from the stored events, against its sealed
+    head. The head is read before the events: an append meanwhile shows as events beyond it, so the head
+    is read again and the check repeated once against the newer head."""
     repo = _chain(session, tenant_id)
-    return verify_events(repo.all_events(), repo.head())
+    verdict = verify_events(repo.all_events(), repo.head(), repo.chain_key)
+    if not verdict.ok and verdict.reason.startswith("events beyond the head"):
+        verdict = verify_events(repo.all_events(), repo.head(), repo.chain_key)
+    return verdict
 
 
 def list_events(session: Session, tenant_id: str | None, *, after: int | None, limit: int,

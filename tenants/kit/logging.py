@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 
@@ -32,6 +33,7 @@ from tenants.kit.tracing import current_span_id, current_trace_id
 
 __all__ = [
     "CONTEXT_KEYS",
+    "ValueMask",
     "annotate_request",
     "bind_work",
     "configure_logging",
@@ -99,6 +101,46 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
+    return value
+
+
+class ValueMask:
+    """Masks exact secret values wherever they appear in a JSON-like value (strings, mapping keys, nested
+    lists), with their URL-encoded form: redaction by value, for data that is not a log line (a step's
+    output, which an upstream may echo a credential into). Unlike :func:`redact` it leaves keys that merely
+    look like credentials alone: a step's ``token`` field may be data the next step needs. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, value: str | None) -> None:
+        """Mask ``value`` from now on (values under 4 characters are too short to mask without garbling)."""
+        if not value or len(value) < 4:
+            return
+        forms = {value, quote(value, safe="")}
+        with self._lock:
+            if forms <= self._values:
+                return
+            self._values |= forms
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def __call__(self, value: Any) -> Any:
+        """``value`` with every masked secret replaced by ``[REDACTED]`` (unchanged when none is known)."""
+        pattern = self._pattern
+        return value if pattern is None else _mask(value, pattern)
+
+
+def _mask(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(REDACTED, value)
+    if isinstance(value, dict):
+        return {_mask(k, pattern): _mask(v, pattern) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v, pattern) for v in value]
     return value
 
 

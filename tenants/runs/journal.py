@@ -1,7 +1,7 @@
 """The engine's one writer: every change a worker makes to a run it holds, as ONE fenced write.
 
 A :class:`JournalWrite` says what one commit of the engine does: renew (or release) the lease, bump the
-run's counters, append decision events and move the chain head, store a checkpoint, end an item,
+run's counters, append decision events and move the chain head (with its seal), store a checkpoint, end an item,
 record a side effect's outcome or an agent loop's model turn or tool call, and on release give the run back to the
 queue (or finish it) and correct the tenant's schedule. Everything is gated on the fenced UPDATE of
 the run row, so a zombie worker whose fence is stale writes nothing and gets :class:`LeaseLost`.
@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 from tenants.kit.db import insert_ignore
 from tenants.kit.errors import LeaseLost
 from tenants.kit.repository import TenantRepository
-from tenants.runs.models import DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
+from tenants.runs.models import SUSPENDED_REASON, DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
+from tenants.runs.repository import back_in_queue
 from tenants.scheduling.models import AgentSchedule, TenantSchedule
 
 __all__ = ["EVENT_COLUMNS", "Flags", "JournalRepository", "JournalWrite", "PostgresJournalRepository", "Release",
@@ -66,6 +67,12 @@ class Release:
     finished: bool = False
     slice_s: float = 0.0  # what this slice really cost, charged to the tenant's virtual time
 
+    @property
+    def requeues(self) -> bool:
+        """The run goes back in the queue (a hand-back, a deferral): while its tenant is suspended
+        (``suspend_requested`` on the row) it is parked as ``suspended`` instead, in the same statement."""
+        return self.runnable_at is not None and not self.finished
+
 
 @dataclass(slots=True)
 class JournalWrite:
@@ -88,6 +95,7 @@ class JournalWrite:
     intent: dict[str, Any] | None = None  # a new side-effect intent row, inserted unless its key exists
     loop_call: dict[str, Any] | None = None
     release: Release | None = None
+    head_seal: str | None = None  # the seal of the head after this write's events (tenants.audit.seals)
 
     @property
     def head(self) -> tuple[int, str] | None:
@@ -157,6 +165,7 @@ class JournalRepository(TenantRepository):
                 values[name] = c[name] + amount
         if w.head is not None:
             values["event_seq"], values["event_head"] = w.head
+            values["event_seal"] = w.head_seal
         r = w.release
         if r is None:
             values["lease_until"] = w.lease_until
@@ -164,6 +173,8 @@ class JournalRepository(TenantRepository):
         values.update(lease_owner=None, lease_until=None, runnable_at=r.runnable_at, wake_at=r.wake_at)
         if r.state is not None:
             values.update(state=r.state, reason=r.reason, failure_category=r.category)
+        if r.requeues and r.runnable_at is not None:  # back in the queue, or parked while the tenant is suspended
+            values.update(back_in_queue(r.runnable_at, r.wake_at, state=r.state, reason=r.reason))
         if r.finished:
             values["finished_at"] = w.now
         return values
@@ -192,11 +203,23 @@ class JournalRepository(TenantRepository):
                              .values(running=func.max(a.running - 1, 0)))
 
 
-def _run_update(counters: tuple[str, ...], head: bool, release: bool, release_state: bool, finished: bool) -> str:
+def _run_update(counters: tuple[str, ...], head: bool, release: bool, release_state: bool, finished: bool,
+                requeue: bool) -> str:
     sets = ["updated_at = :now", *(f"{name} = {name} + :{name}" for name in counters)]
     if head:
-        sets += ["event_seq = :head_seq", "event_head = :head_hash"]
-    if release:
+        sets += ["event_seq = :head_seq", "event_head = :head_hash", "event_seal = :head_seal"]
+    if release and requeue:  # back in the queue, or parked while the tenant is suspended (Release.requeues)
+        def parked(then: str, otherwise: str) -> str:
+            return f"CASE WHEN suspend_requested THEN {then} ELSE {otherwise} END"
+
+        sets += ["lease_owner = NULL", "lease_until = NULL",
+                 f"runnable_at = {parked('NULL', 'CAST(:rel_runnable_at AS TIMESTAMPTZ)')}",
+                 f"wake_at = {parked('NULL', 'CAST(:rel_wake_at AS TIMESTAMPTZ)')}",
+                 f"state = {parked(repr('suspended'), ':rel_state' if release_state else 'state')}",
+                 f"reason = {parked(repr(SUSPENDED_REASON), ':rel_reason' if release_state else 'reason')}"]
+        if release_state:
+            sets.append("failure_category = :rel_category")
+    elif release:
         sets += ["lease_owner = NULL", "lease_until = NULL", "runnable_at = :rel_runnable_at",
                  "wake_at = :rel_wake_at"]
         if release_state:
@@ -271,8 +294,9 @@ def _updates(item_end: bool, item_attempt: bool, side_effect: bool, release: boo
 def _write_sql(shape: tuple[Any, ...]) -> TextClause:
     """The one-statement write for a shape of :class:`JournalWrite` (which parts are present)."""
     (counters, n_events, head, checkpoint, item_end, item_attempt, side_effect, loop_call, intent, release,
-     release_state, finished, durable) = shape
-    parts = [_run_update(counters, head, release, release_state, finished), *_inserts(n_events, checkpoint, loop_call),
+     release_state, finished, requeue, durable) = shape
+    parts = [_run_update(counters, head, release, release_state, finished, requeue),
+             *_inserts(n_events, checkpoint, loop_call),
              *_updates(item_end, item_attempt, side_effect, release)]
     select_ = "SELECT cancel_requested, suspend_requested"
     if intent:
@@ -299,12 +323,14 @@ class PostgresJournalRepository(JournalRepository):
         shape = (counters, len(w.events), w.head is not None, w.checkpoint is not None, w.item_end is not None,
                  w.item_attempt is not None, w.side_effect is not None, w.loop_call is not None,
                  w.intent is not None, r is not None,
-                 r is not None and r.state is not None, r is not None and r.finished, durable)
+                 r is not None and r.state is not None, r is not None and r.finished, r is not None and r.requeues,
+                 durable)
         params: dict[str, Any] = {"tenant_id": self.tenant_id, "run_id": w.run_id, "fence": w.fence, "now": w.now,
                                   "lease_until": w.lease_until, "steps_done": w.steps, "items_done": w.items_done,
                                   "items_failed": w.items_failed, "llm_calls": w.llm_calls, "cost_usd": w.cost_usd}
         if w.head is not None:
             params["head_seq"], params["head_hash"] = w.head
+            params["head_seal"] = w.head_seal
         for n, event in enumerate(w.events):
             params.update({f"e{n}_{col}": _json(event.get(col)) if col in _JSON_EVENT else event.get(col)
                            for col in EVENT_COLUMNS})

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tenants.kit.db import Base
 from tenants.kit.types import JsonType, UtcDateTime
 
-__all__ = ["DecisionEvent", "LoopCall", "Run", "RunItem", "SideEffect", "StepCheckpoint"]
+__all__ = ["SUSPENDED_REASON", "TERMINAL_STATES", "DecisionEvent", "LoopCall", "Run", "RunItem", "SideEffect",
+           "StepCheckpoint"]
 
 RUN_STATES = (
     "queued",
@@ -42,6 +43,8 @@ RUN_STATES = (
     "budget_exhausted",
 )
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "escalated", "budget_exhausted"})
+SUSPENDED_REASON = "tenant suspended by the operator"
+"""The reason a run of a suspended tenant shows (state ``suspended``) until the tenant is resumed."""
 
 
 class Run(Base):
@@ -89,6 +92,8 @@ class Run(Base):
     # The decision log's chain head (newest seq and hash), kept on the run row by every fenced write.
     event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     event_head: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The head's seal (tenants.audit.seals): an HMAC a database-only attacker cannot forge, written with it.
+    event_seal: Mapped[str | None] = mapped_column(String(96), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -11,14 +11,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, TextClause, and_, func, insert, or_, select, text, update
+from sqlalchemy import Table, TextClause, and_, case, func, insert, literal, null, or_, select, text, update
 
 from tenants.kit.db import insert_ignore
 from tenants.kit.errors import LeaseLost
 from tenants.kit.repository import PlatformRepository, TenantRepository
-from tenants.runs.models import DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
+from tenants.runs.models import SUSPENDED_REASON, DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
 
-__all__ = ["PlatformRunRepository", "RunRepository"]
+__all__ = ["PlatformRunRepository", "RunRepository", "back_in_queue"]
 
 ACTIVE = ("queued", "running")
 _EVENT_JSON = frozenset({"considered", "verdicts"})
@@ -26,6 +26,31 @@ _EVENT_JSON = frozenset({"considered", "verdicts"})
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+
+
+def back_in_queue(runnable_at: datetime, wake_at: datetime | None, *, state: str | None = "queued",
+                  reason: str | None = None) -> dict[str, Any]:
+    """UPDATE values that put a run back in the queue at ``runnable_at`` (``state=None``: keep its state) — or,
+    when its tenant is suspended (``suspend_requested``, read on the row being updated, so a concurrent
+    suspension or resumption is never missed), park it as ``suspended`` out of the queue instead.
+
+    Every path that makes an unleased run runnable again uses it (a worker handing a run back or deferring
+    it, the sweeper recovering a dead worker's run, a decided approval), so a suspended tenant's run never
+    sits in the queue and is resumed by :meth:`tenants.scheduling.repository.ScheduleRepository.release_held`.
+    """
+    c = _RUNS.c
+    parked = c.suspend_requested.is_(True)
+
+    def given(column: str, value: Any) -> Any:  # a value, None (NULL) or ... (keep the column as it is)
+        if value is ...:
+            return c[column]
+        return null() if value is None else literal(value, c[column].type)
+
+    keep = state is None
+    return {"runnable_at": case((parked, null()), else_=given("runnable_at", runnable_at)),
+            "wake_at": case((parked, null()), else_=given("wake_at", wake_at)),
+            "state": case((parked, literal("suspended")), else_=given("state", ... if keep else state)),
+            "reason": case((parked, literal(SUSPENDED_REASON)), else_=given("reason", ... if keep else reason))}
 
 
 # Tables for the engine's hot path: Core statements skip the ORM's per-statement bookkeeping.
@@ -117,6 +142,12 @@ class RunRepository(TenantRepository):
             q = q.where(RunItem.state == state)
         return self.session.scalars(q).all()
 
+    def head(self, run_id: str) -> tuple[int, str | None, str | None] | None:
+        """The run's chain head as committed now: (seq, hash, seal); a fresh read, never a cached object."""
+        row = self.session.execute(select(_RUNS.c.event_seq, _RUNS.c.event_head, _RUNS.c.event_seal)
+                                   .where(_RUNS.c.tenant_id == self.tenant_id, _RUNS.c.id == run_id)).first()
+        return None if row is None else (int(row[0]), row[1], row[2])
+
     def events(self, run_id: str, *, after: int | None, limit: int) -> Sequence[DecisionEvent]:
         q = (select(DecisionEvent).where(DecisionEvent.tenant_id == self.tenant_id, DecisionEvent.run_id == run_id)
              .order_by(DecisionEvent.seq).limit(limit))
@@ -174,12 +205,13 @@ class RunRepository(TenantRepository):
         res = self.session.execute(q.values(**values))
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
-    def append_event(self, run_id: str, event: dict[str, Any], *, expected_seq: int) -> None:
-        """Append a decision event to a run no worker holds, moving its chain head from ``expected_seq``."""
+    def append_event(self, run_id: str, event: dict[str, Any], *, expected_seq: int, seal: str) -> None:
+        """Append a decision event to a run no worker holds, moving its chain head (and its seal) from
+        ``expected_seq``."""
         res = self.session.execute(
             update(_RUNS).where(_RUNS.c.tenant_id == self.tenant_id, _RUNS.c.id == run_id,
                                 _RUNS.c.event_seq == expected_seq, _RUNS.c.lease_owner.is_(None))
-            .values(event_seq=event["seq"], event_head=event["hash"]))
+            .values(event_seq=event["seq"], event_head=event["hash"], event_seal=seal))
         if not res.rowcount:  # type: ignore[attr-defined]
             raise LeaseLost(f"run {run_id} changed while its decision log was being appended to")
         self.session.execute(insert(_EVENTS), [{**event, "tenant_id": self.tenant_id}])
@@ -252,6 +284,20 @@ class PlatformRunRepository(PlatformRepository):
             if not res.rowcount:  # type: ignore[attr-defined]
                 lost.add(run_id)
         return lost
+
+    def heads(self, *, after: str | None, limit: int) -> list[tuple[str, str, int, str | None, str | None]]:
+        """Runs' chain heads in id order: (tenant_id, run_id, seq, hash, seal) — for re-sealing them."""
+        q = select(Run.tenant_id, Run.id, Run.event_seq, Run.event_head, Run.event_seal).order_by(Run.id).limit(limit)
+        if after is not None:
+            q = q.where(Run.id > after)
+        return [(str(t), str(r), int(n), h, s) for t, r, n, h, s in self.session.execute(q).all()]
+
+    def reseal(self, run_id: str, *, seq: int, seal: str | None, new_seal: str) -> bool:
+        """Replace a head's seal, only if the head is still (seq, seal): a write meanwhile keeps its own."""
+        same = Run.event_seal.is_(None) if seal is None else Run.event_seal == seal
+        res = self.session.execute(update(Run).where(Run.id == run_id, Run.event_seq == seq, same)
+                                   .values(event_seal=new_seal))
+        return bool(res.rowcount)  # type: ignore[attr-defined]
 
     def counts_by_state(self) -> dict[str, int]:
         rows = self.session.execute(select(Run.state, func.count()).group_by(Run.state)).all()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tenants.agents.models import AgentVersion
+from tenants.audit.seals import broken_marker, run_chain
+from tenants.audit.seals import seal as seal_head
 from tenants.audit.service import record
 from tenants.budgets.service import charge_run
 from tenants.kit.db import call_after_commit, enqueue_after_commit
@@ -18,7 +20,7 @@ from tenants.kit.errors import Conflict, IdempotencyConflict, InvalidInput, NotF
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 from tenants.kit.settings import get_settings
 from tenants.observability import metrics
-from tenants.runs.events import GENESIS, event_hash
+from tenants.runs.events import GENESIS, HASHED_FIELDS, ChainVerdict, event_hash, verify_chain
 from tenants.runs.models import TERMINAL_STATES, Run, RunItem
 from tenants.runs.repository import RunRepository
 
@@ -33,6 +35,7 @@ __all__ = [
     "resolve_item",
     "resume_run",
     "submit_run",
+    "verify_run_log",
     "wake_grace",
 ]
 
@@ -75,6 +78,8 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
         idempotency_key=idempotency_key, request_hash=request_hash, priority=priority, runnable_at=now,
         event_seq=0, created_at=now, updated_at=now, wake_at=now + wake_grace(),
     )
+    # The empty log's head is sealed too: deleting every event later cannot pass for a run that never began.
+    run.event_seal = seal_head("run", run_chain(tenant_id, run.id), 0, GENESIS)
     if not repo.insert_run(run, items if items is not None else [run_input]):
         existing = repo.by_idempotency_key(idempotency_key or "")
         if existing is None:  # pragma: no cover - the conflicting row must exist
@@ -101,8 +106,39 @@ def append_event(session: Session, run: Run, kind: str, *, chosen: str, why: str
                            "attempts": None, "input_hash": None, "output_hash": None, "created_at": now,
                            "prev_hash": prev}
     row["hash"] = event_hash(prev, row)
-    RunRepository(session, run.tenant_id).append_event(run.id, row, expected_seq=run.event_seq)
-    run.event_seq, run.event_head = seq, row["hash"]
+    chain = run_chain(run.tenant_id, run.id)
+    seal = broken_marker("run", chain, (run.event_seq, prev, run.event_seal)) or seal_head("run", chain, seq,
+                                                                                         row["hash"])
+    RunRepository(session, run.tenant_id).append_event(run.id, row, expected_seq=run.event_seq, seal=seal)
+    run.event_seq, run.event_head, run.event_seal = seq, row["hash"], seal
+
+
+def verify_run_log(session: Session, tenant_id: str, run_id: str, page: int = 1000) -> ChainVerdict:
+    """Recompute a run's decision log and check it against its sealed head: edits, insertions, reorders,
+    deleted events (the newest or all of them) and a moved head all fail.
+
+    No lock: the head is read before and after the events (a head only moves forward, in the same statement
+    as its events), so a run writing meanwhile verifies up to the head it had when the read began."""
+    repo = RunRepository(session, tenant_id)
+    before = repo.head(run_id)
+    if before is None:
+        raise NotFound(f"run {run_id!r} not found")
+
+    def events() -> Iterator[dict[str, Any]]:
+        after: int | None = None
+        while True:
+            rows = repo.events(run_id, after=after, limit=page)
+            for e in rows:
+                yield {**{f: getattr(e, f) for f in HASHED_FIELDS}, "prev_hash": e.prev_hash, "hash": e.hash}
+            if len(rows) < page:
+                return
+            after = rows[-1].seq
+
+    verdict = verify_chain(events(), head=before, chain=run_chain(tenant_id, run_id))
+    after_head = repo.head(run_id)
+    if verdict.ok and after_head is not None and verdict.events > after_head[0]:
+        return ChainVerdict(False, verdict.events, after_head[0] + 1, f"events beyond the head (seq {after_head[0]})")
+    return verdict
 
 
 def get_run(session: Session, tenant_id: str, run_id: str) -> Run:

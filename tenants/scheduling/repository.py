@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 from tenants.accounts.models import Tenant
 from tenants.kit.db import insert_ignore
 from tenants.kit.repository import PlatformRepository, TenantRepository
-from tenants.runs.models import Run
+from tenants.runs.models import SUSPENDED_REASON, TERMINAL_STATES, Run
+from tenants.runs.repository import back_in_queue
 from tenants.scheduling.models import DEFAULT_SLICE_S, AgentSchedule, TenantSchedule
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 
 _CLAIMED_COLUMNS = ("id", "tenant_id", "agent_name", "agent_version_id", "agent_version", "input", "is_batch",
                     "items_total", "items_done", "items_failed", "cost_usd", "fence", "crash_count",
-                    "event_seq", "event_head", "started_at", "created_at", "priority")
+                    "event_seq", "event_head", "event_seal", "started_at", "created_at", "priority")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class ClaimedRun:
     crash_count: int
     event_seq: int
     event_head: str | None
+    event_seal: str | None
     started_at: datetime
     created_at: datetime
     priority: int
@@ -239,7 +241,7 @@ class DispatchRepository(PlatformRepository):
                 select(Run.id).where(Run.state.in_(("queued", "running")), Run.lease_owner.is_not(None),
                                      Run.lease_until < now).limit(limit).scalar_subquery()))
             .values(lease_owner=None, lease_until=None, fence=Run.fence + 1, crash_count=Run.crash_count + 1,
-                    runnable_at=now, wake_at=wake_at, updated_at=now)
+                    updated_at=now, **back_in_queue(now, wake_at, state=None))
             .returning(Run.tenant_id, Run.id, Run.agent_name)).all()
         for tenant_id, _run_id, agent in rows:
             self._release_counts(str(tenant_id), str(agent))
@@ -348,18 +350,24 @@ class ScheduleRepository(TenantRepository):
         return {str(a): int(n) for a, n in rows}
 
     def hold_runs(self, now: datetime) -> list[str]:
-        """Suspension: queued runs leave the queue (state ``suspended``); running ones are asked to stop at
-        their next step boundary. Returns the runs stopped at once."""
+        """Suspension: every run no worker holds that is in the queue (queued, handed back between time
+        slices, deferred for a backoff) leaves it (state ``suspended``); every other unfinished run is
+        flagged ``suspend_requested``: a running one stops at its next step boundary, and one that would
+        come back to the queue later (a dead worker's, a decided approval's) is parked instead
+        (:func:`tenants.runs.repository.back_in_queue`). Returns the runs stopped at once."""
         stopped = self.session.scalars(
-            update(Run).where(Run.tenant_id == self.tenant_id, Run.state == "queued", Run.lease_owner.is_(None))
-            .values(state="suspended", runnable_at=None, wake_at=None, updated_at=now,
-                    reason="tenant suspended by the operator").returning(Run.id)).all()
-        self.session.execute(update(Run).where(Run.tenant_id == self.tenant_id, Run.state == "running")
+            update(Run).where(Run.tenant_id == self.tenant_id, Run.state.in_(("queued", "running")),
+                              Run.lease_owner.is_(None))
+            .values(state="suspended", runnable_at=None, wake_at=None, updated_at=now, reason=SUSPENDED_REASON,
+                    suspend_requested=True).returning(Run.id)).all()
+        self.session.execute(update(Run).where(Run.tenant_id == self.tenant_id, Run.state.not_in(TERMINAL_STATES),
+                                               Run.suspend_requested.is_(False))
                              .values(suspend_requested=True, updated_at=now))
         return [str(r) for r in stopped]
 
     def release_held(self, now: datetime, wake_at: datetime) -> list[str]:
-        """Resumption: every suspended run goes back in the queue where it stopped."""
+        """Resumption: the flags go first (a run parked concurrently is then seen below), then every
+        suspended run goes back in the queue where it stopped."""
         self.session.execute(update(Run).where(Run.tenant_id == self.tenant_id, Run.suspend_requested.is_(True))
                              .values(suspend_requested=False))
         return [str(r) for r in self.session.scalars(

@@ -65,6 +65,11 @@ class MasterKey:
         """A fresh random key."""
         return cls(os.urandom(KEY_BYTES))
 
+    def derive(self, label: bytes) -> bytes:
+        """A 256-bit key for one purpose (``label``), derived from this key (HMAC-SHA256 as a PRF): knowing a
+        derived key reveals nothing about the master key or any other derived key."""
+        return hmac.new(self.key, b"midwatch/derived/" + label, hashlib.sha256).digest()
+
     def to_b64(self) -> str:
         """The key as MIDWATCH_MASTER_KEY expects it. Print it only to an operator who asked."""
         return base64.b64encode(self.key).decode()

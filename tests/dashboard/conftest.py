@@ -120,6 +120,7 @@ def _add_governance_facts(now, tenant_id: str, run_ids: list[str]) -> None:
 def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDb]:
     """Migrate a fresh SQLite database, register an operator key, seed 600 runs over 5 tenants, add ``facts``."""
     from tenants.accounts.service import ensure_operator_key
+    from tenants.audit.service import open_platform_chain
     from tenants.kit.db import reset_engine, unit_of_work
     from tenants.kit.ids import utcnow
     from tenants.kit.settings import get_settings, reset_settings
@@ -137,7 +138,8 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDb]:
         reset_settings()
         reset_engine()
         upgrade()
-        with unit_of_work() as session:
+        with unit_of_work() as session:  # as midwatch.services.bootstrap does
+            open_platform_chain(session)
             ensure_operator_key(session, key)
         from dashboard.seed import seed
 

@@ -260,3 +260,16 @@ def test_counts_and_names_that_merely_contain_a_word_stay_readable(key: str) -> 
 
     assert not is_sensitive_key(key)
     assert redact({key: 1234}) == {key: 1234}
+
+
+def test_a_value_mask_replaces_exact_secrets_anywhere_and_leaves_credential_looking_keys_alone() -> None:
+    from tenants.kit.logging import ValueMask
+
+    mask = ValueMask()
+    value = {"headers": {"authorization": "Bearer s3cr3t/value+1"}, "s3cr3t/value+1": ["x s3cr3t/value+1 y"],
+             "url": "https://h/cb?t=s3cr3t%2Fvalue%2B1", "token": "page-2", "n": 3}
+    assert mask(value) == value  # nothing known yet
+    mask.add("s3cr3t/value+1")
+    mask.add("abc")  # too short to mask without garbling everything
+    assert mask(value) == {"headers": {"authorization": f"Bearer {REDACTED}"}, REDACTED: [f"x {REDACTED} y"],
+                           "url": f"https://h/cb?t={REDACTED}", "token": "page-2", "n": 3}

@@ -269,6 +269,7 @@ class _Loop:
         try:
             with tool_span(tool=name, side_effect=key is not None, idempotency_key=key, attempt=attempt):
                 output, attempts = call_tool(tool, request, attempt)
+            output = ctx.toolbox.mask(output)  # an echoed secret reaches neither the model nor the checkpoint
         except StepFailed as failure:
             if key is not None:
                 failure.details.setdefault("idempotency_key", key)
