@@ -32,8 +32,10 @@ def _full_flow(h: Harness) -> None:
     events = h.client.get(f"/v1/runs/{run['id']}/events",
                           headers={"Authorization": f"Bearer {viewer}"}).json()["data"]
     kinds = [e["kind"] for e in events]
-    assert kinds == ["run.started", "step.succeeded", "step.succeeded", "step.succeeded", "run.succeeded"]
-    assert [e["step_id"] for e in events[1:4]] == ["fetch", "draft", "send"]
+    # the model call is charged (ledger and run) in a commit of its own, before the step's checkpoint
+    assert kinds == ["run.started", "step.succeeded", "llm.model_call", "step.succeeded", "step.succeeded",
+                     "run.succeeded"]
+    assert [e["step_id"] for e in events if e["kind"] == "step.succeeded"] == ["fetch", "draft", "send"]
     assert events[2]["chosen"] == "sandbox" and events[1]["output_hash"]
     verify = h.client.get(f"/v1/runs/{run['id']}/events/verify", headers=tenant.headers).json()
     assert verify == {"ok": True, "events": 5, "first_bad_seq": None, "reason": ""}

@@ -92,7 +92,7 @@ def test_a_tool_result_inside_an_agent_loop_is_masked_before_the_model_and_the_l
         make_harness: Callable[..., Harness], upstream: FaultyUpstream, tmp_path: Path) -> None:
     h = make_harness(db="postgres", broker="redis", worker=None)
     h.spawn("worker", log=tmp_path / "worker.log")
-    answers = [{"tool": "crm.whoami", "args": {}, "why": "who am I"}, {"final": {"status": "done"}, "why": "ok"}]
+    turns = [{"tool_calls": [{"name": "crm.whoami", "arguments": {}}]}, {"final": {"status": "done"}}]
     tenant, token, viewer = _setup(h, upstream, f"""\
 apiVersion: midwatch/v1
 name: looper
@@ -104,7 +104,7 @@ steps:
       prompt: "Find out who we are"
       tools: [crm.whoami]
       max_iterations: 3
-      sandbox: {{answers: {json.dumps([json.dumps(a) for a in answers])}}}
+      sandbox: {{turns: {json.dumps(turns)}}}
 """)
     run = h.submit(tenant, "looper", {"input": {}})
     assert h.wait_run(tenant, run["id"], timeout=60)["state"] == "succeeded"

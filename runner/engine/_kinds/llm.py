@@ -8,14 +8,16 @@ then ``on_invalid.then`` decides: ``fallback`` tries the next model of the chain
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from runner.engine._kinds import PendingAction, StepContext, StepOutcome
 from runner.engine._kinds.tool import render_or_fail
 from runner.engine._models import LlmLog, ModelParams, ask_models
+from runner.engine._registry import LlmReservation
 from runner.engine._validate import validate_output
 from runner.errors import StepFailed
-from runner.providers.base import Message
+from runner.providers.base import Message, ModelResponse
 from runner.spec import Step
 
 __all__ = ["LlmKind"]
@@ -47,6 +49,16 @@ class LlmKind:
         chain = [llm.model, *llm.fallbacks]
         params = ModelParams(llm.max_tokens, llm.temperature, dict(llm.sandbox or {}), step.output_schema)
         log = LlmLog()
+        recorded = [0]  # answered calls, each charged to the ledger and the run in one commit
+
+        def settle(hold: LlmReservation, response: ModelResponse, alias: str) -> Decimal:
+            recorded[0] += 1
+            return ctx.services.record_model_turn(ctx, hold, response, None, {
+                "kind": "llm.model_call", "chosen": alias, "considered": chain, "attempts": attempt,
+                "why": f"model {alias!r} answered ({response.finish_reason})", "latency_ms": response.latency_ms,
+                "verdicts": [{"check": "usage", "input_tokens": response.usage.input_tokens,
+                              "output_tokens": response.usage.output_tokens}]}, 1)
+
         tries_per_model = 1 + step.on_invalid.retry
         models_to_try = len(chain) if step.on_invalid.then == "fallback" else 1
         attempt = 0
@@ -59,7 +71,12 @@ class LlmKind:
                 messages.append(Message.user(prompt))
                 if feedback:
                     messages.append(Message.user(f"Your previous answer was rejected: {feedback}. Answer again."))
-                response, chosen, fallbacks = ask_models(ctx.toolbox, params, chain[first:], messages, attempt, log)
+                try:
+                    response, chosen, fallbacks = ask_models(ctx.toolbox, params, chain[first:], messages, attempt,
+                                                             log, settle=settle)
+                except StepFailed as failure:  # what was charged is on the run's counters already
+                    failure.details.update(recorded_cost_usd=str(log.cost), recorded_llm_calls=recorded[0])
+                    raise
                 try:
                     output = _parse_model_output(step, response.text)
                     verdicts = validate_output(step, output, ctx.context)
@@ -76,10 +93,12 @@ class LlmKind:
                     why += f"; valid on attempt {attempt}"
                 return StepOutcome(output=output, considered=chain, chosen=chosen, why=why,
                                    verdicts=log.verdicts + log.usage + verdicts, attempts=attempt,
-                                   llm_calls=log.calls, cost_usd=log.cost, input_hash_source=prompt)
+                                   llm_calls=log.calls, cost_usd=log.cost, input_hash_source=prompt,
+                                   recorded_cost_usd=log.cost, recorded_llm_calls=recorded[0])
         assert last_error is not None
         then = step.on_invalid.then
         raise StepFailed("validation", f"{last_error.reason} (after {attempt} attempt(s))",
                          action="fail" if then == "fail" else "escalate", attempts=attempt,
                          details={"verdicts": log.verdicts + log.usage, "llm_calls": log.calls,
-                                  "cost_usd": str(log.cost)})
+                                  "cost_usd": str(log.cost), "recorded_cost_usd": str(log.cost),
+                                  "recorded_llm_calls": recorded[0]})
