@@ -38,7 +38,7 @@ def _full_flow(h: Harness) -> None:
     assert [e["step_id"] for e in events if e["kind"] == "step.succeeded"] == ["fetch", "draft", "send"]
     assert events[2]["chosen"] == "sandbox" and events[1]["output_hash"]
     verify = h.client.get(f"/v1/runs/{run['id']}/events/verify", headers=tenant.headers).json()
-    assert verify == {"ok": True, "events": 5, "first_bad_seq": None, "reason": ""}
+    assert verify == {"ok": True, "events": 6, "first_bad_seq": None, "reason": ""}
 
     records = h.client.get("/v1/sandbox/records", headers=tenant.headers).json()["data"]
     assert len(records) == 1
