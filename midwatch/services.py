@@ -9,6 +9,7 @@ from typing import Any
 import dramatiq
 from sqlalchemy import text
 
+from runner.actors import register_actors
 from runner.broker import broker_ready, init_broker
 from runner.engine._registry import set_secret_lookup
 from runner.engine._run import request_stop, stopping
@@ -49,7 +50,7 @@ def bootstrap(settings: Settings, *, migrate: bool) -> str | None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
         upgrade()
-    init_broker(settings)
+    init_broker(settings, register_actors)
     get_master_key()  # fail fast on a bad or missing key; the embedded mode generates its key here, at first start
     install_keyring()  # tenant secrets are resolved only through the Midwatch keyring backend, selected explicitly
     set_secret_lookup(get_secret, get_secret_for_retry)
@@ -69,7 +70,7 @@ class Services:
 
     def start_worker(self, threads: int | None = None) -> None:
         stopping.clear()
-        broker = init_broker(self.settings)
+        broker = init_broker(self.settings, register_actors)
         self.worker = dramatiq.Worker(broker, queues={self.settings.queue_name},
                                       worker_threads=threads or self.settings.worker_threads, worker_timeout=100)
         self.worker.start()

@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from runner.errors import SchemaInvalid, SpecInvalid, TemplateError
+from runner.errors import SchemaInvalid, SpecInvalid, SpecIssue, TemplateError
 from runner.jsonschemas import check_schema
 from runner.rules import check_rule_bounds, check_rule_syntax
 from runner.templating import references, root_of
@@ -352,16 +352,6 @@ class AgentSpec(_Model):
             if issues:
                 raise _custom("spec_invalid", "; ".join(f"{i.path}: {i.message}" for i in issues))
         return self
-
-
-class SpecIssue(BaseModel):
-    """One validation error; `path` is like "steps[1].llm.model" ("" for the root)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: str
-    message: str
-    code: str = "invalid"
 
 
 class LintWarning(BaseModel):

@@ -28,7 +28,7 @@ from tenants.kit.db import unit_of_work
 from tenants.kit.ids import canonical_json, utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
-from tenants.webhooks.repository import ClaimedDelivery, WebhookPlatformRepository
+from tenants.webhooks.repository import ClaimedDelivery, webhook_platform_repository
 from tenants.webhooks.signing import sign, verify_signature
 
 __all__ = ["MAX_ATTEMPTS", "RETRY_POLICY", "SEND_TIMEOUT_S", "Outcome", "deliver_due", "verify_signature"]
@@ -96,7 +96,7 @@ def _settle(job: ClaimedDelivery, outcome: Outcome, now: datetime) -> str:
         else:
             next_at = now + timedelta(seconds=backoff_delay(job.attempt, RETRY_POLICY, outcome.retry_after_s))
     with unit_of_work() as session:
-        WebhookPlatformRepository(session).settle(
+        webhook_platform_repository(session).settle(
             job.id, state=state, status=outcome.status, error=(outcome.error or None) and outcome.error[:1000],
             next_attempt_at=next_at, delivered_at=utcnow() if state == "delivered" else None)
     log.info("webhook_attempt", tenant_id=job.tenant_id, delivery=job.id, endpoint=job.endpoint_id,
@@ -114,7 +114,7 @@ def deliver_due(settings: Settings, now: datetime | None = None, limit: int = 50
     """
     now = now or clock()
     with unit_of_work() as session:
-        jobs = WebhookPlatformRepository(session).claim_due(now, limit, now + timedelta(seconds=_CLAIM_S))
+        jobs = webhook_platform_repository(session).claim_due(now, limit, now + timedelta(seconds=_CLAIM_S))
     if not jobs:
         return 0
 

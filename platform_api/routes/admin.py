@@ -22,7 +22,8 @@ from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.accounts.service import Principal, onboard_tenant, rotate_operator_key
 from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
-from tenants.scheduling.service import get_scheduling, set_tenant_status, set_weight
+from tenants.runs.service import set_tenant_status
+from tenants.scheduling.service import get_scheduling, set_weight
 
 __all__ = ["router"]
 

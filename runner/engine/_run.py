@@ -45,11 +45,11 @@ from tenants.kit.errors import LeaseLost, public_reason
 from tenants.kit.ids import sha256_hex, utcnow
 from tenants.kit.logging import get_logger, redact
 from tenants.kit.settings import Settings
+from tenants.runs.dispatch import ClaimedRun, dispatch_repository
 from tenants.runs.journal import Release
 from tenants.runs.models import LoopCall
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
-from tenants.scheduling.repository import ClaimedRun, dispatch_repository
 from tenants.security.service import record_violation
 
 __all__ = ["RunSlice", "execute_next", "request_stop", "stopping", "work"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tenants.audit.models import PLATFORM_CHAIN, AuditEvent, AuditHead
+from tenants.kit.db import insert_ignore
 from tenants.kit.repository import PlatformRepository, TenantRepository
 
 __all__ = ["AuditRepository", "PlatformAuditRepository"]
@@ -30,10 +30,8 @@ class _Chain:
         appends cannot both create it); ``FOR UPDATE`` then waits for any other appender and, under
         READ COMMITTED, reads the row as that appender committed it. SQLite serialises writers anyway.
         """
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self.session.execute(insert(AuditHead).values(tenant_key=self.chain_key, seq=0, hash=GENESIS)
-                             .on_conflict_do_nothing(index_elements=["tenant_key"]))
+        self.session.execute(insert_ignore(self.session, AuditHead, "tenant_key")
+                             .values(tenant_key=self.chain_key, seq=0, hash=GENESIS))
         row = self.session.execute(select(AuditHead.seq, AuditHead.hash)
                                    .where(AuditHead.tenant_key == self.chain_key).with_for_update()).one()
         return int(row.seq), str(row.hash)

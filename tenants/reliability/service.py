@@ -23,13 +23,11 @@ from tenants.budgets.repository import PlatformBudgetRepository
 from tenants.budgets.service import usage_by_tenant
 from tenants.kit.ids import utcnow
 from tenants.reliability.derive import day_of, hour_of
-from tenants.reliability.repository import (
-    PlatformReliabilityRepository,
-)
+from tenants.reliability.repository import PlatformReliabilityRepository, bulk_loader
 from tenants.runs.events import verify_chain
 from tenants.secrets.service import metadata_by_tenant
 from tenants.security.repository import PlatformSecurityRepository
-from tenants.webhooks.repository import WebhookPlatformRepository
+from tenants.webhooks.repository import webhook_platform_repository
 
 __all__ = [
     "BURN_METRICS",
@@ -872,7 +870,7 @@ def tenants_and_budgets(session: Session, *, now: datetime | None = None, limit:
     for r in open_rows:
         open_ids[r.tenant_id].add(r.id)
     slots = {t: n for (t, a), n in budgets.running_counts().items() if a == "*"}
-    hooks = WebhookPlatformRepository(session).undelivered_counts()
+    hooks = webhook_platform_repository(session).undelivered_counts()
     rows = tuple(TenantRow(
         t.id, t.name, t.display_name, t.status, t.created_at, agents[t.id], keys[t.id], agg_24h[t.id], agg_7d[t.id],
         limits=len(per_tenant[t.id]),
@@ -893,7 +891,7 @@ def tenants_and_budgets(session: Session, *, now: datetime | None = None, limit:
 def load_rows(session: Session, table_name: str, rows: list[dict[str, Any]]) -> int:
     """Bulk-insert rows into any Midwatch table (COPY on PostgreSQL); for seeding history, never for runs
     the runner executes."""
-    return PlatformReliabilityRepository(session).bulk_insert(table_name, rows)
+    return bulk_loader(session).load(table_name, rows)
 
 
 def table_count(session: Session, table_name: str) -> int:

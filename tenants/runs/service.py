@@ -10,6 +10,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tenants.accounts.models import Tenant
+from tenants.accounts.repository import AccountsPlatformRepository
+from tenants.accounts.service import KEYS
 from tenants.agents.models import AgentVersion
 from tenants.audit.service import record
 from tenants.budgets.service import charge_run
@@ -19,7 +22,7 @@ from tenants.kit.ids import new_id, sha256_hex, utcnow
 from tenants.kit.settings import get_settings
 from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.models import TERMINAL_STATES, Run, RunItem
-from tenants.runs.repository import RunRepository
+from tenants.runs.repository import RunRepository, run_repository
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -31,6 +34,7 @@ __all__ = [
     "list_escalations",
     "resolve_item",
     "resume_run",
+    "set_tenant_status",
     "submit_run",
     "wake_grace",
 ]
@@ -57,7 +61,7 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
     applies, and wake a worker after commit. The run row and its decision log are the run's record."""
     if not 1 <= priority <= 5:
         raise InvalidInput("priority must be between 1 (most urgent) and 5", field="priority")
-    repo = RunRepository(session, tenant_id)
+    repo = run_repository(session, tenant_id)
     request: dict[str, Any] = {"agent": agent_name, "version": version.version, "input": run_input}
     if items is not None:  # part of the request: the same key with other items is a different request
         request["items"] = list(items)
@@ -178,3 +182,29 @@ def resume_run(session: Session, tenant_id: str, run_id: str) -> Run:
     enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run_id)
     session.refresh(run)
     return run
+
+
+def set_tenant_status(session: Session, name: str, status: str) -> tuple[Tenant, str, int]:
+    """Suspend (``suspended``) or resume (``active``) a tenant; returns it, its status before, and how many
+    runs were held or released at once.
+
+    Suspending refuses the tenant's keys, takes its queued runs out of the queue (state ``suspended``) and
+    asks its running runs to stop at their next step boundary (the worker's fenced write reads
+    ``suspend_requested`` and releases the run as ``suspended``); the claim never picks a suspended
+    tenant's run. Resuming puts every suspended run back in the queue exactly where it stopped."""
+    tenant = AccountsPlatformRepository(session).tenant_by_name(name)
+    if tenant is None:
+        raise NotFound(f"tenant {name!r} not found")
+    before = tenant.status
+    tenant.status = status
+    session.flush()
+    now = utcnow()
+    repo = RunRepository(session, tenant.id)
+    if status == "suspended":
+        moved = repo.hold_all(now)
+    else:
+        moved = repo.release_held(now, now + wake_grace())
+        for run_id in moved[:64]:  # workers keep claiming while runs are due: a few wake-ups drain them all
+            enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant.id, run_id=run_id)
+    KEYS.clear()  # this process refuses the tenant's keys at once; other API processes within AUTH_CACHE_S
+    return tenant, before, len(moved)

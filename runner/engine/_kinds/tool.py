@@ -8,8 +8,8 @@ from typing import Any
 from runner.engine._kinds import PendingAction, StepContext, StepOutcome
 from runner.engine._validate import validate_output
 from runner.errors import StepFailed, TemplateError
+from runner.providers.tool_args import validate_args
 from runner.templating import render
-from runner.tools.args import validate_args
 from runner.tools.base import ToolCall
 
 __all__ = ["ToolKind", "call_tool", "render_or_fail"]
