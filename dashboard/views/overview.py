@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, ui
-from tenants.reliability import service
+from tenants.reliability.overview import TenantBurn
 
 st.title("Overview")
 
@@ -67,7 +67,7 @@ def body() -> None:
                        + ", ".join(f"{b.tenant} ({ui.METRIC_LABELS[b.peak.metric]} {ui.pct(b.peak.committed_rate, 0)})"
                                    for b in near if b.peak), icon=":material/savings:")
 
-        def cell(b: service.TenantBurn, metric: str) -> str:
+        def cell(b: TenantBurn, metric: str) -> str:
             u = b.by_metric.get(metric)
             return "no limit" if u is None else ui.use(metric, u.used, u.limit, u.period, u.used_rate)
 

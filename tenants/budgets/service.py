@@ -175,6 +175,16 @@ class LimitUsage:
         """Room left; never negative even after an overspend (the excess is in ``overspend``)."""
         return max(Decimal(0), self.limit - self.used - self.reserved)
 
+    @property
+    def used_rate(self) -> float | None:
+        """Used ÷ limit (None for a zero limit)."""
+        return float(self.used / self.limit) if self.limit > 0 else None
+
+    @property
+    def committed_rate(self) -> float | None:
+        """(Used + reserved) ÷ limit: what the threshold events (50/80/100 %) measure."""
+        return float((self.used + self.reserved) / self.limit) if self.limit > 0 else None
+
 
 # ---- pure helpers ---------------------------------------------------------------------------
 def period_window(period: str, timezone: str, now: datetime) -> tuple[datetime, datetime]:
