@@ -82,9 +82,3 @@ class PlatformAuditRepository(PlatformRepository, _Chain):
     def __init__(self, session: Session, chain_key: str = PLATFORM_CHAIN) -> None:
         super().__init__(session)
         self.chain_key = chain_key
-
-    def chain_keys(self) -> list[str]:
-        """Every chain that has at least one event (or a head)."""
-        keys = set(self.session.scalars(select(AuditHead.tenant_key)).all())
-        keys |= set(self.session.scalars(select(AuditEvent.tenant_key).distinct()).all())
-        return sorted(keys)

@@ -83,14 +83,6 @@ class ReliabilityRepository(TenantRepository):
         row.update(increments)
         self._bump(RunRollupHourly, {"agent_name": agent_name, "hour": hour}, row)
 
-    def bump_step_day(self, agent_name: str, step_id: str, day: datetime, *, attempts: int, succeeded: int,
-                      failed: int, retries: int, latency_ms: float, latency_max: float | None = None) -> None:
-        self._bump(StepStatDaily, {"agent_name": agent_name, "step_id": step_id, "day": day},
-                   {"attempts": attempts, "succeeded": succeeded, "failed": failed, "retries": retries,
-                    "latency_ms_sum": latency_ms,
-                    "latency_ms_max": latency_ms if latency_max is None else latency_max},
-                   maxima=("latency_ms_max",))
-
     def bump_failure_hour(self, agent_name: str, hour: datetime, category: str, count: int = 1) -> None:
         self._bump(FailureHourly, {"agent_name": agent_name, "hour": hour, "category": category}, {"count": count})
 

@@ -1,4 +1,4 @@
-"""All SQL for dispatch: the fair claim, the sweeper's recoveries and queue figures (weights and caps are
+"""All SQL for dispatch: the fair claim, and the sweeper's recoveries (weights and caps are
 tenants.scheduling's; this module reads and moves their counters).
 
 The claim is the scheduler's one decision: among the (tenant, agent) queues with a due runnable run,
@@ -34,7 +34,6 @@ __all__ = [
     "ClaimedRun",
     "DispatchRepository",
     "PostgresDispatchRepository",
-    "QueueFigures",
     "WokenRun",
     "dispatch_repository",
 ]
@@ -79,18 +78,6 @@ class ClaimedRun:
 class WokenRun:
     tenant_id: str
     run_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class QueueFigures:
-    """One tenant's dispatch figures: runs waiting (due now), the oldest wait, runs holding a lease."""
-
-    tenant_id: str
-    queued: int
-    oldest_runnable_at: datetime | None
-    running: int
-    weight: int
-    cap: int | None
 
 
 @functools.cache
@@ -264,19 +251,6 @@ class DispatchRepository(PlatformRepository):
                                      Run.tenant_id.not_in(blocked)).limit(limit).scalar_subquery()))
             .values(wake_at=wake_at).returning(Run.tenant_id, Run.id)).all()
         return [WokenRun(str(t), str(r)) for t, r in rows]
-
-    def queue_figures(self, now: datetime) -> list[QueueFigures]:
-        """Per tenant with work or a schedule row: due runnable runs, the oldest, running count, weight, cap."""
-        waiting = {str(t): (int(n), oldest) for t, n, oldest in self.session.execute(
-            select(Run.tenant_id, func.count(), func.min(Run.runnable_at))
-            .where(Run.runnable_at.is_not(None), Run.runnable_at <= now).group_by(Run.tenant_id)).all()}
-        out = []
-        for s in self.session.scalars(select(TenantSchedule)):
-            n, oldest = waiting.pop(s.tenant_id, (0, None))
-            out.append(QueueFigures(s.tenant_id, n, oldest, s.running, s.weight, s.cap))
-        out += [QueueFigures(t, n, oldest, 0, 1, None) for t, (n, oldest) in waiting.items()]
-        return out
-
 
 class PostgresDispatchRepository(DispatchRepository):
     """PostgreSQL: the claim is one statement (see the module docstring)."""

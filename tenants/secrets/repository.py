@@ -122,9 +122,6 @@ class SecretsPlatformRepository(PlatformRepository):
                              .where(MasterKeyRecord.key_id == key_id, MasterKeyRecord.retired_at.is_(None))
                              .values(retired_at=now))
 
-    def master_keys(self) -> Sequence[MasterKeyRecord]:
-        return self.session.scalars(select(MasterKeyRecord).order_by(MasterKeyRecord.first_used_at)).all()
-
     def versions_wrapped_by(self, key_id: str, *, after: str, limit: int) -> Sequence[tuple[SecretVersion, str]]:
         """A batch of (version, secret name) whose data key ``key_id`` wraps, by id after ``after``."""
         q = (select(SecretVersion, Secret.name).join(Secret, Secret.id == SecretVersion.secret_id)
