@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from runner.deadline import step_deadline, timed_out
 from runner.engine import _hooks as hooks
 from runner.engine._approvals import approval_gate
 from runner.engine._journal import Journal
-from runner.engine._kinds import KINDS, StepContext, StepOutcome
+from runner.engine._kinds import KINDS, PendingAction, StepContext, StepKind, StepOutcome
 from runner.engine._lease import keeper
 from runner.engine._ledger import ledger_intent
 from runner.engine._registry import Toolbox
@@ -243,7 +244,7 @@ class RunSlice:
                 pending = kind.pending_action(ctx)
                 if not approval_gate(self, ctx, pending):
                     raise _Stop("waiting for approval")
-                outcome = kind.run(ctx, pending)
+                outcome = _run_within_timeout(kind, ctx, pending)
             except RetryLater as later:
                 self._defer(item, index, step, later.delay_s, later.next_attempt, later.reason,
                             later.details.get("attempts"))
@@ -450,6 +451,18 @@ class RunSlice:
                                  "fail": "fail", "skip_item": "skip_item"}[policy]  # type: ignore[assignment]
         return StepFailed(failure.category, f"{failure.reason} (on_dependency_failure: {policy})", action=action,
                           attempts=failure.attempts, details=failure.details)
+
+
+def _run_within_timeout(kind: StepKind, ctx: StepContext, pending: PendingAction) -> StepOutcome:
+    """Run the step under its ``timeout_s``: calls get the time left as their timeout (runner.deadline), and a
+    step that finishes late fails as ``dependency`` all the same."""
+    timeout_s = ctx.step.timeout_s
+    started = time.monotonic()
+    with step_deadline(ctx.step.id, timeout_s):
+        outcome = kind.run(ctx, pending)
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            raise timed_out()
+    return outcome
 
 
 def _first_problem(session: Session, tenant_id: str, run_id: str, state: str) -> tuple[int, str, str | None] | None:
