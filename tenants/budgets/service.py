@@ -41,7 +41,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
 
-from tenants.budgets.models import AMOUNT_SCALE, MAX_AMOUNT, Budget, BudgetEvent, BudgetLimit
+from tenants.budgets.models import (
+    AMOUNT_SCALE,
+    MAX_AMOUNT,
+    PERIOD_METRICS,
+    Budget,
+    BudgetEvent,
+    BudgetLimit,
+    Metric,
+    Period,
+)
 from tenants.budgets.repository import BudgetRepository, LedgerRow, PlatformBudgetRepository
 from tenants.kit.errors import BudgetExhausted, IdempotencyConflict, InvalidInput, NotFound
 from tenants.kit.ids import utcnow
@@ -53,13 +62,10 @@ __all__ = [
     "COUNTER_METRICS",
     "DEFAULT_RESERVATION_TTL_S",
     "LIMITS_CACHE_S",
-    "PERIOD_METRICS",
     "THRESHOLDS",
     "ExpiredReleased",
     "LimitSpec",
     "LimitUsage",
-    "Metric",
-    "Period",
     "Reservation",
     "Settlement",
     "ThresholdEvent",
@@ -79,9 +85,6 @@ __all__ = [
     "usage_by_tenant",
 ]
 
-Metric = Literal["cost_usd", "tokens", "llm_calls", "runs", "concurrent_runs"]
-Period = Literal["day", "month"]
-PERIOD_METRICS: tuple[str, ...] = ("cost_usd", "tokens", "llm_calls", "runs")  # reservable, per period
 COUNTER_METRICS: tuple[str, ...] = ("tokens", "llm_calls", "runs", "concurrent_runs")  # whole numbers
 THRESHOLDS: tuple[int, ...] = (50, 80, 100)  # percent of a limit; each recorded once per period
 DEFAULT_RESERVATION_TTL_S = 900.0  # longer than any single priced call may take

@@ -10,6 +10,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from tenants.approvals.repository import PlatformApprovalRepository
+from tenants.budgets.models import PERIOD_METRICS
 from tenants.kit.ids import utcnow
 from tenants.reliability.common import BudgetUse, Counts, budget_uses, tenant_names, window_start
 from tenants.reliability.repository import PlatformReliabilityRepository
@@ -17,7 +18,7 @@ from tenants.reliability.repository import PlatformReliabilityRepository
 __all__ = ["BURN_METRICS", "FailureRow", "Overview", "TenantBurn", "TenantSpend", "budget_burn", "overview"]
 
 STUCK_GRACE = timedelta(minutes=2)
-BURN_METRICS = ("cost_usd", "tokens", "llm_calls", "runs")  # per-period metrics shown as budget burn
+BURN_METRICS = PERIOD_METRICS  # per-period metrics shown as budget burn
 
 
 @dataclass(frozen=True, slots=True)
