@@ -249,11 +249,12 @@ def cmd_rotate_master_key(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run benchmarks (from a source checkout): figures beside their peers, JSON in benchmarks/results/."""
-    try:
-        from benchmarks.__main__ import main as bench_main
-    except ImportError:
-        sys.exit("benchmarks live in the source checkout: run from the repository (uv run midwatch bench)")
-    return bench_main(args.names)
+    checkout = Path(__file__).resolve().parent.parent  # the repository, when running from a source checkout
+    if not (checkout / "benchmarks" / "__main__.py").is_file():
+        sys.exit("midwatch bench runs the benchmarks of a source checkout; this installation (from the wheel) has "
+                 "none. Clone the repository, then run `uv run midwatch bench [NAME ...]` inside it "
+                 "(docs/BENCHMARKS.md).")
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args.names], cwd=checkout)  # noqa: S603 - our own module
 
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:

@@ -6,6 +6,9 @@ validity), and `_cross_check` validates what spans fields (tool scope, step orde
 references, unique ids). Both run on every parse so a spec with three independent mistakes
 reports three issues. `AgentSpec.model_validate` alone also runs the cross checks, but reports
 them as a single root error; use `parse_spec` for precise paths.
+
+Why over 500 lines: the spec is one pydantic model tree whose field validators, cross checks, lint and
+projection all read the same models; it is the public contract of a stored version, read top to bottom.
 """
 
 from __future__ import annotations

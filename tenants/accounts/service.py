@@ -54,6 +54,7 @@ __all__ = [
     "revoke_key",
     "rotate_key",
     "rotate_operator_key",
+    "tenant_named",
     "verify_key",
 ]
 
@@ -200,6 +201,14 @@ def revoke_key(session: Session, tenant_id: str, key_id: str) -> None:
         raise NotFound("API key not found")
     repo.revoke(key_id)
     KEYS.clear()
+
+
+def tenant_named(session: Session, name: str) -> Tenant:
+    """The tenant called ``name`` (operator paths), or NotFound."""
+    tenant = AccountsPlatformRepository(session).tenant_by_name(name)
+    if tenant is None:
+        raise NotFound(f"tenant {name!r} not found")
+    return tenant
 
 
 def onboard_tenant(session: Session, name: str, display_name: str = "") -> tuple[Tenant, IssuedKey]:

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from tenants.approvals.models import Approval
 from tenants.approvals.repository import ApprovalRepository, PlatformApprovalRepository
-from tenants.audit.service import record
 from tenants.kit.db import enqueue_after_commit
 from tenants.kit.errors import Conflict, Forbidden, NotFound
 from tenants.kit.ids import new_id, utcnow
@@ -94,8 +93,6 @@ def decide(session: Session, tenant_id: str, approval_id: str, *, approve: bool,
         raise Conflict("approval has expired; the scheduler applies its on_timeout", state="expired")
     repo.transition(approval_id, from_state="pending", state="approved" if approve else "rejected",
                     decided_by=key_id, comment=comment, decided_at=now)
-    record(session, tenant_id, actor=key_id, role=role, action="approval.decided", target=approval_id,
-           details={"decision": "approve" if approve else "reject", "comment": comment, "run_id": approval.run_id})
     _wake(session, tenant_id, approval.run_id, now)
     session.refresh(approval)
     return approval

@@ -26,6 +26,9 @@ waits in the queue without re-delivery.
 Errors: :class:`~tenants.kit.errors.BudgetExhausted` (``reason`` ``limit_reached`` or
 ``model_unpriced``), :class:`~tenants.kit.errors.InvalidInput`, :class:`~tenants.kit.errors.NotFound`,
 :class:`~tenants.kit.errors.IdempotencyConflict`.
+
+Why over 500 lines: the ledger's rules (periods, limits, reserve, reconcile, release, thresholds) are
+one invariant (used + reserved never passes a limit unnoticed) and are read together.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from tenants.accounts.models import Tenant
 from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.accounts.service import KEYS
 from tenants.agents.models import AgentVersion
-from tenants.audit.service import record
 from tenants.budgets.service import charge_run
 from tenants.kit.db import enqueue_after_commit
 from tenants.kit.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
@@ -156,8 +155,6 @@ def resolve_item(session: Session, tenant_id: str, run_id: str, item_index: int,
                      steps_used=item.steps_used, llm_calls=item.llm_calls)
     if state == "skipped":
         repo.bump_counters(run_id, items_done=1, items_failed=-1)
-    record(session, tenant_id, actor=key_id, role="tenant-admin", action="escalation.resolved", target=run_id,
-           details={"action": action, "item_index": item_index, "comment": comment})
     if run.state in ("escalated", "failed") and repo.set_state(
             run_id, from_states=[run.state], state="queued", reason=None, failure_category=None, finished_at=None,
             crash_count=0, updated_at=now, runnable_at=now, wake_at=now + wake_grace()):

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from platform_api.schemas.common import Money as Amount
 from tenants.budgets.models import Metric, Period
 
-__all__ = ["Amount", "BudgetEventOut", "BudgetsOut", "LimitIn", "LimitOut", "ReservationOut"]
-
-# "0.30000000" → "0.3"; "0E-8" → "0". Strings on the wire, so no client ever parses money as a float.
-Amount = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
+__all__ = ["BudgetEventOut", "BudgetsOut", "LimitIn", "LimitOut", "ReservationOut"]
 
 
 class LimitIn(BaseModel):

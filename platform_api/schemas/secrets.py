@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from platform_api.schemas.common import In
 from tenants.secrets.service import (
     MAX_AGE_DAYS_LIMIT,
     MAX_GRACE_SECONDS,
@@ -18,7 +19,7 @@ from tenants.secrets.service import (
 
 __all__ = ["CreateSecret", "PromoteSecret", "RotateSecret", "SecretOut"]
 
-class _In(BaseModel):
+class _In(In):
     model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
 
 
