@@ -50,7 +50,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -507,22 +507,22 @@ def compile_rule(src: str) -> CompiledRule:
     return CompiledRule(src, program)
 
 
-def check_rule_bounds(src: str) -> str | None:
-    """Return None if `src` is within the size, nesting and comprehension bounds, else why not."""
+def _problem(check: Callable[[str], object], src: str) -> str | None:
     try:
-        _check_bounds(src)
+        check(src)
     except RuleError as exc:
         return str(exc)
     return None
+
+
+def check_rule_bounds(src: str) -> str | None:
+    """Return None if `src` is within the size, nesting and comprehension bounds, else why not."""
+    return _problem(_check_bounds, src)
 
 
 def check_rule_syntax(src: str) -> str | None:
     """Return None if `src` compiles within bounds, else the error message."""
-    try:
-        compile_rule(src)
-    except RuleError as exc:
-        return str(exc)
-    return None
+    return _problem(compile_rule, src)
 
 
 def _to_cel(value: Any) -> Any:

@@ -101,11 +101,9 @@ def _latest_failures(o: Overview) -> None:
     if not o.latest_failures:
         st.success("No failed or escalated runs recorded.")
     else:
-        fails = pd.DataFrame([{"when": ui.ago(f.at, o.now), "tenant": f.tenant, "agent": f.agent_name,
+        ui.table([{"when": ui.ago(f.at, o.now), "tenant": f.tenant, "agent": f.agent_name,
                                "state": ui.state_badge(f.state), "category": f.category, "reason": f.reason,
-                               "run": f.run_id} for f in o.latest_failures])
-        st.dataframe(fails, hide_index=True, width="stretch",
-                     column_config={"reason": st.column_config.TextColumn(width="large")})
+                   "run": f.run_id} for f in o.latest_failures])
 
 
 body()

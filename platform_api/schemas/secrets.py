@@ -3,9 +3,7 @@ has a field that could carry a value: values are write-only."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from platform_api.schemas.common import In
 from tenants.secrets.service import (
@@ -45,22 +43,5 @@ class PromoteSecret(_In):
         description="reserved: verify the pending value through this tool before promoting (not available yet)")
 
 
-class SecretOut(BaseModel):
-    """A secret's metadata. Deliberately has no value field."""
-
-    name: str
-    current_version: int | None
-    pending_version: int | None
-    previous_version: int | None
-    previous_expires_at: datetime | None
-    max_age_days: int | None
-    grace_seconds: int
-    created_at: datetime
-    last_rotated_at: datetime | None
-    last_used_at: datetime | None
-    age_days: int
-    rotation_due: bool
-
-    @classmethod
-    def of(cls, meta: SecretMetadata) -> SecretOut:
-        return cls.model_validate(meta, from_attributes=True)
+# A secret's metadata is its wire type as it is: the domain type has deliberately no field for a value.
+SecretOut = SecretMetadata

@@ -149,12 +149,10 @@ def read_chat_completion(data: Mapping[str, Any], request: ModelRequest, *, prov
         finish = "tool_calls"
     usage = data.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
-    return ModelResponse(
-        text=text, model=str(data.get("model") or default_model), provider=provider,
-        usage=Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")),
-                    _int(details.get("cached_tokens"))),
-        tool_calls=tuple(calls), finish_reason=finish,
-        raw_finish_reason=None if raw_finish is None else str(raw_finish), refusal=refusal)
+    counted = Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")),
+                    _int(details.get("cached_tokens")))
+    return ModelResponse.read(data, text=text, default_model=default_model, provider=provider, usage=counted,
+                              calls=calls, finish=finish, raw_finish=raw_finish, refusal=refusal)
 
 
 class OpenAICompatProvider(RemoteProvider):
@@ -163,9 +161,8 @@ class OpenAICompatProvider(RemoteProvider):
     name = "openai"
     response_schema: ClassVar[dict[str, Any]] = RESPONSE_SCHEMA
 
-    def endpoint(self) -> str:
-        """``{base_url}/chat/completions``."""
-        return f"{(self.config.base_url or '').rstrip('/')}/chat/completions"
+    path = "/chat/completions"
+    reader = staticmethod(read_chat_completion)
 
     def headers(self, api_key: str) -> dict[str, str]:
         """Bearer authentication."""
@@ -176,6 +173,3 @@ class OpenAICompatProvider(RemoteProvider):
         return chat_request(request, model=self.config.model or "", max_tokens_param=self.config.max_tokens_param,
                             send_temperature=self.config.send_temperature)
 
-    def read(self, data: Any, request: ModelRequest) -> ModelResponse:
-        """The normalised answer."""
-        return read_chat_completion(data, request, provider=self.name, default_model=self.config.model or "")

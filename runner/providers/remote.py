@@ -157,10 +157,14 @@ class RemoteProvider:
         """The attempts of this thread's latest ``complete`` (also when it raised)."""
         return self._endpoint.attempts
 
-    # Subclasses implement these four.
+    # Subclasses set path (and default_base_url) and reader, and implement headers and payload.
+    default_base_url = ""
+    path = ""  # appended to the config's base_url (or the provider's default)
+    reader: ClassVar[Callable[..., ModelResponse]]  # (data, request, *, provider, default_model) -> answer
+
     def endpoint(self) -> str:
         """The URL to POST to."""
-        raise NotImplementedError
+        return f"{(self.config.base_url or self.default_base_url).rstrip('/')}{self.path}"
 
     def headers(self, api_key: str) -> dict[str, str]:
         """Request headers carrying ``api_key``."""
@@ -172,7 +176,7 @@ class RemoteProvider:
 
     def read(self, data: Any, request: ModelRequest) -> ModelResponse:
         """The normalised answer (cost and latency not yet set) from a validated response body."""
-        raise NotImplementedError
+        return self.reader(data, request, provider=self.name, default_model=self.config.model or "")
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         """Send ``request``, retrying per the config; raise StepFailed when no answer could be had.

@@ -31,6 +31,7 @@ from tenants.kit.errors import (
     KeyAlreadyRotated,
     NotFound,
     Unauthorized,
+    found,
 )
 from tenants.kit.ids import new_id, utcnow
 
@@ -205,10 +206,7 @@ def revoke_key(session: Session, tenant_id: str, key_id: str) -> None:
 
 def tenant_named(session: Session, name: str) -> Tenant:
     """The tenant called ``name`` (operator paths), or NotFound."""
-    tenant = AccountsPlatformRepository(session).tenant_by_name(name)
-    if tenant is None:
-        raise NotFound(f"tenant {name!r} not found")
-    return tenant
+    return found(AccountsPlatformRepository(session).tenant_by_name(name), f"tenant {name!r}")
 
 
 def onboard_tenant(session: Session, name: str, display_name: str = "") -> tuple[Tenant, IssuedKey]:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from tenants.approvals.models import Approval
 from tenants.approvals.repository import ApprovalRepository, PlatformApprovalRepository
 from tenants.kit.db import enqueue_after_commit
-from tenants.kit.errors import Conflict, Forbidden, NotFound
+from tenants.kit.errors import Conflict, Forbidden, NotFound, found
 from tenants.kit.ids import new_id, utcnow
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
@@ -59,10 +59,7 @@ def request_approval(session: Session, tenant_id: str, req: ApprovalRequest, now
 
 
 def get_approval(session: Session, tenant_id: str, approval_id: str) -> Approval:
-    approval = ApprovalRepository(session, tenant_id).get(approval_id)
-    if approval is None:
-        raise NotFound(f"approval {approval_id!r} not found")
-    return approval
+    return found(ApprovalRepository(session, tenant_id).get(approval_id), f"approval {approval_id!r}")
 
 
 def list_approvals(session: Session, tenant_id: str, *, state: str | None, run_id: str | None, after: str | None,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from tenants.audit.models import PLATFORM_CHAIN, AuditEvent, AuditHead
 from tenants.kit.db import insert_ignore
-from tenants.kit.repository import PlatformRepository, TenantRepository
+from tenants.kit.repository import PlatformRepository, TenantRepository, keyset_pages
 
 __all__ = ["AuditRepository", "PlatformAuditRepository"]
 
@@ -59,13 +59,7 @@ class _Chain:
 
     def all_events(self, batch: int = 1000) -> Iterator[AuditEvent]:
         """Every event of the chain in seq order, read in batches (bounded memory for long chains)."""
-        after: int | None = None
-        while True:
-            rows = self.page(after=after, limit=batch)
-            yield from rows
-            if len(rows) < batch:
-                return
-            after = rows[-1].seq
+        return keyset_pages(lambda after, limit: self.page(after=after, limit=limit), lambda e: e.seq, batch)
 
 
 class AuditRepository(TenantRepository, _Chain):

@@ -10,16 +10,17 @@ a subclass per database). Repositories never branch on the dialect inside a meth
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
 from tenants.kit.db import is_postgresql
 
-__all__ = ["PlatformRepository", "TenantRepository", "for_dialect"]
+__all__ = ["PlatformRepository", "TenantRepository", "for_dialect", "keyset_pages"]
 
 R = TypeVar("R")
+K = TypeVar("K")
 
 
 class TenantRepository:
@@ -43,3 +44,16 @@ class PlatformRepository:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+
+
+def keyset_pages(fetch: Callable[[K | None, int], Sequence[R]], key: Callable[[R], K],
+                 batch: int = 1000) -> Iterator[R]:
+    """Every row of a keyset-paginated read, ``batch`` at a time (bounded memory): ``fetch(cursor, limit)``
+    returns the page after ``cursor`` (None: the first page), ``key(row)`` the cursor a row leaves."""
+    cursor: K | None = None
+    while True:
+        rows = fetch(cursor, batch)
+        yield from rows
+        if len(rows) < batch:
+            return
+        cursor = key(rows[-1])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
 from tenants.budgets.repository import PlatformBudgetRepository
+from tenants.budgets.service import ThresholdEvent
 from tenants.kit.ids import utcnow
 from tenants.reliability.common import BudgetUse, Counts, budget_uses, window_start
 from tenants.reliability.repository import PlatformReliabilityRepository
@@ -52,20 +53,12 @@ class ReservationRow:
     expires_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class ThresholdRow:
-    """A limit crossed 50, 80 or 100 % in a period."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThresholdRow(ThresholdEvent):
+    """A limit crossed 50, 80 or 100 % in a period (:class:`ThresholdEvent`), with whose it is."""
 
     tenant_id: str
     tenant: str
-    agent: str
-    metric: str
-    period: str
-    period_start: datetime
-    threshold: int
-    limit: Decimal
-    committed: Decimal
-    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +111,6 @@ def tenants_and_budgets(session: Session, *, now: datetime | None = None, limit:
     ) for t in tenants)
     reservations = tuple(ReservationRow(r.tenant_id, names.get(r.tenant_id, r.tenant_id), r.id, r.metric, r.agent,
                                         r.run_id, r.amount, r.created_at, r.expires_at) for r in open_rows[:limit])
-    events = tuple(ThresholdRow(e.tenant_id, names.get(e.tenant_id, e.tenant_id), e.agent, e.metric, e.period,
-                                e.period_start, e.threshold, e.limit, e.committed, e.created_at)
-                   for e in budgets.recent_events(limit))
+    events = tuple(ThresholdRow(tenant_id=e.tenant_id, tenant=names.get(e.tenant_id, e.tenant_id),
+                                **asdict(ThresholdEvent.of(e))) for e in budgets.recent_events(limit))
     return TenantsAndBudgets(now, rows, uses, reservations, sum(len(ids) for ids in open_ids.values()), events)

@@ -11,12 +11,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tenants.accounts.models import Tenant
-from tenants.accounts.repository import AccountsPlatformRepository
-from tenants.accounts.service import KEYS
+from tenants.accounts.service import KEYS, tenant_named
 from tenants.agents.models import AgentVersion
 from tenants.budgets.service import charge_run
 from tenants.kit.db import enqueue_after_commit
-from tenants.kit.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
+from tenants.kit.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound, found
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 from tenants.kit.settings import get_settings
 from tenants.runs.events import GENESIS, event_hash
@@ -108,10 +107,7 @@ def append_event(session: Session, run: Run, kind: str, *, chosen: str, why: str
 
 def get_run(session: Session, tenant_id: str, run_id: str) -> Run:
     """The run or NotFound (also for another tenant's run)."""
-    run = RunRepository(session, tenant_id).get(run_id)
-    if run is None:
-        raise NotFound(f"run {run_id!r} not found")
-    return run
+    return found(RunRepository(session, tenant_id).get(run_id), f"run {run_id!r}")
 
 
 def cancel_run(session: Session, tenant_id: str, run_id: str) -> Run:
@@ -189,9 +185,7 @@ def set_tenant_status(session: Session, name: str, status: str) -> tuple[Tenant,
     asks its running runs to stop at their next step boundary (the worker's fenced write reads
     ``suspend_requested`` and releases the run as ``suspended``); the claim never picks a suspended
     tenant's run. Resuming puts every suspended run back in the queue exactly where it stopped."""
-    tenant = AccountsPlatformRepository(session).tenant_by_name(name)
-    if tenant is None:
-        raise NotFound(f"tenant {name!r} not found")
+    tenant = tenant_named(session, name)
     before = tenant.status
     tenant.status = status
     session.flush()

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from tenants.accounts.models import Tenant
-from tenants.accounts.repository import AccountsPlatformRepository
-from tenants.kit.errors import InvalidInput, NotFound
+from tenants.accounts.service import tenant_named
+from tenants.kit.errors import InvalidInput
 from tenants.kit.ids import utcnow
 from tenants.scheduling.models import MAX_WEIGHT
 from tenants.scheduling.repository import ScheduleRepository
@@ -29,15 +28,8 @@ class Scheduling:
     cap: int | None
 
 
-def _tenant(session: Session, name: str) -> Tenant:
-    tenant = AccountsPlatformRepository(session).tenant_by_name(name)
-    if tenant is None:
-        raise NotFound(f"tenant {name!r} not found")
-    return tenant
-
-
 def get_scheduling(session: Session, name: str) -> Scheduling:
-    tenant = _tenant(session, name)
+    tenant = tenant_named(session, name)
     row = ScheduleRepository(session, tenant.id).get()
     return Scheduling(tenant.name, row.weight if row else 1, row.running if row else 0, row.cap if row else None)
 
@@ -48,5 +40,5 @@ def set_weight(session: Session, name: str, weight: int) -> tuple[Scheduling, Sc
     if not 1 <= weight <= MAX_WEIGHT:
         raise InvalidInput(f"weight must be between 1 and {MAX_WEIGHT}", field="weight")
     before = get_scheduling(session, name)
-    ScheduleRepository(session, _tenant(session, name).id).set_weight(weight, utcnow())
+    ScheduleRepository(session, tenant_named(session, name).id).set_weight(weight, utcnow())
     return before, get_scheduling(session, name)
