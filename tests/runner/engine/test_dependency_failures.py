@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, burst_503, html_200, ok, rate_limit, reset, slow, truncated_json
-from tests.conftest import Harness, Tenant
+from tests.conftest import Harness, Tenant, spec
 
 INVOICE = {"amount": 120, "email": "billing@example.com"}
 
@@ -261,17 +261,8 @@ def test_a_step_timeout_bounds_the_http_call_below_the_tools_own_timeout(harness
 
 def test_sandbox_sleep_honours_the_step_timeout(harness: Harness) -> None:
     tenant = harness.onboard()
-    harness.put_agent(tenant, """\
-apiVersion: midwatch/v1
-name: sleeper
-scope: {tools: [sandbox.sleep]}
-steps:
-  - id: nap
-    tool: sandbox.sleep
-    args: {seconds: 30}
-    timeout_s: 0.3
-    on_dependency_failure: fail
-""")
+    harness.put_agent(tenant, spec("sleeper", {"id": "nap", "tool": "sandbox.sleep", "args": {"seconds": 30},
+                                               "timeout_s": 0.3, "on_dependency_failure": "fail"}))
     run = harness.submit(tenant, "sleeper", {"input": {}})
     done = harness.wait_run(tenant, run["id"], timeout=20)
     assert done["state"] == "failed" and done["failure_category"] == "dependency", done
