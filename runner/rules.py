@@ -99,17 +99,21 @@ def _skip_string(src: str, i: int) -> int:
     return len(src)  # unterminated: cel.compile reports it with a location
 
 
+def _scan(src: str, visit: Callable[[int, str], int]) -> None:
+    """Walk ``src`` outside string literals: ``visit(i, ch)`` at each position returns where to go on."""
+    i, n = 0, len(src)
+    while i < n:
+        i = _skip_string(src, i) if src[i] in "'\"" else visit(i, src[i])
+
+
 def _check_bounds(src: str) -> None:
     """Raise RuleError if `src` exceeds the size, nesting or comprehension bounds."""
     if len(src) > MAX_RULE_CHARS:
         raise RuleError(f"rule is {len(src)} characters long; at most {MAX_RULE_CHARS} are allowed")
     depth = max_depth = macros = 0
-    i, n = 0, len(src)
-    while i < n:
-        ch = src[i]
-        if ch in "'\"":
-            i = _skip_string(src, i)
-            continue
+
+    def visit(i: int, ch: str) -> int:
+        nonlocal depth, max_depth, macros
         if ch in _OPENERS:
             depth += 1
             max_depth = max(max_depth, depth)
@@ -118,11 +122,12 @@ def _check_bounds(src: str) -> None:
         elif ch == "_" or ch.isalpha():
             m = _IDENT_RE.match(src, i)
             assert m is not None
-            name, i = m.group(), m.end()
-            if name in _MACROS and src[i:].lstrip().startswith("("):
+            if m.group() in _MACROS and src[m.end():].lstrip().startswith("("):
                 macros += 1
-            continue
-        i += 1
+            return m.end()
+        return i + 1
+
+    _scan(src, visit)
     if max_depth > MAX_NESTING:
         raise RuleError(f"rule nests brackets {max_depth} deep; at most {MAX_NESTING} levels are allowed")
     if macros > MAX_COMPREHENSIONS:
@@ -223,12 +228,8 @@ def _shape(src: str) -> _Shape:
     macros: list[_Macro] = []
     sites: list[_Site] = []
     paths: list[tuple[int, tuple[str, ...]]] = []
-    i, n = 0, len(src)
-    while i < n:
-        ch = src[i]
-        if ch in "'\"":
-            i = _skip_string(src, i)
-            continue
+
+    def visit(i: int, ch: str) -> int:
         if ch == "_" or ch.isalpha():
             m = _IDENT_RE.match(src, i)
             assert m is not None
@@ -244,14 +245,14 @@ def _shape(src: str) -> _Shape:
                 sites.append(_Site(i, membership_of=_operand_after(src, end)))
             elif after.startswith("(") and name not in _MACROS:
                 sites.append(_Site(i))  # a function or method call
-            i = end
-            continue
+            return end
         op = _OPERATOR_RE.match(src, i)
         if op is not None:
             sites.append(_Site(i))
-            i = op.end()
-            continue
-        i += 1
+            return op.end()
+        return i + 1
+
+    _scan(src, visit)
     return _Shape(tuple(macros), tuple(sites), tuple(paths))
 
 

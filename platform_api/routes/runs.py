@@ -12,7 +12,7 @@ from platform_api.routes._common import INT32_MAX, Cursor, Db, Limit, TenantCall
 from platform_api.schemas.common import Page
 from platform_api.schemas.runs import DecisionEventOut, RunItemOut, RunOut
 from tenants.runs.events import HASHED_FIELDS, verify_chain
-from tenants.runs.models import RUN_STATES
+from tenants.runs.models import RUN_STATES, Run
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import cancel_run, get_run, resume_run
 
@@ -75,16 +75,19 @@ def verify_events(run_id: FromPath[str], caller: TenantCaller, session: Db) -> d
 @post("/{run_id:str}/cancel", opt=TENANT_ADMIN, sync_to_thread=True,
       summary="Cancel a run (a running one stops between steps)", status_code=202)
 def cancel(run_id: FromPath[str], caller: TenantCaller, session: Db) -> RunOut:
-    out = RunOut.model_validate(cancel_run(session, caller.tenant_id, run_id))
-    audit(session, caller, "run.cancelled", run_id)
-    return out
+    return _controlled(session, caller, "run.cancelled", cancel_run(session, caller.tenant_id, run_id))
 
 
 @post("/{run_id:str}/resume", opt=TENANT_ADMIN, sync_to_thread=True,
       summary="Resume a failed or escalated run from its last checkpoint", status_code=202)
 def resume(run_id: FromPath[str], caller: TenantCaller, session: Db) -> RunOut:
-    out = RunOut.model_validate(resume_run(session, caller.tenant_id, run_id))
-    audit(session, caller, "run.resumed", run_id)
+    return _controlled(session, caller, "run.resumed", resume_run(session, caller.tenant_id, run_id))
+
+
+def _controlled(session: Db, caller: TenantCaller, action: str, run: Run) -> RunOut:
+    """The run after a control action, audited."""
+    out = RunOut.model_validate(run)
+    audit(session, caller, action, run.id)
     return out
 
 

@@ -14,6 +14,8 @@ __all__ = ["ApprovalOut", "Decision", "EscalationOut"]
 
 
 class ApprovalOut(BaseModel):
+    """An approval: the exact action waiting for a human, and what became of it."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
@@ -21,12 +23,12 @@ class ApprovalOut(BaseModel):
     agent_name: str
     item_index: int
     step_id: str
-    action: str
-    args: Any
-    args_hash: str
-    rule: str
-    route: str
-    on_timeout: str
+    action: str = Field(description="the tool (or model) the step is about to call")
+    args: Any = Field(description="the rendered arguments, exactly as they will be sent")
+    args_hash: str = Field(description="the approval is valid only for arguments with this hash")
+    rule: str = Field(description="the CEL rule that matched")
+    route: str = Field(description="the role that may decide (or a tenant admin)")
+    on_timeout: str = Field(description="what happens when nobody decides in time")
     state: str
     decided_by: str | None
     comment: str | None

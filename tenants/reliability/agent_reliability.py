@@ -20,6 +20,8 @@ __all__ = ["AgentReliability", "FailurePoint", "StepReliability", "failures_over
 
 @dataclass(frozen=True, slots=True)
 class StepReliability:
+    """One step of an agent over the window: attempts, outcomes, retries and latency."""
+
     step_id: str
     attempts: int
     succeeded: int
@@ -39,6 +41,8 @@ class StepReliability:
 
 @dataclass(frozen=True, slots=True)
 class AgentReliability:
+    """One agent of a tenant over the window: outcomes, per-step success, SLO and incidents."""
+
     tenant_id: str
     tenant: str
     agent_name: str
@@ -124,6 +128,8 @@ def reliability(session: Session, *, days: int = 7, now: datetime | None = None)
 
 @dataclass(frozen=True, slots=True)
 class FailurePoint:
+    """Failed, escalated or budget-exhausted runs of one category in one hour."""
+
     hour: datetime
     category: str
     count: int

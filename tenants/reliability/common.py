@@ -101,6 +101,8 @@ def window_start(now: datetime, hours: int) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class RunRow:
+    """A run as the pages list it (with its tenant's name)."""
+
     id: str
     tenant_id: str
     tenant: str

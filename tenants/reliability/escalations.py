@@ -56,6 +56,8 @@ class EscalatedItem:
 
 @dataclass(frozen=True, slots=True)
 class Escalations:
+    """What waits for a human: escalated runs and items, runs waiting for approval, the approval queue."""
+
     now: datetime
     escalated: tuple[RunRow, ...]
     waiting_approval: tuple[RunRow, ...]

@@ -41,6 +41,8 @@ LATEST_FAILURES_PER_TENANT = 50
 
 
 class RunRollupHourly(Base):
+    """Run outcomes per (tenant, agent, hour), folded from the decision log."""
+
     __tablename__ = "run_rollups_hourly"
     __table_args__ = (Index("ix_run_rollups_hourly_hour", "hour"),)
 
@@ -58,6 +60,8 @@ class RunRollupHourly(Base):
 
 
 class StepStatDaily(Base):
+    """Step outcomes per (tenant, agent, step, day): attempts, retries, latency."""
+
     __tablename__ = "step_stats_daily"
     __table_args__ = (Index("ix_step_stats_daily_day", "day"),)
 
@@ -74,6 +78,8 @@ class StepStatDaily(Base):
 
 
 class FailureHourly(Base):
+    """Failures per (tenant, agent, hour, category)."""
+
     __tablename__ = "failures_hourly"
     __table_args__ = (Index("ix_failures_hourly_hour", "hour"),)
 

@@ -53,6 +53,8 @@ def budget_burn(uses: tuple[BudgetUse, ...]) -> tuple[TenantBurn, ...]:
 
 @dataclass(frozen=True, slots=True)
 class FailureRow:
+    """One recent failed or escalated run (the tenant's latest-failures ring)."""
+
     at: datetime
     tenant_id: str
     tenant: str
@@ -65,6 +67,8 @@ class FailureRow:
 
 @dataclass(frozen=True, slots=True)
 class TenantSpend:
+    """A tenant's runs and spend over the last 24 hours and 7 days."""
+
     tenant_id: str
     tenant: str
     runs_24h: int
@@ -74,6 +78,8 @@ class TenantSpend:
 
 @dataclass(frozen=True, slots=True)
 class Overview:
+    """Everything the Overview page shows, as of ``now``."""
+
     now: datetime
     hourly: tuple[tuple[datetime, Counts], ...]  # last 24 hour buckets, oldest first, zero-filled
     last_24h: Counts

@@ -26,6 +26,8 @@ def search_runs(session: Session, *, tenant_id: str | None = None, agent_name: s
 
 @dataclass(frozen=True, slots=True)
 class RunDetail:
+    """One run's timeline: items, decision events, checkpoints, side effects and its chain check."""
+
     run: RunRow
     items: tuple[dict[str, Any], ...]
     events: tuple[dict[str, Any], ...]

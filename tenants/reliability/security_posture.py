@@ -29,6 +29,8 @@ VIOLATION_NOUNS = {"host": "egress", "tool": "tool", "secret": "secret"}
 
 @dataclass(frozen=True, slots=True)
 class KeyRow:
+    """An API key's age and last use (never its value)."""
+
     id: str
     tenant_id: str | None
     tenant: str
@@ -42,6 +44,8 @@ class KeyRow:
 
 @dataclass(frozen=True, slots=True)
 class ScopeRow:
+    """How wide an agent's latest version reaches: tools, egress hosts, secrets, approval rules."""
+
     agent_name: str
     version: int
     tools: int
@@ -79,6 +83,8 @@ class SecretRow:
 
 @dataclass(frozen=True, slots=True)
 class ViolationRow:
+    """One blocked attempt to use a tool, host or secret outside an agent's scope."""
+
     at: datetime
     agent_name: str
     run_id: str
@@ -106,6 +112,8 @@ class AuditCheck:
 
 @dataclass(frozen=True, slots=True)
 class TenantPosture:
+    """A tenant's security posture: findings, a 0-100 score and the reasons behind it."""
+
     tenant_id: str
     tenant: str
     score: int
@@ -126,6 +134,8 @@ class TenantPosture:
 
 @dataclass(frozen=True, slots=True)
 class SecurityPosture:
+    """Every tenant's posture (lowest score first), the operator keys and the platform chain."""
+
     tenants: tuple[TenantPosture, ...]  # lowest score first
     operator_keys: tuple[KeyRow, ...]
     platform_audit: AuditCheck  # the chain of operator actions outside any tenant

@@ -21,6 +21,8 @@ __all__ = ["ReservationRow", "TenantRow", "TenantsAndBudgets", "ThresholdRow", "
 
 @dataclass(frozen=True, slots=True)
 class TenantRow:
+    """A tenant with its agents, keys, runs, budget peak, reservations, slots and webhooks."""
+
     tenant_id: str
     name: str
     display_name: str
@@ -63,6 +65,8 @@ class ThresholdRow(ThresholdEvent):
 
 @dataclass(frozen=True, slots=True)
 class TenantsAndBudgets:
+    """Everything the Tenants & budgets page shows, as of ``now``."""
+
     now: datetime
     tenants: tuple[TenantRow, ...]
     budgets: tuple[BudgetUse, ...]
