@@ -132,29 +132,25 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Production worker process: consumes run wake-ups; SIGTERM hands runs back after the current step."""
-    settings = _settings(worker_threads=args.threads)
-    from midwatch.health import serve_health
-    from midwatch.services import Services, bootstrap, process_ready
-
-    bootstrap(settings, migrate=False)
-    services = Services(settings)
-    services.start_worker()
-    if settings.health_port:
-        serve_health(settings.host, settings.health_port, process_ready)
-    _wait_for_signal()
-    services.stop()
-    return 0
+    return _serve_process(_settings(worker_threads=args.threads), "worker")
 
 
 def cmd_scheduler(_args: argparse.Namespace) -> int:
     """Production scheduler process: the sweeper (exactly one replica)."""
-    settings = _settings()
+    return _serve_process(_settings(), "sweeper")
+
+
+def _serve_process(settings: Any, role: str) -> int:
+    """Start the worker or the sweeper (and the health port), then run until SIGTERM / SIGINT."""
     from midwatch.health import serve_health
     from midwatch.services import Services, bootstrap, process_ready
 
     bootstrap(settings, migrate=False)
     services = Services(settings)
-    services.start_sweeper()
+    if role == "worker":
+        services.start_worker()
+    else:
+        services.start_sweeper()
     if settings.health_port:
         serve_health(settings.host, settings.health_port, process_ready)
     _wait_for_signal()

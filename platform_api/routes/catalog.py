@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from litestar import Response, Router, delete, get, post, put
+from litestar import Request, Response, Router, delete, get, post, put
+from litestar.di import Provide
 from litestar.params import FromPath
 from pydantic import ValidationError
 
@@ -47,58 +50,65 @@ def _parsed(model: type[T], data: dict[str, Any]) -> T:
     return parsed
 
 
-@put("/{name:str}", opt=TENANT_ADMIN, sync_to_thread=True, status_code=201,
-     summary="Create or replace an HTTP tool: method, URL template, auth by secret reference, side effect, "
-             "idempotency, timeout, retry policy, expected content type and response schema")
-def put_tool(name: FromPath[str], data: dict[str, Any], caller: TenantCaller, session: Db) -> Response[ToolOut]:
+def _tool_body(data: dict[str, Any], name: str) -> dict[str, Any]:
     definition = _parsed(ToolDefinition, {**data, "name": data.get("name", name)})
     if definition.name != name:
         raise InvalidInput(f"body name {definition.name!r} differs from the URL's {name!r}", field="name")
-    tool, created = service.put_tool(session, caller.tenant_id, name, definition.model_dump(mode="json"))
-    audit(session, caller, "tool.stored", name, details={"version": tool.version})
-    return Response(ToolOut.model_validate(tool), status_code=201 if created else 200)
+    return definition.model_dump(mode="json")
 
 
-@get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="List the tenant's HTTP tools")
-def list_tools(caller: TenantCaller, session: Db) -> Page[ToolOut]:
-    return Page(data=[ToolOut.model_validate(r) for r in service.list_tools(session, caller.tenant_id)])
+def _model_body(data: dict[str, Any], alias: str) -> dict[str, Any]:
+    return _parsed(ModelConfig, {**data, "alias": alias}).model_dump(mode="json")
 
 
-@get("/{name:str}", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="One HTTP tool")
-def get_tool(name: FromPath[str], caller: TenantCaller, session: Db) -> ToolOut:
-    return ToolOut.model_validate(service.get_tool(session, caller.tenant_id, name))
+@dataclass(frozen=True)
+class _Collection:
+    """One catalog collection of a tenant (tools by name, models by alias): its path, wire type and rules."""
+
+    kind: str  # "tool" or "model": the audit actions are <kind>.stored / <kind>.deleted
+    path: str  # "/{name:str}" or "/{alias:str}": the key in the URL
+    out: type[ToolOut] | type[ModelOut]
+    body: Callable[[dict[str, Any], str], dict[str, Any]]  # the validated stored form of a PUT body
+    put: Callable[[Db, str, str, dict[str, Any]], tuple[Any, bool]]
+    list: Callable[[Db, str], Sequence[Any]]
+    get: Callable[[Db, str, str], Any]
+    delete: Callable[[Db, str, str], None]
+    summaries: tuple[str, str, str, str]  # put, list, get, delete
 
 
-@delete("/{name:str}", opt=TENANT_ADMIN, sync_to_thread=True, status_code=204, summary="Delete an HTTP tool")
-def delete_tool(name: FromPath[str], caller: TenantCaller, session: Db) -> None:
-    service.delete_tool(session, caller.tenant_id, name)
-    audit(session, caller, "tool.deleted", name)
+def _key(request: Request[Any, Any, Any]) -> str:
+    """The collection's key from the URL (the route's one path parameter)."""
+    return str(next(iter(request.path_params.values())))
 
 
-@put("/{alias:str}", opt=TENANT_ADMIN, sync_to_thread=True, status_code=201,
-     summary="Create or replace a model alias (openai-compatible, anthropic or sandbox) with per-token prices")
-def put_model(alias: FromPath[str], data: dict[str, Any], caller: TenantCaller, session: Db) -> Response[ModelOut]:
-    config = _parsed(ModelConfig, {**data, "alias": alias})
-    model, created = service.put_model(session, caller.tenant_id, alias, config.model_dump(mode="json"))
-    audit(session, caller, "model.stored", alias, details={"version": model.version})
-    return Response(ModelOut.model_validate(model), status_code=201 if created else 200)
+def _router(c: _Collection, prefix: str, tag: str) -> Router:
+    """PUT (create or replace), list, get and delete of one collection."""
+    put_summary, list_summary, get_summary, delete_summary = c.summaries
 
+    @put(c.path, opt=TENANT_ADMIN, sync_to_thread=True, status_code=201, summary=put_summary)
+    def store(data: dict[str, Any], caller: TenantCaller, session: Db, key: str) -> Response[Any]:
+        record, created = c.put(session, caller.tenant_id, key, c.body(data, key))
+        audit(session, caller, f"{c.kind}.stored", key, details={"version": record.version})
+        return Response(c.out.model_validate(record), status_code=201 if created else 200)
 
-@get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True,
-     summary="List the tenant's model aliases (plus the built-in 'sandbox')")
-def list_models(caller: TenantCaller, session: Db) -> Page[ModelOut]:
-    return Page(data=[ModelOut.model_validate(r) for r in service.list_models(session, caller.tenant_id)])
+    @get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary=list_summary)
+    def listed(caller: TenantCaller, session: Db) -> Page[Any]:
+        return Page(data=[c.out.model_validate(r) for r in c.list(session, caller.tenant_id)])
 
+    @get(c.path, opt=ANY_TENANT_ROLE, sync_to_thread=True, summary=get_summary)
+    def one(caller: TenantCaller, session: Db, key: str) -> Any:
+        return c.out.model_validate(c.get(session, caller.tenant_id, key))
 
-@get("/{alias:str}", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="One model alias (404 for an unknown one)")
-def get_model(alias: FromPath[str], caller: TenantCaller, session: Db) -> ModelOut:
-    return ModelOut.model_validate(service.get_model(session, caller.tenant_id, alias))
+    @delete(c.path, opt=TENANT_ADMIN, sync_to_thread=True, status_code=204, summary=delete_summary)
+    def removed(caller: TenantCaller, session: Db, key: str) -> None:
+        c.delete(session, caller.tenant_id, key)
+        audit(session, caller, f"{c.kind}.deleted", key)
 
-
-@delete("/{alias:str}", opt=TENANT_ADMIN, sync_to_thread=True, status_code=204, summary="Delete a model alias")
-def delete_model(alias: FromPath[str], caller: TenantCaller, session: Db) -> None:
-    service.delete_model(session, caller.tenant_id, alias)
-    audit(session, caller, "model.deleted", alias)
+    generic: Any = (Response, Page)
+    for handler, returns in ((store, generic[0][c.out]), (listed, generic[1][c.out]), (one, c.out)):
+        handler.fn.__annotations__["return"] = returns  # the OpenAPI schema shows the collection's own type
+    return Router(path=prefix, route_handlers=[store, listed, one, removed], tags=[tag],
+                  dependencies={"key": Provide(_key, sync_to_thread=False)})
 
 
 def _breaker_out(host: str, raw: dict[str, Any], updated_at: datetime) -> BreakerOut:
@@ -124,7 +134,16 @@ def reset_breaker(host: FromPath[str], caller: TenantCaller, session: Db) -> dic
     return {"host": host, "state": "closed", "reset_at": time.time()}
 
 
-tools_router = Router(path="/v1/tools", route_handlers=[put_tool, list_tools, get_tool, delete_tool], tags=["tools"])
-models_router = Router(path="/v1/models", route_handlers=[put_model, list_models, get_model, delete_model],
-                       tags=["models"])
+tools_router = _router(_Collection(
+    "tool", "/{name:str}", ToolOut, _tool_body, service.put_tool, service.list_tools, service.get_tool,
+    service.delete_tool,
+    ("Create or replace an HTTP tool: method, URL template, auth by secret reference, side effect, idempotency, "
+     "timeout, retry policy, expected content type and response schema", "List the tenant's HTTP tools",
+     "One HTTP tool", "Delete an HTTP tool")), "/v1/tools", "tools")
+models_router = _router(_Collection(
+    "model", "/{alias:str}", ModelOut, _model_body, service.put_model, service.list_models, service.get_model,
+    service.delete_model,
+    ("Create or replace a model alias (openai-compatible, anthropic or sandbox) with per-token prices",
+     "List the tenant's model aliases (plus the built-in 'sandbox')", "One model alias (404 for an unknown one)",
+     "Delete a model alias")), "/v1/models", "models")
 breakers_router = Router(path="/v1/breakers", route_handlers=[list_breakers, reset_breaker], tags=["breakers"])

@@ -26,9 +26,9 @@ class ApprovalOut(BaseModel):
     action: str = Field(description="the tool (or model) the step is about to call")
     args: Any = Field(description="the rendered arguments, exactly as they will be sent")
     args_hash: str = Field(description="the approval is valid only for arguments with this hash")
-    rule: str = Field(description="the CEL rule that matched")
-    route: str = Field(description="the role that may decide (or a tenant admin)")
-    on_timeout: str = Field(description="what happens when nobody decides in time")
+    rule: str
+    route: str
+    on_timeout: str
     state: str
     decided_by: str | None
     comment: str | None
