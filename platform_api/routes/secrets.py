@@ -22,18 +22,18 @@ def create_secret(data: JSONBody[CreateSecret], caller: TenantCaller, session: D
                                  grace_seconds=data.grace_seconds)
     audit(session, caller, "secret.created", data.name,
            details={"version": meta.current_version})
-    return meta
+    return SecretOut.of(meta)
 
 
 @get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="List secrets: metadata only, never values")
 def list_secrets(caller: TenantCaller, session: Db, limit: Limit = 100, cursor: Cursor = None) -> Page[SecretOut]:
-    data = [m for m in service.list_secrets(session, caller.tenant_id, after=cursor, limit=limit)]
+    data = [SecretOut.of(m) for m in service.list_secrets(session, caller.tenant_id, after=cursor, limit=limit)]
     return page(data, limit, lambda v: v.name)
 
 
 @get("/{name:str}", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="A secret's metadata (never its value)")
 def get_secret(name: FromPath[str], caller: TenantCaller, session: Db) -> SecretOut:
-    return service.secret_metadata(session, caller.tenant_id, name)
+    return SecretOut.of(service.secret_metadata(session, caller.tenant_id, name))
 
 
 @post("/{name:str}/rotate", opt=TENANT_ADMIN, sync_to_thread=True, status_code=201,
@@ -42,7 +42,7 @@ def rotate_secret(name: FromPath[str], data: JSONBody[RotateSecret], caller: Ten
     meta = service.rotate_secret(session, caller.tenant_id, name, data.value)
     audit(session, caller, "secret.rotated", name,
            details={"pending_version": meta.pending_version})
-    return meta
+    return SecretOut.of(meta)
 
 
 @post("/{name:str}/promote", opt=TENANT_ADMIN, sync_to_thread=True, status_code=200,
@@ -59,7 +59,7 @@ def promote_secret(name: FromPath[str], caller: TenantCaller, session: Db,
     meta = service.promote_secret(session, caller.tenant_id, name, expected_version=body.version)
     audit(session, caller, "secret.promoted", name,
            details={"version": meta.current_version})
-    return meta
+    return SecretOut.of(meta)
 
 
 @delete("/{name:str}", opt=TENANT_ADMIN, sync_to_thread=True, status_code=204,

@@ -3,6 +3,8 @@ has a field that could carry a value: values are write-only."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 from pydantic import ConfigDict, Field
 
 from platform_api.schemas.common import In
@@ -43,5 +45,10 @@ class PromoteSecret(_In):
         description="reserved: verify the pending value through this tool before promoting (not available yet)")
 
 
-# A secret's metadata is its wire type as it is: the domain type has deliberately no field for a value.
-SecretOut = SecretMetadata
+@dataclass(frozen=True, slots=True)
+class SecretOut(SecretMetadata):
+    """A secret's metadata on the wire: the domain's own type, which deliberately has no field for a value."""
+
+    @classmethod
+    def of(cls, meta: SecretMetadata) -> SecretOut:
+        return cls(**{f.name: getattr(meta, f.name) for f in fields(meta)})
