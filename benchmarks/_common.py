@@ -35,11 +35,6 @@ def bench_environment(extra: dict[str, str] | None = None) -> Iterator[dict[str,
     """A fresh PostgreSQL schema + Redis namespace, configured as this process's Midwatch settings."""
     import psycopg
 
-    from midwatch.services import bootstrap
-    from runner.broker import reset_broker
-    from tenants.kit.db import reset_engine
-    from tenants.kit.settings import get_settings, reset_settings
-
     tag = secrets.token_hex(4)
     schema = f"mwbench_{tag}"
     with psycopg.connect(PG_URL, autocommit=True) as conn:
@@ -61,6 +56,22 @@ def bench_environment(extra: dict[str, str] | None = None) -> Iterator[dict[str,
         import base64
 
         env["MIDWATCH_MASTER_KEY"] = base64.b64encode(os.urandom(32)).decode()
+    try:
+        with midwatch_env(env):
+            yield env
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@contextmanager
+def midwatch_env(env: dict[str, str]) -> Iterator[None]:
+    """This process configured by ``env`` (MIDWATCH_* variables), migrated, then restored as it was."""
+    from midwatch.services import bootstrap
+    from runner.broker import reset_broker
+    from tenants.kit.db import reset_engine
+    from tenants.kit.settings import get_settings, reset_settings
+
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     reset_broker()
@@ -68,7 +79,7 @@ def bench_environment(extra: dict[str, str] | None = None) -> Iterator[dict[str,
     reset_settings()
     bootstrap(get_settings(), migrate=True)
     try:
-        yield env
+        yield
     finally:
         reset_broker()
         reset_engine()
@@ -78,8 +89,6 @@ def bench_environment(extra: dict[str, str] | None = None) -> Iterator[dict[str,
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:

@@ -2,7 +2,7 @@
 ``midwatch api`` on PostgreSQL + Redis (one API process per CPU), and against the embedded default
 (``midwatch up``: SQLite, in-process broker and worker threads executing the runs as they arrive).
 
-Prints req/s, p50 and p99 for each, beside the targets (BENCHMARKS.md).
+Prints req/s, p50 and p99 for each, beside the targets (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

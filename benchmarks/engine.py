@@ -1,4 +1,4 @@
-"""Engine benchmarks (BENCHMARKS.md): step_latency, throughput, overhead, recovery, batch_memory.
+"""Engine benchmarks (docs/BENCHMARKS.md): step_latency, throughput, overhead, recovery, batch_memory.
 
 Each prints its figure beside the peer measured in the same run (DBOS Transact from
 ``../shared/peers``, plain Dramatiq from :mod:`benchmarks.plain_dramatiq`).

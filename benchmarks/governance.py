@@ -5,7 +5,6 @@ bare and governed, in the same run, median of 3 each. Target: at most 0.05 ms mo
 
 from __future__ import annotations
 
-import os
 import secrets
 import tempfile
 import time
@@ -13,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from benchmarks._common import median, write_result
+from benchmarks._common import median, midwatch_env, write_result
 
 STEPS = 20
 ITEMS = 50
@@ -38,32 +37,10 @@ def _spec(name: str, governed: bool) -> str:
 
 @contextmanager
 def _embedded() -> Iterator[None]:
-    from midwatch.services import bootstrap
-    from runner.broker import reset_broker
-    from tenants.kit.db import reset_engine
-    from tenants.kit.settings import get_settings, reset_settings
-
-    with tempfile.TemporaryDirectory() as data:
-        saved = {k: os.environ.get(k) for k in ("MIDWATCH_DATA_DIR", "MIDWATCH_DATABASE_URL", "MIDWATCH_BROKER_URL",
-                                                "MIDWATCH_OPERATOR_KEY", "MIDWATCH_LOG_LEVEL")}
-        os.environ.update({"MIDWATCH_DATA_DIR": data, "MIDWATCH_DATABASE_URL": "", "MIDWATCH_BROKER_URL": "stub://",
-                           "MIDWATCH_OPERATOR_KEY": f"mw_op_bench_{secrets.token_urlsafe(24)}",
-                           "MIDWATCH_LOG_LEVEL": "warning"})
-        reset_broker()
-        reset_engine()
-        reset_settings()
-        bootstrap(get_settings(), migrate=True)
-        try:
-            yield
-        finally:
-            reset_broker()
-            reset_engine()
-            reset_settings()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with tempfile.TemporaryDirectory() as data, midwatch_env({
+            "MIDWATCH_DATA_DIR": data, "MIDWATCH_DATABASE_URL": "", "MIDWATCH_BROKER_URL": "stub://",
+            "MIDWATCH_OPERATOR_KEY": f"mw_op_bench_{secrets.token_urlsafe(24)}", "MIDWATCH_LOG_LEVEL": "warning"}):
+        yield
 
 
 def _ms_per_step(tenant_id: str, version: Any, name: str) -> float:

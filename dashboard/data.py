@@ -11,7 +11,11 @@ import streamlit as st
 
 from tenants.kit.db import read_only
 from tenants.kit.settings import Settings, get_settings
-from tenants.reliability import service
+from tenants.reliability import agent_reliability, run_search, tenants_budgets
+from tenants.reliability import escalations as escalation_queries
+from tenants.reliability import overview as overview_queries
+from tenants.reliability import security_posture as posture_queries
+from tenants.reliability.common import RunRow
 
 __all__ = ["api_base", "db_key", "escalations", "failures_over_time", "overview", "reliability", "run_detail",
            "search_runs", "security_posture", "tenants_and_budgets"]
@@ -35,55 +39,55 @@ def api_base() -> str:
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
-def overview(db: str) -> service.Overview:
+def overview(db: str) -> overview_queries.Overview:
     with read_only() as session:
-        return service.overview(session)
+        return overview_queries.overview(session)
 
 
 @st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
-def reliability(db: str, days: int) -> tuple[service.AgentReliability, ...]:
+def reliability(db: str, days: int) -> tuple[agent_reliability.AgentReliability, ...]:
     with read_only() as session:
-        return service.reliability(session, days=days)
+        return agent_reliability.reliability(session, days=days)
 
 
 @st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
 def failures_over_time(db: str, hours: int, tenant_id: str | None, agent_name: str | None
-                       ) -> tuple[service.FailurePoint, ...]:
+                       ) -> tuple[agent_reliability.FailurePoint, ...]:
     with read_only() as session:
-        return service.failures_over_time(session, hours=hours, tenant_id=tenant_id, agent_name=agent_name)
+        return agent_reliability.failures_over_time(session, hours=hours, tenant_id=tenant_id, agent_name=agent_name)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
 def search_runs(db: str, tenant_id: str | None, agent_name: str | None, state: str | None, run_id: str | None,
-                limit: int) -> tuple[service.RunRow, ...]:
+                limit: int) -> tuple[RunRow, ...]:
     with read_only() as session:
-        return service.search_runs(session, tenant_id=tenant_id, agent_name=agent_name, state=state, run_id=run_id,
-                                   limit=limit)
+        return run_search.search_runs(session, tenant_id=tenant_id, agent_name=agent_name, state=state,
+                                      run_id=run_id, limit=limit)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
-def run_detail(db: str, run_id: str) -> service.RunDetail | None:
+def run_detail(db: str, run_id: str) -> run_search.RunDetail | None:
     with read_only() as session:
-        return service.run_detail(session, run_id)
+        return run_search.run_detail(session, run_id)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
-def escalations(db: str) -> service.Escalations:
+def escalations(db: str) -> escalation_queries.Escalations:
     with read_only() as session:
-        return service.escalations(session)
+        return escalation_queries.escalations(session)
 
 
 @st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
-def security_posture(db: str) -> service.SecurityPosture:
+def security_posture(db: str) -> posture_queries.SecurityPosture:
     """Verifies every tenant's audit chain: cached for 60 s."""
     with read_only() as session:
-        return service.security_posture(session)
+        return posture_queries.security_posture(session)
 
 
 @st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
-def tenants_and_budgets(db: str) -> service.TenantsAndBudgets:
+def tenants_and_budgets(db: str) -> tenants_budgets.TenantsAndBudgets:
     with read_only() as session:
-        return service.tenants_and_budgets(session)
+        return tenants_budgets.tenants_and_budgets(session)
 
 
 def as_of(now: datetime) -> str:

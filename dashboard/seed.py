@@ -18,6 +18,9 @@ some overdue for rotation, one with a pending version; values are random and nev
 skipped when no master key is available); blocked scope / egress violations; audit events.
 
 ``midwatch demo seed --runs N --tenants M`` calls :func:`seed_command`.
+
+Why over 500 lines: one generator of consistent history across every domain (each part is a short
+function); splitting it by domain would scatter the shared random state and time line.
 """
 
 from __future__ import annotations
@@ -387,35 +390,29 @@ def _seed_approvals(session: Any, seen: _SeenRuns, rng: random.Random, now: date
     expire_due(session, now)
 
 
-def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom like the engine's loop
-        agent: _Agent, created: datetime, now: datetime, live: bool, detail: bool, rng: random.Random,
-             categories: list[str], cat_weights: list[int],
-             batches: dict[str, list[dict[str, Any]]], *, waiting: bool = False) -> None:
-    run_id = _run_id(created, rng)
-    t, a = agent.tenant_id, agent.name
-    n_items = 1 if rng.random() < 0.7 else rng.randint(2, 6)
-    started = created + timedelta(milliseconds=rng.randint(20, 3000))
-    state, category, reason = "succeeded", None, None
-    live_state = None
-    if live:
-        live_state = rng.choices(["queued", "running", "stuck", "waiting_approval"], [3, 4, 1, 2])[0]
-        if waiting:
-            live_state = "waiting_approval"
-        if live_state == "queued":
-            started = None  # type: ignore[assignment]
-    clock = started or created
-    steps_done = llm_calls = items_failed = 0
-    cost = Decimal(0)
-    events: list[dict[str, Any]] = []
-    checkpoints: list[dict[str, Any]] = []
-    effects: list[dict[str, Any]] = []
-    items: list[dict[str, Any]] = []
-    cancelled = not live and rng.random() < 0.01
-    stop_at_item = rng.randrange(n_items) if live_state in ("running", "stuck", "waiting_approval") else None
+@dataclass
+class _SimRun:
+    """One simulated run's rows, built step by step like the engine would write them."""
 
-    def event(kind: str, at: datetime, **kw: Any) -> None:
-        row: dict[str, Any] = {"tenant_id": t, "run_id": run_id, "seq": len(events) + 1, "kind": kind,
-                               "item_index": kw.get("item_index"), "step_index": kw.get("step_index"),
+    agent: _Agent
+    run_id: str
+    rng: random.Random
+    detail: bool
+    clock: datetime
+    events: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    effects: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    steps_done: int = 0
+    llm_calls: int = 0
+    items_failed: int = 0
+    cost: Decimal = Decimal(0)
+    category: str | None = None
+    reason: str | None = None
+
+    def event(self, kind: str, at: datetime, **kw: Any) -> None:
+        row: dict[str, Any] = {"tenant_id": self.agent.tenant_id, "run_id": self.run_id, "seq": len(self.events) + 1,
+                               "kind": kind, "item_index": kw.get("item_index"), "step_index": kw.get("step_index"),
                                "step_id": kw.get("step_id"), "considered": kw.get("considered"),
                                "chosen": kw.get("chosen"), "why": kw.get("why"), "verdicts": None,
                                "failure_category": kw.get("failure_category"),
@@ -424,108 +421,157 @@ def _one_run(  # noqa: PLR0912, PLR0915 - one simulated run, read top to bottom 
                                "attempts": kw.get("attempts"),
                                "input_hash": kw.get("input_hash"), "output_hash": kw.get("output_hash"),
                                "created_at": at}
-        row["prev_hash"] = events[-1]["hash"] if events else GENESIS
+        row["prev_hash"] = self.events[-1]["hash"] if self.events else GENESIS
         row["hash"] = event_hash(row["prev_hash"], row)
-        events.append(row)
+        self.events.append(row)
 
-    if started is not None:
-        event("run.started", started, chosen="agent version 1", why="first start",
-              considered=[s[0] for s in agent.steps])
-    for item_index in range(n_items if started is not None else 0):
+    def step(self, item_index: int, step_index: int, categories: list[str], cat_weights: list[int]) -> str | None:
+        """Simulate one step: None when it succeeded, else the item's new state (failed / escalated)."""
+        sid, kind, tool, base, median = self.agent.steps[step_index]
+        rng = self.rng
+        fail_p = min(0.9, (1 - base) * self.agent.health)
+        ok = rng.random() >= fail_p
+        retries = 0 if rng.random() < 0.9 else rng.randint(1, 3)
+        latency = round(median * math.exp(rng.gauss(0, 0.5)) * (1 + retries), 3)
+        self.clock += timedelta(milliseconds=latency)
+        step_cost = Decimal("0.0021") * Decimal(int(latency / 100) + 1) if kind == "llm" else Decimal(0)
+        self.llm_calls += 1 + retries if kind == "llm" else 0
+        self.cost += step_cost
+        key = f"mw-{self.run_id}-{item_index}-{step_index}"
+        where = {"item_index": item_index, "step_index": step_index, "step_id": sid}
+        if ok:
+            self.steps_done += 1
+            out_hash = sha256_hex(f"{self.run_id}/{item_index}/{sid}")
+            if self.detail:
+                self._succeeded_rows(where, tool, key, out_hash, retries, latency)
+            llm = kind == "llm"
+            self.event("step.succeeded", self.clock, **where, considered=["careful", "fast"] if llm else [tool],
+                       chosen="careful" if llm else tool,
+                       why=(f"succeeded after {retries} retr{'y' if retries == 1 else 'ies'} (503, backoff)"
+                            if retries else "output valid (schema and rules passed)"),
+                       cost_usd=step_cost, latency_ms=latency, output_hash=out_hash, attempts=1 + retries)
+            return None
+        self.category = rng.choices(categories, cat_weights)[0]
+        self.reason = rng.choice(REASONS[self.category]).format(tool=tool or f"{sid} (llm)", step=sid)
+        item_state = "escalated" if STATE_FOR[self.category] == "escalated" else "failed"
+        self.items_failed += 1
+        if self.detail and kind == "tool" and self.category == "state":
+            self.effects.append({"idempotency_key": key, "tenant_id": self.agent.tenant_id, "run_id": self.run_id,
+                                 **where, "tool": tool, "state": "unknown", "attempts": 1, "outcome": None,
+                                 "created_at": self.clock, "completed_at": None})
+        self.event("step.failed", self.clock, **where, considered=[item_state, "retry"], chosen=item_state,
+                   why=self.reason, failure_category=self.category, latency_ms=latency, attempts=1 + retries)
+        return item_state
+
+    def _succeeded_rows(self, where: dict[str, Any], tool: str | None, key: str, out_hash: str, retries: int,
+                        latency: float) -> None:
+        t = self.agent.tenant_id
+        self.checkpoints.append({"run_id": self.run_id, **where, "tenant_id": t, "status": "succeeded",
+                                 "output": {"ok": True}, "output_hash": out_hash, "attempts": 1 + retries,
+                                 "latency_ms": latency, "fence": 1, "created_at": self.clock})
+        if tool in SIDE_EFFECT_TOOLS:
+            self.effects.append({"idempotency_key": key, "tenant_id": t, "run_id": self.run_id, **where,
+                                 "tool": tool, "state": "succeeded", "attempts": 1 + retries,
+                                 "outcome": {"status": 200}, "created_at": self.clock - timedelta(milliseconds=latency),
+                                 "completed_at": self.clock})
+
+    def item(self, item_index: int, stop: bool, categories: list[str], cat_weights: list[int]) -> str:
+        """Simulate one item's steps; its final state (``pending`` when the run is still on it)."""
         item_state = "done"
-        for step_index, (sid, kind, tool, base, median) in enumerate(agent.steps):
-            if stop_at_item is not None and item_index == stop_at_item and step_index == len(agent.steps) - 1:
+        for step_index in range(len(self.agent.steps)):
+            if stop and step_index == len(self.agent.steps) - 1:
                 item_state = "pending"
                 break
-            fail_p = min(0.9, (1 - base) * agent.health)
-            ok = rng.random() >= fail_p
-            retries = 0 if rng.random() < 0.9 else rng.randint(1, 3)
-            latency = round(median * math.exp(rng.gauss(0, 0.5)) * (1 + retries), 3)
-            clock += timedelta(milliseconds=latency)
-            step_cost = Decimal("0.0021") * Decimal(int(latency / 100) + 1) if kind == "llm" else Decimal(0)
-            llm_calls += 1 + retries if kind == "llm" else 0
-            cost += step_cost
-            key = f"mw-{run_id}-{item_index}-{step_index}"
-            if ok:
-                steps_done += 1
-                out_hash = sha256_hex(f"{run_id}/{item_index}/{sid}")
-                if detail:
-                    checkpoints.append({"run_id": run_id, "item_index": item_index, "step_index": step_index,
-                                        "tenant_id": t, "step_id": sid, "status": "succeeded",
-                                        "output": {"ok": True}, "output_hash": out_hash, "attempts": 1 + retries,
-                                        "latency_ms": latency, "fence": 1, "created_at": clock})
-                    if tool in SIDE_EFFECT_TOOLS:
-                        effects.append({"idempotency_key": key, "tenant_id": t, "run_id": run_id,
-                                        "item_index": item_index, "step_index": step_index, "step_id": sid,
-                                        "tool": tool, "state": "succeeded", "attempts": 1 + retries,
-                                        "outcome": {"status": 200},
-                                        "created_at": clock - timedelta(milliseconds=latency),
-                                        "completed_at": clock})
-                considered = (["careful", "fast"] if kind == "llm" else [tool])
-                event("step.succeeded", clock, item_index=item_index, step_index=step_index, step_id=sid,
-                      considered=considered, chosen="careful" if kind == "llm" else tool,
-                      why=(f"succeeded after {retries} retr{'y' if retries == 1 else 'ies'} (503, backoff)"
-                           if retries else "output valid (schema and rules passed)"),
-                      cost_usd=step_cost, latency_ms=latency, output_hash=out_hash, attempts=1 + retries)
-                continue
-            category = rng.choices(categories, cat_weights)[0]
-            reason = rng.choice(REASONS[category]).format(tool=tool or f"{sid} (llm)", step=sid)
-            item_state = "escalated" if STATE_FOR[category] == "escalated" else "failed"
-            items_failed += 1
-            if detail and kind == "tool" and category == "state":
-                effects.append({"idempotency_key": key, "tenant_id": t, "run_id": run_id, "item_index": item_index,
-                                "step_index": step_index, "step_id": sid, "tool": tool, "state": "unknown",
-                                "attempts": 1, "outcome": None, "created_at": clock, "completed_at": None})
-            event("step.failed", clock, item_index=item_index, step_index=step_index, step_id=sid,
-                  considered=[item_state, "retry"], chosen=item_state, why=reason, failure_category=category,
-                  latency_ms=latency, attempts=1 + retries)
-            break
-        items.append({"run_id": run_id, "item_index": item_index, "tenant_id": t, "input": {"id": f"R-{item_index}"},
-                      "state": item_state, "reason": reason if item_state in ("failed", "escalated") else None,
-                      "failure_category": category if item_state in ("failed", "escalated") else None,
-                      "steps_used": len(agent.steps), "llm_calls": 0, "next_attempt": 1, "updated_at": clock})
+            failed = self.step(item_index, step_index, categories, cat_weights)
+            if failed is not None:
+                item_state = failed
+                break
+        bad = item_state in ("failed", "escalated")
+        self.items.append({"run_id": self.run_id, "item_index": item_index, "tenant_id": self.agent.tenant_id,
+                           "input": {"id": f"R-{item_index}"}, "state": item_state,
+                           "reason": self.reason if bad else None, "failure_category": self.category if bad else None,
+                           "steps_used": len(self.agent.steps), "llm_calls": 0, "next_attempt": 1,
+                           "updated_at": self.clock})
+        return item_state
+
+
+def _live_state(live: bool, waiting: bool, rng: random.Random) -> str | None:
+    if not live:
+        return None
+    state = rng.choices(["queued", "running", "stuck", "waiting_approval"], [3, 4, 1, 2])[0]
+    return "waiting_approval" if waiting else state
+
+
+def _one_run(agent: _Agent, created: datetime, now: datetime, live: bool, detail: bool, rng: random.Random,
+             categories: list[str], cat_weights: list[int],
+             batches: dict[str, list[dict[str, Any]]], *, waiting: bool = False) -> None:
+    run_id = _run_id(created, rng)
+    n_items = 1 if rng.random() < 0.7 else rng.randint(2, 6)
+    started: datetime | None = created + timedelta(milliseconds=rng.randint(20, 3000))
+    live_state = _live_state(live, waiting, rng)
+    if live_state == "queued":
+        started = None
+    sim = _SimRun(agent, run_id, rng, detail, started or created)
+    state = "succeeded"
+    cancelled = not live and rng.random() < 0.01
+    stop_at_item = rng.randrange(n_items) if live_state in ("running", "stuck", "waiting_approval") else None
+    if started is not None:
+        sim.event("run.started", started, chosen="agent version 1", why="first start",
+                  considered=[s[0] for s in agent.steps])
+    for item_index in range(n_items if started is not None else 0):
+        item_state = sim.item(item_index, item_index == stop_at_item, categories, cat_weights)
         if item_state not in ("done", "pending"):
-            state = STATE_FOR[category or "internal"]
+            state = STATE_FOR[sim.category or "internal"]
             break
-    finished: datetime | None = None
-    if live_state is None:
-        if cancelled:
-            state, category, reason = "cancelled", None, "cancelled by request"
-        finished = clock + timedelta(milliseconds=rng.randint(5, 200))
-        if state != "succeeded" and n_items > 1 and state != "cancelled":
-            reason = f"{items_failed} of {n_items} items {state}; first (item {len(items) - 1}): {reason}"
-        event(f"run.{state}", finished, chosen=state, why=reason or "every item completed",
-              failure_category=category, cost_usd=cost)
-        run_state = state
-        lease_until = None
-    else:
-        run_state = "running" if live_state == "stuck" else live_state
-        category = reason = None
-        lease_until = {"running": now + timedelta(seconds=25), "stuck": now - timedelta(minutes=rng.randint(3, 40))
-                       }.get(live_state)
-    batches["runs"].append({
-        "id": run_id, "tenant_id": t, "agent_id": agent.agent_id, "agent_name": a,
-        "agent_version_id": agent.version_id, "agent_version": 1, "state": run_state, "reason": reason,
-        "failure_category": category if run_state in ("failed", "escalated", "budget_exhausted") else None,
-        "input": {"items": n_items} if detail else None, "is_batch": n_items > 1, "items_total": n_items,
-        "items_done": sum(1 for i in items if i["state"] == "done"), "items_failed": items_failed,
-        "steps_done": steps_done, "llm_calls": llm_calls, "cost_usd": cost, "idempotency_key": None,
+    finished, run_state, lease_until = _end(sim, state, live_state, cancelled, n_items, now)
+    batches["runs"].append(_run_row(sim, n_items, run_state, lease_until, created, started, finished, live_state))
+    if detail:
+        pending = [{"run_id": run_id, "item_index": i, "tenant_id": agent.tenant_id, "input": {"id": f"R-{i}"},
+                    "state": "pending", "reason": None, "failure_category": None, "steps_used": 0, "llm_calls": 0,
+                    "next_attempt": 1, "updated_at": None}
+                   for i in range(len(sim.items), n_items)]
+        batches["run_items"].extend(sim.items + pending)
+        batches["step_checkpoints"].extend(sim.checkpoints)
+        batches["side_effects"].extend(sim.effects)
+    batches["decision_events"].extend(sim.events)
+
+
+def _end(sim: _SimRun, state: str, live_state: str | None, cancelled: bool, n_items: int,
+         now: datetime) -> tuple[datetime | None, str, datetime | None]:
+    """How the run ends (or where it stands when live): finished at, state, lease."""
+    if live_state is not None:
+        sim.category = sim.reason = None
+        lease_until = {"running": now + timedelta(seconds=25),
+                       "stuck": now - timedelta(minutes=sim.rng.randint(3, 40))}.get(live_state)
+        return None, "running" if live_state == "stuck" else live_state, lease_until
+    if cancelled:
+        state, sim.category, sim.reason = "cancelled", None, "cancelled by request"
+    finished = sim.clock + timedelta(milliseconds=sim.rng.randint(5, 200))
+    if state != "succeeded" and n_items > 1 and state != "cancelled":
+        sim.reason = f"{sim.items_failed} of {n_items} items {state}; first (item {len(sim.items) - 1}): {sim.reason}"
+    sim.event(f"run.{state}", finished, chosen=state, why=sim.reason or "every item completed",
+              failure_category=sim.category, cost_usd=sim.cost)
+    return finished, state, None
+
+
+def _run_row(sim: _SimRun, n_items: int, run_state: str, lease_until: datetime | None, created: datetime,
+             started: datetime | None, finished: datetime | None, live_state: str | None) -> dict[str, Any]:
+    agent, events = sim.agent, sim.events
+    return {
+        "id": sim.run_id, "tenant_id": agent.tenant_id, "agent_id": agent.agent_id, "agent_name": agent.name,
+        "agent_version_id": agent.version_id, "agent_version": 1, "state": run_state, "reason": sim.reason,
+        "failure_category": sim.category if run_state in ("failed", "escalated", "budget_exhausted") else None,
+        "input": {"items": n_items} if sim.detail else None, "is_batch": n_items > 1, "items_total": n_items,
+        "items_done": sum(1 for i in sim.items if i["state"] == "done"), "items_failed": sim.items_failed,
+        "steps_done": sim.steps_done, "llm_calls": sim.llm_calls, "cost_usd": sim.cost, "idempotency_key": None,
         "request_hash": None, "lease_owner": "worker-1:4242:1" if lease_until else None, "lease_until": lease_until,
-        "fence": 1 if started else 0, "crash_count": 0, "cancel_requested": state == "cancelled",
+        "fence": 1 if started else 0, "crash_count": 0, "cancel_requested": run_state == "cancelled",
         "suspend_requested": False, "priority": 3, "runnable_at": created if live_state == "queued" else None,
         "event_seq": len(events), "event_head": events[-1]["hash"] if events else None,
-        "event_seal": seal_head("run", run_chain(t, run_id), len(events), events[-1]["hash"] if events else GENESIS),
+        "event_seal": seal_head("run", run_chain(agent.tenant_id, sim.run_id), len(events),
+                                events[-1]["hash"] if events else GENESIS),
         "wake_at": None, "created_at": created, "started_at": started, "finished_at": finished,
-        "updated_at": finished or clock})
-    if detail:
-        pending = [{"run_id": run_id, "item_index": i, "tenant_id": t, "input": {"id": f"R-{i}"}, "state": "pending",
-                    "reason": None, "failure_category": None, "steps_used": 0, "llm_calls": 0, "next_attempt": 1,
-                    "updated_at": None}
-                   for i in range(len(items), n_items)]
-        batches["run_items"].extend(items + pending)
-        batches["step_checkpoints"].extend(checkpoints)
-        batches["side_effects"].extend(effects)
-    batches["decision_events"].extend(events)
+        "updated_at": finished or sim.clock}
 
 
 def seed_command(runs: int, tenants: int) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 __all__ = ["STATE_COLORS", "ago", "amount", "api_note", "duration", "left", "money", "pct", "state_badge", "use"]
@@ -80,3 +82,9 @@ def use(metric: str, used: Decimal, limit: Decimal, period: str, rate: float | N
 
 def api_note(text: str) -> None:
     st.caption(f"Read-only dashboard. {text}")
+
+
+def table(rows: list[dict[str, Any]], key: str | None = None, wide: tuple[str, ...] = ("reason",)) -> None:
+    """A full-width table of ``rows`` without the index; the ``wide`` text columns get the most room."""
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=key,
+                 column_config={c: st.column_config.TextColumn(width="large") for c in wide})

@@ -16,6 +16,7 @@ from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.audit import service as audit
 from tenants.audit.heads import HeadReport, seal_unsealed_heads
 from tenants.kit.db import Session, unit_of_work
+from tenants.kit.repository import keyset_pages
 from tenants.runs.events import ChainVerdict
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import verify_run_log
@@ -41,24 +42,13 @@ class _Report:
 
 def _tenants(session: Session) -> Iterator[Tenant]:
     repo = AccountsPlatformRepository(session)
-    after: str | None = None
-    while True:
-        page = repo.list_tenants(after=after, limit=_PAGE)
-        yield from page
-        if len(page) < _PAGE:
-            return
-        after = page[-1].id
+    return keyset_pages(lambda after, limit: repo.list_tenants(after=after, limit=limit), lambda t: t.id, _PAGE)
 
 
 def _run_ids(session: Session, tenant_id: str) -> Iterator[str]:
     repo = RunRepository(session, tenant_id)
-    before: str | None = None
-    while True:
-        page = [r.id for r in repo.list(before=before, limit=_PAGE)]
-        yield from page
-        if len(page) < _PAGE:
-            return
-        before = page[-1]
+    runs = keyset_pages(lambda before, limit: repo.list(before=before, limit=limit), lambda r: r.id, _PAGE)
+    return (r.id for r in runs)
 
 
 def _verify_run(session: Session, tenant_id: str, run_id: str) -> ChainVerdict:

@@ -166,31 +166,28 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Production worker process: consumes run wake-ups; SIGTERM hands runs back after the current step."""
-    settings = _settings(worker_threads=args.threads)
-    health = _serve_health(settings, "worker")
-    from midwatch.services import Services, bootstrap
-
-    bootstrap(settings, migrate=False, process="worker")
-    services = Services(settings)
-    services.start_worker(health_port=health.port if health else None)
-    if health is not None:
-        _start_health(health, settings, "worker")
-    _wait_for_signal()
-    services.stop()
-    return 0
+    return _serve_process(_settings(worker_threads=args.threads), "worker")
 
 
 def cmd_scheduler(_args: argparse.Namespace) -> int:
     """Production scheduler process: the sweeper (exactly one replica)."""
-    settings = _settings()
-    health = _serve_health(settings, "scheduler")
+    return _serve_process(_settings(), "scheduler")
+
+
+def _serve_process(settings: Any, role: str) -> int:
+    """Start the worker or the scheduler (and its health port), then run until SIGTERM / SIGINT."""
+    health = _serve_health(settings, role)  # bound first, so a taken port fails before start-up work
     from midwatch.services import Services, bootstrap
 
-    bootstrap(settings, migrate=False, process="scheduler")
+    bootstrap(settings, migrate=False, process=role)
     services = Services(settings)
-    services.start_sweeper(health_port=health.port if health else None)
+    port = health.port if health else None
+    if role == "worker":
+        services.start_worker(health_port=port)
+    else:
+        services.start_sweeper(health_port=port)
     if health is not None:
-        _start_health(health, settings, "scheduler")
+        _start_health(health, settings, role)
     _wait_for_signal()
     services.stop()
     return 0
@@ -293,11 +290,12 @@ def cmd_rotate_master_key(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run benchmarks (from a source checkout): figures beside their peers, JSON in benchmarks/results/."""
-    try:
-        from benchmarks.__main__ import main as bench_main
-    except ImportError:
-        sys.exit("benchmarks live in the source checkout: run from the repository (uv run midwatch bench)")
-    return bench_main(args.names)
+    checkout = Path(__file__).resolve().parent.parent  # the repository, when running from a source checkout
+    if not (checkout / "benchmarks" / "__main__.py").is_file():
+        sys.exit("midwatch bench runs the benchmarks of a source checkout; this installation (from the wheel) has "
+                 "none. Clone the repository, then run `uv run midwatch bench [NAME ...]` inside it "
+                 "(docs/BENCHMARKS.md).")
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args.names], cwd=checkout)  # noqa: S603 - our own module
 
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import dramatiq
 from sqlalchemy import text
 
 from midwatch.heartbeat import HeartbeatThread
+from runner.actors import register_actors
 from runner.broker import broker_ready, init_broker
 from runner.engine._registry import set_secret_lookup
 from runner.engine._run import request_stop, stopping
@@ -55,7 +56,7 @@ def bootstrap(settings: Settings, *, migrate: bool, process: str = "embedded") -
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
         upgrade()
-    init_broker(settings)
+    init_broker(settings, register_actors)
     get_master_key()  # fail fast on a bad or missing key; the embedded mode generates its key here, at first start
     install_keyring()  # tenant secrets are resolved only through the Midwatch keyring backend, selected explicitly
     set_secret_lookup(get_secret, get_secret_for_retry)
@@ -78,7 +79,7 @@ class Services:
     def start_worker(self, threads: int | None = None, *, health_port: int | None = None) -> None:
         """Start the worker threads and the ``worker`` heartbeat (``health_port``: where /metrics is served)."""
         stopping.clear()
-        broker = init_broker(self.settings)
+        broker = init_broker(self.settings, register_actors)
         count = threads or self.settings.worker_threads
         self.worker = dramatiq.Worker(broker, queues={self.settings.queue_name}, worker_threads=count,
                                       worker_timeout=100)

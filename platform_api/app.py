@@ -1,4 +1,4 @@
-"""The Litestar application: routers, auth dependency, problem+json errors, health and metrics."""
+"""The Litestar application: the guarded /v1 routers, problem+json errors, health and metrics."""
 
 from __future__ import annotations
 
@@ -7,28 +7,13 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from litestar import Litestar, MediaType, Request, Response, get
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 
-from platform_api.auth import principal_dependency
 from platform_api.observability import RequestContextMiddleware, add_request_id_header, check_metrics_access
 from platform_api.problems import exception_handlers, problem
-from platform_api.routes import (
-    admin,
-    agents,
-    approvals,
-    audit,
-    budgets,
-    catalog,
-    keys,
-    runs,
-    sandbox,
-    secrets,
-    security,
-    webhooks,
-)
+from platform_api.routes import api_router
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput, NotFound
 from tenants.kit.settings import Settings
@@ -70,12 +55,7 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
         return Response(body, media_type=content_type)
 
     return Litestar(
-        route_handlers=[healthz, readyz, metrics, admin.router, keys.router, agents.build_router(
-            settings.max_run_body_bytes), runs.router, sandbox.router, catalog.tools_router,
-            catalog.models_router, catalog.breakers_router, secrets.router, budgets.router,
-            budgets.admin_router, approvals.approvals_router, approvals.escalations_router,
-            security.router, audit.router, audit.admin_router, webhooks.router],
-        dependencies={"principal": Provide(principal_dependency, sync_to_thread=True)},
+        route_handlers=[healthz, readyz, metrics, api_router(settings)],  # /v1: guarded by declared roles
         before_request=_reject_nul,
         middleware=[RequestContextMiddleware()],
         before_send=[add_request_id_header],

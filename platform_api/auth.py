@@ -1,4 +1,10 @@
-"""Who is calling. The tenant comes from the API key only, never from the URL or body.
+"""Who is calling, and may they. The tenant comes from the API key only, never from the URL or body.
+
+Every route declares the roles it admits in its handler's ``opt`` (:func:`roles`, or the shorthands
+:data:`OPERATOR`, :data:`ANY_TENANT_ROLE`, :data:`TENANT_ADMIN`); :func:`role_guard`, the guard of every
+``/v1`` router, authenticates the caller once per request and refuses a role the route does not declare
+(a route that declares none refuses everyone). Handlers then receive the caller through the ``principal``
+(any caller) or ``caller`` (a tenant's principal) dependencies.
 
 A verified key is cached per process for a few seconds (``tenants.accounts.service.AUTH_CACHE_S``) and
 requests are counted per key without a database write per request (``tenants.accounts.ratelimit``:
@@ -9,9 +15,13 @@ authentications are throttled per client address, so guessing keys costs the gue
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
+import anyio.to_thread
 from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
 
 from tenants.accounts.ratelimit import BatchedCounter, Counter, Limiter, RedisCounter
 from tenants.accounts.service import KEYS, Principal, Role, bearer_token, hash_key, verify_key
@@ -21,7 +31,11 @@ from tenants.kit.ids import utcnow
 from tenants.kit.logging import annotate_request
 from tenants.kit.settings import Settings, get_settings
 
-__all__ = ["TenantPrincipal", "limiter", "operator_only", "principal_dependency", "require", "reset_limiter"]
+__all__ = ["ANY_TENANT_ROLE", "OPERATOR", "TENANT_ADMIN", "TENANT_ROLES", "TenantPrincipal", "declared_roles",
+           "limiter", "provide_caller", "provide_principal", "reset_limiter", "role_guard", "roles"]
+
+TENANT_ROLES: Final[tuple[Role, ...]] = ("tenant-admin", "approver", "viewer")
+_STATE_KEY = "midwatch_principal"
 
 _lock = threading.Lock()
 _limiter: Limiter | None = None
@@ -67,7 +81,7 @@ def reset_limiter() -> None:
     KEYS.clear()
 
 
-def principal_dependency(request: Request[Any, Any, Any]) -> Principal:
+def _authenticate(request: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """Resolve the Authorization header (cached briefly), count the request against the key's per-minute
     limit (429 ``rate_limited`` over it). An address that keeps failing authentication gets 429 for the rest of
 the minute for any key not verified in the last few seconds (keys in use keep working, so a guesser
@@ -101,17 +115,58 @@ behind a shared address cannot lock out the users next to it)."""
     return verified.principal
 
 
-def require(principal: Principal, *roles: Role) -> TenantPrincipal:
-    """The caller as a tenant principal holding one of ``roles`` (operators cannot act in a tenant)."""
+def roles(*allowed: Role) -> dict[str, tuple[Role, ...]]:
+    """A handler's ``opt`` declaring the roles it admits (``"operator"`` alone: an operator route; tenant
+    roles: a tenant-scoped route)."""
+    if not allowed or ("operator" in allowed and len(allowed) > 1):
+        raise ValueError("a route admits the operator alone, or one or more tenant roles")
+    return {"roles": allowed}
+
+
+OPERATOR: Final = roles("operator")
+ANY_TENANT_ROLE: Final = roles(*TENANT_ROLES)
+TENANT_ADMIN: Final = roles("tenant-admin")
+
+
+def declared_roles(opt: Mapping[str, object]) -> tuple[Role, ...]:
+    """The roles a handler's ``opt`` admits (empty: none declared)."""
+    found = opt.get("roles")
+    return tuple(found) if isinstance(found, tuple) else ()
+
+
+async def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Authenticate the caller (once per request, in a worker thread: it may read the database or Redis) and
+    admit it only with a role the route declares."""
+    allowed = declared_roles(handler.opt)
+    if not allowed:
+        raise Forbidden("this route declares no roles")  # fail closed: a route without roles admits nobody
+    principal = await anyio.to_thread.run_sync(_authenticated, connection)
+    if allowed == ("operator",):
+        if not principal.is_operator:
+            raise Forbidden("this action needs an operator key")
+        return
     if principal.tenant_id is None:
         raise Forbidden("operator keys manage the platform; use a tenant key for tenant resources")
-    if roles and principal.role not in roles:
-        raise Forbidden(f"this action needs one of the roles: {', '.join(roles)} (your key is {principal.role})")
+    if principal.role not in allowed:
+        raise Forbidden(f"this action needs one of the roles: {', '.join(allowed)} (your key is {principal.role})")
+
+
+def _authenticated(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    found: Principal | None = connection.state.get(_STATE_KEY)
+    if found is None:
+        found = _authenticate(connection)
+        connection.state[_STATE_KEY] = found
+    return found
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The ``principal`` dependency: the caller the guard admitted."""
+    return _authenticated(request)
+
+
+def provide_caller(request: Request[Any, Any, Any]) -> TenantPrincipal:
+    """The ``caller`` dependency: the tenant principal the guard admitted (tenant-scoped routes only)."""
+    principal = _authenticated(request)
+    if principal.tenant_id is None:  # the guard refuses operators on tenant routes; never reached
+        raise Forbidden("operator keys manage the platform; use a tenant key for tenant resources")
     return TenantPrincipal(principal.key_id, principal.role, principal.tenant_id)
-
-
-def operator_only(principal: Principal) -> Principal:
-    """The caller, if an operator."""
-    if not principal.is_operator:
-        raise Forbidden("this action needs an operator key")
-    return principal

@@ -66,7 +66,7 @@ def _midwatch(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict
 
 def _spec_invalid(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, SpecInvalid)
-    errors = [i.model_dump() if hasattr(i, "model_dump") else {"message": str(i)} for i in exc.issues]
+    errors = [i.model_dump() for i in exc.issues]
     return problem(422, "spec_invalid", f"the agent spec has {len(errors)} error(s)", errors=errors)
 
 

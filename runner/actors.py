@@ -6,11 +6,10 @@ one the message names; its ids only say who asked) and keeps claiming until none
 
 from __future__ import annotations
 
-from typing import Any
-
 import dramatiq
 
-from runner.broker import ACTOR_OPTIONS
+from runner.broker import actor_options
+from runner.engine._run import execute_next, work
 from tenants.kit.settings import Settings
 from tenants.runs.service import EXECUTE_RUN
 
@@ -19,20 +18,16 @@ __all__ = ["EXECUTE_RUN", "register_actors", "run_once"]
 
 def register_actors(broker: dramatiq.Broker, settings: Settings) -> None:
     """Declare every actor on ``broker`` with explicit options (never Dramatiq's defaults)."""
-    from runner.engine._run import work
-
     def _execute_run(tenant_id: str = "", run_id: str = "") -> None:
         del tenant_id, run_id  # a wake-up: the claim chooses the run fairly
         work(settings)
 
-    options: dict[str, Any] = {**ACTOR_OPTIONS, "time_limit": int(settings.actor_time_limit_s * 1000)}
-    decorate = dramatiq.actor(actor_name=EXECUTE_RUN, queue_name=settings.queue_name, broker=broker, **options)
+    decorate = dramatiq.actor(actor_name=EXECUTE_RUN, queue_name=settings.queue_name, broker=broker,
+                              **actor_options(settings))
     decorate(_execute_run)
 
 
 def run_once(settings: Settings) -> bool:
     """Claim the fairest runnable run and work on it for one time slice in this thread (embedding, tests,
     benchmarks); False when nothing may run now."""
-    from runner.engine._run import execute_next
-
     return execute_next(settings)

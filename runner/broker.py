@@ -8,6 +8,7 @@ short second line only.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -17,24 +18,31 @@ from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotif
 from tenants.kit.db import set_dispatcher
 from tenants.kit.settings import Settings
 
-__all__ = ["ACTOR_OPTIONS", "broker_ready", "init_broker", "reset_broker"]
+__all__ = ["Registrar", "actor_options", "broker_ready", "init_broker", "reset_broker"]
 
-# Retries: 3 attempts with 1 s..30 s backoff for errors that escape the engine (e.g. the database
-# is down). Messages older than a day are dropped: the sweeper re-enqueues anything still active.
-ACTOR_OPTIONS: dict[str, Any] = {"max_retries": 3, "min_backoff": 1_000, "max_backoff": 30_000,
-                                 "max_age": 86_400_000}
+Registrar = Callable[[dramatiq.Broker, Settings], None]  # declares the actors on a new broker
 
 _lock = threading.Lock()
 _broker: dramatiq.Broker | None = None
 
 
+def actor_options(settings: Settings) -> dict[str, Any]:
+    """The one set of actor options, given both to every actor and to the middleware as its defaults.
+
+    Retries: 3 attempts with 1 s..30 s backoff for errors that escape the engine (e.g. the database is
+    down). Messages older than a day are dropped: the sweeper re-enqueues anything still active."""
+    return {"max_retries": 3, "min_backoff": 1_000, "max_backoff": 30_000, "max_age": 86_400_000,
+            "time_limit": int(settings.actor_time_limit_s * 1000)}
+
+
 def _middleware(settings: Settings) -> list[Any]:
+    options = actor_options(settings)
     return [
-        AgeLimit(max_age=ACTOR_OPTIONS["max_age"]),
-        TimeLimit(time_limit=int(settings.actor_time_limit_s * 1000), interval=1000),
+        AgeLimit(max_age=options["max_age"]),
+        TimeLimit(time_limit=options["time_limit"], interval=1000),
         ShutdownNotifications(notify_shutdown=False),
-        Retries(max_retries=ACTOR_OPTIONS["max_retries"], min_backoff=ACTOR_OPTIONS["min_backoff"],
-                max_backoff=ACTOR_OPTIONS["max_backoff"]),
+        Retries(max_retries=options["max_retries"], min_backoff=options["min_backoff"],
+                max_backoff=options["max_backoff"]),
         CurrentMessage(),
     ]
 
@@ -53,18 +61,17 @@ def _build(settings: Settings) -> dramatiq.Broker:
     return RabbitmqBroker(url=url, middleware=middleware, confirm_delivery=True)
 
 
-def init_broker(settings: Settings) -> dramatiq.Broker:
-    """Build the process's broker once, register the runner's actors on it, and install the
-    after-commit dispatcher so ``tenants`` can enqueue by actor name."""
+def init_broker(settings: Settings, register: Registrar) -> dramatiq.Broker:
+    """Build the process's broker once, declare the actors on it with ``register`` (the composition root
+    passes ``runner.actors.register_actors``), and install the after-commit dispatcher so ``tenants`` can
+    enqueue by actor name."""
     global _broker
     with _lock:
         if _broker is not None:
             return _broker
         broker = _build(settings)
         dramatiq.set_broker(broker)
-        from runner.actors import register_actors
-
-        register_actors(broker, settings)
+        register(broker, settings)
         queue = settings.queue_name
 
         def dispatch(actor_name: str, kwargs: dict[str, Any], delay_s: float) -> None:

@@ -15,10 +15,9 @@ One root, each error with a stable ``code`` that the API maps to problem+json::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from runner.spec import SpecIssue
+from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "FailureAction",
@@ -28,6 +27,7 @@ __all__ = [
     "RunnerError",
     "SchemaInvalid",
     "SpecInvalid",
+    "SpecIssue",
     "StepFailed",
     "TemplateError",
     "ToolArgsInvalid",
@@ -35,6 +35,18 @@ __all__ = [
 
 FailureCategory = Literal["dependency", "auth", "validation", "budget", "scope", "approval", "state", "internal"]
 FailureAction = Literal["fail", "escalate", "skip_item"]
+
+
+class SpecIssue(BaseModel):
+    """One validation error of a spec; `path` is like "steps[1].llm.model" ("" for the root).
+
+    Defined here, beside the error that carries it (re-exported by ``runner.spec``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    message: str
+    code: str = "invalid"
 
 
 class RunnerError(Exception):

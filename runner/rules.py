@@ -40,6 +40,9 @@ is the most that fits) and never lower than the real work, which is the point.
 CEL values lazily, once, and keeps its size statistics, so the rules of one step share the work
 (build one per step and pass it to every rule; passing a plain mapping still works).
 `cel` is imported lazily because importing it costs about 0.6 s.
+
+Why over 500 lines: the bounds checked at upload and the cost estimate at evaluation walk the same
+CEL syntax; kept together so a new construct is bounded in both places at once.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -96,17 +99,21 @@ def _skip_string(src: str, i: int) -> int:
     return len(src)  # unterminated: cel.compile reports it with a location
 
 
+def _scan(src: str, visit: Callable[[int, str], int]) -> None:
+    """Walk ``src`` outside string literals: ``visit(i, ch)`` at each position returns where to go on."""
+    i, n = 0, len(src)
+    while i < n:
+        i = _skip_string(src, i) if src[i] in "'\"" else visit(i, src[i])
+
+
 def _check_bounds(src: str) -> None:
     """Raise RuleError if `src` exceeds the size, nesting or comprehension bounds."""
     if len(src) > MAX_RULE_CHARS:
         raise RuleError(f"rule is {len(src)} characters long; at most {MAX_RULE_CHARS} are allowed")
     depth = max_depth = macros = 0
-    i, n = 0, len(src)
-    while i < n:
-        ch = src[i]
-        if ch in "'\"":
-            i = _skip_string(src, i)
-            continue
+
+    def visit(i: int, ch: str) -> int:
+        nonlocal depth, max_depth, macros
         if ch in _OPENERS:
             depth += 1
             max_depth = max(max_depth, depth)
@@ -115,11 +122,12 @@ def _check_bounds(src: str) -> None:
         elif ch == "_" or ch.isalpha():
             m = _IDENT_RE.match(src, i)
             assert m is not None
-            name, i = m.group(), m.end()
-            if name in _MACROS and src[i:].lstrip().startswith("("):
+            if m.group() in _MACROS and src[m.end():].lstrip().startswith("("):
                 macros += 1
-            continue
-        i += 1
+            return m.end()
+        return i + 1
+
+    _scan(src, visit)
     if max_depth > MAX_NESTING:
         raise RuleError(f"rule nests brackets {max_depth} deep; at most {MAX_NESTING} levels are allowed")
     if macros > MAX_COMPREHENSIONS:
@@ -220,12 +228,8 @@ def _shape(src: str) -> _Shape:
     macros: list[_Macro] = []
     sites: list[_Site] = []
     paths: list[tuple[int, tuple[str, ...]]] = []
-    i, n = 0, len(src)
-    while i < n:
-        ch = src[i]
-        if ch in "'\"":
-            i = _skip_string(src, i)
-            continue
+
+    def visit(i: int, ch: str) -> int:
         if ch == "_" or ch.isalpha():
             m = _IDENT_RE.match(src, i)
             assert m is not None
@@ -241,14 +245,14 @@ def _shape(src: str) -> _Shape:
                 sites.append(_Site(i, membership_of=_operand_after(src, end)))
             elif after.startswith("(") and name not in _MACROS:
                 sites.append(_Site(i))  # a function or method call
-            i = end
-            continue
+            return end
         op = _OPERATOR_RE.match(src, i)
         if op is not None:
             sites.append(_Site(i))
-            i = op.end()
-            continue
-        i += 1
+            return op.end()
+        return i + 1
+
+    _scan(src, visit)
     return _Shape(tuple(macros), tuple(sites), tuple(paths))
 
 
@@ -504,22 +508,22 @@ def compile_rule(src: str) -> CompiledRule:
     return CompiledRule(src, program)
 
 
-def check_rule_bounds(src: str) -> str | None:
-    """Return None if `src` is within the size, nesting and comprehension bounds, else why not."""
+def _problem(check: Callable[[str], object], src: str) -> str | None:
     try:
-        _check_bounds(src)
+        check(src)
     except RuleError as exc:
         return str(exc)
     return None
+
+
+def check_rule_bounds(src: str) -> str | None:
+    """Return None if `src` is within the size, nesting and comprehension bounds, else why not."""
+    return _problem(_check_bounds, src)
 
 
 def check_rule_syntax(src: str) -> str | None:
     """Return None if `src` compiles within bounds, else the error message."""
-    try:
-        compile_rule(src)
-    except RuleError as exc:
-        return str(exc)
-    return None
+    return _problem(compile_rule, src)
 
 
 def _to_cel(value: Any) -> Any:

@@ -31,6 +31,9 @@ rotated; ``.authorized`` lists the paths it answered 200.
     up.stop()
 
 ``main(argv)`` is ``midwatch sandbox-upstream``: it serves a demo script until Ctrl-C.
+
+Why over 500 lines: one self-contained fault-injecting server (faults, OAuth token endpoint, model
+endpoints in both wire formats, request log) that tests, chaos tests and the demo start as one object.
 """
 
 from __future__ import annotations

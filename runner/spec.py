@@ -6,6 +6,9 @@ validity), and `_cross_check` validates what spans fields (tool scope, step orde
 references, unique ids). Both run on every parse so a spec with three independent mistakes
 reports three issues. `AgentSpec.model_validate` alone also runs the cross checks, but reports
 them as a single root error; use `parse_spec` for precise paths.
+
+Why over 500 lines: the spec is one pydantic model tree whose field validators, cross checks, lint and
+projection all read the same models; it is the public contract of a stored version, read top to bottom.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from runner.errors import SchemaInvalid, SpecInvalid, TemplateError
+from runner.errors import SchemaInvalid, SpecInvalid, SpecIssue, TemplateError
 from runner.jsonschemas import check_schema
 from runner.rules import check_rule_bounds, check_rule_syntax
 from runner.templating import references, root_of
@@ -354,16 +357,6 @@ class AgentSpec(_Model):
             if issues:
                 raise _custom("spec_invalid", "; ".join(f"{i.path}: {i.message}" for i in issues))
         return self
-
-
-class SpecIssue(BaseModel):
-    """One validation error; `path` is like "steps[1].llm.model" ("" for the root)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: str
-    message: str
-    code: str = "invalid"
 
 
 class LintWarning(BaseModel):

@@ -23,8 +23,8 @@ from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
 from tenants.observability import metrics
 from tenants.reliability.derive import derive_once
+from tenants.runs.dispatch import dispatch_repository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
-from tenants.scheduling.repository import dispatch_repository
 from tenants.secrets.service import due_for_rotation, retire_expired
 from tenants.webhooks.service import emit
 

@@ -29,7 +29,7 @@ from tenants.kit.ids import canonical_json, utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
 from tenants.observability import metrics
-from tenants.webhooks.repository import ClaimedDelivery, WebhookPlatformRepository
+from tenants.webhooks.repository import ClaimedDelivery, webhook_platform_repository
 from tenants.webhooks.signing import sign, verify_signature
 
 __all__ = ["MAX_ATTEMPTS", "RETRY_POLICY", "SEND_TIMEOUT_S", "Outcome", "deliver_due", "verify_signature"]
@@ -97,7 +97,7 @@ def _settle(job: ClaimedDelivery, outcome: Outcome, now: datetime) -> str:
         else:
             next_at = now + timedelta(seconds=backoff_delay(job.attempt, RETRY_POLICY, outcome.retry_after_s))
     with unit_of_work() as session:
-        WebhookPlatformRepository(session).settle(
+        webhook_platform_repository(session).settle(
             job.id, state=state, status=outcome.status, error=(outcome.error or None) and outcome.error[:1000],
             next_attempt_at=next_at, delivered_at=utcnow() if state == "delivered" else None)
     metrics.webhook_attempt(job.tenant_id, job.event_type, "retry" if state == "pending" else state)
@@ -116,7 +116,7 @@ def deliver_due(settings: Settings, now: datetime | None = None, limit: int = 50
     """
     now = now or clock()
     with unit_of_work() as session:
-        jobs = WebhookPlatformRepository(session).claim_due(now, limit, now + timedelta(seconds=_CLAIM_S))
+        jobs = webhook_platform_repository(session).claim_due(now, limit, now + timedelta(seconds=_CLAIM_S))
     if not jobs:
         return 0
 

@@ -1,67 +1,22 @@
-"""Imports every domain's tables so ``Base.metadata`` is complete (Alembic and tests use this)."""
+"""Imports every domain's tables so ``Base.metadata`` is complete (Alembic and tests use this).
 
-from tenants.accounts.models import ApiKey, ApiKeyWindow, Tenant
-from tenants.agents.models import Agent, AgentVersion
-from tenants.approvals.models import Approval
-from tenants.audit.models import AuditEvent, AuditHead
-from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReservation
-from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
+A new domain folder with tables adds its ``models`` module here.
+"""
+
+import tenants.accounts.models
+import tenants.agents.models
+import tenants.approvals.models
+import tenants.audit.models
+import tenants.budgets.models
+import tenants.catalog.models
+import tenants.observability.models
+import tenants.reliability.models
+import tenants.runs.models
+import tenants.sandbox.models
+import tenants.scheduling.models
+import tenants.secrets.models
+import tenants.security.models
+import tenants.webhooks.models  # noqa: F401 - imported for their tables
 from tenants.kit.db import Base
-from tenants.observability.models import WorkerHeartbeat
-from tenants.reliability.models import (
-    AgentHealth,
-    FailureHourly,
-    LatestFailure,
-    ReadModelCursor,
-    ReliabilityCounter,
-    RunRollupHourly,
-    StepStatDaily,
-)
-from tenants.runs.models import DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
-from tenants.sandbox.models import SandboxRecord
-from tenants.scheduling.models import AgentSchedule, TenantSchedule
-from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
-from tenants.security.models import ScopeViolation
-from tenants.webhooks.models import WebhookDelivery, WebhookEndpoint
 
-__all__ = [
-    "Agent",
-    "AgentHealth",
-    "AgentSchedule",
-    "AgentVersion",
-    "ApiKey",
-    "ApiKeyWindow",
-    "Approval",
-    "AuditEvent",
-    "AuditHead",
-    "Base",
-    "BreakerRecord",
-    "Budget",
-    "BudgetEvent",
-    "BudgetLimit",
-    "BudgetReservation",
-    "DecisionEvent",
-    "FailureHourly",
-    "LatestFailure",
-    "LoopCall",
-    "MasterKeyRecord",
-    "ModelRecord",
-    "ReadModelCursor",
-    "ReliabilityCounter",
-    "Run",
-    "RunItem",
-    "RunRollupHourly",
-    "SandboxRecord",
-    "ScopeViolation",
-    "Secret",
-    "SecretVersion",
-    "SideEffect",
-    "StepCheckpoint",
-    "StepStatDaily",
-    "Tenant",
-    "TenantSchedule",
-    "ToolRecord",
-    "WebhookDelivery",
-    "WebhookEndpoint",
-    "WorkerHeartbeat",
-]
+__all__ = ["Base"]

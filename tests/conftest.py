@@ -5,6 +5,7 @@ configures a whole Midwatch process (settings, database, broker, worker) and dri
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import secrets
@@ -325,24 +326,16 @@ def simple_spec(name: str = "greeter") -> str:
     return SIMPLE_SPEC.format(name=name)
 
 
-BATCH_SPEC = """\
-apiVersion: midwatch/v1
-name: {name}
-scope:
-  tools: [sandbox.echo, sandbox.record]
-input:
-  items: true
-  schema: {{type: object, required: [n], properties: {{n: {{type: integer}}}}}}
-steps:
-  - id: read
-    tool: sandbox.echo
-    args: {{n: "{{{{ item.n }}}}"}}
-  - id: send
-    tool: sandbox.record
-    args: {{n: "{{{{ steps.read.output.n }}}}"}}
-"""
-
-
 def batch_spec(name: str = "batcher") -> str:
     """A two-step batch spec: echo each item ``{n}``, then record it (side effect)."""
-    return BATCH_SPEC.format(name=name)
+    return spec(name, {"id": "read", "tool": "sandbox.echo", "args": {"n": "{{ item.n }}"}},
+                {"id": "send", "tool": "sandbox.record", "args": {"n": "{{ steps.read.output.n }}"}},
+                input={"items": True, "schema": {"type": "object", "required": ["n"],
+                                                 "properties": {"n": {"type": "integer"}}}})
+
+
+def spec(name: str, *steps: dict[str, Any], **top: Any) -> str:
+    """An agent spec (JSON, which is YAML) whose ``scope.tools`` lists the steps' tools unless ``scope`` says."""
+    tools = sorted({str(step["tool"]) for step in steps if "tool" in step})
+    return json.dumps({"apiVersion": "midwatch/v1", "name": name, "scope": {"tools": tools}, "steps": list(steps),
+                       **top})

@@ -37,12 +37,10 @@ else:
 st.subheader("Escalated items (oldest first)")
 if e.items:
     base = data.api_base()
-    st.dataframe(pd.DataFrame([{
+    ui.table([{
         "waiting": ui.ago(i.since, now), "tenant": i.tenant, "agent": i.agent_name, "category": i.category or "",
         "reason": i.reason or "", "run": i.run_id, "item": i.item_index,
-        "act": f"POST {base}/v1/runs/{i.run_id}/items/{i.item_index}/skip|fail"} for i in e.items]),
-        hide_index=True, width="stretch", key="esc_items",
-        column_config={"reason": st.column_config.TextColumn(width="large")})
+        "act": f"POST {base}/v1/runs/{i.run_id}/items/{i.item_index}/skip|fail"} for i in e.items], key="esc_items")
 else:
     st.success("No escalated items.")
 
@@ -50,11 +48,9 @@ left, right = st.columns(2)
 with left:
     st.subheader("Escalated runs")
     if e.escalated:
-        st.dataframe(pd.DataFrame([{"waiting": ui.ago(r.updated_at, now), "tenant": r.tenant, "agent": r.agent_name,
+        ui.table([{"waiting": ui.ago(r.updated_at, now), "tenant": r.tenant, "agent": r.agent_name,
                                     "category": r.failure_category or "", "reason": r.reason or "", "run": r.id}
-                                   for r in e.escalated]),
-                     hide_index=True, width="stretch", key="esc_table",
-                     column_config={"reason": st.column_config.TextColumn(width="large")})
+                                   for r in e.escalated], key="esc_table")
     else:
         st.success("No escalated runs.")
 with right:

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, ui
-from tenants.reliability import service
+from tenants.reliability.overview import Overview, TenantBurn
 
 st.title("Overview")
 
@@ -15,6 +15,21 @@ st.title("Overview")
 @st.fragment(run_every="30s")
 def body() -> None:
     o = data.overview(data.db_key())
+    _headline(o)
+    left, right = st.columns([3, 2])
+    with left:
+        _runs_per_hour(o)
+    with right:
+        st.subheader("Spend per tenant")
+        spend = pd.DataFrame([{"tenant": s.tenant, "runs 24 h": s.runs_24h, "spend 24 h": ui.money(s.cost_24h),
+                               "spend 7 d": ui.money(s.cost_7d)} for s in o.spend])
+        st.dataframe(spend, hide_index=True, width="stretch", key="ov_spend")
+    _budget_burn(o)
+    _latest_failures(o)
+    ui.api_note("Resume, cancel and approve through the API (`POST /v1/runs/{id}/resume`).")
+
+
+def _headline(o: Overview) -> None:
     st.caption(f"As of {data.as_of(o.now)} · refreshes every 30 s · success rate = succeeded ÷ finished "
                "(cancelled runs excluded)")
     c = st.columns(4)
@@ -37,28 +52,25 @@ def body() -> None:
         st.error(f"{o.live['stuck']} run(s) are stuck: their worker's lease expired. The sweeper should re-enqueue "
                  "them within seconds; if this number stays, check workers and the broker.", icon=":material/error:")
 
-    left, right = st.columns([3, 2])
-    with left:
-        st.subheader("Runs per hour (24 h)")
-        outcomes = ("succeeded", "failed", "escalated", "budget_exhausted", "cancelled")
-        rows = [{"hour": h, "outcome": name, "runs": getattr(cnt, name)} for h, cnt in o.hourly for name in outcomes]
-        frame = pd.DataFrame(rows)
-        colors = ui.STATE_COLORS
-        domain = ["succeeded", "failed", "escalated", "budget_exhausted", "cancelled"]
-        chart = alt.Chart(frame).mark_bar().encode(
-            x=alt.X("hour:T", title=None, axis=alt.Axis(format="%H:%M")),
-            y=alt.Y("sum(runs):Q", title="finished runs"),
-            color=alt.Color("outcome:N", scale=alt.Scale(domain=domain, range=[colors[d] for d in domain]),
-                            legend=alt.Legend(orient="bottom", title=None)),
-            tooltip=["hour:T", "outcome:N", "runs:Q"],
-        ).properties(height=280)
-        st.altair_chart(chart, width="stretch")
-    with right:
-        st.subheader("Spend per tenant")
-        spend = pd.DataFrame([{"tenant": s.tenant, "runs 24 h": s.runs_24h, "spend 24 h": ui.money(s.cost_24h),
-                               "spend 7 d": ui.money(s.cost_7d)} for s in o.spend])
-        st.dataframe(spend, hide_index=True, width="stretch", key="ov_spend")
 
+def _runs_per_hour(o: Overview) -> None:
+    st.subheader("Runs per hour (24 h)")
+    outcomes = ("succeeded", "failed", "escalated", "budget_exhausted", "cancelled")
+    rows = [{"hour": h, "outcome": name, "runs": getattr(cnt, name)} for h, cnt in o.hourly for name in outcomes]
+    frame = pd.DataFrame(rows)
+    colors = ui.STATE_COLORS
+    domain = ["succeeded", "failed", "escalated", "budget_exhausted", "cancelled"]
+    chart = alt.Chart(frame).mark_bar().encode(
+        x=alt.X("hour:T", title=None, axis=alt.Axis(format="%H:%M")),
+        y=alt.Y("sum(runs):Q", title="finished runs"),
+        color=alt.Color("outcome:N", scale=alt.Scale(domain=domain, range=[colors[d] for d in domain]),
+                        legend=alt.Legend(orient="bottom", title=None)),
+        tooltip=["hour:T", "outcome:N", "runs:Q"],
+    ).properties(height=280)
+    st.altair_chart(chart, width="stretch")
+
+
+def _budget_burn(o: Overview) -> None:
     st.subheader("Budget burn per tenant (this period)")
     if o.budgets:
         near = [b for b in o.budgets if b.peak is not None and (b.peak.committed_rate or 0) >= 0.8]
@@ -67,7 +79,7 @@ def body() -> None:
                        + ", ".join(f"{b.tenant} ({ui.METRIC_LABELS[b.peak.metric]} {ui.pct(b.peak.committed_rate, 0)})"
                                    for b in near if b.peak), icon=":material/savings:")
 
-        def cell(b: service.TenantBurn, metric: str) -> str:
+        def cell(b: TenantBurn, metric: str) -> str:
             u = b.by_metric.get(metric)
             return "no limit" if u is None else ui.use(metric, u.used, u.limit, u.period, u.used_rate)
 
@@ -83,16 +95,15 @@ def body() -> None:
         st.info("No tenant has a budget limit yet: set them with `PUT /v1/admin/tenants/{name}/budgets`.",
                 icon=":material/savings:")
 
+
+def _latest_failures(o: Overview) -> None:
     st.subheader("Latest failures")
     if not o.latest_failures:
         st.success("No failed or escalated runs recorded.")
     else:
-        fails = pd.DataFrame([{"when": ui.ago(f.at, o.now), "tenant": f.tenant, "agent": f.agent_name,
+        ui.table([{"when": ui.ago(f.at, o.now), "tenant": f.tenant, "agent": f.agent_name,
                                "state": ui.state_badge(f.state), "category": f.category, "reason": f.reason,
-                               "run": f.run_id} for f in o.latest_failures])
-        st.dataframe(fails, hide_index=True, width="stretch",
-                     column_config={"reason": st.column_config.TextColumn(width="large")})
-    ui.api_note("Resume, cancel and approve through the API (`POST /v1/runs/{id}/resume`).")
+                   "run": f.run_id} for f in o.latest_failures])
 
 
 body()

@@ -75,12 +75,10 @@ if postures:
 
     st.markdown(f"**Blocked scope / egress attempts** (7 days: {_kinds(p.violations_7d)})")
     if p.latest_violations:
-        st.dataframe(pd.DataFrame([{
+        ui.table([{
             "when": ui.ago(v.at), "kind": "egress" if v.kind == "host" else v.kind, "target": v.target,
             "agent": v.agent_name, "step": v.step_id, "reason": v.reason, "run": v.run_id}
-            for v in p.latest_violations]),
-            hide_index=True, width="stretch", key="sec_violations",
-            column_config={"reason": st.column_config.TextColumn(width="large")})
+            for v in p.latest_violations], key="sec_violations")
     else:
         st.caption("No blocked attempts in the last 7 days.")
 

@@ -69,7 +69,7 @@ with right:
     st.markdown("**Threshold events (50 / 80 / 100 %)**")
     if tb.events:
         st.dataframe(pd.DataFrame([{
-            "when": ui.ago(e.at, now), "tenant": e.tenant, "threshold": f"{e.threshold}%",
+            "when": ui.ago(e.created_at, now), "tenant": e.tenant, "threshold": f"{e.threshold}%",
             "metric": ui.METRIC_LABELS.get(e.metric, e.metric), "period": f"{e.period} from {e.period_start:%m-%d}",
             "at": f"{ui.amount(e.metric, e.committed)} of {ui.amount(e.metric, e.limit)}",
             "agent": "all agents" if e.agent == "*" else e.agent} for e in tb.events]),

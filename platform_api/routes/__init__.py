@@ -1,1 +1,75 @@
-"""Route handlers by resource. Each handler owns its transaction (``unit_of_work``)."""
+"""Route handlers by resource, mounted under one guarded router.
+
+Every ``/v1`` handler declares the roles it admits in its ``opt`` (``platform_api.auth.roles``); the
+router's guard (``platform_api.auth.role_guard``) checks them, and its dependencies give handlers the
+caller (``principal`` / ``caller``) and this request's unit of work (``session``). :func:`route_table`
+reads the declarations back: method, path, roles and whether the route acts inside the caller's tenant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.routes import HTTPRoute
+
+from platform_api.auth import declared_roles, provide_caller, provide_principal, role_guard
+from platform_api.routes import (
+    admin,
+    agents,
+    approvals,
+    audit,
+    budgets,
+    catalog,
+    keys,
+    runs,
+    sandbox,
+    secrets,
+    security,
+    webhooks,
+)
+from platform_api.routes._common import provide_session
+from tenants.kit.settings import Settings
+
+__all__ = ["RouteRoles", "api_router", "route_table"]
+
+
+def api_router(settings: Settings) -> Router:
+    """Every ``/v1`` route, behind the role guard, with the caller and session dependencies."""
+    return Router(
+        path="/", guards=[role_guard],
+        dependencies={"principal": Provide(provide_principal, sync_to_thread=False),
+                      "caller": Provide(provide_caller, sync_to_thread=False),
+                      "session": Provide(provide_session)},
+        route_handlers=[admin.router, keys.router, agents.build_router(settings.max_run_body_bytes), runs.router,
+                        sandbox.router, catalog.tools_router, catalog.models_router, catalog.breakers_router,
+                        secrets.router, budgets.router, budgets.admin_router, approvals.approvals_router,
+                        approvals.escalations_router, security.router, audit.router, audit.admin_router,
+                        webhooks.router])
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRoles:
+    """One method of one route: who may call it. ``roles`` is empty for a public route (health, schema)."""
+
+    method: str
+    path: str
+    roles: tuple[str, ...]
+    tenant_scoped: bool  # acts inside the caller's tenant (False: operator routes and public ones)
+
+
+def route_table(app: Litestar) -> list[RouteRoles]:
+    """Every HTTP route of ``app`` with the roles it admits, sorted by path then method."""
+    rows = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            guarded = role_guard in (handler.resolve_guards() or [])
+            allowed = declared_roles(handler.opt) if guarded else ()
+            for method in sorted(handler.http_methods):
+                if method in ("HEAD", "OPTIONS"):
+                    continue
+                rows.append(RouteRoles(method, route.path, allowed, bool(allowed) and allowed != ("operator",)))
+    return sorted(rows, key=lambda r: (r.path, r.method))

@@ -7,25 +7,16 @@ from typing import Annotated
 from litestar import Response, Router, get, post, put
 from litestar.params import FromPath, Parameter
 
-from platform_api.auth import require
-from platform_api.routes._common import Caller, Cursor, Limit
-from platform_api.schemas import (
-    AgentOut,
-    AgentVersionOut,
-    LintOut,
-    Page,
-    RunOut,
-    StoredAgentOut,
-    SubmitRun,
-    find_nul,
-)
+from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
+from platform_api.routes._common import Cursor, Db, Limit, TenantCaller, audit, page
+from platform_api.schemas.agents import AgentOut, AgentVersionOut, LintOut, StoredAgentOut
+from platform_api.schemas.common import Page, find_nul
+from platform_api.schemas.runs import RunOut, SubmitRun
 from runner.errors import SpecInvalid
 from runner.jsonschemas import validator_for
 from runner.spec import AgentSpec, ParseResult, SpecIssue, load_version_spec, parse_spec
 from tenants.agents.repository import AgentRepository
 from tenants.agents.service import get_agent, get_version, store_version
-from tenants.audit.service import record
-from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
 from tenants.kit.settings import get_settings
 from tenants.runs.service import submit_run
@@ -63,66 +54,57 @@ def _lint_out(result: ParseResult) -> LintOut:
                    projection=result.projection.model_dump() if result.projection else None)
 
 
-@put("/{name:str}", sync_to_thread=True, summary="Store an agent spec (YAML or JSON) as a new immutable version",
+@put("/{name:str}", opt=TENANT_ADMIN, sync_to_thread=True,
+     summary="Store an agent spec (YAML or JSON) as a new immutable version",
      description="Returns 201 with the new version and lint warnings, or 200 if the spec equals the latest "
                  "version. An invalid spec is a 422 spec_invalid listing every error with its field path.",
      status_code=201)
-def put_agent(name: str, body: bytes, principal: Caller) -> Response[StoredAgentOut]:
-    me = require(principal, "tenant-admin")
+def put_agent(name: str, body: bytes, caller: TenantCaller, session: Db) -> Response[StoredAgentOut]:
     result = _parse(name, body)
     if result.spec is None:
         raise SpecInvalid(result.errors)
     spec_json = result.spec.model_dump(mode="json", by_alias=True)
-    with unit_of_work() as session:
-        stored = store_version(session, me.tenant_id, name, spec_json, [w.model_dump() for w in result.warnings])
-        if stored.created:
-            record(session, me.tenant_id, actor=me.key_id, role=me.role, action="agent.version_stored",
-                   target=stored.version.id, details={"agent": name, "version": stored.version.version})
-        out = StoredAgentOut(agent=AgentOut.model_validate(stored.agent),
-                             version=AgentVersionOut.model_validate(stored.version), created=stored.created)
+    stored = store_version(session, caller.tenant_id, name, spec_json, [w.model_dump() for w in result.warnings])
+    if stored.created:
+        audit(session, caller, "agent.version_stored", stored.version.id,
+              details={"agent": name, "version": stored.version.version})
+    out = StoredAgentOut(agent=AgentOut.model_validate(stored.agent),
+                         version=AgentVersionOut.model_validate(stored.version), created=stored.created)
     return Response(out, status_code=201 if stored.created else 200)
 
 
-@post("/{name:str}/validate", sync_to_thread=True,
+@post("/{name:str}/validate", opt=ANY_TENANT_ROLE, sync_to_thread=True,
       summary="Validate and lint a spec without storing it", status_code=200)
-def validate_agent(name: str, body: bytes, principal: Caller) -> LintOut:
-    require(principal)
+def validate_agent(name: str, body: bytes) -> LintOut:
     return _lint_out(_parse(name, body))
 
 
-@get("/", sync_to_thread=True, summary="List agents")
-def list_agents(principal: Caller, limit: Limit = 100, cursor: Cursor = None) -> Page[AgentOut]:
-    me = require(principal)
-    with unit_of_work() as session:
-        data = [AgentOut.model_validate(a) for a in AgentRepository(session, me.tenant_id).list(after=cursor,
-                                                                                               limit=limit)]
-    return Page(data=data, next_cursor=data[-1].name if len(data) == limit else None)
+@get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="List agents")
+def list_agents(caller: TenantCaller, session: Db, limit: Limit = 100, cursor: Cursor = None) -> Page[AgentOut]:
+    rows = AgentRepository(session, caller.tenant_id).list(after=cursor, limit=limit)
+    return page([AgentOut.model_validate(a) for a in rows], limit, lambda a: a.name)
 
 
-@get("/{name:str}", sync_to_thread=True, summary="An agent and its latest version")
-def get_agent_route(name: FromPath[str], principal: Caller) -> StoredAgentOut:
-    me = require(principal)
-    with unit_of_work() as session:
-        agent = get_agent(session, me.tenant_id, name)
-        version = get_version(session, me.tenant_id, name)
-        return StoredAgentOut(agent=AgentOut.model_validate(agent), version=AgentVersionOut.model_validate(version),
-                              created=False)
+@get("/{name:str}", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="An agent and its latest version")
+def get_agent_route(name: FromPath[str], caller: TenantCaller, session: Db) -> StoredAgentOut:
+    agent = get_agent(session, caller.tenant_id, name)
+    version = get_version(session, caller.tenant_id, name)
+    return StoredAgentOut(agent=AgentOut.model_validate(agent), version=AgentVersionOut.model_validate(version),
+                          created=False)
 
 
-@get("/{name:str}/versions", sync_to_thread=True, summary="Every version of an agent, newest first")
-def list_versions(name: FromPath[str], principal: Caller) -> Page[AgentVersionOut]:
-    me = require(principal)
-    with unit_of_work() as session:
-        agent = get_agent(session, me.tenant_id, name)
-        rows = AgentRepository(session, me.tenant_id).versions(agent.id)
-        return Page(data=[AgentVersionOut.model_validate(v) for v in rows])
+@get("/{name:str}/versions", opt=ANY_TENANT_ROLE, sync_to_thread=True,
+     summary="Every version of an agent, newest first")
+def list_versions(name: FromPath[str], caller: TenantCaller, session: Db) -> Page[AgentVersionOut]:
+    agent = get_agent(session, caller.tenant_id, name)
+    rows = AgentRepository(session, caller.tenant_id).versions(agent.id)
+    return Page(data=[AgentVersionOut.model_validate(v) for v in rows])
 
 
-@get("/{name:str}/versions/{version:int}", sync_to_thread=True, summary="One version of an agent")
-def get_version_route(name: str, version: FromPath[int], principal: Caller) -> AgentVersionOut:
-    me = require(principal)
-    with unit_of_work() as session:
-        return AgentVersionOut.model_validate(get_version(session, me.tenant_id, name, version))
+@get("/{name:str}/versions/{version:int}", opt=ANY_TENANT_ROLE, sync_to_thread=True,
+     summary="One version of an agent")
+def get_version_route(name: str, version: FromPath[int], caller: TenantCaller, session: Db) -> AgentVersionOut:
+    return AgentVersionOut.model_validate(get_version(session, caller.tenant_id, name, version))
 
 
 def _check_input(spec: AgentSpec, data: SubmitRun) -> None:
@@ -146,22 +128,20 @@ def _check_input(spec: AgentSpec, data: SubmitRun) -> None:
             raise InvalidInput(f"{where}: {error.message}", field=where)
 
 
-def submit(name: str, data: SubmitRun, principal: Caller,
+def submit(name: str, data: SubmitRun, caller: TenantCaller, session: Db,
            idempotency_key: IdempotencyKey = None) -> Response[RunOut]:
-    me = require(principal, "tenant-admin")
-    with unit_of_work() as session:
-        version = get_version(session, me.tenant_id, name)
-        _check_input(load_version_spec(version.id, lambda: version.spec), data)
-        submitted = submit_run(session, me.tenant_id, version, name, data.input, data.items, idempotency_key,
-                               priority=data.priority)
-        out = RunOut.model_validate(submitted.run)
+    version = get_version(session, caller.tenant_id, name)
+    _check_input(load_version_spec(version.id, lambda: version.spec), data)
+    submitted = submit_run(session, caller.tenant_id, version, name, data.input, data.items, idempotency_key,
+                           priority=data.priority)
+    out = RunOut.model_validate(submitted.run)
     return Response(out, status_code=201 if submitted.created else 200)
 
 
 def build_router(max_run_body_bytes: int) -> Router:
     """The agents router; run submission gets its own (larger) body limit for batch items."""
     submit_handler = post(
-        "/{name:str}/runs", sync_to_thread=True, summary="Submit a run of the agent's latest version",
+        "/{name:str}/runs", opt=TENANT_ADMIN, sync_to_thread=True, summary="Submit a run of the agent's latest version",
         description="With an Idempotency-Key header, the same key always returns the same run (201 when created, "
                     "200 when it already existed); a different request under the same key is 409.",
         status_code=201, request_max_body_size=max_run_body_bytes)(submit)

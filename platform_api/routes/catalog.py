@@ -3,50 +3,28 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from litestar import Response, Router, delete, get, post, put
+from litestar import Request, Response, Router, delete, get, post, put
+from litestar.di import Provide
 from litestar.params import FromPath
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from platform_api.auth import require
-from platform_api.routes._common import Caller
-from platform_api.schemas import Page, PublicText
+from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
+from platform_api.routes._common import Db, TenantCaller, audit
+from platform_api.schemas.catalog import BreakerOut, ModelOut, ToolOut
+from platform_api.schemas.common import Page
 from runner.catalog import BreakerConfig, BreakerState, ModelConfig, ToolDefinition
-from tenants.audit.service import record
 from tenants.catalog import service
-from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
 from tenants.kit.settings import get_settings
 
 __all__ = ["breakers_router", "models_router", "tools_router"]
 
-
-class ToolOut(BaseModel):
-    name: str
-    version: int
-    definition: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-
-
-class ModelOut(BaseModel):
-    alias: str
-    version: int
-    config: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-
-
-class BreakerOut(BaseModel):
-    host: str
-    state: str
-    failures: int
-    opened_at: float | None
-    last_reason: PublicText
-    retry_at: float | None
-    updated_at: datetime
+T = TypeVar("T", ToolDefinition, ModelConfig)
 
 
 def _refuse_hosts(refused: list[tuple[str, str]]) -> None:
@@ -62,95 +40,75 @@ def _validation(exc: ValidationError) -> InvalidInput:
     return InvalidInput(detail, errors=errors)
 
 
-@put("/{name:str}", sync_to_thread=True, status_code=201,
-     summary="Create or replace an HTTP tool: method, URL template, auth by secret reference, side effect, "
-             "idempotency, timeout, retry policy, expected content type and response schema")
-def put_tool(name: FromPath[str], data: dict[str, Any], principal: Caller) -> Response[ToolOut]:
-    me = require(principal, "tenant-admin")
+def _parsed(model: type[T], data: dict[str, Any]) -> T:
+    """The body as ``model``: 422 naming each bad field, and URLs aimed at hosts Midwatch never reaches."""
     try:
-        definition = ToolDefinition.model_validate({**data, "name": data.get("name", name)})
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         raise _validation(exc) from None
+    _refuse_hosts(parsed.refused_hosts(allow_loopback=get_settings().allow_loopback_egress))
+    return parsed
+
+
+def _tool_body(data: dict[str, Any], name: str) -> dict[str, Any]:
+    definition = _parsed(ToolDefinition, {**data, "name": data.get("name", name)})
     if definition.name != name:
         raise InvalidInput(f"body name {definition.name!r} differs from the URL's {name!r}", field="name")
-    _refuse_hosts(definition.refused_hosts(allow_loopback=get_settings().allow_loopback_egress))
-    with unit_of_work() as session:
-        tool, created = service.put_tool(session, me.tenant_id, name, definition.model_dump(mode="json"))
-        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="tool.stored", target=name,
-               details={"version": tool.version})
-        out = ToolOut(name=tool.name, version=tool.version, definition=tool.definition,
-                      created_at=tool.created_at, updated_at=tool.updated_at)
-    return Response(out, status_code=201 if created else 200)
+    return definition.model_dump(mode="json")
 
 
-@get("/", sync_to_thread=True, summary="List the tenant's HTTP tools")
-def list_tools(principal: Caller) -> Page[ToolOut]:
-    me = require(principal)
-    with unit_of_work() as session:
-        rows = service.list_tools(session, me.tenant_id)
-        return Page(data=[ToolOut(name=r.name, version=r.version, definition=r.definition, created_at=r.created_at,
-                                  updated_at=r.updated_at) for r in rows])
+def _model_body(data: dict[str, Any], alias: str) -> dict[str, Any]:
+    return _parsed(ModelConfig, {**data, "alias": alias}).model_dump(mode="json")
 
 
-@get("/{name:str}", sync_to_thread=True, summary="One HTTP tool")
-def get_tool(name: FromPath[str], principal: Caller) -> ToolOut:
-    me = require(principal)
-    with unit_of_work() as session:
-        r = service.get_tool(session, me.tenant_id, name)
-        return ToolOut(name=r.name, version=r.version, definition=r.definition, created_at=r.created_at,
-                       updated_at=r.updated_at)
+@dataclass(frozen=True)
+class _Collection:
+    """One catalog collection of a tenant (tools by name, models by alias): its path, wire type and rules."""
+
+    kind: str  # "tool" or "model": the audit actions are <kind>.stored / <kind>.deleted
+    path: str  # "/{name:str}" or "/{alias:str}": the key in the URL
+    out: type[ToolOut] | type[ModelOut]
+    body: Callable[[dict[str, Any], str], dict[str, Any]]  # the validated stored form of a PUT body
+    put: Callable[[Db, str, str, dict[str, Any]], tuple[Any, bool]]
+    list: Callable[[Db, str], Sequence[Any]]
+    get: Callable[[Db, str, str], Any]
+    delete: Callable[[Db, str, str], None]
+    summaries: tuple[str, str, str, str]  # put, list, get, delete
 
 
-@delete("/{name:str}", sync_to_thread=True, status_code=204, summary="Delete an HTTP tool")
-def delete_tool(name: FromPath[str], principal: Caller) -> None:
-    me = require(principal, "tenant-admin")
-    with unit_of_work() as session:
-        service.delete_tool(session, me.tenant_id, name)
-        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="tool.deleted", target=name)
+def _key(request: Request[Any, Any, Any]) -> str:
+    """The collection's key from the URL (the route's one path parameter)."""
+    return str(next(iter(request.path_params.values())))
 
 
-@put("/{alias:str}", sync_to_thread=True, status_code=201,
-     summary="Create or replace a model alias (openai-compatible, anthropic or sandbox) with per-token prices")
-def put_model(alias: FromPath[str], data: dict[str, Any], principal: Caller) -> Response[ModelOut]:
-    me = require(principal, "tenant-admin")
-    try:
-        config = ModelConfig.model_validate({**data, "alias": alias})
-    except ValidationError as exc:
-        raise _validation(exc) from None
-    _refuse_hosts(config.refused_hosts(allow_loopback=get_settings().allow_loopback_egress))
-    with unit_of_work() as session:
-        model, created = service.put_model(session, me.tenant_id, alias, config.model_dump(mode="json"))
-        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="model.stored", target=alias,
-               details={"version": model.version})
-        out = ModelOut(alias=model.alias, version=model.version, config=model.config,
-                       created_at=model.created_at, updated_at=model.updated_at)
-    return Response(out, status_code=201 if created else 200)
+def _router(c: _Collection, prefix: str, tag: str) -> Router:
+    """PUT (create or replace), list, get and delete of one collection."""
+    put_summary, list_summary, get_summary, delete_summary = c.summaries
 
+    @put(c.path, opt=TENANT_ADMIN, sync_to_thread=True, status_code=201, summary=put_summary)
+    def store(data: dict[str, Any], caller: TenantCaller, session: Db, key: str) -> Response[Any]:
+        record, created = c.put(session, caller.tenant_id, key, c.body(data, key))
+        audit(session, caller, f"{c.kind}.stored", key, details={"version": record.version})
+        return Response(c.out.model_validate(record), status_code=201 if created else 200)
 
-@get("/", sync_to_thread=True, summary="List the tenant's model aliases (plus the built-in 'sandbox')")
-def list_models(principal: Caller) -> Page[ModelOut]:
-    me = require(principal)
-    with unit_of_work() as session:
-        rows = service.list_models(session, me.tenant_id)
-        return Page(data=[ModelOut(alias=r.alias, version=r.version, config=r.config, created_at=r.created_at,
-                                   updated_at=r.updated_at) for r in rows])
+    @get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary=list_summary)
+    def listed(caller: TenantCaller, session: Db) -> Page[Any]:
+        return Page(data=[c.out.model_validate(r) for r in c.list(session, caller.tenant_id)])
 
+    @get(c.path, opt=ANY_TENANT_ROLE, sync_to_thread=True, summary=get_summary)
+    def one(caller: TenantCaller, session: Db, key: str) -> Any:
+        return c.out.model_validate(c.get(session, caller.tenant_id, key))
 
-@get("/{alias:str}", sync_to_thread=True, summary="One model alias (404 for an unknown one)")
-def get_model(alias: FromPath[str], principal: Caller) -> ModelOut:
-    me = require(principal)
-    with unit_of_work() as session:
-        r = service.get_model(session, me.tenant_id, alias)
-        return ModelOut(alias=r.alias, version=r.version, config=r.config, created_at=r.created_at,
-                        updated_at=r.updated_at)
+    @delete(c.path, opt=TENANT_ADMIN, sync_to_thread=True, status_code=204, summary=delete_summary)
+    def removed(caller: TenantCaller, session: Db, key: str) -> None:
+        c.delete(session, caller.tenant_id, key)
+        audit(session, caller, f"{c.kind}.deleted", key)
 
-
-@delete("/{alias:str}", sync_to_thread=True, status_code=204, summary="Delete a model alias")
-def delete_model(alias: FromPath[str], principal: Caller) -> None:
-    me = require(principal, "tenant-admin")
-    with unit_of_work() as session:
-        service.delete_model(session, me.tenant_id, alias)
-        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="model.deleted", target=alias)
+    generic: Any = (Response, Page)
+    for handler, returns in ((store, generic[0][c.out]), (listed, generic[1][c.out]), (one, c.out)):
+        handler.fn.__annotations__["return"] = returns  # the OpenAPI schema shows the collection's own type
+    return Router(path=prefix, route_handlers=[store, listed, one, removed], tags=[tag],
+                  dependencies={"key": Provide(_key, sync_to_thread=False)})
 
 
 def _breaker_out(host: str, raw: dict[str, Any], updated_at: datetime) -> BreakerOut:
@@ -162,24 +120,30 @@ def _breaker_out(host: str, raw: dict[str, Any], updated_at: datetime) -> Breake
                       last_reason=state.last_reason, retry_at=retry_at, updated_at=updated_at)
 
 
-@get("/", sync_to_thread=True, summary="Circuit breakers per dependency host (closed, open, half_open)")
-def list_breakers(principal: Caller) -> Page[BreakerOut]:
-    me = require(principal)
-    with unit_of_work() as session:
-        rows = service.list_breakers(session, me.tenant_id)
-        return Page(data=[_breaker_out(r.host, r.state, r.updated_at) for r in rows])
+@get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True,
+     summary="Circuit breakers per dependency host (closed, open, half_open)")
+def list_breakers(caller: TenantCaller, session: Db) -> Page[BreakerOut]:
+    rows = service.list_breakers(session, caller.tenant_id)
+    return Page(data=[_breaker_out(r.host, r.state, r.updated_at) for r in rows])
 
 
-@post("/{host:str}/reset", sync_to_thread=True, status_code=200, summary="Close a breaker by hand")
-def reset_breaker(host: FromPath[str], principal: Caller) -> dict[str, Any]:
-    me = require(principal, "tenant-admin")
-    with unit_of_work() as session:
-        service.reset_breaker(session, me.tenant_id, host, BreakerState().to_dict())
-        record(session, me.tenant_id, actor=me.key_id, role=me.role, action="breaker.reset", target=host)
+@post("/{host:str}/reset", opt=TENANT_ADMIN, sync_to_thread=True, status_code=200, summary="Close a breaker by hand")
+def reset_breaker(host: FromPath[str], caller: TenantCaller, session: Db) -> dict[str, Any]:
+    service.reset_breaker(session, caller.tenant_id, host, BreakerState().to_dict())
+    audit(session, caller, "breaker.reset", host)
     return {"host": host, "state": "closed", "reset_at": time.time()}
 
 
-tools_router = Router(path="/v1/tools", route_handlers=[put_tool, list_tools, get_tool, delete_tool], tags=["tools"])
-models_router = Router(path="/v1/models", route_handlers=[put_model, list_models, get_model, delete_model],
-                       tags=["models"])
+tools_router = _router(_Collection(
+    "tool", "/{name:str}", ToolOut, _tool_body, service.put_tool, service.list_tools, service.get_tool,
+    service.delete_tool,
+    ("Create or replace an HTTP tool: method, URL template, auth by secret reference, side effect, idempotency, "
+     "timeout, retry policy, expected content type and response schema", "List the tenant's HTTP tools",
+     "One HTTP tool", "Delete an HTTP tool")), "/v1/tools", "tools")
+models_router = _router(_Collection(
+    "model", "/{alias:str}", ModelOut, _model_body, service.put_model, service.list_models, service.get_model,
+    service.delete_model,
+    ("Create or replace a model alias (openai-compatible, anthropic or sandbox) with per-token prices",
+     "List the tenant's model aliases (plus the built-in 'sandbox')", "One model alias (404 for an unknown one)",
+     "Delete a model alias")), "/v1/models", "models")
 breakers_router = Router(path="/v1/breakers", route_handlers=[list_breakers, reset_breaker], tags=["breakers"])

@@ -22,6 +22,7 @@ from runner.providers.base import ModelRequest, Provider
 from runner.providers.factory import build_provider
 from runner.providers.sandbox import SandboxModel
 from runner.spec import AgentSpec
+from runner.tools.base import Tool
 from runner.tools.breaker import CircuitBreaker
 from runner.tools.egress import EgressClient, EgressPolicy
 from runner.tools.http import HttpTool, TokenCache
@@ -137,7 +138,7 @@ class Toolbox:
                                     allow_loopback=settings.allow_loopback_egress)
         self._client: EgressClient | None = None
         self.breaker = CircuitBreaker(BreakerConfig(), DbBreakerStore(tenant_id))
-        self._tools: dict[str, Any] = {}
+        self._tools: dict[str, HttpTool] = {}
         self._models: dict[str, Provider] = {}
         self._prices: dict[str, tuple[Decimal, Decimal] | None] = {"sandbox": (Decimal(0), Decimal(0))}
         self.run_id = ""
@@ -174,7 +175,7 @@ class Toolbox:
         self.mask.add(value)
         return value
 
-    def tool(self, name: str) -> Any:
+    def tool(self, name: str) -> Tool:
         """The tool ``name``: a built-in, or the tenant's HTTP tool definition."""
         if name not in self.spec.scope.tools:
             raise StepFailed("scope", f"tool {name!r} is not in the agent's scope.tools", action="fail",

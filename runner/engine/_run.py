@@ -6,6 +6,9 @@ now, so a freed worker takes the next fair run without a broker round trip. Ever
 through the :class:`~runner.engine._journal.Journal`; a step is one fenced statement and a commit. The
 run's start rides on its first write and its end on its last step's write whenever nothing else must
 happen at the end, so a run costs its claim plus its steps.
+
+Why over 500 lines: the run slice is one state machine (claim, items, steps, defer, finish) whose
+helpers share its fields; the kinds, approvals, ledger, journal and hooks already live beside it.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from runner.deadline import step_deadline, timed_out
 from runner.engine import _hooks as hooks
 from runner.engine._approvals import approval_gate
 from runner.engine._journal import Journal
-from runner.engine._kinds import KINDS, PendingAction, StepContext, StepOutcome
+from runner.engine._kinds import KINDS, PendingAction, StepContext, StepKind, StepOutcome
 from runner.engine._lease import keeper
 from runner.engine._ledger import ledger_intent
 from runner.engine._registry import LlmReservation, Toolbox
@@ -48,11 +52,11 @@ from tenants.kit.logging import bind_work, get_logger, redact
 from tenants.kit.settings import Settings
 from tenants.kit.tracing import SpanHandle, run_slice_span, step_span
 from tenants.observability import metrics
+from tenants.runs.dispatch import ClaimedRun, dispatch_repository
 from tenants.runs.journal import JournalWrite, Release
 from tenants.runs.models import LoopCall
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
-from tenants.scheduling.repository import ClaimedRun, dispatch_repository
 from tenants.security.service import record_violation
 
 __all__ = ["RunSlice", "execute_next", "request_stop", "stopping", "work"]
@@ -305,7 +309,7 @@ class RunSlice:
         try:
             pending = kind.pending_action(ctx)
             self.approve(ctx, pending)
-            outcome = kind.run(ctx, pending)
+            outcome = _run_within_timeout(kind, ctx, pending)
             # A secret an upstream echoed never gets further: not stored, templated, recorded or returned.
             outcome.output = self.toolbox.mask(outcome.output)
         except RetryLater as later:
@@ -523,6 +527,18 @@ class RunSlice:
                                  "fail": "fail", "skip_item": "skip_item"}[policy]  # type: ignore[assignment]
         return StepFailed(failure.category, f"{failure.reason} (on_dependency_failure: {policy})", action=action,
                           attempts=failure.attempts, details=failure.details)
+
+
+def _run_within_timeout(kind: StepKind, ctx: StepContext, pending: PendingAction) -> StepOutcome:
+    """Run the step under its ``timeout_s``: calls get the time left as their timeout (runner.deadline), and a
+    step that finishes late fails as ``dependency`` all the same."""
+    timeout_s = ctx.step.timeout_s
+    started = time.monotonic()
+    with step_deadline(ctx.step.id, timeout_s):
+        outcome = kind.run(ctx, pending)
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            raise timed_out()
+    return outcome
 
 
 def _first_problem(session: Session, tenant_id: str, run_id: str, state: str) -> tuple[int, str, str | None] | None:

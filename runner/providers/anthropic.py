@@ -195,12 +195,10 @@ def read_message(data: Mapping[str, Any], request: ModelRequest, *, provider: st
         refusal, text = text or "the model declined to answer", ""
     usage = data.get("usage") or {}
     cached = _int(usage.get("cache_read_input_tokens"))
-    return ModelResponse(
-        text=text, model=str(data.get("model") or default_model), provider=provider,
-        usage=Usage(_int(usage.get("input_tokens")) + cached + _int(usage.get("cache_creation_input_tokens")),
-                    _int(usage.get("output_tokens")), cached),
-        tool_calls=tuple(calls), finish_reason=finish,
-        raw_finish_reason=None if raw_finish is None else str(raw_finish), refusal=refusal)
+    counted = Usage(_int(usage.get("input_tokens")) + cached + _int(usage.get("cache_creation_input_tokens")),
+                    _int(usage.get("output_tokens")), cached)
+    return ModelResponse.read(data, text=text, default_model=default_model, provider=provider, usage=counted,
+                              calls=calls, finish=finish, raw_finish=raw_finish, refusal=refusal)
 
 
 class AnthropicProvider(RemoteProvider):
@@ -209,9 +207,9 @@ class AnthropicProvider(RemoteProvider):
     name = "anthropic"
     response_schema: ClassVar[dict[str, Any]] = RESPONSE_SCHEMA
 
-    def endpoint(self) -> str:
-        """``{base_url}/v1/messages``."""
-        return f"{(self.config.base_url or DEFAULT_BASE_URL).rstrip('/')}/v1/messages"
+    default_base_url = DEFAULT_BASE_URL
+    path = "/v1/messages"
+    reader = staticmethod(read_message)
 
     def headers(self, api_key: str) -> dict[str, str]:
         """``x-api-key`` and ``anthropic-version``."""
@@ -222,6 +220,3 @@ class AnthropicProvider(RemoteProvider):
         """The Messages request body."""
         return messages_request(request, model=self.config.model or "")
 
-    def read(self, data: Any, request: ModelRequest) -> ModelResponse:
-        """The normalised answer."""
-        return read_message(data, request, provider=self.name, default_model=self.config.model or "")

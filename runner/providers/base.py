@@ -273,6 +273,15 @@ class ModelResponse:
     raw_finish_reason: str | None = None
     refusal: str | None = None
 
+    @classmethod
+    def read(cls, data: Mapping[str, Any], *, text: str, default_model: str, provider: str, usage: Usage,
+             calls: list[ToolCallRequest], finish: FinishReason, raw_finish: Any,
+             refusal: str | None) -> ModelResponse:
+        """The normalised answer a provider's reader assembled (cost and latency left at zero)."""
+        return cls(text=text, model=str(data.get("model") or default_model), provider=provider, usage=usage,
+                   tool_calls=tuple(calls), finish_reason=finish,
+                   raw_finish_reason=None if raw_finish is None else str(raw_finish), refusal=refusal)
+
     def assistant_message(self) -> Message:
         """This answer as the ``assistant`` turn to append to the conversation."""
         return Message.assistant(self.text, self.tool_calls)

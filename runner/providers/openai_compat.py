@@ -17,18 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from runner.providers.base import (
-    MAX_CALL_ID,
-    MAX_TOOL_CALLS,
-    FinishReason,
-    ForceTool,
-    Message,
-    ModelRequest,
-    ModelResponse,
-    ToolCallRequest,
-    ToolNames,
-    Usage,
-)
+from runner.providers import base
+from runner.providers.base import FinishReason, ModelRequest, ModelResponse, ToolCallRequest, ToolNames
 from runner.providers.remote import ModelConfig, RemoteProvider
 
 __all__ = ["OUTPUT_FORMAT_NAME", "RESPONSE_SCHEMA", "ModelConfig", "OpenAICompatProvider", "chat_request",
@@ -51,10 +41,10 @@ RESPONSE_SCHEMA: dict[str, Any] = {
                 "message": {"type": "object", "properties": {
                     "content": {"type": ["string", "null", "array"]},
                     "refusal": {"type": ["string", "null"]},
-                    "tool_calls": {"type": ["array", "null"], "maxItems": MAX_TOOL_CALLS, "items": {
+                    "tool_calls": {"type": ["array", "null"], "maxItems": base.MAX_TOOL_CALLS, "items": {
                         "type": "object",
                         "properties": {
-                            "id": {"type": ["string", "null"], "maxLength": MAX_CALL_ID},
+                            "id": {"type": ["string", "null"], "maxLength": base.MAX_CALL_ID},
                             "function": {"type": "object", "required": ["name"], "properties": {
                                 "name": {"type": "string"},
                                 "arguments": {"type": ["string", "object", "null"]}}}}}}}}}}},
@@ -66,7 +56,7 @@ RESPONSE_SCHEMA: dict[str, Any] = {
 }
 
 
-def _message(message: Message, names: ToolNames) -> dict[str, Any]:
+def _message(message: base.Message, names: ToolNames) -> dict[str, Any]:
     if message.role == "tool":
         return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.content}
     if message.role == "assistant":
@@ -100,7 +90,7 @@ def chat_request(request: ModelRequest, *, model: str, max_tokens_param: str = "
         body["tools"] = tools
         choice = request.tool_choice
         body["tool_choice"] = ({"type": "function", "function": {"name": names.wire(choice.name)}}
-                               if isinstance(choice, ForceTool) else choice)
+                               if isinstance(choice, base.ForceTool) else choice)
         if request.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = request.parallel_tool_calls
     if request.output_schema is not None:
@@ -149,12 +139,10 @@ def read_chat_completion(data: Mapping[str, Any], request: ModelRequest, *, prov
         finish = "tool_calls"
     usage = data.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
-    return ModelResponse(
-        text=text, model=str(data.get("model") or default_model), provider=provider,
-        usage=Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")),
-                    _int(details.get("cached_tokens"))),
-        tool_calls=tuple(calls), finish_reason=finish,
-        raw_finish_reason=None if raw_finish is None else str(raw_finish), refusal=refusal)
+    counted = base.Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")),
+                    _int(details.get("cached_tokens")))
+    return ModelResponse.read(data, text=text, default_model=default_model, provider=provider, usage=counted,
+                              calls=calls, finish=finish, raw_finish=raw_finish, refusal=refusal)
 
 
 class OpenAICompatProvider(RemoteProvider):
@@ -163,9 +151,8 @@ class OpenAICompatProvider(RemoteProvider):
     name = "openai"
     response_schema: ClassVar[dict[str, Any]] = RESPONSE_SCHEMA
 
-    def endpoint(self) -> str:
-        """``{base_url}/chat/completions``."""
-        return f"{(self.config.base_url or '').rstrip('/')}/chat/completions"
+    path = "/chat/completions"
+    reader = staticmethod(read_chat_completion)
 
     def headers(self, api_key: str) -> dict[str, str]:
         """Bearer authentication."""
@@ -176,6 +163,3 @@ class OpenAICompatProvider(RemoteProvider):
         return chat_request(request, model=self.config.model or "", max_tokens_param=self.config.max_tokens_param,
                             send_temperature=self.config.send_temperature)
 
-    def read(self, data: Any, request: ModelRequest) -> ModelResponse:
-        """The normalised answer."""
-        return read_chat_completion(data, request, provider=self.name, default_model=self.config.model or "")

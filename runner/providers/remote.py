@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,9 +26,9 @@ from runner.errors import SchemaInvalid, StepFailed
 from runner.jsonschemas import validator_for
 from runner.providers.base import ModelRequest, ModelResponse, Usage
 from runner.tools.breaker import CircuitBreaker
-from runner.tools.egress import EgressBlocked, EgressClient
-from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, run_with_retries
-from runner.tools.validate import validate_response
+from runner.tools.egress import EgressClient
+from runner.tools.guard import GuardedEndpoint
+from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy
 from tenants.kit.addresses import check_host
 from tenants.kit.logging import register_secret
 from tenants.secrets.names import NAME_PATTERN as SECRET_NAME_PATTERN
@@ -149,25 +148,23 @@ class RemoteProvider:
                  sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random,
                  release_threshold_s: float = RELEASE_THRESHOLD_S) -> None:
         self.config = config
-        self._client = client
         self._secrets = secrets
-        self._breaker = breaker
-        self._breaker_key = breaker_key or f"model|{config.alias}"
-        self._sleep = sleep
-        self._rng = rng
-        self._release_threshold_s = release_threshold_s
-        self._local = threading.local()
+        self._endpoint = GuardedEndpoint(client, breaker, breaker_key or f"model|{config.alias}", sleep=sleep,
+                                         rng=rng, release_threshold_s=release_threshold_s)
 
     @property
     def attempts(self) -> list[RetryDecision]:
         """The attempts of this thread's latest ``complete`` (also when it raised)."""
-        found: list[RetryDecision] = getattr(self._local, "attempts", [])
-        return found
+        return self._endpoint.attempts
 
-    # Subclasses implement these four.
+    # Subclasses set path (and default_base_url) and reader, and implement headers and payload.
+    default_base_url = ""
+    path = ""  # appended to the config's base_url (or the provider's default)
+    reader: ClassVar[Callable[..., ModelResponse]]  # (data, request, *, provider, default_model) -> answer
+
     def endpoint(self) -> str:
         """The URL to POST to."""
-        raise NotImplementedError
+        return f"{(self.config.base_url or self.default_base_url).rstrip('/')}{self.path}"
 
     def headers(self, api_key: str) -> dict[str, str]:
         """Request headers carrying ``api_key``."""
@@ -179,7 +176,7 @@ class RemoteProvider:
 
     def read(self, data: Any, request: ModelRequest) -> ModelResponse:
         """The normalised answer (cost and latency not yet set) from a validated response body."""
-        raise NotImplementedError
+        return self.reader(data, request, provider=self.name, default_model=self.config.model or "")
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         """Send ``request``, retrying per the config; raise StepFailed when no answer could be had.
@@ -197,15 +194,8 @@ class RemoteProvider:
                              action="escalate", details={"secret": secret_name}) from None
         register_secret([api_key])
         url, headers, body = self.endpoint(), self.headers(api_key), self.payload(request)
-        log: list[RetryDecision] = []
-        self._local.attempts = log
-
-        def attempt(_number: int) -> Any:
-            return self._attempt(url, headers, body)
-
-        data = run_with_retries(attempt, policy=self.config.retry, what=f"model {self.config.alias!r}",
-                                log=log, sleep=self._sleep, rng=self._rng,
-                                release_threshold_s=self._release_threshold_s)
+        data, _ = self._endpoint.retrying(lambda _number: self._attempt(url, headers, body),
+                                          policy=self.config.retry, what=f"model {self.config.alias!r}")
         response = self.read(data, request)
         cost = self.config.cost(response.usage)
         return replace(response, cost_usd=cost if cost is not None else Decimal(0),
@@ -213,23 +203,13 @@ class RemoteProvider:
 
     def _attempt(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
         alias = self.config.alias
-        if self._breaker is not None:
-            decision = self._breaker.allow(self._breaker_key, time.time())
-            if not decision.allowed:
-                raise StepFailed("dependency", f"model {alias!r}: {decision.reason}",
-                                 details={"breaker": decision.state, "breaker_retry_at": decision.retry_at,
-                                          "retryable": False, "sent": False})
         try:
-            response = self._client.request("POST", url, headers=headers, json=body,
-                                            timeout_s=self.config.timeout_s)
-            data = validate_response(response, "application/json", self.response_schema)
-        except EgressBlocked:
-            raise
+            return self._endpoint.send(f"model {alias!r}", "POST", url, headers=headers, json=body,
+                                       timeout_s=self.config.timeout_s, content_type="application/json",
+                                       schema=self.response_schema)
         except StepFailed as exc:
-            if self._breaker is not None and exc.category == "dependency" and exc.details.get("retryable"):
-                self._breaker.record_failure(self._breaker_key, time.time(), exc.reason[:200])
-            elif self._breaker is not None and "status" in exc.details:
-                self._breaker.record_success(self._breaker_key, time.time())
+            if "breaker" in exc.details or exc.details.get("timed_out"):
+                raise
             if exc.category == "auth":
                 secret = self.config.api_key_secret
                 where = exc.details.get("url", url)
@@ -239,6 +219,3 @@ class RemoteProvider:
                     details={**exc.details, "secret": secret}) from None
             raise StepFailed(exc.category, f"model {alias!r}: {exc.reason}", action=exc.action,
                              details=exc.details) from None
-        if self._breaker is not None:
-            self._breaker.record_success(self._breaker_key, time.time())
-        return data

@@ -13,7 +13,7 @@ One call of :meth:`HttpTool.call` goes:
    401 (or any 401/403 on a static secret) is an ``auth`` failure that escalates, naming the
    secret and never its value; long backoffs raise :class:`~runner.tools.retry.RetryLater`.
 
-Every attempt is recorded (:attr:`HttpResult.attempts`, ``StepFailed.details["attempts"]``,
+Every attempt is recorded (:attr:`~runner.tools.base.ToolResult.attempts`, ``StepFailed.details["attempts"]``,
 :attr:`HttpTool.attempts` for the calling thread) for the decision log.
 """
 
@@ -26,19 +26,21 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from runner.deadline import bounded
 from runner.errors import SchemaInvalid, StepFailed, TemplateError
 from runner.jsonschemas import check_schema
 from runner.templating import render
-from runner.tools.base import ToolCall
+from runner.tools.base import ToolCall, ToolResult
 from runner.tools.breaker import CircuitBreaker
 from runner.tools.egress import EgressBlocked, EgressClient
-from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy, run_with_retries
+from runner.tools.guard import GuardedEndpoint
+from runner.tools.retry import RELEASE_THRESHOLD_S, RetryDecision, RetryPolicy
 from runner.tools.validate import validate_response
 from tenants.kit.addresses import check_host
 from tenants.kit.errors import NotFound
@@ -49,7 +51,6 @@ from tenants.secrets.names import NAME_PATTERN as SECRET_NAME_PATTERN
 __all__ = [
     "BearerAuth",
     "HeaderAuth",
-    "HttpResult",
     "HttpTool",
     "OAuth2ClientCredentials",
     "SecretResolver",
@@ -286,14 +287,6 @@ class TokenCache:
                 del self._tokens[key]
 
 
-@dataclass(frozen=True, slots=True)
-class HttpResult:
-    """A validated tool result and every attempt that produced it."""
-
-    value: Any
-    attempts: list[RetryDecision] = field(default_factory=list)
-
-
 @dataclass(slots=True)
 class _CallState:
     token: str | None = None
@@ -331,22 +324,17 @@ class HttpTool:
         self.args_schema = definition.args_schema
         self.side_effect = definition.side_effect
         self.idempotent = definition.idempotent
-        self._client = client
         self._secrets = secrets
-        self._breaker = breaker
         self._breaker_key = breaker_key
         self._tokens = token_cache if token_cache is not None else TokenCache()
-        self._sleep = sleep
         self._clock = clock
-        self._rng = rng
-        self._release_threshold_s = release_threshold_s
-        self._local = threading.local()
+        self._endpoint = GuardedEndpoint(client, breaker, breaker_key, sleep=sleep, clock=clock, rng=rng,
+                                         release_threshold_s=release_threshold_s)
 
     @property
     def attempts(self) -> list[RetryDecision]:
         """The attempts of this thread's latest call (also when it raised)."""
-        found: list[RetryDecision] = getattr(self._local, "attempts", [])
-        return found
+        return self._endpoint.attempts
 
     def call(self, call: ToolCall) -> Any:
         """Run the tool and return its validated response (see the module docstring)."""
@@ -372,7 +360,7 @@ class HttpTool:
                 "idempotency_header": d.idempotency_header if d.side_effect else None,
                 "body_sha256": None if body is None else sha256_hex(body)}
 
-    def call_detailed(self, call: ToolCall, *, start_attempt: int = 1) -> HttpResult:
+    def call_detailed(self, call: ToolCall, *, start_attempt: int = 1) -> ToolResult:
         """Like :meth:`call`, also returning the attempts. ``start_attempt`` resumes after RetryLater."""
         d = self.definition
         if d.side_effect and not call.idempotency_key:
@@ -380,50 +368,26 @@ class HttpTool:
         url, headers, body = render_request(d, call.args)
         if d.side_effect and call.idempotency_key:
             headers[d.idempotency_header] = call.idempotency_key
-        log: list[RetryDecision] = []
-        self._local.attempts = log
         state = _CallState()
-
-        def attempt(_number: int) -> Any:
-            return self._attempt(call, state, url, headers, body)
-
-        value = run_with_retries(
-            attempt, policy=d.retry, what=d.name, log=log, unsafe=d.side_effect and not d.idempotent,
-            refresh_auth=lambda exc: self._refresh(call, state, exc), sleep=self._sleep, rng=self._rng,
-            release_threshold_s=self._release_threshold_s, start_attempt=start_attempt,
-        )
-        return HttpResult(value, log)
+        value, log = self._endpoint.retrying(
+            lambda _number: self._attempt(call, state, url, headers, body), policy=d.retry, what=d.name,
+            unsafe=d.side_effect and not d.idempotent, refresh_auth=lambda exc: self._refresh(call, state, exc),
+            start_attempt=start_attempt)
+        return ToolResult(value, log)
 
     # -- one attempt ----------------------------------------------------------------------------
 
     def _attempt(self, call: ToolCall, state: _CallState, url: str, headers: dict[str, str],
                  body: Any) -> Any:
         d = self.definition
-        decision = self._breaker.allow(self._breaker_key, self._clock())
-        if not decision.allowed:
-            raise StepFailed("dependency", f"{d.name}: {decision.reason}",
-                             details={"breaker": decision.state, "breaker_retry_at": decision.retry_at,
-                                      "retryable": False, "sent": False})
-        sent_headers = {**headers, **self._auth_headers(call, state)}
         try:
-            response = self._client.request(d.method, url, headers=sent_headers, json=body,
-                                            timeout_s=d.timeout_s)
-            value = validate_response(response, d.expect_content_type, d.response_schema)
-        except EgressBlocked:
-            raise
+            return self._endpoint.send(d.name, d.method, url, headers={**headers, **self._auth_headers(call, state)},
+                                       json=body, timeout_s=d.timeout_s, content_type=d.expect_content_type,
+                                       schema=d.response_schema)
         except StepFailed as exc:
-            self._tell_breaker(exc)
             if exc.category == "auth":
                 raise self._auth_failure(exc, state) from exc
             raise
-        self._breaker.record_success(self._breaker_key, self._clock())
-        return value
-
-    def _tell_breaker(self, exc: StepFailed) -> None:
-        if exc.category == "dependency" and exc.details.get("retryable"):
-            self._breaker.record_failure(self._breaker_key, self._clock(), exc.reason[:200])
-        elif "status" in exc.details:
-            self._breaker.record_success(self._breaker_key, self._clock())  # the host answered sanely
 
     def _auth_failure(self, exc: StepFailed, state: _CallState) -> StepFailed:
         d = self.definition
@@ -529,9 +493,9 @@ class HttpTool:
         else:
             form.update(client_id=client_id, client_secret=client_secret)
         try:
-            response = self._client.request("POST", auth.token_url, headers=headers,
-                                            content=urlencode(form).encode(),
-                                            timeout_s=self.definition.timeout_s)
+            response = self._endpoint.client.request("POST", auth.token_url, headers=headers,
+                                                     content=urlencode(form).encode(),
+                                                     timeout_s=bounded(self.definition.timeout_s))
             data = validate_response(response, "application/json", _TOKEN_SCHEMA)
         except EgressBlocked:
             raise

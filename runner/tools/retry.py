@@ -196,19 +196,11 @@ def classify_status(status: int) -> tuple[FailureCategory, bool]:
     return "dependency", False
 
 
-def run_with_retries(
-    attempt_fn: Callable[[int], T],
-    *,
-    policy: RetryPolicy,
-    what: str,
-    log: list[RetryDecision] | None = None,
-    unsafe: bool = False,
-    refresh_auth: Callable[[StepFailed], bool] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    rng: Callable[[], float] = random.random,
-    release_threshold_s: float = RELEASE_THRESHOLD_S,
-    start_attempt: int = 1,
-) -> T:
+def run_with_retries(attempt_fn: Callable[[int], T], *, policy: RetryPolicy, what: str,
+                     log: list[RetryDecision] | None = None, unsafe: bool = False,
+                     refresh_auth: Callable[[StepFailed], bool] | None = None,
+                     sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random,
+                     release_threshold_s: float = RELEASE_THRESHOLD_S, start_attempt: int = 1) -> T:
     """Call ``attempt_fn(attempt_number)`` until it returns, retrying per the module's rules.
 
     ``attempt_fn`` raises StepFailed on failure; the loop reads ``details["retryable"]``,
@@ -229,12 +221,8 @@ def run_with_retries(
         except RetryLater:
             raise
         except StepFailed as exc:
-            raw_status = exc.details.get("status")
-            status = raw_status if isinstance(raw_status, int) else None
-            raw_after = exc.details.get("retry_after_s")
-            retry_after = float(raw_after) if isinstance(raw_after, int | float) else None
-            record = RetryDecision(attempt, "give_up", exc.category, status, exc.reason, 0.0, retry_after,
-                                   (time.perf_counter() - started) * 1000)
+            record = _failed_attempt(exc, attempt, started)
+            retry_after = record.retry_after_s
             if exc.category == "auth" and refresh_auth is not None and bonus == 0 and refresh_auth(exc):
                 bonus = 1
                 decisions.append(replace(record, decided="refresh_auth"))
@@ -261,6 +249,15 @@ def run_with_retries(
         else:
             decisions.append(RetryDecision(attempt, "ok", elapsed_ms=(time.perf_counter() - started) * 1000))
             return value
+
+
+def _failed_attempt(exc: StepFailed, attempt: int, started: float) -> RetryDecision:
+    """The record of a failed attempt (decided ``give_up`` until the loop decides otherwise)."""
+    raw_status = exc.details.get("status")
+    raw_after = exc.details.get("retry_after_s")
+    return RetryDecision(attempt, "give_up", exc.category, raw_status if isinstance(raw_status, int) else None,
+                         exc.reason, 0.0, float(raw_after) if isinstance(raw_after, int | float) else None,
+                         (time.perf_counter() - started) * 1000)
 
 
 def _why_stop(exc: StepFailed, used: int, policy: RetryPolicy, *, unsafe: bool,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
+from runner.deadline import remaining, timed_out
 from runner.errors import StepFailed
-from runner.tools.base import ToolCall
+from runner.tools.base import BuiltinTool, ToolCall
 from tenants.kit.db import unit_of_work, with_db_retry
 from tenants.sandbox.service import record_effect
 
@@ -15,7 +16,7 @@ __all__ = ["BUILTIN_TOOLS", "EchoTool", "RecordTool", "SleepTool"]
 MAX_SLEEP_S = 300.0
 
 
-class EchoTool:
+class EchoTool(BuiltinTool):
     """Returns its args unchanged."""
 
     name = "sandbox.echo"
@@ -28,8 +29,9 @@ class EchoTool:
         return call.args
 
 
-class SleepTool:
-    """Sleeps ``{seconds}`` (at most 300) and returns ``{slept: seconds}``."""
+class SleepTool(BuiltinTool):
+    """Sleeps ``{seconds}`` (at most 300) and returns ``{slept: seconds}``; a step's ``timeout_s`` cuts it
+    short (the step then fails as ``dependency``)."""
 
     name = "sandbox.sleep"
     description = f"Wait the given number of seconds (0 to {MAX_SLEEP_S:g})."
@@ -46,11 +48,15 @@ class SleepTool:
         seconds = args.get("seconds", 0)
         if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds <= MAX_SLEEP_S:
             raise StepFailed("validation", f"sandbox.sleep needs 0 <= seconds <= {MAX_SLEEP_S:g}")
+        left = remaining()
+        if left is not None and seconds > left:
+            time.sleep(left)
+            raise timed_out()
         time.sleep(float(seconds))
         return {"slept": seconds}
 
 
-class RecordTool:
+class RecordTool(BuiltinTool):
     """A side effect: appends its args and idempotency key to the tenant's sandbox list.
 
     Idempotent: a repeated key is acknowledged without a second entry, like a payment API
@@ -77,4 +83,4 @@ class RecordTool:
         return {"recorded": True, "duplicate": not created, "idempotency_key": call.idempotency_key}
 
 
-BUILTIN_TOOLS: dict[str, Any] = {t.name: t for t in (EchoTool(), SleepTool(), RecordTool())}
+BUILTIN_TOOLS: dict[str, BuiltinTool] = {t.name: t for t in (EchoTool(), SleepTool(), RecordTool())}

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 
 from tenants.accounts.models import ApiKey, ApiKeyWindow, Tenant
-from tenants.kit.db import insert_ignore
+from tenants.kit.db import upsert
 from tenants.kit.ids import utcnow
 from tenants.kit.repository import PlatformRepository, TenantRepository
 
@@ -69,7 +69,7 @@ class AccountsPlatformRepository(PlatformRepository):
         One atomic upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), so every API replica's
         batch lands; a key's first batch of a window forgets its earlier windows.
         """
-        stmt = insert_ignore(self.session, ApiKeyWindow).values(key_id=key_id, window_start=window_start, count=count)
+        stmt = upsert(self.session, ApiKeyWindow).values(key_id=key_id, window_start=window_start, count=count)
         stmt = stmt.on_conflict_do_update(index_elements=["key_id", "window_start"],
                                           set_={"count": ApiKeyWindow.count + count})
         total = self.session.scalar(stmt.returning(ApiKeyWindow.count))

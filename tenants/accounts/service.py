@@ -32,6 +32,7 @@ from tenants.kit.errors import (
     KeyAlreadyRotated,
     NotFound,
     Unauthorized,
+    found,
 )
 from tenants.kit.ids import new_id, utcnow
 
@@ -55,6 +56,7 @@ __all__ = [
     "revoke_key",
     "rotate_key",
     "rotate_operator_key",
+    "tenant_named",
     "verify_key",
 ]
 
@@ -201,6 +203,11 @@ def revoke_key(session: Session, tenant_id: str, key_id: str) -> None:
         raise NotFound("API key not found")
     repo.revoke(key_id)
     KEYS.clear()
+
+
+def tenant_named(session: Session, name: str) -> Tenant:
+    """The tenant called ``name`` (operator paths), or NotFound."""
+    return found(AccountsPlatformRepository(session).tenant_by_name(name), f"tenant {name!r}")
 
 
 def onboard_tenant(session: Session, name: str, display_name: str = "") -> tuple[Tenant, IssuedKey]:

@@ -9,29 +9,23 @@ from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenants.kit.db import Base
-from tenants.kit.types import JsonType, UtcDateTime
+from tenants.kit.types import Edited, JsonType, TenantOwned, UtcDateTime
 
 __all__ = ["Agent", "AgentVersion"]
 
 
-class Agent(Base):
+class Agent(TenantOwned, Edited, Base):
     __tablename__ = "agents"
     __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_agents_tenant_name"),)
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
-class AgentVersion(Base):
+class AgentVersion(TenantOwned, Base):
     __tablename__ = "agent_versions"
     __table_args__ = (UniqueConstraint("agent_id", "version", name="uq_agent_versions_agent_version"),)
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
     version: Mapped[int] = mapped_column(Integer)
     spec: Mapped[dict[str, Any]] = mapped_column(JsonType)

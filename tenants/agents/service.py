@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from tenants.agents.models import Agent, AgentVersion
 from tenants.agents.repository import AgentRepository
-from tenants.kit.errors import Conflict, NotFound
+from tenants.kit.errors import Conflict, NotFound, found
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 
 __all__ = ["StoredVersion", "get_agent", "get_version", "store_version"]
@@ -58,10 +58,7 @@ def store_version(session: Session, tenant_id: str, name: str, spec: dict[str, A
 
 def get_agent(session: Session, tenant_id: str, name: str) -> Agent:
     """The agent or NotFound."""
-    agent = AgentRepository(session, tenant_id).by_name(name)
-    if agent is None:
-        raise NotFound(f"agent {name!r} not found")
-    return agent
+    return found(AgentRepository(session, tenant_id).by_name(name), f"agent {name!r}")
 
 
 def get_version(session: Session, tenant_id: str, name: str, version: int | None = None) -> AgentVersion:

@@ -19,9 +19,8 @@ from sqlalchemy.orm import Session
 
 from tenants.approvals.models import Approval
 from tenants.approvals.repository import ApprovalRepository, PlatformApprovalRepository
-from tenants.audit.service import record
 from tenants.kit.db import call_after_commit, enqueue_after_commit
-from tenants.kit.errors import Conflict, Forbidden, NotFound
+from tenants.kit.errors import Conflict, Forbidden, NotFound, found
 from tenants.kit.ids import new_id, utcnow
 from tenants.observability import metrics
 from tenants.runs.repository import RunRepository, back_in_queue
@@ -65,10 +64,7 @@ def request_approval(session: Session, tenant_id: str, req: ApprovalRequest, now
 
 
 def get_approval(session: Session, tenant_id: str, approval_id: str) -> Approval:
-    approval = ApprovalRepository(session, tenant_id).get(approval_id)
-    if approval is None:
-        raise NotFound(f"approval {approval_id!r} not found")
-    return approval
+    return found(ApprovalRepository(session, tenant_id).get(approval_id), f"approval {approval_id!r}")
 
 
 def list_approvals(session: Session, tenant_id: str, *, state: str | None, run_id: str | None, after: str | None,
@@ -100,8 +96,6 @@ def decide(session: Session, tenant_id: str, approval_id: str, *, approve: bool,
         raise Conflict("approval has expired; the scheduler applies its on_timeout", state="expired")
     repo.transition(approval_id, from_state="pending", state="approved" if approve else "rejected",
                     decided_by=key_id, comment=comment, decided_at=now)
-    record(session, tenant_id, actor=key_id, role=role, action="approval.decided", target=approval_id,
-           details={"decision": "approve" if approve else "reject", "comment": comment, "run_id": approval.run_id})
     _wake(session, tenant_id, approval.run_id, now)
     session.refresh(approval)
     return approval

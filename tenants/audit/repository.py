@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tenants.audit.models import PLATFORM_CHAIN, AuditEvent, AuditHead
-from tenants.kit.repository import PlatformRepository, TenantRepository
+from tenants.kit.db import insert_ignore
+from tenants.kit.repository import PlatformRepository, TenantRepository, keyset_pages
 
 __all__ = ["AuditRepository", "PlatformAuditRepository"]
 
@@ -43,10 +43,8 @@ class _Chain:
         return self._insert_head(seal)
 
     def _insert_head(self, seal: str | None) -> bool:
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        res = self.session.execute(insert(AuditHead).values(tenant_key=self.chain_key, seq=0, hash=GENESIS, seal=seal)
-                                   .on_conflict_do_nothing(index_elements=["tenant_key"]))
+        res = self.session.execute(insert_ignore(self.session, AuditHead, "tenant_key")
+                                   .values(tenant_key=self.chain_key, seq=0, hash=GENESIS, seal=seal))
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
     def append(self, event: AuditEvent, seal: str) -> None:
@@ -79,13 +77,7 @@ class _Chain:
 
     def all_events(self, batch: int = 1000) -> Iterator[AuditEvent]:
         """Every event of the chain in seq order, read in batches (bounded memory for long chains)."""
-        after: int | None = None
-        while True:
-            rows = self.page(after=after, limit=batch)
-            yield from rows
-            if len(rows) < batch:
-                return
-            after = rows[-1].seq
+        return keyset_pages(lambda after, limit: self.page(after=after, limit=limit), lambda e: e.seq, batch)
 
 
 class AuditRepository(TenantRepository, _Chain):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -32,13 +32,22 @@ from tenants.kit.types import JsonType, UtcDateTime
 __all__ = [
     "AMOUNT_SCALE",
     "MAX_AMOUNT",
+    "METRICS",
+    "PERIOD_METRICS",
     "Budget",
     "BudgetEvent",
     "BudgetLimit",
     "BudgetReservation",
     "ExactDecimal",
+    "Metric",
+    "Period",
 ]
 
+# The vocabulary of budgets, one home for the service, the wire schemas and the read models.
+Metric = Literal["cost_usd", "tokens", "llm_calls", "runs", "concurrent_runs"]
+Period = Literal["day", "month"]
+METRICS: tuple[str, ...] = get_args(Metric)
+PERIOD_METRICS: tuple[str, ...] = ("cost_usd", "tokens", "llm_calls", "runs")  # reservable, per period
 AMOUNT_SCALE = 8  # decimal places kept for every amount (10⁻⁸ USD, or whole tokens/calls/runs)
 MAX_AMOUNT = Decimal(10) ** 10  # largest limit or amount: fits NUMERIC(20, 8) and a scaled int64
 _QUANTUM = Decimal(1).scaleb(-AMOUNT_SCALE)

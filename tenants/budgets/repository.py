@@ -124,12 +124,11 @@ class BudgetRepository(TenantRepository):
         if found is not None:
             return str(found)
         self.session.execute(
-            insert_ignore(self.session, Budget)
+            insert_ignore(self.session, Budget, "tenant_id", "agent", "metric", "period", "period_start")
             .values(id=new_id("bud"), tenant_id=self.tenant_id, agent=limit.agent, metric=limit.metric,
                     period=limit.period, timezone=limit.timezone, period_start=period_start,
                     period_end=period_end, limit=limit.limit, used=Decimal(0), reserved=Decimal(0),
                     overspend=Decimal(0), created_at=now)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "agent", "metric", "period", "period_start"])
         )
         created = self.session.scalar(select(Budget.id).where(*key))
         assert created is not None
@@ -165,11 +164,10 @@ class BudgetRepository(TenantRepository):
                         amount: Decimal, now: datetime, expires_at: datetime) -> bool:
         """Insert the reservation line unless it exists; True when this call created it."""
         res = self.session.execute(
-            insert_ignore(self.session, BudgetReservation)
+            insert_ignore(self.session, BudgetReservation, "tenant_id", "id", "metric")
             .values(tenant_id=self.tenant_id, id=reservation_id, metric=metric, agent=agent, run_id=run_id,
                     amount=amount, overspend=Decimal(0), budget_ids=[], state="reserved", created_at=now,
                     expires_at=expires_at)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "id", "metric"])
             .returning(BudgetReservation.id)
         ).first()
         return res is not None
@@ -225,11 +223,10 @@ class BudgetRepository(TenantRepository):
         ledger = self.snapshot(budget_id)
         assert ledger is not None
         inserted = self.session.execute(
-            insert_ignore(self.session, BudgetEvent)
+            insert_ignore(self.session, BudgetEvent, "budget_id", "threshold")
             .values(tenant_id=self.tenant_id, budget_id=budget_id, agent=ledger.agent, metric=ledger.metric,
                     period=ledger.period, period_start=ledger.period_start, threshold=threshold,
                     limit=ledger.limit, committed=committed, created_at=now)
-            .on_conflict_do_nothing(index_elements=["budget_id", "threshold"])
             .returning(BudgetEvent.id)
         ).first()
         if inserted is None:

@@ -26,6 +26,9 @@ waits in the queue without re-delivery.
 Errors: :class:`~tenants.kit.errors.BudgetExhausted` (``reason`` ``limit_reached`` or
 ``model_unpriced``), :class:`~tenants.kit.errors.InvalidInput`, :class:`~tenants.kit.errors.NotFound`,
 :class:`~tenants.kit.errors.IdempotencyConflict`.
+
+Why over 500 lines: the ledger's rules (periods, limits, reserve, reconcile, release, thresholds) are
+one invariant (used + reserved never passes a limit unnoticed) and are read together.
 """
 
 from __future__ import annotations
@@ -41,7 +44,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
 
-from tenants.budgets.models import AMOUNT_SCALE, MAX_AMOUNT, Budget, BudgetEvent, BudgetLimit
+from tenants.budgets.models import (
+    AMOUNT_SCALE,
+    MAX_AMOUNT,
+    PERIOD_METRICS,
+    Budget,
+    BudgetEvent,
+    BudgetLimit,
+    Metric,
+    Period,
+)
 from tenants.budgets.repository import BudgetRepository, LedgerRow, PlatformBudgetRepository
 from tenants.kit.errors import BudgetExhausted, IdempotencyConflict, InvalidInput, NotFound
 from tenants.kit.ids import utcnow
@@ -53,13 +65,10 @@ __all__ = [
     "COUNTER_METRICS",
     "DEFAULT_RESERVATION_TTL_S",
     "LIMITS_CACHE_S",
-    "PERIOD_METRICS",
     "THRESHOLDS",
     "ExpiredReleased",
     "LimitSpec",
     "LimitUsage",
-    "Metric",
-    "Period",
     "Reservation",
     "Settlement",
     "ThresholdEvent",
@@ -79,9 +88,6 @@ __all__ = [
     "usage_by_tenant",
 ]
 
-Metric = Literal["cost_usd", "tokens", "llm_calls", "runs", "concurrent_runs"]
-Period = Literal["day", "month"]
-PERIOD_METRICS: tuple[str, ...] = ("cost_usd", "tokens", "llm_calls", "runs")  # reservable, per period
 COUNTER_METRICS: tuple[str, ...] = ("tokens", "llm_calls", "runs", "concurrent_runs")  # whole numbers
 THRESHOLDS: tuple[int, ...] = (50, 80, 100)  # percent of a limit; each recorded once per period
 DEFAULT_RESERVATION_TTL_S = 900.0  # longer than any single priced call may take
@@ -174,6 +180,16 @@ class LimitUsage:
     def remaining(self) -> Decimal:
         """Room left; never negative even after an overspend (the excess is in ``overspend``)."""
         return max(Decimal(0), self.limit - self.used - self.reserved)
+
+    @property
+    def used_rate(self) -> float | None:
+        """Used ÷ limit (None for a zero limit)."""
+        return float(self.used / self.limit) if self.limit > 0 else None
+
+    @property
+    def committed_rate(self) -> float | None:
+        """(Used + reserved) ÷ limit: what the threshold events (50/80/100 %) measure."""
+        return float((self.used + self.reserved) / self.limit) if self.limit > 0 else None
 
 
 # ---- pure helpers ---------------------------------------------------------------------------

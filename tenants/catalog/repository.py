@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
+from tenants.kit.db import insert_ignore
 from tenants.kit.ids import new_id
 from tenants.kit.repository import PlatformRepository, TenantRepository
 
@@ -94,10 +94,8 @@ class CatalogRepository(TenantRepository):
 
     def ensure_breaker(self, host: str, state: dict[str, Any], now: datetime) -> None:
         """Create the row if missing (so a later ``FOR UPDATE`` has something to lock)."""
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        self.session.execute(insert(BreakerRecord).values(tenant_id=self.tenant_id, host=host, state=state,
-                                                          updated_at=now)
-                             .on_conflict_do_nothing(index_elements=["tenant_id", "host"]))
+        self.session.execute(insert_ignore(self.session, BreakerRecord, "tenant_id", "host")
+                             .values(tenant_id=self.tenant_id, host=host, state=state, updated_at=now))
 
     def save_breaker(self, host: str, state: dict[str, Any], now: datetime) -> None:
         record = self.session.get(BreakerRecord, (self.tenant_id, host))

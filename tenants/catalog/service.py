@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.catalog.repository import CatalogRepository
-from tenants.kit.errors import InvalidInput, NotFound
+from tenants.kit.errors import InvalidInput, NotFound, found
 from tenants.kit.ids import utcnow
 
 __all__ = [
@@ -44,10 +44,7 @@ def list_models(session: Session, tenant_id: str) -> Sequence[ModelRecord]:
 
 
 def get_tool(session: Session, tenant_id: str, name: str) -> ToolRecord:
-    record = CatalogRepository(session, tenant_id).tool(name)
-    if record is None:
-        raise NotFound(f"tool {name!r} not found")
-    return record
+    return found(CatalogRepository(session, tenant_id).tool(name), f"tool {name!r}")
 
 
 def delete_tool(session: Session, tenant_id: str, name: str) -> None:
@@ -63,10 +60,7 @@ def put_model(session: Session, tenant_id: str, alias: str, config: dict[str, An
 
 
 def get_model(session: Session, tenant_id: str, alias: str) -> ModelRecord:
-    record = CatalogRepository(session, tenant_id).model(alias)
-    if record is None:
-        raise NotFound(f"model {alias!r} not found")
-    return record
+    return found(CatalogRepository(session, tenant_id).model(alias), f"model {alias!r}")
 
 
 def delete_model(session: Session, tenant_id: str, alias: str) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "enqueue_after_commit",
     "get_engine",
     "insert_ignore",
+    "is_postgresql",
     "is_transient_db_error",
     "pinned_session",
     "read_only",
@@ -39,6 +40,7 @@ __all__ = [
     "session_factory",
     "set_dispatcher",
     "unit_of_work",
+    "upsert",
     "with_db_retry",
 ]
 
@@ -197,18 +199,27 @@ def begin_explicit(session: Session) -> None:
         session.execute(text("BEGIN"))
 
 
-def insert_ignore(session: Session, table: Any) -> Any:
-    """``INSERT`` for the session's dialect, ready for ``.on_conflict_do_nothing(...)`` /
-    ``.on_conflict_do_update(...)`` (PostgreSQL and SQLite spell the same upsert)."""
+def upsert(session: Session, table: Any) -> Any:
+    """``INSERT`` for the session's dialect, ready for ``.on_conflict_do_update(...)`` (PostgreSQL and SQLite
+    spell the same upsert)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return (postgresql.insert if is_postgresql(session) else sqlite.insert)(table)
+
+
+def insert_ignore(session: Session, table: Any, *conflict_columns: str) -> Any:
+    """``INSERT ... ON CONFLICT (conflict_columns) DO NOTHING`` for the session's dialect; add ``.values()``."""
+    return upsert(session, table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+
+
+def is_postgresql(session: Session) -> bool:
+    """Whether the session talks to PostgreSQL (else SQLite)."""
+    return bool(session.get_bind().dialect.name == "postgresql")
 
 
 def relax_durability(session: Session) -> None:
     """This transaction may commit without waiting for the WAL flush (PostgreSQL; read models only)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 

@@ -18,7 +18,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "BudgetExhausted",
@@ -34,6 +36,7 @@ __all__ = [
     "ScopeViolation",
     "ServiceUnavailable",
     "Unauthorized",
+    "found",
     "public_reason",
     "scrub_reason",
 ]
@@ -141,3 +144,10 @@ def public_reason(exc: BaseException) -> str:
     if module.startswith(_DATABASE_MODULES) or "[SQL:" in str(exc):
         return f"{type(exc).__name__}: a database error (details in the operator's logs)"
     return f"{type(exc).__name__}: {scrub_reason(str(exc)[:300])}"
+
+
+def found(value: T | None, what: str) -> T:
+    """``value``, or NotFound "``what`` not found" when it is None (also for another tenant's object)."""
+    if value is None:
+        raise NotFound(f"{what} not found")
+    return value

@@ -1,11 +1,26 @@
 """Repository bases. Every tenant repository is built with a tenant id and scopes every query by it;
-the only unscoped path is the operator's explicit :class:`PlatformRepository`."""
+the only unscoped path is the operator's explicit :class:`PlatformRepository`.
+
+Dialects: where PostgreSQL and SQLite need different SQL for one concern, the concern is one repository
+class written for SQLite (plain statements; SQLite serialises writers) with a PostgreSQL subclass that
+overrides what PostgreSQL does better (one statement of CTEs, ``SKIP LOCKED``, ``COPY``), and a factory
+that picks by the session's dialect with :func:`for_dialect` (as DBOS keeps one system-database class with
+a subclass per database). Repositories never branch on the dialect inside a method.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
 from sqlalchemy.orm import Session
 
-__all__ = ["PlatformRepository", "TenantRepository"]
+from tenants.kit.db import is_postgresql
+
+__all__ = ["PlatformRepository", "TenantRepository", "for_dialect", "keyset_pages"]
+
+R = TypeVar("R")
+K = TypeVar("K")
 
 
 class TenantRepository:
@@ -17,10 +32,11 @@ class TenantRepository:
         self.session = session
         self.tenant_id = tenant_id
 
-    @property
-    def dialect(self) -> str:
-        bind = self.session.get_bind()
-        return bind.dialect.name
+
+def for_dialect(session: Session, sqlite: Callable[..., R], postgresql: Callable[..., R], *args: Any) -> R:
+    """An instance of the implementation for the session's database: ``postgresql(session, *args)`` on
+    PostgreSQL, else ``sqlite(session, *args)``."""
+    return (postgresql if is_postgresql(session) else sqlite)(session, *args)
 
 
 class PlatformRepository:
@@ -29,6 +45,15 @@ class PlatformRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    @property
-    def dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+
+def keyset_pages(fetch: Callable[[K | None, int], Sequence[R]], key: Callable[[R], K],
+                 batch: int = 1000) -> Iterator[R]:
+    """Every row of a keyset-paginated read, ``batch`` at a time (bounded memory): ``fetch(cursor, limit)``
+    returns the page after ``cursor`` (None: the first page), ``key(row)`` the cursor a row leaves."""
+    cursor: K | None = None
+    while True:
+        rows = fetch(cursor, batch)
+        yield from rows
+        if len(rows) < batch:
+            return
+        cursor = key(rows[-1])

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, TypeDecorator
+from sqlalchemy import JSON, DateTime, ForeignKey, String, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column
 
-__all__ = ["JsonType", "UtcDateTime"]
+__all__ = ["Edited", "JsonType", "TenantOwned", "UtcDateTime"]
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -32,3 +33,17 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         parsed: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+class TenantOwned:
+    """Mixin of a table whose rows belong to one tenant: an ``id`` key and the indexed ``tenant_id``."""
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, sort_order=-2)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True, sort_order=-1)
+
+
+class Edited:
+    """Mixin of a table whose rows are created and then edited in place."""
+
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), sort_order=1)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), sort_order=1)

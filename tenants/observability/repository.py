@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from tenants.kit.db import upsert
 from tenants.kit.repository import PlatformRepository
 from tenants.observability.models import WorkerHeartbeat
 
@@ -20,8 +20,7 @@ class PlatformHeartbeatRepository(PlatformRepository):
 
     def beat(self, values: dict[str, Any]) -> None:
         """Insert the process's row or refresh it (one upsert statement)."""
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(WorkerHeartbeat).values(**values)
+        stmt = upsert(self.session, WorkerHeartbeat).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={"last_seen_at": stmt.excluded.last_seen_at, "health_port": stmt.excluded.health_port,

@@ -24,9 +24,10 @@ from tenants.budgets.service import usage_by_tenant
 from tenants.catalog.repository import PlatformCatalogRepository
 from tenants.kit.ids import utcnow
 from tenants.observability.repository import PlatformHeartbeatRepository
-from tenants.reliability import service as reliability
+from tenants.reliability.agent_reliability import reliability
+from tenants.reliability.overview import STUCK_GRACE
 from tenants.reliability.repository import PlatformReliabilityRepository
-from tenants.scheduling.repository import dispatch_repository
+from tenants.runs.dispatch import dispatch_repository
 from tenants.secrets.repository import SecretsPlatformRepository
 from tenants.webhooks.repository import WebhookPlatformRepository
 
@@ -54,7 +55,6 @@ __all__ = [
 ALIVE_FACTOR = 3.0  # a process is alive while its last heartbeat is younger than 3 of its intervals
 HEARTBEAT_RETENTION = timedelta(hours=1)  # rows of processes silent this long are deleted
 WINDOWS = {"24h": 1, "7d": 7}  # the reliability windows the Overview and Reliability pages show
-STUCK_GRACE = reliability.STUCK_GRACE
 BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
 Status = Literal["healthy", "degraded", "failing"]
 EXIT_CODES: dict[str, int] = {"healthy": 0, "degraded": 1, "failing": 2, "unknown": 3}
@@ -258,7 +258,7 @@ def _agents(session: Session, now: datetime) -> dict[str, tuple[AgentFigures, ..
     out: dict[str, tuple[AgentFigures, ...]] = {}
     for window, days in WINDOWS.items():
         figures = []
-        for a in reliability.reliability(session, days=days, now=now):
+        for a in reliability(session, days=days, now=now):
             c = a.counts
             runs = {name: int(getattr(c, name)) for name in ("succeeded", "failed", "escalated", "cancelled",
                                                              "budget_exhausted")}

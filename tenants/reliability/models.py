@@ -1,4 +1,5 @@
-"""Read-model tables the runner maintains as it writes: the dashboard reads these, never scans ``runs``.
+"""Read-model tables derived from the decision log (tenants.reliability.derive): the dashboard reads these,
+never scans ``runs``.
 
 - ``run_rollups_hourly``: finished runs per (tenant, agent, hour) by terminal state, durations, cost.
 - ``step_stats_daily``: step outcomes per (tenant, agent, step, day): success, failure, retries, latency.
@@ -8,8 +9,8 @@
 - ``latest_failures``: a ring buffer of the last :data:`LATEST_FAILURES_PER_TENANT` failures per tenant
   (slot = seq mod N), with ``reliability_counters`` holding each tenant's sequence.
 
-Every counter is bumped with ``INSERT ... ON CONFLICT DO UPDATE SET x = x + excluded.x``, in the
-runner's own transaction, so the read models commit (or roll back) with the run's state.
+Every counter is bumped with ``INSERT ... ON CONFLICT DO UPDATE SET x = x + excluded.x``, in the deriver's
+transaction that also moves its cursor, so an event is counted exactly once.
 """
 
 from __future__ import annotations
@@ -40,12 +41,19 @@ FAILURE_CATEGORIES = ("dependency", "auth", "validation", "budget", "scope", "ap
 LATEST_FAILURES_PER_TENANT = 50
 
 
-class RunRollupHourly(Base):
+class _PerAgent:
+    """Mixin of a rollup keyed by tenant and agent (then by its own period and dimensions)."""
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True, sort_order=-2)
+    agent_name: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+
+
+class RunRollupHourly(_PerAgent, Base):
+    """Run outcomes per (tenant, agent, hour), folded from the decision log."""
+
     __tablename__ = "run_rollups_hourly"
     __table_args__ = (Index("ix_run_rollups_hourly_hour", "hour"),)
 
-    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    agent_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
     started: Mapped[int] = mapped_column(Integer, default=0)
     succeeded: Mapped[int] = mapped_column(Integer, default=0)
@@ -57,12 +65,12 @@ class RunRollupHourly(Base):
     cost_usd_sum: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
 
 
-class StepStatDaily(Base):
+class StepStatDaily(_PerAgent, Base):
+    """Step outcomes per (tenant, agent, step, day): attempts, retries, latency."""
+
     __tablename__ = "step_stats_daily"
     __table_args__ = (Index("ix_step_stats_daily_day", "day"),)
 
-    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    agent_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     step_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # calls made, retries included
@@ -73,12 +81,12 @@ class StepStatDaily(Base):
     latency_ms_max: Mapped[float] = mapped_column(Float, default=0.0)
 
 
-class FailureHourly(Base):
+class FailureHourly(_PerAgent, Base):
+    """Failures per (tenant, agent, hour, category)."""
+
     __tablename__ = "failures_hourly"
     __table_args__ = (Index("ix_failures_hourly_hour", "hour"),)
 
-    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    agent_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
     category: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)

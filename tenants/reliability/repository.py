@@ -19,11 +19,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy.orm import Session
 
 from tenants.accounts.models import ApiKey, Tenant
 from tenants.agents.models import Agent, AgentVersion
-from tenants.kit.db import Base, insert_ignore
-from tenants.kit.repository import PlatformRepository, TenantRepository
+from tenants.kit.db import Base, upsert
+from tenants.kit.repository import PlatformRepository, TenantRepository, for_dialect
 from tenants.reliability.models import (
     LATEST_FAILURES_PER_TENANT,
     AgentHealth,
@@ -36,8 +37,8 @@ from tenants.reliability.models import (
 )
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
 
-__all__ = ["RUN_OUTCOME_COLUMNS", "DeriverRepository", "EventRow", "PlatformReliabilityRepository",
-           "ReliabilityRepository"]
+__all__ = ["RUN_OUTCOME_COLUMNS", "BulkLoader", "DeriverRepository", "EventRow", "PlatformReliabilityRepository",
+           "PostgresBulkLoader", "ReliabilityRepository", "bulk_loader"]
 
 RUN_OUTCOME_COLUMNS = ("succeeded", "failed", "escalated", "cancelled", "budget_exhausted")
 LIVE_STATES = ("queued", "running", "waiting_approval", "escalated")
@@ -53,7 +54,7 @@ class ReliabilityRepository(TenantRepository):
     def _bump(self, model: Any, keys: Mapping[str, Any], increments: Mapping[str, Any],
               maxima: Sequence[str] = ()) -> None:
         table = model.__table__
-        stmt = insert_ignore(self.session, model).values(tenant_id=self.tenant_id, **keys, **increments)
+        stmt = upsert(self.session, model).values(tenant_id=self.tenant_id, **keys, **increments)
         set_: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in increments if name not in maxima}
         for name in maxima:
             set_[name] = case((stmt.excluded[name] > table.c[name], stmt.excluded[name]), else_=table.c[name])
@@ -67,7 +68,7 @@ class ReliabilityRepository(TenantRepository):
         table = StepStatDaily.__table__
         values = [{"tenant_id": self.tenant_id, "agent_name": agent_name, "step_id": step_id, "day": day, **row}
                   for step_id, row in rows.items()]
-        stmt = insert_ignore(self.session, StepStatDaily).values(values)
+        stmt = upsert(self.session, StepStatDaily).values(values)
         set_: dict[str, Any] = {name: table.c[name] + stmt.excluded[name]
                                 for name in ("attempts", "succeeded", "failed", "retries", "latency_ms_sum")}
         set_["latency_ms_max"] = case((stmt.excluded.latency_ms_max > table.c.latency_ms_max,
@@ -82,14 +83,6 @@ class ReliabilityRepository(TenantRepository):
         row.update(increments)
         self._bump(RunRollupHourly, {"agent_name": agent_name, "hour": hour}, row)
 
-    def bump_step_day(self, agent_name: str, step_id: str, day: datetime, *, attempts: int, succeeded: int,
-                      failed: int, retries: int, latency_ms: float, latency_max: float | None = None) -> None:
-        self._bump(StepStatDaily, {"agent_name": agent_name, "step_id": step_id, "day": day},
-                   {"attempts": attempts, "succeeded": succeeded, "failed": failed, "retries": retries,
-                    "latency_ms_sum": latency_ms,
-                    "latency_ms_max": latency_ms if latency_max is None else latency_max},
-                   maxima=("latency_ms_max",))
-
     def bump_failure_hour(self, agent_name: str, hour: datetime, category: str, count: int = 1) -> None:
         self._bump(FailureHourly, {"agent_name": agent_name, "hour": hour, "category": category}, {"count": count})
 
@@ -97,7 +90,7 @@ class ReliabilityRepository(TenantRepository):
         """Track the agent's open incident: opened by the first bad run, closed (and timed) by a good one."""
         table = AgentHealth.__table__
         finished_ms = _epoch_ms(finished_at)
-        stmt = insert_ignore(self.session, AgentHealth).values(
+        stmt = upsert(self.session, AgentHealth).values(
             tenant_id=self.tenant_id, agent_name=agent_name, last_state=state, last_finished_at=finished_at,
             open_since_ms=finished_ms if bad else None, consecutive_failures=int(bad), incidents=0,
             recovery_ms_sum=0)
@@ -118,7 +111,7 @@ class ReliabilityRepository(TenantRepository):
     def push_latest_failure(self, *, run_id: str, agent_name: str, state: str, category: str,
                             reason: str | None, at: datetime) -> None:
         """Write into the tenant's ring buffer of recent failures (slot = seq mod N)."""
-        counter = insert_ignore(self.session, ReliabilityCounter).values(tenant_id=self.tenant_id, failures_seq=1)
+        counter = upsert(self.session, ReliabilityCounter).values(tenant_id=self.tenant_id, failures_seq=1)
         counter = counter.on_conflict_do_update(
             index_elements=["tenant_id"],
             set_={"failures_seq": ReliabilityCounter.__table__.c.failures_seq + 1},
@@ -126,7 +119,7 @@ class ReliabilityRepository(TenantRepository):
         seq = int(self.session.execute(counter).scalar_one())
         values = {"seq": seq, "run_id": run_id, "agent_name": agent_name, "state": state, "category": category,
                   "reason": (reason or "")[:500] or None, "at": at}
-        stmt = insert_ignore(self.session, LatestFailure).values(
+        stmt = upsert(self.session, LatestFailure).values(
             tenant_id=self.tenant_id, slot=(seq - 1) % LATEST_FAILURES_PER_TENANT, **values)
         stmt = stmt.on_conflict_do_update(index_elements=["tenant_id", "slot"],
                                           set_={name: stmt.excluded[name] for name in values})
@@ -167,7 +160,7 @@ class DeriverRepository(PlatformRepository):
         return int(row.last_id), dict(row.gaps or {})
 
     def save_cursor(self, name: str, last_id: int, gaps: dict[str, str], now: datetime) -> None:
-        stmt = insert_ignore(self.session, ReadModelCursor).values(name=name, last_id=last_id, gaps=gaps,
+        stmt = upsert(self.session, ReadModelCursor).values(name=name, last_id=last_id, gaps=gaps,
                                                                     updated_at=now)
         self.session.execute(stmt.on_conflict_do_update(
             index_elements=["name"], set_={"last_id": last_id, "gaps": gaps, "updated_at": now}))
@@ -373,16 +366,29 @@ class PlatformReliabilityRepository(PlatformRepository):
             .order_by(SideEffect.item_index, SideEffect.step_index).limit(limit)
         ).all()
 
-    # ---- bulk loading (seed, benchmark) ----------------------------------------------------
-    def bulk_insert(self, table_name: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Insert many rows fast: COPY on PostgreSQL, executemany on SQLite. Returns the row count."""
+    def count(self, table_name: str) -> int:
         table = Base.metadata.tables[table_name]
+        return int(self.session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+class BulkLoader(PlatformRepository):
+    """Bulk loading of history (seed, benchmark; never for runs the runner executes): executemany (SQLite)."""
+
+    def load(self, table_name: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert ``rows`` into ``table_name``; returns the row count."""
         batch = list(rows)
-        if not batch:
-            return 0
-        if self.dialect != "postgresql":
-            self.session.execute(table.insert(), batch)
-            return len(batch)
+        if batch:
+            self._write(Base.metadata.tables[table_name], batch)
+        return len(batch)
+
+    def _write(self, table: Any, batch: list[Mapping[str, Any]]) -> None:
+        self.session.execute(table.insert(), batch)
+
+
+class PostgresBulkLoader(BulkLoader):
+    """PostgreSQL: ``COPY ... FROM STDIN`` (JSON columns serialised by hand)."""
+
+    def _write(self, table: Any, batch: list[Mapping[str, Any]]) -> None:
         columns = list(batch[0])
         json_cols = {c.name for c in table.columns if c.name in columns and "JSON" in type(c.type).__name__.upper()}
         json_cols |= {c.name for c in table.columns if c.name in columns and hasattr(c.type, "variant_mapping")
@@ -390,12 +396,12 @@ class PlatformReliabilityRepository(PlatformRepository):
         raw = self.session.connection().connection.driver_connection
         assert raw is not None
         cols_sql = ", ".join(f'"{c}"' for c in columns)
-        with raw.cursor() as cur, cur.copy(f'COPY "{table_name}" ({cols_sql}) FROM STDIN') as copy:
+        with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({cols_sql}) FROM STDIN') as copy:
             for row in batch:
                 copy.write_row([json.dumps(row[c]) if c in json_cols and row[c] is not None else row[c]
                                 for c in columns])
-        return len(batch)
 
-    def count(self, table_name: str) -> int:
-        table = Base.metadata.tables[table_name]
-        return int(self.session.scalar(select(func.count()).select_from(table)) or 0)
+
+def bulk_loader(session: Session) -> BulkLoader:
+    """The bulk loader for the session's database."""
+    return for_dialect(session, BulkLoader, PostgresBulkLoader)

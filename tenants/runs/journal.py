@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from tenants.kit.db import insert_ignore
 from tenants.kit.errors import LeaseLost
-from tenants.kit.repository import TenantRepository
+from tenants.kit.repository import TenantRepository, for_dialect
 from tenants.runs.models import SUSPENDED_REASON, DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
 from tenants.runs.repository import back_in_queue
 from tenants.scheduling.models import AgentSchedule, TenantSchedule
@@ -148,8 +148,8 @@ class JournalRepository(TenantRepository):
         recorded = False
         if w.intent is not None:
             recorded = self.session.execute(
-                insert_ignore(self.session, SideEffect).values(**w.intent, run_id=w.run_id, tenant_id=self.tenant_id)
-                .on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(SideEffect.idempotency_key)
+                insert_ignore(self.session, SideEffect, "idempotency_key")
+                .values(**w.intent, run_id=w.run_id, tenant_id=self.tenant_id).returning(SideEffect.idempotency_key)
             ).first() is not None
         if w.release is not None:
             self._release_schedule(str(row[2]), w.release.slice_s)
@@ -367,6 +367,4 @@ class PostgresJournalRepository(JournalRepository):
 
 def journal_repository(session: Session, tenant_id: str) -> JournalRepository:
     """The journal repository for the session's database."""
-    if session.get_bind().dialect.name == "postgresql":
-        return PostgresJournalRepository(session, tenant_id)
-    return JournalRepository(session, tenant_id)
+    return for_dialect(session, JournalRepository, PostgresJournalRepository, tenant_id)

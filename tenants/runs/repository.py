@@ -12,13 +12,23 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, TextClause, and_, case, func, insert, literal, null, or_, select, text, update
+from sqlalchemy.orm import Session
 
-from tenants.kit.db import insert_ignore
+from tenants.kit.db import insert_ignore, upsert
 from tenants.kit.errors import LeaseLost
-from tenants.kit.repository import PlatformRepository, TenantRepository
-from tenants.runs.models import SUSPENDED_REASON, DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
+from tenants.kit.repository import PlatformRepository, TenantRepository, for_dialect
+from tenants.runs.models import (
+    SUSPENDED_REASON,
+    TERMINAL_STATES,
+    DecisionEvent,
+    LoopCall,
+    Run,
+    RunItem,
+    SideEffect,
+    StepCheckpoint,
+)
 
-__all__ = ["PlatformRunRepository", "RunRepository", "back_in_queue"]
+__all__ = ["PlatformRunRepository", "PostgresRunRepository", "RunRepository", "back_in_queue", "run_repository"]
 
 ACTIVE = ("queued", "running")
 _EVENT_JSON = frozenset({"considered", "verdicts"})
@@ -79,24 +89,22 @@ class RunRepository(TenantRepository):
     # ---- submission and reads (API) -------------------------------------------------------
     def insert_run(self, run: Run, items: Sequence[Any]) -> bool:
         """Insert the run and its items unless (tenant, idempotency_key) exists; True when this call created it.
-
-        A run with one item is one statement on PostgreSQL (the item is inserted by a CTE gated on the run's
-        insert); larger batches add their items in chunks."""
-        values = {c.key: getattr(run, c.key) for c in _RUNS.columns if getattr(run, c.key) is not None}
-        values["tenant_id"] = self.tenant_id
-        stmt = insert_ignore(self.session, _RUNS).values(**values)
-        if run.idempotency_key is not None:
-            stmt = stmt.on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
-        if len(items) == 1 and self.dialect == "postgresql":
-            params = {f"r_{k}": (_json(v) if k == "input" else v) for k, v in values.items()}
-            params["item_input"] = _json(items[0])
-            sql = _run_with_item_sql(tuple(values), run.idempotency_key is not None)
-            return self.session.execute(sql, params).first() is not None
+        Larger batches add their items in chunks."""
         # RETURNING, not rowcount: an INSERT's rowcount is -1 on PostgreSQL (psycopg).
-        if self.session.execute(stmt.returning(_RUNS.c.id)).first() is None:
+        if self.session.execute(self._run_insert(run).returning(_RUNS.c.id)).first() is None:
             return False
         self.insert_items(run.id, items)
         return True
+
+    def _run_values(self, run: Run) -> dict[str, Any]:
+        values = {c.key: getattr(run, c.key) for c in _RUNS.columns if getattr(run, c.key) is not None}
+        values["tenant_id"] = self.tenant_id
+        return values
+
+    def _run_insert(self, run: Run) -> Any:
+        if run.idempotency_key is None:
+            return upsert(self.session, _RUNS).values(**self._run_values(run))
+        return insert_ignore(self.session, _RUNS, "tenant_id", "idempotency_key").values(**self._run_values(run))
 
     def insert_items(self, run_id: str, items: Iterable[Any]) -> int:
         """Store batch items in chunks; returns how many."""
@@ -225,6 +233,33 @@ class RunRepository(TenantRepository):
         )
         return int(res.rowcount)  # type: ignore[attr-defined]
 
+    # ---- tenant suspension (tenants.runs.service.set_tenant_status) ------------------------------
+    def hold_all(self, now: datetime) -> Sequence[str]:
+        """Suspension: every run no worker holds that is in the queue (queued, handed back between time
+        slices, deferred for a backoff) leaves it (state ``suspended``); every other unfinished run is
+        flagged ``suspend_requested``: a running one stops at its next step boundary, and one that would
+        come back to the queue later (a dead worker's, a decided approval's) is parked instead
+        (:func:`back_in_queue`). Returns the runs stopped at once."""
+        stopped = self.session.scalars(
+            update(Run).where(Run.tenant_id == self.tenant_id, Run.state.in_(("queued", "running")),
+                              Run.lease_owner.is_(None))
+            .values(state="suspended", runnable_at=None, wake_at=None, updated_at=now, reason=SUSPENDED_REASON,
+                    suspend_requested=True).returning(Run.id)).all()
+        self.session.execute(update(Run).where(Run.tenant_id == self.tenant_id, Run.state.not_in(TERMINAL_STATES),
+                                               Run.suspend_requested.is_(False))
+                             .values(suspend_requested=True, updated_at=now))
+        return [str(r) for r in stopped]
+
+    def release_held(self, now: datetime, wake_at: datetime) -> Sequence[str]:
+        """Resumption: the flags go first (a run parked concurrently is then seen below), then every
+        suspended run goes back in the queue where it stopped."""
+        self.session.execute(update(Run).where(Run.tenant_id == self.tenant_id, Run.suspend_requested.is_(True))
+                             .values(suspend_requested=False))
+        return [str(r) for r in self.session.scalars(
+            update(Run).where(Run.tenant_id == self.tenant_id, Run.state == "suspended")
+            .values(state="queued", runnable_at=now, wake_at=wake_at, updated_at=now, reason=None)
+            .returning(Run.id)).all()]
+
     def pending_items(self, run_id: str, after: int, limit: int) -> Sequence[RunItem]:
         return self.session.scalars(
             select(RunItem)
@@ -268,6 +303,25 @@ class RunRepository(TenantRepository):
         self.session.execute(
             update(_SIDE_EFFECTS).where(c.tenant_id == self.tenant_id, c.idempotency_key == key).values(**values)
         )
+
+
+class PostgresRunRepository(RunRepository):
+    """PostgreSQL: a run with one item is ONE statement (the item is inserted by a CTE gated on the run's
+    insert)."""
+
+    def insert_run(self, run: Run, items: Sequence[Any]) -> bool:
+        if len(items) != 1:
+            return super().insert_run(run, items)
+        values = self._run_values(run)
+        params = {f"r_{k}": (_json(v) if k == "input" else v) for k, v in values.items()}
+        params["item_input"] = _json(items[0])
+        sql = _run_with_item_sql(tuple(values), run.idempotency_key is not None)
+        return self.session.execute(sql, params).first() is not None
+
+
+def run_repository(session: Session, tenant_id: str) -> RunRepository:
+    """The tenant's run repository for the session's database (submission differs; everything else is shared)."""
+    return for_dialect(session, RunRepository, PostgresRunRepository, tenant_id)
 
 
 class PlatformRunRepository(PlatformRepository):

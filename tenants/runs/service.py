@@ -10,19 +10,20 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tenants.accounts.models import Tenant
+from tenants.accounts.service import KEYS, tenant_named
 from tenants.agents.models import AgentVersion
 from tenants.audit.seals import broken_marker, run_chain
 from tenants.audit.seals import seal as seal_head
-from tenants.audit.service import record
 from tenants.budgets.service import charge_run
 from tenants.kit.db import call_after_commit, enqueue_after_commit
-from tenants.kit.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
+from tenants.kit.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound, found
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 from tenants.kit.settings import get_settings
 from tenants.observability import metrics
 from tenants.runs.events import GENESIS, HASHED_FIELDS, ChainVerdict, event_hash, verify_chain
 from tenants.runs.models import TERMINAL_STATES, Run, RunItem
-from tenants.runs.repository import RunRepository
+from tenants.runs.repository import RunRepository, run_repository
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -34,6 +35,7 @@ __all__ = [
     "list_escalations",
     "resolve_item",
     "resume_run",
+    "set_tenant_status",
     "submit_run",
     "verify_run_log",
     "wake_grace",
@@ -61,7 +63,7 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
     applies, and wake a worker after commit. The run row and its decision log are the run's record."""
     if not 1 <= priority <= 5:
         raise InvalidInput("priority must be between 1 (most urgent) and 5", field="priority")
-    repo = RunRepository(session, tenant_id)
+    repo = run_repository(session, tenant_id)
     request: dict[str, Any] = {"agent": agent_name, "version": version.version, "input": run_input}
     if items is not None:  # part of the request: the same key with other items is a different request
         request["items"] = list(items)
@@ -143,10 +145,7 @@ def verify_run_log(session: Session, tenant_id: str, run_id: str, page: int = 10
 
 def get_run(session: Session, tenant_id: str, run_id: str) -> Run:
     """The run or NotFound (also for another tenant's run)."""
-    run = RunRepository(session, tenant_id).get(run_id)
-    if run is None:
-        raise NotFound(f"run {run_id!r} not found")
-    return run
+    return found(RunRepository(session, tenant_id).get(run_id), f"run {run_id!r}")
 
 
 def cancel_run(session: Session, tenant_id: str, run_id: str) -> Run:
@@ -190,8 +189,6 @@ def resolve_item(session: Session, tenant_id: str, run_id: str, item_index: int,
                      steps_used=item.steps_used, llm_calls=item.llm_calls)
     if state == "skipped":
         repo.bump_counters(run_id, items_done=1, items_failed=-1)
-    record(session, tenant_id, actor=key_id, role="tenant-admin", action="escalation.resolved", target=run_id,
-           details={"action": action, "item_index": item_index, "comment": comment})
     if run.state in ("escalated", "failed") and repo.set_state(
             run_id, from_states=[run.state], state="queued", reason=None, failure_category=None, finished_at=None,
             crash_count=0, updated_at=now, runnable_at=now, wake_at=now + wake_grace()):
@@ -216,3 +213,27 @@ def resume_run(session: Session, tenant_id: str, run_id: str) -> Run:
     enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run_id)
     session.refresh(run)
     return run
+
+
+def set_tenant_status(session: Session, name: str, status: str) -> tuple[Tenant, str, int]:
+    """Suspend (``suspended``) or resume (``active``) a tenant; returns it, its status before, and how many
+    runs were held or released at once.
+
+    Suspending refuses the tenant's keys, takes its queued runs out of the queue (state ``suspended``) and
+    asks its running runs to stop at their next step boundary (the worker's fenced write reads
+    ``suspend_requested`` and releases the run as ``suspended``); the claim never picks a suspended
+    tenant's run. Resuming puts every suspended run back in the queue exactly where it stopped."""
+    tenant = tenant_named(session, name)
+    before = tenant.status
+    tenant.status = status
+    session.flush()
+    now = utcnow()
+    repo = RunRepository(session, tenant.id)
+    if status == "suspended":
+        moved = repo.hold_all(now)
+    else:
+        moved = repo.release_held(now, now + wake_grace())
+        for run_id in moved[:64]:  # workers keep claiming while runs are due: a few wake-ups drain them all
+            enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant.id, run_id=run_id)
+    KEYS.clear()  # this process refuses the tenant's keys at once; other API processes within AUTH_CACHE_S
+    return tenant, before, len(moved)

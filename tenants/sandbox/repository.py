@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from tenants.kit.db import insert_ignore
 from tenants.kit.ids import utcnow
 from tenants.kit.repository import TenantRepository
 from tenants.sandbox.models import SandboxRecord
@@ -27,13 +27,11 @@ class SandboxRepository(TenantRepository):
         Two concurrent inserts of one tenant may pick the same ``seq`` (PostgreSQL); the loser's
         savepoint rolls back on the unique constraint and it takes the next number.
         """
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         next_seq = (select(func.coalesce(func.max(SandboxRecord.seq), 0) + 1)
                     .where(SandboxRecord.tenant_id == self.tenant_id).scalar_subquery())
         statement = (
-            insert(SandboxRecord)
+            insert_ignore(self.session, SandboxRecord, "tenant_id", "idempotency_key")
             .values(tenant_id=self.tenant_id, seq=next_seq, idempotency_key=key, args=args, created_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
             .returning(SandboxRecord.id)  # not rowcount: an ORM-enabled INSERT reports -1 on PostgreSQL
         )
         for attempt in range(_SEQ_ATTEMPTS):

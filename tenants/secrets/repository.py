@@ -7,10 +7,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import defer
 
+from tenants.kit.db import insert_ignore
 from tenants.kit.repository import PlatformRepository, TenantRepository
 from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
 
@@ -115,17 +114,13 @@ class SecretsPlatformRepository(PlatformRepository):
 
     def record_master_key(self, key_id: str, now: datetime) -> None:
         """Remember that ``key_id`` wraps data keys (idempotent, safe under concurrent first use)."""
-        stmt = (pg_insert(MasterKeyRecord) if self.dialect == "postgresql" else sqlite_insert(MasterKeyRecord))
-        self.session.execute(stmt.values(key_id=key_id, first_used_at=now)
-                             .on_conflict_do_nothing(index_elements=["key_id"]))
+        self.session.execute(insert_ignore(self.session, MasterKeyRecord, "key_id")
+                             .values(key_id=key_id, first_used_at=now))
 
     def retire_master_key(self, key_id: str, now: datetime) -> None:
         self.session.execute(update(MasterKeyRecord)
                              .where(MasterKeyRecord.key_id == key_id, MasterKeyRecord.retired_at.is_(None))
                              .values(retired_at=now))
-
-    def master_keys(self) -> Sequence[MasterKeyRecord]:
-        return self.session.scalars(select(MasterKeyRecord).order_by(MasterKeyRecord.first_used_at)).all()
 
     def versions_wrapped_by(self, key_id: str, *, after: str, limit: int) -> Sequence[tuple[SecretVersion, str]]:
         """A batch of (version, secret name) whose data key ``key_id`` wraps, by id after ``after``."""

@@ -27,10 +27,6 @@ class SecurityRepository(TenantRepository):
 
 
 class PlatformSecurityRepository(PlatformRepository):
-    def counts_by_tenant(self) -> dict[str, int]:
-        rows = self.session.execute(select(ScopeViolation.tenant_id, func.count()).group_by(ScopeViolation.tenant_id))
-        return {str(t): int(n) for t, n in rows.all()}
-
     def counts_since(self, since: datetime) -> dict[tuple[str, str], int]:
         """Blocked attempts per (tenant, kind) since ``since``."""
         rows = self.session.execute(

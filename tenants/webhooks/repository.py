@@ -8,11 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.orm import Session
 
-from tenants.kit.repository import PlatformRepository, TenantRepository
+from tenants.kit.repository import PlatformRepository, TenantRepository, for_dialect
 from tenants.webhooks.models import WebhookDelivery, WebhookEndpoint
 
-__all__ = ["ClaimedDelivery", "WebhookPlatformRepository", "WebhookRepository"]
+__all__ = ["ClaimedDelivery", "PostgresWebhookPlatformRepository", "WebhookPlatformRepository", "WebhookRepository",
+           "webhook_platform_repository"]
 
 
 class WebhookRepository(TenantRepository):
@@ -115,10 +117,8 @@ class WebhookPlatformRepository(PlatformRepository):
              .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
              .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
              .order_by(WebhookDelivery.next_attempt_at).limit(limit))
-        if self.dialect == "postgresql":
-            q = q.with_for_update(skip_locked=True, of=WebhookDelivery)
         claimed = []
-        for delivery, endpoint in self.session.execute(q).tuples().all():
+        for delivery, endpoint in self.session.execute(self._locked(q)).tuples().all():
             delivery.attempts += 1
             delivery.next_attempt_at = claim_until
             delivery.last_attempt_at = now
@@ -129,6 +129,10 @@ class WebhookPlatformRepository(PlatformRepository):
         self.session.flush()
         return claimed
 
+    def _locked(self, query: Any) -> Any:
+        """SQLite: writers are serialised, the plain read is enough."""
+        return query
+
     def settle(self, delivery_id: str, *, state: str, status: int | None, error: str | None,
                next_attempt_at: datetime | None, delivered_at: datetime | None) -> None:
         """Record one attempt's outcome (only on a delivery still pending: a deleted endpoint's stays failed)."""
@@ -136,3 +140,15 @@ class WebhookPlatformRepository(PlatformRepository):
             WebhookDelivery.id == delivery_id, WebhookDelivery.state == "pending").values(
             state=state, last_status=status, last_error=error, next_attempt_at=next_attempt_at,
             delivered_at=delivered_at))
+
+
+class PostgresWebhookPlatformRepository(WebhookPlatformRepository):
+    """PostgreSQL: concurrent schedulers skip each other's locked deliveries (``FOR UPDATE SKIP LOCKED``)."""
+
+    def _locked(self, query: Any) -> Any:
+        return query.with_for_update(skip_locked=True, of=WebhookDelivery)
+
+
+def webhook_platform_repository(session: Session) -> WebhookPlatformRepository:
+    """The scheduler's webhook repository for the session's database."""
+    return for_dialect(session, WebhookPlatformRepository, PostgresWebhookPlatformRepository)

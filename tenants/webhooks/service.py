@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from tenants.kit.addresses import check_host
-from tenants.kit.errors import InvalidInput, NotFound
+from tenants.kit.errors import InvalidInput, NotFound, found
 from tenants.kit.ids import canonical_json, new_id, utcnow
 from tenants.kit.logging import redact
 from tenants.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -91,10 +91,7 @@ def create_endpoint(session: Session, tenant_id: str, url: str, events: Sequence
 
 def get_endpoint(session: Session, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
     """The endpoint, or NotFound (also for another tenant's)."""
-    endpoint = WebhookRepository(session, tenant_id).endpoint(endpoint_id)
-    if endpoint is None:
-        raise NotFound(f"webhook {endpoint_id!r} not found")
-    return endpoint
+    return found(WebhookRepository(session, tenant_id).endpoint(endpoint_id), f"webhook {endpoint_id!r}")
 
 
 def list_endpoints(session: Session, tenant_id: str, *, after: str | None, limit: int) -> Sequence[WebhookEndpoint]:

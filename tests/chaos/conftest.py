@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Harness, Tenant
+from tests.conftest import Harness, Tenant, spec
 
 
 def free_port() -> int:
@@ -76,3 +76,15 @@ def assert_effects_once(up: Any, expected_keys: set[str], *, resent_at_most: int
     resent = {k: n for k, n in keys.items() if n > 1}
     assert len(resent) <= resent_at_most and all(n == 2 for n in resent.values()), \
         f"side effects called more than once: {resent}"
+
+
+def paced_batch(name: str, tool: str, egress: str, pace_s: float, *, schema: bool = False) -> str:
+    """A batch spec: echo each item ``{n}``, sleep ``pace_s``, then call ``tool`` (a side effect) with it."""
+    steps = [{"id": "read", "tool": "sandbox.echo", "args": {"n": "{{ item.n }}"}},
+             {"id": "pace", "tool": "sandbox.sleep", "args": {"seconds": pace_s}},
+             {"id": "send", "tool": tool, "args": {"n": "{{ steps.read.output.n }}"}}]
+    items: dict[str, Any] = {"items": True}
+    if schema:
+        items["schema"] = {"type": "object", "required": ["n"]}
+    return spec(name, *steps, scope={"tools": ["sandbox.echo", "sandbox.sleep", tool], "egress": [egress]},
+                input=items)

@@ -18,6 +18,7 @@ from tests.chaos.conftest import (
     EFFECT_TOOL,
     assert_effects_once,
     free_port,
+    paced_batch,
     put_effect_tool,
     wait_http,
     wait_progress,
@@ -26,22 +27,6 @@ from tests.conftest import Harness, Tenant
 
 pytestmark = pytest.mark.chaos
 
-SLOW_BATCH = """\
-apiVersion: midwatch/v1
-name: invoices
-scope: {tools: [sandbox.echo, sandbox.sleep, %s], egress: ["%s"]}
-input: {items: true, schema: {type: object, required: [n]}}
-steps:
-  - id: read
-    tool: sandbox.echo
-    args: {n: "{{ item.n }}"}
-  - id: pace
-    tool: sandbox.sleep
-    args: {seconds: 0.004}
-  - id: send
-    tool: %s
-    args: {n: "{{ steps.read.output.n }}"}
-"""
 ITEMS = 500
 KILL_AT = 347
 FAST_RECOVERY = {"MIDWATCH_LEASE_SECONDS": "2", "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.5"}
@@ -50,7 +35,7 @@ FAST_RECOVERY = {"MIDWATCH_LEASE_SECONDS": "2", "MIDWATCH_SWEEP_INTERVAL_SECONDS
 def _prepare(h: Harness, tenant: Tenant, up: FaultyUpstream) -> None:
     up.script("/effects/*", [ok({"sent": True})])
     put_effect_tool(h, tenant, up)
-    h.put_agent(tenant, SLOW_BATCH % (EFFECT_TOOL, up.netloc, EFFECT_TOOL))
+    h.put_agent(tenant, paced_batch("invoices", EFFECT_TOOL, up.netloc, 0.004, schema=True))
 
 
 def _assert_exactly_once(up: FaultyUpstream, run_id: str) -> None:

@@ -12,29 +12,12 @@ from pathlib import Path
 import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, ok
-from tests.chaos.conftest import EFFECT_TOOL, assert_effects_once, put_effect_tool, wait_progress
+from tests.chaos.conftest import EFFECT_TOOL, assert_effects_once, paced_batch, put_effect_tool, wait_progress
 from tests.conftest import AMQP_URL, Harness, Tenant, batch_spec
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 FAST = {"MIDWATCH_LEASE_SECONDS": "1", "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.3",
         "MIDWATCH_WAKE_GRACE_SECONDS": "1"}
-
-PACED_BATCH = """\
-apiVersion: midwatch/v1
-name: paced
-scope: {tools: [sandbox.echo, sandbox.sleep, %(tool)s], egress: ["%(egress)s"]}
-input: {items: true}
-steps:
-  - id: read
-    tool: sandbox.echo
-    args: {n: "{{ item.n }}"}
-  - id: pace
-    tool: sandbox.sleep
-    args: {seconds: 0.01}
-  - id: send
-    tool: %(tool)s
-    args: {n: "{{ steps.read.output.n }}"}
-"""
 
 SLOW_STEP = """\
 apiVersion: midwatch/v1
@@ -100,7 +83,7 @@ def test_a_postgresql_restart_mid_run_is_survived(make_harness: Callable[..., Ha
     worker = h.spawn("worker", "--threads", "2", log=tmp_path / "worker.log")
     tenant = h.onboard()
     put_effect_tool(h, tenant, upstream)
-    h.put_agent(tenant, PACED_BATCH % {"tool": EFFECT_TOOL, "egress": upstream.netloc})
+    h.put_agent(tenant, paced_batch("paced", EFFECT_TOOL, upstream.netloc, 0.01))
     run = h.submit(tenant, "paced", {"items": [{"n": i} for i in range(300)]})
     wait_progress(h, tenant, run["id"], 60)
     version, cluster = _pg_cluster()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, ok, slow
 from tests.chaos.conftest import effects_by_key, put_effect_tool, wait_progress
-from tests.conftest import Harness
+from tests.conftest import Harness, Tenant
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
 FAST_RECOVERY = {"MIDWATCH_LEASE_SECONDS": "2", "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.5"}
@@ -36,16 +37,22 @@ steps:
 """
 
 
-def test_an_http_side_effect_happens_once_per_item_across_a_kill(make_harness: Callable[..., Harness],
-                                                                  upstream: FaultyUpstream, tmp_path: Path) -> None:
-    upstream.script("/effects/*", [slow(0.004, ok({"sent": True}))])
+def _mailer(make_harness: Callable[..., Harness], upstream: FaultyUpstream, tmp_path: Path, tool: str, *,
+            idempotent: bool, items: int) -> tuple[Harness, Tenant, dict[str, Any], subprocess.Popen[bytes]]:
+    """A scheduler and a worker process, and a run of the mailer over ``items`` items through ``tool``."""
     h = make_harness(db="postgres", broker="redis", worker=None, extra=FAST_RECOVERY)
     h.spawn("scheduler", log=tmp_path / "scheduler.log")
     first = h.spawn("worker", "--threads", "2", log=tmp_path / "worker1.log")
     tenant = h.onboard()
-    put_effect_tool(h, tenant, upstream, "mail.send", idempotent=True)
-    h.put_agent(tenant, _spec(upstream, "mail.send"))
-    run = h.submit(tenant, "mailer", {"items": [{"n": i} for i in range(500)]})
+    put_effect_tool(h, tenant, upstream, tool, idempotent=idempotent)
+    h.put_agent(tenant, _spec(upstream, tool))
+    return h, tenant, h.submit(tenant, "mailer", {"items": [{"n": i} for i in range(items)]}), first
+
+
+def test_an_http_side_effect_happens_once_per_item_across_a_kill(make_harness: Callable[..., Harness],
+                                                                  upstream: FaultyUpstream, tmp_path: Path) -> None:
+    upstream.script("/effects/*", [slow(0.004, ok({"sent": True}))])
+    h, tenant, run, first = _mailer(make_harness, upstream, tmp_path, "mail.send", idempotent=True, items=500)
 
     wait_progress(h, tenant, run["id"], 347)
     os.kill(first.pid, signal.SIGKILL)
@@ -66,13 +73,7 @@ def test_a_kill_during_a_non_idempotent_call_escalates_that_item_only(make_harne
                                                                        tmp_path: Path) -> None:
     upstream.script("/effects/*", [ok({"sent": True})])
     upstream.script("/effects/7", [slow(20, ok({"sent": True}))])
-    h = make_harness(db="postgres", broker="redis", worker=None, extra=FAST_RECOVERY)
-    h.spawn("scheduler", log=tmp_path / "scheduler.log")
-    first = h.spawn("worker", "--threads", "2", log=tmp_path / "worker1.log")
-    tenant = h.onboard()
-    put_effect_tool(h, tenant, upstream, "mail.send_once", idempotent=False)
-    h.put_agent(tenant, _spec(upstream, "mail.send_once"))
-    run = h.submit(tenant, "mailer", {"items": [{"n": i} for i in range(20)]})
+    h, tenant, run, first = _mailer(make_harness, upstream, tmp_path, "mail.send_once", idempotent=False, items=20)
 
     h.wait_for(lambda: bool(upstream.requests_to("/effects/7")), timeout=60, what="the call for item 7")
     os.kill(first.pid, signal.SIGKILL)

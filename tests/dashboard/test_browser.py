@@ -31,14 +31,18 @@ def _pages() -> list[tuple[str, str, list[str]]]:
     """(sidebar link, file name, texts the page must show), figures computed from the read models."""
     from dashboard.ui import money, pct
     from tenants.kit.db import read_only
-    from tenants.reliability import service
+    from tenants.reliability.agent_reliability import reliability
+    from tenants.reliability.escalations import escalations
+    from tenants.reliability.overview import overview
+    from tenants.reliability.security_posture import security_posture
+    from tenants.reliability.tenants_budgets import tenants_and_budgets
 
     with read_only() as s:
-        o = service.overview(s)
-        agents = service.reliability(s, days=7)
-        esc = service.escalations(s)
-        tb = service.tenants_and_budgets(s)
-        postures = service.security_posture(s).tenants
+        o = overview(s)
+        agents = reliability(s, days=7)
+        esc = escalations(s)
+        tb = tenants_and_budgets(s)
+        postures = security_posture(s).tenants
     return [
         ("Overview", "overview", ["Success 7 d", pct(o.last_7d.success_rate), "Runs per hour (24 h)",
                                   "Latest failures", "Budget burn per tenant", "Pending approvals",

@@ -54,10 +54,7 @@ steps:
     args: {id: "{{ item.invoice_id }}"}
     output_schema: {type: object, required: [amount, email, days_overdue]}
   - id: draft
-    llm:
-      model: careful
-      fallbacks: [fast]
-      prompt: "Write a short reminder for {{ steps.fetch.output.email }}"
+    llm: {model: careful, fallbacks: [fast], prompt: "Write a short reminder for {{ steps.fetch.output.email }}"}
     rules: ["size(output.text) < 2000", "!output.text.contains('password')"]
     on_invalid: {retry: 2, then: escalate}
   - id: send

@@ -16,7 +16,7 @@ from tenants.kit.ids import utcnow
 from tenants.kit.settings import get_settings
 from tenants.webhooks import service
 from tenants.webhooks.signing import verify_signature
-from tests.conftest import Harness, Tenant
+from tests.conftest import Harness, Tenant, spec
 
 
 def _register(h: Harness, tenant: Tenant, url: str, events: list[str] | None = None) -> dict[str, Any]:
@@ -169,14 +169,7 @@ def test_a_failed_run_sends_a_run_failed_webhook(harness: Harness, upstream: Fau
     hook = _register(harness, tenant, upstream.url + "/hook", ["run.failed", "run.escalated"])
     assert harness.client.put("/v1/tools/crm.get_invoice", headers=tenant.headers,
                               json={"method": "GET", "url": "http://127.0.0.1:9/latest"}).status_code == 201
-    harness.put_agent(tenant, """\
-apiVersion: midwatch/v1
-name: chaser
-scope: {tools: [crm.get_invoice]}
-steps:
-  - id: fetch
-    tool: crm.get_invoice
-""")
+    harness.put_agent(tenant, spec("chaser", {"id": "fetch", "tool": "crm.get_invoice"}))
     run = harness.submit(tenant, "chaser", {"input": {}})
     assert harness.wait_run(tenant, run["id"])["state"] == "failed"
     assert deliver_due(get_settings()) == 1

@@ -8,7 +8,7 @@ from typing import Any
 from runner.sandbox_upstream import FaultyUpstream, html_200, ok
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import public_reason, scrub_reason
-from tests.conftest import Harness
+from tests.conftest import Harness, spec
 
 LEAKY = ("[SQL:", "INSERT INTO", "Traceback", "[parameters:", 'File "')
 
@@ -47,12 +47,7 @@ def test_a_reason_stored_from_a_database_exception_is_served_without_sql(harness
     from tenants.runs.models import Run, RunItem
 
     tenant = harness.onboard()
-    harness.put_agent(tenant, """\
-apiVersion: midwatch/v1
-name: one
-scope: {tools: [sandbox.echo]}
-steps: [{id: a, tool: sandbox.echo}]
-""")
+    harness.put_agent(tenant, spec("one", {"id": "a", "tool": "sandbox.echo"}))
     run = harness.submit(tenant, "one", {"input": None})
     harness.wait_run(tenant, run["id"])
     stored = ("internal error: StatementError: (builtins.TypeError) Object of type bytes is not JSON serializable\n"

@@ -225,8 +225,8 @@ def test_a_dead_workers_run_of_a_suspended_tenant_is_parked_not_requeued(make_ha
 
     from tenants.kit.db import unit_of_work
     from tenants.kit.ids import utcnow
+    from tenants.runs.dispatch import dispatch_repository
     from tenants.runs.models import Run
-    from tenants.scheduling.repository import dispatch_repository
 
     h = make_harness(db=db, worker=None)
     tenant = h.onboard()

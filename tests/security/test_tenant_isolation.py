@@ -110,6 +110,20 @@ steps:
   - {id: pay, tool: sandbox.record, args: {amount: 1}}
 """
 
+def _catalog_probes(kind: str, key: str, b_new: str, body: dict[str, Any], a_only: str,
+                    missing: str) -> dict[tuple[str, str], Probe]:
+    """A catalog collection (tools, models): B lists it, creates in its own namespace, never sees A's entry."""
+    path = f"/v1/{kind}/{{{key}:str}}"
+    return {
+        ("GET", f"/v1/{kind}"): Probe("listing", lambda w, r: f"/v1/{kind}"),
+        ("PUT", path): Probe("own_namespace", lambda w, r: f"/v1/{kind}/{b_new}", body=body, admin_only=True),
+        ("GET", path): Probe("hidden", lambda w, r: f"/v1/{kind}/{r}", lambda w: a_only,
+                             lambda: f"{missing}{secrets.token_hex(3)}"),
+        ("DELETE", path): Probe("hidden", lambda w, r: f"/v1/{kind}/{r}", lambda w: a_only,
+                                lambda: f"{missing}{secrets.token_hex(3)}", admin_only=True),
+    }
+
+
 PROBES: dict[tuple[str, str], Probe] = {
     # ---- operator endpoints ---------------------------------------------------------------------
     ("GET", "/v1/admin/tenants"): Probe("operator_only", lambda w, r: "/v1/admin/tenants"),
@@ -163,20 +177,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/v1/runs/{run_id:str}/resume"): Probe(
         "hidden", lambda w, r: f"/v1/runs/{r}/resume", _run_ref, _missing_run, admin_only=True),
     # ---- catalog: tools, models, breakers --------------------------------------------------------
-    ("GET", "/v1/tools"): Probe("listing", lambda w, r: "/v1/tools"),
-    ("PUT", "/v1/tools/{name:str}"): Probe("own_namespace", lambda w, r: "/v1/tools/crm.b_new", body=TOOL,
-                                           admin_only=True),
-    ("GET", "/v1/tools/{name:str}"): Probe("hidden", lambda w, r: f"/v1/tools/{r}", lambda w: "crm.a_only",
-                                           lambda: f"crm.never_{secrets.token_hex(3)}"),
-    ("DELETE", "/v1/tools/{name:str}"): Probe("hidden", lambda w, r: f"/v1/tools/{r}", lambda w: "crm.a_only",
-                                              lambda: f"crm.never_{secrets.token_hex(3)}", admin_only=True),
-    ("GET", "/v1/models"): Probe("listing", lambda w, r: "/v1/models"),
-    ("PUT", "/v1/models/{alias:str}"): Probe("own_namespace", lambda w, r: "/v1/models/b-new", body=MODEL,
-                                             admin_only=True),
-    ("GET", "/v1/models/{alias:str}"): Probe("hidden", lambda w, r: f"/v1/models/{r}", lambda w: "alpha-model",
-                                             lambda: f"never-{secrets.token_hex(3)}"),
-    ("DELETE", "/v1/models/{alias:str}"): Probe("hidden", lambda w, r: f"/v1/models/{r}", lambda w: "alpha-model",
-                                                lambda: f"never-{secrets.token_hex(3)}", admin_only=True),
+    **_catalog_probes("tools", "name", "crm.b_new", TOOL, "crm.a_only", "crm.never_"),
+    **_catalog_probes("models", "alias", "b-new", MODEL, "alpha-model", "never-"),
     ("GET", "/v1/breakers"): Probe("listing", lambda w, r: "/v1/breakers", may_be_empty=True),
     ("POST", "/v1/breakers/{host:str}/reset"): Probe(
         "hidden", lambda w, r: f"/v1/breakers/{r}/reset", lambda w: "crm.example.com",

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from tests.conftest import Harness, Tenant, simple_spec
+from tests.conftest import Harness, Tenant, simple_spec, spec
 
 EVIL_INPUT_SPEC = """\
 apiVersion: midwatch/v1
@@ -84,16 +84,8 @@ def test_a_tool_response_schema_re2_cannot_run_is_refused_with_422(harness: Harn
     assert remote.status_code == 422 and "outside this schema" in remote.json()["detail"], remote.text
 
 
-QUADRATIC_RULE_SPEC = """\
-apiVersion: midwatch/v1
-name: quadratic
-scope: {tools: [sandbox.echo]}
-steps:
-  - id: echo
-    tool: sandbox.echo
-    args: {xs: "{{ input.xs }}"}
-    rules: ["output.xs.all(a, output.xs.all(b, a + b >= 0))"]
-"""
+QUADRATIC_RULE_SPEC = spec("quadratic", {"id": "echo", "tool": "sandbox.echo", "args": {"xs": "{{ input.xs }}"},
+                                         "rules": ["output.xs.all(a, output.xs.all(b, a + b >= 0))"]})
 
 QUADRATIC_APPROVAL_SPEC = """\
 apiVersion: midwatch/v1

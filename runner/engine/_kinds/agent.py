@@ -39,8 +39,8 @@ from runner.engine._validate import validate_output
 from runner.errors import StepFailed, ToolArgsInvalid
 from runner.providers.base import Message, ModelResponse, ToolCallRequest, ToolChoice, ToolSpec
 from runner.providers.finish import finish_failure
+from runner.providers.tool_args import tool_spec, validate_call
 from runner.spec import AgentLoop
-from runner.tools.args import tool_spec, validate_call
 from runner.tools.base import ToolCall
 from tenants.kit.ids import sha256_hex
 from tenants.kit.logging import redact

@@ -8,9 +8,9 @@ from typing import Any
 from runner.engine._kinds import PendingAction, StepContext, StepOutcome
 from runner.engine._validate import validate_output
 from runner.errors import StepFailed, TemplateError
+from runner.providers.tool_args import validate_args
 from runner.templating import render
-from runner.tools.args import validate_args
-from runner.tools.base import ToolCall
+from runner.tools.base import Tool, ToolCall
 from tenants.kit.tracing import tool_span
 
 __all__ = ["ToolKind", "call_tool", "render_or_fail"]
@@ -24,12 +24,9 @@ def render_or_fail(value: Any, context: dict[str, Any], what: str) -> Any:
         raise StepFailed("validation", f"{what}: {exc}", action="escalate") from exc
 
 
-def call_tool(tool: Any, call: ToolCall, start_attempt: int = 1) -> tuple[Any, list[dict[str, Any]]]:
+def call_tool(tool: Tool, call: ToolCall, start_attempt: int = 1) -> tuple[Any, list[dict[str, Any]]]:
     """Call a tool; its output and one verdict per attempt (HTTP tools retry by failure category)."""
-    detailed = getattr(tool, "call_detailed", None)
-    if detailed is None:
-        return tool.call(call), []
-    result = detailed(call, start_attempt=start_attempt)
+    result = tool.call_detailed(call, start_attempt=start_attempt)
     return result.value, [{"check": "attempt", **a.to_dict()} for a in result.attempts]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.conftest import Harness, Tenant
+from tests.conftest import Harness, Tenant, spec
 
 PAYER = """\
 apiVersion: midwatch/v1
@@ -150,20 +150,11 @@ def test_an_approval_for_other_arguments_is_not_valid(harness: Harness) -> None:
 
 def test_the_escalation_queue_lists_items_and_a_skip_finishes_the_run(harness: Harness) -> None:
     tenant = harness.onboard()
-    harness.put_agent(tenant, """\
-apiVersion: midwatch/v1
-name: drafter
-scope: {tools: [sandbox.echo]}
-input: {items: true}
-steps:
-  - id: draft
-    llm:
-      model: sandbox
-      prompt: "Draft for {{ item.n }}"
-      sandbox: {answer: "my password is hunter2"}
-    rules: ["!output.text.contains('password')"]
-    on_invalid: {retry: 1, then: escalate}
-""")
+    harness.put_agent(tenant, spec(
+        "drafter", {"id": "draft", "llm": {"model": "sandbox", "prompt": "Draft for {{ item.n }}",
+                                            "sandbox": {"answer": "my password is hunter2"}},
+                    "rules": ["!output.text.contains('password')"], "on_invalid": {"retry": 1, "then": "escalate"}},
+        scope={"tools": ["sandbox.echo"]}, input={"items": True}))
     run = harness.submit(tenant, "drafter", {"items": [{"n": 1}]})
     done = harness.wait_run(tenant, run["id"])
     assert done["state"] == "escalated" and done["failure_category"] == "validation", done

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from runner.sandbox_upstream import FaultyUpstream, chat
-from tests.conftest import Harness, Tenant, simple_spec
+from tests.conftest import Harness, Tenant, simple_spec, spec
 
 TWO_DRAFTS = """\
 apiVersion: midwatch/v1
@@ -71,15 +71,21 @@ steps:
 """
 
 
+def _paid_run(harness: Harness, upstream: FaultyUpstream, *, priced: bool,
+              money_limit: str) -> tuple[Tenant, dict[str, Any]]:
+    """The ``paid`` agent under a monthly money limit, run to its end."""
+    tenant = harness.onboard()
+    _priced_model(harness, tenant, upstream, priced=priced)
+    harness.put_agent(tenant, _paid_spec(upstream))
+    _limits(harness, tenant, [{"metric": "cost_usd", "limit": money_limit, "period": "month"}])
+    run = harness.submit(tenant, "paid", {"input": None})
+    return tenant, harness.wait_run(tenant, run["id"])
+
+
 def test_a_money_budget_is_reserved_worst_case_and_reconciled(harness: Harness, upstream: FaultyUpstream) -> None:
     upstream.script("/v1/chat/completions", [chat("fine", prompt_tokens=5, completion_tokens=5)])
-    tenant = harness.onboard()
-    _priced_model(harness, tenant, upstream, priced=True)
-    harness.put_agent(tenant, _paid_spec(upstream))
     # each call: worst case (prompt/3 + 16) x $0.001 + 10 x $0.002 ~ $0.04; actual 5 x 0.001 + 5 x 0.002 = $0.015
-    _limits(harness, tenant, [{"metric": "cost_usd", "limit": "0.05", "period": "month"}])
-    run = harness.submit(tenant, "paid", {"input": None})
-    done = harness.wait_run(tenant, run["id"])
+    tenant, done = _paid_run(harness, upstream, priced=True, money_limit="0.05")
     assert done["state"] == "budget_exhausted", done
     assert done["cost_usd"] == "0.015" and done["llm_calls"] == 1
     assert len(upstream.requests_to("/v1/chat/completions")) == 1, "a call was made without a reservation"
@@ -90,25 +96,14 @@ def test_a_money_budget_is_reserved_worst_case_and_reconciled(harness: Harness, 
 
 def test_an_unpriced_model_is_refused_under_a_money_budget(harness: Harness, upstream: FaultyUpstream) -> None:
     upstream.script("/v1/chat/completions", [chat("fine")])
-    tenant = harness.onboard()
-    _priced_model(harness, tenant, upstream, priced=False)
-    harness.put_agent(tenant, _paid_spec(upstream))
-    _limits(harness, tenant, [{"metric": "cost_usd", "limit": "10", "period": "month"}])
-    run = harness.submit(tenant, "paid", {"input": None})
-    done = harness.wait_run(tenant, run["id"])
+    _, done = _paid_run(harness, upstream, priced=False, money_limit="10")
     assert done["state"] == "budget_exhausted" and "no price" in done["reason"], done
     assert upstream.requests_to("/v1/chat/completions") == []
 
 
 def test_the_concurrent_runs_limit_holds_across_workers(harness: Harness) -> None:
     tenant = harness.onboard()
-    harness.put_agent(tenant, """\
-apiVersion: midwatch/v1
-name: napper
-scope: {tools: [sandbox.sleep]}
-steps:
-  - {id: nap, tool: sandbox.sleep, args: {seconds: 0.4}}
-""")
+    harness.put_agent(tenant, spec("napper", {"id": "nap", "tool": "sandbox.sleep", "args": {"seconds": 0.4}}))
     _limits(harness, tenant, [{"metric": "concurrent_runs", "limit": 1}])
     runs = [harness.submit(tenant, "napper", {"input": None}) for _ in range(3)]
     peak = 0

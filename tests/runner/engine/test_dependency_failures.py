@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, burst_503, html_200, ok, rate_limit, reset, slow, truncated_json
-from tests.conftest import Harness, Tenant
+from tests.conftest import Harness, Tenant, spec
 
 INVOICE = {"amount": 120, "email": "billing@example.com"}
 
@@ -243,3 +243,29 @@ steps:
     assert "1 fallback" in step["why"]
     failed_call = next(v for v in step["verdicts"] if v.get("check") == "model_call" and v.get("ok") is False)
     assert failed_call["model"] == "careful" and failed_call["category"] == "dependency"
+
+
+def test_a_step_timeout_bounds_the_http_call_below_the_tools_own_timeout(harness: Harness,
+                                                                        upstream: FaultyUpstream) -> None:
+    """The tool would wait 2 s per attempt and retry; the step's timeout_s=0.5 cuts the first request at
+    0.5 s and leaves no time for another: one request, the step fails as dependency naming its timeout."""
+    upstream.script("/crm/invoices/INV-1", [slow(3, times=5)])
+    tenant = _setup(harness, upstream, step_extra="    timeout_s: 0.5\n    on_dependency_failure: fail\n")
+    done, events = _run(harness, tenant)
+    assert done["state"] == "failed", done
+    failed = next(e for e in events if e["kind"] == "step.failed")
+    assert failed["failure_category"] == "dependency"
+    assert "exceeded its timeout_s=0.5" in failed["why"], failed["why"]
+    assert len(upstream.requests_to("/crm/invoices/INV-1")) == 1
+
+
+def test_sandbox_sleep_honours_the_step_timeout(harness: Harness) -> None:
+    tenant = harness.onboard()
+    harness.put_agent(tenant, spec("sleeper", {"id": "nap", "tool": "sandbox.sleep", "args": {"seconds": 30},
+                                               "timeout_s": 0.3, "on_dependency_failure": "fail"}))
+    run = harness.submit(tenant, "sleeper", {"input": {}})
+    done = harness.wait_run(tenant, run["id"], timeout=20)
+    assert done["state"] == "failed" and done["failure_category"] == "dependency", done
+    assert "step 'nap' exceeded its timeout_s=0.3" in done["reason"], done["reason"]
+    nap = next(e for e in harness.events(tenant, run["id"]) if e["kind"] == "step.failed")
+    assert nap["latency_ms"] < 5_000

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from runner.sandbox_upstream import FaultyUpstream, ok, status
-from tests.conftest import Harness
+from tests.conftest import Harness, Tenant
 
 SLOW = """\
 apiVersion: midwatch/v1
@@ -56,13 +57,18 @@ steps:
 """
 
 
-def test_resume_continues_from_the_last_checkpoint(harness: Harness, upstream: FaultyUpstream) -> None:
+def _flaky_run(harness: Harness, upstream: FaultyUpstream) -> tuple[Tenant, dict[str, Any]]:
+    """A run of ``flaky`` whose middle step fails once (and escalates), then would succeed."""
     upstream.script("/crm", [status(500, {"error": "down"}), ok({"fine": True})])
     tenant = harness.onboard()
     harness.client.put("/v1/tools/crm.get", headers=tenant.headers,
                        json={"method": "GET", "url": f"{upstream.url}/crm", "retry": {"max_attempts": 1}})
     harness.put_agent(tenant, _flaky_spec(upstream))
-    run = harness.submit(tenant, "flaky", {"input": None})
+    return tenant, harness.submit(tenant, "flaky", {"input": None})
+
+
+def test_resume_continues_from_the_last_checkpoint(harness: Harness, upstream: FaultyUpstream) -> None:
+    tenant, run = _flaky_run(harness, upstream)
     failed = harness.wait_run(tenant, run["id"])
     assert failed["state"] == "escalated", failed
     # the tenant publishes a new version meanwhile: the resumed run must keep its pinned version 1
@@ -85,12 +91,7 @@ def test_a_checkpoint_that_disagrees_with_the_pinned_spec_fails_clearly(harness:
     from tenants.kit.db import unit_of_work
     from tenants.runs.models import StepCheckpoint
 
-    upstream.script("/crm", [status(500, {"error": "down"}), ok({"fine": True})])
-    tenant = harness.onboard()
-    harness.client.put("/v1/tools/crm.get", headers=tenant.headers,
-                       json={"method": "GET", "url": f"{upstream.url}/crm", "retry": {"max_attempts": 1}})
-    harness.put_agent(tenant, _flaky_spec(upstream))
-    run = harness.submit(tenant, "flaky", {"input": None})
+    tenant, run = _flaky_run(harness, upstream)
     assert harness.wait_run(tenant, run["id"])["state"] == "escalated"
     with unit_of_work() as session:
         session.execute(update(StepCheckpoint).where(StepCheckpoint.run_id == run["id"],

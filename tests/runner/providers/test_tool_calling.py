@@ -17,6 +17,7 @@ import pytest
 from runner.errors import StepFailed, ToolArgsInvalid
 from runner.providers.base import ForceTool, Message, ModelRequest, ModelResponse, ToolSpec
 from runner.providers.finish import finish_failure
+from runner.providers.tool_args import validate_call
 from runner.sandbox_upstream import (
     FaultyUpstream,
     burst_503,
@@ -30,7 +31,6 @@ from runner.sandbox_upstream import (
     tool_policy,
     truncated_json,
 )
-from runner.tools.args import validate_call
 from tests.runner.providers.conftest import provider_for
 
 FORMATS = ["openai", "anthropic"]

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["Amount", "BudgetEventOut", "BudgetsOut", "LimitIn", "LimitOut", "ReservationOut"]
+from platform_api.schemas.common import Money as Amount
+from tenants.budgets.models import Metric, Period
 
-# "0.30000000" → "0.3"; "0E-8" → "0". Strings on the wire, so no client ever parses money as a float.
-Amount = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str)]
+__all__ = ["BudgetEventOut", "BudgetsOut", "LimitIn", "LimitOut", "ReservationOut"]
 
 
 class LimitIn(BaseModel):
@@ -19,9 +17,9 @@ class LimitIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    metric: Literal["cost_usd", "tokens", "llm_calls", "runs", "concurrent_runs"]
+    metric: Metric
     limit: str | int = Field(description="decimal string for cost_usd; whole number for the others")
-    period: Literal["day", "month"] | None = Field(None, description="required except for concurrent_runs")
+    period: Period | None = Field(None, description="required except for concurrent_runs")
     timezone: str = Field("UTC", min_length=1, max_length=64, description="IANA zone the period is aligned to")
     agent: str | None = Field(None, min_length=1, max_length=64, pattern=r"^(\*|[a-z0-9][a-z0-9._-]*)$",
                               description="limit one agent; omit (or '*') for the whole tenant")

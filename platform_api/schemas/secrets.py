@@ -3,10 +3,11 @@ has a field that could carry a value: values are write-only."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, fields
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from platform_api.schemas.common import In
 from tenants.secrets.service import (
     MAX_AGE_DAYS_LIMIT,
     MAX_GRACE_SECONDS,
@@ -18,7 +19,7 @@ from tenants.secrets.service import (
 
 __all__ = ["CreateSecret", "PromoteSecret", "RotateSecret", "SecretOut"]
 
-class _In(BaseModel):
+class _In(In):
     model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
 
 
@@ -44,22 +45,10 @@ class PromoteSecret(_In):
         description="reserved: verify the pending value through this tool before promoting (not available yet)")
 
 
-class SecretOut(BaseModel):
-    """A secret's metadata. Deliberately has no value field."""
-
-    name: str
-    current_version: int | None
-    pending_version: int | None
-    previous_version: int | None
-    previous_expires_at: datetime | None
-    max_age_days: int | None
-    grace_seconds: int
-    created_at: datetime
-    last_rotated_at: datetime | None
-    last_used_at: datetime | None
-    age_days: int
-    rotation_due: bool
+@dataclass(frozen=True, slots=True)
+class SecretOut(SecretMetadata):
+    """A secret's metadata on the wire: the domain's own type, which deliberately has no field for a value."""
 
     @classmethod
     def of(cls, meta: SecretMetadata) -> SecretOut:
-        return cls.model_validate(meta, from_attributes=True)
+        return cls(**{f.name: getattr(meta, f.name) for f in fields(meta)})

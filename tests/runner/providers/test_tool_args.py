@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from runner.errors import ToolArgsInvalid
 from runner.providers.base import ToolCallRequest
-from runner.tools.args import tool_spec, validate_args, validate_call
+from runner.providers.tool_args import tool_spec, validate_args, validate_call
 from runner.tools.breaker import BreakerConfig, CircuitBreaker, InMemoryBreakerStore
 from runner.tools.egress import EgressClient, EgressPolicy
 from runner.tools.http import HttpTool, ToolDefinition

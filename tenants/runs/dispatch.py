@@ -1,0 +1,307 @@
+"""All SQL for dispatch: the fair claim, and the sweeper's recoveries (weights and caps are
+tenants.scheduling's; this module reads and moves their counters).
+
+The claim is the scheduler's one decision: among the (tenant, agent) queues with a due runnable run,
+take the tenant with the lowest virtual time (never below the lowest of the tenants with work, so an
+idle tenant cannot bank credit) whose running count is under its cap, then that tenant's most urgent
+run (priority, then time in queue) of an agent under its cap. On PostgreSQL it is ONE statement: a
+loose index scan finds the queues, ``FOR UPDATE SKIP LOCKED`` lets concurrent workers take
+different runs, and upserts of the schedule rows count the run as running only if the caps still
+allow (checked on the locked rows, so caps hold exactly). SQLite serialises writers, so there the
+same decision is a few plain statements inside the caller's ``BEGIN IMMEDIATE`` transaction.
+
+The release side (running - 1, the virtual time corrected by the slice's real cost) is written by
+the engine's journal in the same statement that releases the lease (tenants.runs.journal).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import TextClause, case, func, select, text, tuple_, update
+from sqlalchemy.orm import Session
+
+from tenants.accounts.models import Tenant
+from tenants.kit.db import insert_ignore, upsert
+from tenants.kit.repository import PlatformRepository, for_dialect
+from tenants.runs.models import Run
+from tenants.runs.repository import back_in_queue
+from tenants.scheduling.models import DEFAULT_SLICE_S, AgentSchedule, TenantSchedule
+
+__all__ = [
+    "ClaimedRun",
+    "DispatchRepository",
+    "PostgresDispatchRepository",
+    "QueueFigures",
+    "WokenRun",
+    "dispatch_repository",
+]
+
+_CLAIMED_COLUMNS = ("id", "tenant_id", "agent_name", "agent_version_id", "agent_version", "input", "is_batch",
+                    "items_total", "items_done", "items_failed", "cost_usd", "fence", "crash_count",
+                    "event_seq", "event_head", "event_seal", "started_at", "created_at", "priority")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRun:
+    """A run a worker now holds the lease of, with what the engine needs to start working on it."""
+
+    id: str
+    tenant_id: str
+    agent_name: str
+    agent_version_id: str
+    agent_version: int
+    input: Any
+    is_batch: bool
+    items_total: int
+    items_done: int
+    items_failed: int
+    cost_usd: Decimal
+    fence: int
+    crash_count: int
+    event_seq: int
+    event_head: str | None
+    event_seal: str | None
+    started_at: datetime
+    created_at: datetime
+    priority: int
+
+    @classmethod
+    def of(cls, row: Any) -> ClaimedRun:
+        values = dict(zip(_CLAIMED_COLUMNS, row, strict=True))
+        values["cost_usd"] = Decimal(values["cost_usd"] or 0)
+        values["is_batch"] = bool(values["is_batch"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class WokenRun:
+    tenant_id: str
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """One tenant's dispatch figures: runs waiting (due now), the oldest wait, runs holding a lease."""
+
+    tenant_id: str
+    queued: int
+    oldest_runnable_at: datetime | None
+    running: int
+    weight: int
+    cap: int | None
+
+
+@functools.cache
+def _claim_sql() -> TextClause:
+    columns = ", ".join(f"r.{c}" for c in _CLAIMED_COLUMNS)
+    return text(f"""
+WITH RECURSIVE queues(tid, agent) AS (
+    (SELECT tenant_id, agent_name FROM runs WHERE runnable_at IS NOT NULL ORDER BY tenant_id, agent_name LIMIT 1)
+  UNION ALL
+    SELECT nxt.tenant_id, nxt.agent_name FROM queues q
+      CROSS JOIN LATERAL (SELECT r.tenant_id, r.agent_name FROM runs r
+                           WHERE r.runnable_at IS NOT NULL AND (r.tenant_id, r.agent_name) > (q.tid, q.agent)
+                           ORDER BY r.tenant_id, r.agent_name LIMIT 1) nxt
+),
+heads AS (
+  SELECT q.tid, q.agent, h.id, h.priority, h.runnable_at FROM queues q
+    CROSS JOIN LATERAL (SELECT r.id, r.priority, r.runnable_at FROM runs r
+                         WHERE r.tenant_id = q.tid AND r.agent_name = q.agent AND r.runnable_at IS NOT NULL
+                           AND r.runnable_at <= :now
+                         ORDER BY r.priority, r.runnable_at, r.id LIMIT 1) h
+),
+vt AS (SELECT COALESCE(MIN(COALESCE(s.vtime, 0)), 0) AS v,
+              set_config('synchronous_commit', 'off', true) AS relaxed  -- a lost claim is simply claimed again
+         FROM (SELECT DISTINCT tid FROM heads) a LEFT JOIN tenant_schedules s ON s.tenant_id = a.tid),
+choice AS (
+  SELECT h.tid, h.agent FROM heads h
+    JOIN tenants t ON t.id = h.tid AND t.status = 'active'
+    LEFT JOIN tenant_schedules s ON s.tenant_id = h.tid
+    LEFT JOIN agent_schedules g ON g.tenant_id = h.tid AND g.agent_name = h.agent
+   WHERE (s.cap IS NULL OR s.running < s.cap) AND (g.cap IS NULL OR g.running < g.cap)
+   ORDER BY GREATEST(COALESCE(s.vtime, 0), (SELECT v FROM vt)), h.tid, h.priority, h.runnable_at, h.id
+   LIMIT 1
+),
+target AS (
+  SELECT r.id FROM runs r, choice c
+   WHERE r.tenant_id = c.tid AND r.agent_name = c.agent AND r.runnable_at IS NOT NULL AND r.runnable_at <= :now
+   ORDER BY r.priority, r.runnable_at, r.id
+   LIMIT 1 FOR UPDATE OF r SKIP LOCKED
+),
+ts AS (
+  INSERT INTO tenant_schedules AS s (tenant_id, weight, vtime, avg_slice_s, running, updated_at)
+  SELECT c.tid, 1, (SELECT v FROM vt) + {DEFAULT_SLICE_S}, {DEFAULT_SLICE_S}, 1, :now
+    FROM choice c WHERE EXISTS (SELECT 1 FROM target)
+  ON CONFLICT (tenant_id) DO UPDATE
+     SET vtime = GREATEST(s.vtime, (SELECT v FROM vt)) + s.avg_slice_s / s.weight,
+         running = s.running + 1, updated_at = :now
+   WHERE s.cap IS NULL OR s.running < s.cap
+  RETURNING s.tenant_id
+),
+ag AS (
+  INSERT INTO agent_schedules AS g (tenant_id, agent_name, running)
+  SELECT c.tid, c.agent, 1 FROM choice c WHERE EXISTS (SELECT 1 FROM ts)
+  ON CONFLICT (tenant_id, agent_name) DO UPDATE SET running = g.running + 1
+   WHERE g.cap IS NULL OR g.running < g.cap
+  RETURNING g.tenant_id
+)
+UPDATE runs r SET lease_owner = :owner, lease_until = :lease_until, fence = r.fence + 1, runnable_at = NULL,
+       state = 'running', reason = NULL, started_at = COALESCE(r.started_at, :now), updated_at = :now,
+       wake_at = NULL
+  FROM target WHERE r.id = target.id AND EXISTS (SELECT 1 FROM ag)
+RETURNING {columns}""")
+
+
+class DispatchRepository(PlatformRepository):
+    """Cross-tenant by nature: the claim chooses the tenant. The generic (SQLite) implementation runs the
+    decision as plain statements; it relies on the caller's transaction serialising writers."""
+
+    def claim(self, owner: str, now: datetime, lease_s: float) -> ClaimedRun | None:
+        """Take the fairest due runnable run and its lease; None when nothing may run now. On None the
+        caller must roll back (a schedule row may have been counted before a cap said no)."""
+        queues = self._queues()
+        if not queues:
+            return None
+        tenants = {q[0] for q in queues}
+        t, g = TenantSchedule.__table__.c, AgentSchedule.__table__.c
+        active = set(self.session.scalars(select(Tenant.id).where(Tenant.id.in_(tenants),
+                                                                  Tenant.status == "active")))
+        # Core rows, never ORM objects: the worker's session lives across claims and must not cache counts
+        sched = {r.tenant_id: r for r in self.session.execute(
+            select(t.tenant_id, t.vtime, t.weight, t.running, t.cap, t.avg_slice_s).where(t.tenant_id.in_(tenants)))}
+        agents = {(r.tenant_id, r.agent_name): r for r in self.session.execute(
+            select(g.tenant_id, g.agent_name, g.running, g.cap).where(g.tenant_id.in_(tenants)))}
+        heads = []
+        for tenant_id, agent in queues:
+            head = self.session.execute(
+                select(Run.id, Run.priority, Run.runnable_at)
+                .where(Run.tenant_id == tenant_id, Run.agent_name == agent, Run.runnable_at.is_not(None),
+                       Run.runnable_at <= now)
+                .order_by(Run.priority, Run.runnable_at, Run.id).limit(1)).first()
+            if head is not None:
+                heads.append((tenant_id, agent, *head))
+        vt = min((sched[x].vtime if x in sched else 0.0) for x in {h[0] for h in heads}) if heads else 0.0
+        best: tuple[Any, ...] | None = None
+        for tenant_id, agent, run_id, priority, runnable_at in heads:
+            s, a = sched.get(tenant_id), agents.get((tenant_id, agent))
+            if tenant_id not in active or (s is not None and s.cap is not None and s.running >= s.cap) or (
+                    a is not None and a.cap is not None and a.running >= a.cap):
+                continue
+            key = (max(s.vtime if s is not None else 0.0, vt), tenant_id, priority, runnable_at, run_id)
+            if best is None or key < best[0]:
+                best = (key, tenant_id, agent, run_id)
+        if best is None:
+            return None
+        _, tenant_id, agent, run_id = best
+        s = sched.get(tenant_id)
+        if s is None:
+            self.session.execute(insert_ignore(self.session, TenantSchedule, "tenant_id").values(
+                tenant_id=tenant_id, weight=1, vtime=vt + DEFAULT_SLICE_S, avg_slice_s=DEFAULT_SLICE_S, running=1,
+                updated_at=now))
+        else:
+            self.session.execute(update(TenantSchedule).where(t.tenant_id == tenant_id).values(
+                vtime=max(s.vtime, vt) + s.avg_slice_s / s.weight, running=t.running + 1, updated_at=now))
+        self.session.execute(upsert(self.session, AgentSchedule)
+                             .values(tenant_id=tenant_id, agent_name=agent, running=1)
+                             .on_conflict_do_update(index_elements=["tenant_id", "agent_name"],
+                                                    set_={"running": g.running + 1}))
+        row = self.session.execute(
+            update(Run).where(Run.id == run_id, Run.runnable_at.is_not(None))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_s), fence=Run.fence + 1,
+                    runnable_at=None, state="running", reason=None,
+                    started_at=func.coalesce(Run.started_at, now), updated_at=now, wake_at=None)
+            .returning(*(getattr(Run, c) for c in _CLAIMED_COLUMNS))).first()
+        return None if row is None else ClaimedRun.of(row)
+
+    def _queues(self) -> list[tuple[str, str]]:
+        """Every (tenant, agent) with a runnable run: a loose index scan, one seek per queue."""
+        out: list[tuple[str, str]] = []
+        cursor: tuple[str, str] | None = None
+        while True:
+            q = select(Run.tenant_id, Run.agent_name).where(Run.runnable_at.is_not(None))
+            if cursor is not None:
+                q = q.where(tuple_(Run.tenant_id, Run.agent_name) > tuple_(*cursor))
+            row = self.session.execute(q.order_by(Run.tenant_id, Run.agent_name).limit(1)).first()
+            if row is None:
+                return out
+            cursor = (str(row[0]), str(row[1]))
+            out.append(cursor)
+
+    # ---- the sweeper --------------------------------------------------------------------------
+    def recover_expired(self, now: datetime, wake_at: datetime, limit: int = 500) -> list[WokenRun]:
+        """Runs whose owner stopped renewing its lease (dead worker): back in the queue, fenced off (the
+        old owner's writes now fail), counted as one more crash, no longer counted as running."""
+        rows = self.session.execute(
+            update(Run).where(Run.id.in_(
+                select(Run.id).where(Run.state.in_(("queued", "running")), Run.lease_owner.is_not(None),
+                                     Run.lease_until < now).limit(limit).scalar_subquery()))
+            .values(lease_owner=None, lease_until=None, fence=Run.fence + 1, crash_count=Run.crash_count + 1,
+                    updated_at=now, **back_in_queue(now, wake_at, state=None))
+            .returning(Run.tenant_id, Run.id, Run.agent_name)).all()
+        for tenant_id, _run_id, agent in rows:
+            self._release_counts(str(tenant_id), str(agent))
+        return [WokenRun(str(t), str(r)) for t, r, _ in rows]
+
+    def _release_counts(self, tenant_id: str, agent: str) -> None:
+        self.session.execute(update(TenantSchedule).where(TenantSchedule.tenant_id == tenant_id)
+                             .values(running=_decremented(TenantSchedule.running)))
+        self.session.execute(update(AgentSchedule)
+                             .where(AgentSchedule.tenant_id == tenant_id, AgentSchedule.agent_name == agent)
+                             .values(running=_decremented(AgentSchedule.running)))
+
+    def overdue(self, now: datetime, wake_at: datetime, limit: int = 500) -> list[WokenRun]:
+        """Runnable runs nobody claimed within the wake grace (a lost wake-up): wake them again, and push
+        their next re-send so the sweeper does not repeat itself every tick. Runs of a tenant at its cap or
+        suspended are left alone: a released slot or the resumption wakes them, never a busy re-send."""
+        blocked = (select(TenantSchedule.tenant_id)
+                   .where(TenantSchedule.cap.is_not(None), TenantSchedule.running >= TenantSchedule.cap)
+                   .union(select(Tenant.id).where(Tenant.status != "active")))
+        rows = self.session.execute(
+            update(Run).where(Run.id.in_(
+                select(Run.id).where(Run.runnable_at.is_not(None), Run.runnable_at <= now,
+                                     Run.wake_at.is_not(None), Run.wake_at <= now,
+                                     Run.tenant_id.not_in(blocked)).limit(limit).scalar_subquery()))
+            .values(wake_at=wake_at).returning(Run.tenant_id, Run.id)).all()
+        return [WokenRun(str(t), str(r)) for t, r in rows]
+
+    def queue_figures(self, now: datetime) -> list[QueueFigures]:
+        """Per tenant with work or a schedule row: due runnable runs, the oldest, running count, weight, cap."""
+        waiting = {str(t): (int(n), oldest) for t, n, oldest in self.session.execute(
+            select(Run.tenant_id, func.count(), func.min(Run.runnable_at))
+            .where(Run.runnable_at.is_not(None), Run.runnable_at <= now).group_by(Run.tenant_id)).all()}
+        out = []
+        for s in self.session.scalars(select(TenantSchedule)):
+            n, oldest = waiting.pop(s.tenant_id, (0, None))
+            out.append(QueueFigures(s.tenant_id, n, oldest, s.running, s.weight, s.cap))
+        out += [QueueFigures(t, n, oldest, 0, 1, None) for t, (n, oldest) in waiting.items()]
+        return out
+
+
+class PostgresDispatchRepository(DispatchRepository):
+    """PostgreSQL: the claim is one statement (see the module docstring)."""
+
+    def claim(self, owner: str, now: datetime, lease_s: float) -> ClaimedRun | None:
+        row = self.session.execute(_claim_sql(), {"owner": owner, "now": now,
+                                                  "lease_until": now + timedelta(seconds=lease_s)}).first()
+        return None if row is None else ClaimedRun.of(row)
+
+    def _release_counts(self, tenant_id: str, agent: str) -> None:
+        self.session.execute(text(
+            "WITH t AS (UPDATE tenant_schedules SET running = GREATEST(running - 1, 0) WHERE tenant_id = :t) "
+            "UPDATE agent_schedules SET running = GREATEST(running - 1, 0) WHERE tenant_id = :t AND agent_name = :a"),
+            {"t": tenant_id, "a": agent})
+
+
+def dispatch_repository(session: Session) -> DispatchRepository:
+    """The dispatch repository for the session's database."""
+    return for_dialect(session, DispatchRepository, PostgresDispatchRepository)
+
+
+def _decremented(column: Any) -> Any:
+    """``column - 1``, never below zero (portable: no GREATEST on SQLite)."""
+    return case((column > 0, column - 1), else_=0)
