@@ -13,7 +13,7 @@ from midwatch.heartbeat import HeartbeatThread
 from runner.actors import register_actors
 from runner.broker import broker_ready, init_broker
 from runner.engine._registry import set_secret_lookup
-from runner.engine._run import request_stop, stopping
+from runner.engine._run import request_stop, send_handed_back, stopping
 from runner.sweeper import run_sweeper
 from tenants.accounts.service import ensure_operator_key
 from tenants.audit.service import open_platform_chain
@@ -106,6 +106,7 @@ class Services:
         if self.worker is not None:
             self.worker.stop(timeout=int(self.settings.shutdown_grace_s * 1000))
             self.worker = None
+            send_handed_back()  # only now: this process's consumers can no longer take these wake-ups
         if self.sweeper is not None:
             self.sweeper.join(timeout=5)
         for heartbeat in self.heartbeats:

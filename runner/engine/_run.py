@@ -40,6 +40,7 @@ from tenants.audit.service import record as record_audit
 from tenants.kit.db import (
     Session,
     begin_explicit,
+    call_after_commit,
     dispatch_after_commit,
     enqueue_after_commit,
     is_transient_db_error,
@@ -59,7 +60,7 @@ from tenants.runs.repository import RunRepository
 from tenants.runs.service import EXECUTE_RUN, wake_grace
 from tenants.security.service import record_violation
 
-__all__ = ["RunSlice", "execute_next", "request_stop", "stopping", "work"]
+__all__ = ["RunSlice", "execute_next", "request_stop", "send_handed_back", "stopping", "work"]
 
 log = get_logger("engine")
 stopping = threading.Event()  # set on SIGTERM: finish the current step, checkpoint, hand the run back
@@ -68,9 +69,34 @@ WORK_BUDGET_S = 5.0  # a message's worker claims runs for this long, then leaves
 _ITEM_STATE: dict[str, str] = {"escalate": "escalated", "fail": "failed", "skip_item": "skipped"}
 
 
+# Runs handed back because this process is stopping. Their wake-ups are sent by send_handed_back() once the
+# process's own consumers are closed: sent earlier, the dying consumer could prefetch one and strand it until
+# the broker's dead-consumer recovery (or the sweeper's overdue re-wake) noticed.
+_handed_back: list[tuple[str, str]] = []
+_handed_back_lock = threading.Lock()
+
+
 def request_stop() -> None:
     """Ask every execution in this process to hand its run back after the current step."""
     stopping.set()
+
+
+def send_handed_back() -> int:
+    """Wake other workers for the runs this process handed back while stopping (after its consumers closed);
+    returns how many. A wake-up lost here only delays the run: the sweeper re-wakes overdue runs."""
+    with _handed_back_lock:
+        runs, _handed_back[:] = list(_handed_back), []
+    for tenant_id, run_id in runs:
+        try:
+            dispatch_after_commit(EXECUTE_RUN, {"tenant_id": tenant_id, "run_id": run_id})
+        except Exception:
+            log.warning("wake_up_not_sent", run_id=run_id, exc_info=True)
+    return len(runs)
+
+
+def _remember_handed_back(tenant_id: str, run_id: str) -> None:
+    with _handed_back_lock:
+        _handed_back.append((tenant_id, run_id))
 
 
 @dataclass(slots=True)
@@ -184,6 +210,11 @@ class RunSlice:
         if not approval_gate(self, ctx, pending):
             raise _Stop("waiting for approval")
 
+    def at_checkpoint(self) -> None:
+        if stopping.is_set():
+            self._hand_back("shutdown")
+            raise _Stop("shutdown")
+
     def autonomy_bound(self, steps_used: int, llm_calls: int, *, model_call: bool) -> str | None:
         autonomy = self.spec.autonomy
         if steps_used >= autonomy.max_steps:
@@ -282,7 +313,7 @@ class RunSlice:
                         f"checkpoint at item {item.item_index} step {index} is {cp.step_id!r} but the pinned "
                         f"spec says {step.id!r}"))
                 context["steps"][step.id] = {"output": cp.output}
-                used = (used[0] + 1, used[1])
+                used = (cp.steps_used, cp.llm_calls) if cp.steps_used is not None else (used[0] + 1, used[1])
                 continue
             attempt = item.next_attempt if index == len(checkpoints) else 1
             with bind_work(item=item.item_index, step=step.id, attempt=attempt), \
@@ -292,6 +323,8 @@ class RunSlice:
             if after is None or self.ended:
                 return
             used = after
+            if index < len(self.spec.steps) - 1:
+                self.at_checkpoint()  # SIGTERM: hand back after the step in flight, not after the whole item
 
     def _step(self, item: PendingItem, index: int, step: Step, context: dict[str, Any], attempt: int,
               used: tuple[int, int], span: SpanHandle) -> tuple[int, int] | None:
@@ -367,7 +400,8 @@ class RunSlice:
             now, steps=1, items_done=int(last), llm_calls=new_calls, cost_usd=new_cost,
             checkpoint={"item_index": item.item_index, "step_index": index, "step_id": step.id, "status": "succeeded",
                         "output": outcome.output, "output_hash": output_hash, "attempts": outcome.attempts,
-                        "latency_ms": round(latency_ms, 3), "fence": self.claimed.fence, "created_at": now},
+                        "latency_ms": round(latency_ms, 3), "fence": self.claimed.fence, "created_at": now,
+                        "steps_used": steps_used, "llm_calls": llm_calls},
             item_end={"item_index": item.item_index, "state": "done", "steps_used": steps_used,
                       "llm_calls": llm_calls} if last else None,
             item_attempt=(item.item_index, 1) if item.next_attempt != 1 else None,
@@ -453,8 +487,12 @@ class RunSlice:
         """Release the lease and put the run back in the queue, so this or another worker continues it."""
         now = utcnow()
         write = self.journal.write(now, release=self.release(now, runnable_at=now, wake_at=now + wake_grace()))
-        self.journal.commit(write, durable=False, what="hand back", after=lambda s, _f: enqueue_after_commit(
-            s, EXECUTE_RUN, tenant_id=self.tenant_id, run_id=self.run_id))
+        if stopping.is_set():  # woken once this process's consumers are closed (send_handed_back)
+            self.journal.commit(write, durable=False, what="hand back", after=lambda s, _f: call_after_commit(
+                s, lambda: _remember_handed_back(self.tenant_id, self.run_id)))
+        else:
+            self.journal.commit(write, durable=False, what="hand back", after=lambda s, _f: enqueue_after_commit(
+                s, EXECUTE_RUN, tenant_id=self.tenant_id, run_id=self.run_id))
         log.info("run_handed_back", run_id=self.run_id, why=why)
 
     def _suspend(self) -> None:

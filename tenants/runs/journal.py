@@ -41,7 +41,7 @@ EVENT_COLUMNS = ("run_id", "seq", "kind", "item_index", "step_index", "step_id",
                  "prev_hash", "hash", "created_at", "trace_id")
 _JSON_EVENT = frozenset({"considered", "verdicts"})
 _CHECKPOINT_COLUMNS = ("item_index", "step_index", "step_id", "status", "output", "output_hash", "attempts",
-                       "latency_ms", "fence", "created_at")
+                       "latency_ms", "fence", "created_at", "steps_used", "llm_calls")
 _LOOP_COLUMNS = ("item_index", "step_index", "iteration", "call_index", "call_id", "tool", "model", "args", "message",
                  "is_error", "idempotency_key", "cost_usd", "llm_calls", "fence", "created_at")
 _INTENT_COLUMNS = ("idempotency_key", "item_index", "step_index", "step_id", "tool", "state", "attempts",

@@ -133,6 +133,10 @@ class StepCheckpoint(Base):
     latency_ms: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
     fence: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The item's totals up to and including this step (an agent step counts 1 + its tool calls): a run resumed
+    # after a crash or a wait keeps enforcing max_steps / max_llm_calls from here. NULL on older rows.
+    steps_used: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    llm_calls: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class LoopCall(Base):

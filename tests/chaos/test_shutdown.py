@@ -61,3 +61,52 @@ def test_sigterm_hands_the_run_to_another_worker_without_losing_or_repeating_a_s
     resumed = next(e for e in events if e["kind"] == "run.resumed")
     took_over = (datetime.fromisoformat(resumed["created_at"].replace("Z", "+00:00")) - sigterm_at).total_seconds()
     assert took_over < 10, f"the second worker resumed {took_over:.1f}s after SIGTERM (lease not released?)"
+
+
+LOOPING = """\
+apiVersion: midwatch/v1
+name: looping
+scope: {tools: [sandbox.sleep]}
+autonomy: {max_steps: 20}
+steps:
+  - id: work
+    agent:
+      model: sandbox
+      prompt: "pace yourself"
+      tools: [sandbox.sleep]
+      sandbox:
+        turns:
+          - tool_calls: [%s]
+          - final: {status: done}
+"""
+
+
+def test_sigterm_inside_an_agent_loop_hands_back_at_the_next_tool_call(make_harness: Callable[..., Harness],
+                                                                         tmp_path: Path) -> None:
+    """One item, one agent step, six slow tool calls in one turn: SIGTERM after the first call stops the worker
+    after the call in flight (not after the whole step), and the next worker makes the remaining calls, none
+    twice, without asking the model for the turn again."""
+    calls = ", ".join(["{name: sandbox.sleep, arguments: {seconds: 0.6}}"] * 6)
+    h = make_harness(db="postgres", broker="redis", worker=None, extra={"MIDWATCH_LEASE_SECONDS": "30"})
+    first = h.spawn("worker", "--threads", "1", log=tmp_path / "first.log")
+    tenant = h.onboard()
+    h.put_agent(tenant, LOOPING % calls)
+    run = h.submit(tenant, "looping", {"input": {}})
+    h.wait_for(lambda: any(e["kind"] == "agent.tool_call" for e in h.events(tenant, run["id"])), timeout=30,
+               what="the first tool call")
+    first.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert first.wait(timeout=30) == 0, "the worker did not exit cleanly on SIGTERM"
+    grace = time.monotonic() - stopped_at
+    assert grace < 2.5, f"the worker took {grace:.1f}s: it finished the step instead of handing back"
+    made = [e for e in h.events(tenant, run["id"]) if e["kind"] == "agent.tool_call"]
+    assert len(made) < 6, "every call ran before the hand-back"
+
+    h.spawn("worker", "--threads", "1", log=tmp_path / "second.log")
+    done = h.wait_run(tenant, run["id"], timeout=60)
+    assert done["state"] == "succeeded", done
+    events = h.events(tenant, run["id"])
+    whys = [e["why"] for e in events if e["kind"] == "agent.tool_call"]
+    assert len(whys) == 6 and len(set(whys)) == 6, f"a call was lost or repeated: {whys}"
+    assert len([e for e in events if e["kind"] == "agent.model_turn"]) == 2, "a turn was asked for again"
+    assert "run.resumed" in [e["kind"] for e in events]

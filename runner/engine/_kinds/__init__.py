@@ -85,6 +85,11 @@ class EngineServices(Protocol):
         it was denied, and stops the slice (releasing the worker) while a human decides."""
         ...
 
+    def at_checkpoint(self) -> None:
+        """Called by a kind between two of its own checkpoints (an agent loop's turns and calls): on SIGTERM the
+        run is handed back here, and the next worker resumes after the last checkpoint."""
+        ...
+
     def autonomy_bound(self, steps_used: int, llm_calls: int, *, model_call: bool) -> str | None:
         """Which autonomy bound the next step execution (or, with ``model_call``, the next model call) would
         exceed after ``steps_used`` step executions and ``llm_calls`` model calls of the item; None if none."""

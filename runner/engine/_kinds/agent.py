@@ -123,8 +123,11 @@ class _Loop:
                         return outcome
                 else:
                     self._calls(iteration, last[0].tool_calls, last[2])
+            first = iteration + 1  # the first turn of this slice
             while True:
                 iteration += 1
+                if iteration > first:
+                    self.ctx.services.at_checkpoint()
                 response, alias = self._ask(iteration)
                 if response.tool_calls:
                     self._calls(iteration, response.tool_calls, 0)
@@ -231,6 +234,8 @@ class _Loop:
                              f": the model still asked for {len(calls)} tool call(s) on its last turn",
                              action="escalate")
         for index in range(done, len(calls)):
+            if index > done:
+                self.ctx.services.at_checkpoint()
             self._call(iteration, index + 1, calls[index], len(calls))
 
     def _call(self, iteration: int, index: int, call: ToolCallRequest, count: int) -> None:

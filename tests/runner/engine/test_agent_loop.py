@@ -184,3 +184,29 @@ def test_each_model_chosen_call_waits_for_its_own_approval_and_resumes_at_that_c
     approvals = harness.client.get(f"/v1/approvals?run_id={run['id']}", headers=tenant.headers).json()["data"]
     assert sorted(a["state"] for a in approvals) == ["consumed", "consumed"]
     assert json.dumps(approvals).count("superseded") == 0
+
+
+def test_the_autonomy_bounds_count_what_came_before_a_wait(harness: Harness) -> None:
+    """An agent step spends 2 model calls and 1 tool call; a later step waits for an approval, so the run is
+    resumed by a new worker slice that replays the checkpoints. ``max_llm_calls: 3`` then leaves room for the
+    approved step, but not for the model step after it: the bound must see the agent step's calls."""
+    spec = yaml.safe_load(_spec([{"tool_calls": [_call("sandbox.echo", n=1)]}, {"final": {"status": "done"}}]))
+    spec["steps"] += [{"id": "gate", "tool": "sandbox.echo", "args": {"n": 2}},
+                      {"id": "summary", "llm": {"model": "sandbox", "prompt": "sum up"}},
+                      {"id": "again", "llm": {"model": "sandbox", "prompt": "once more"}}]
+    spec["autonomy"] = {"max_llm_calls": 3, "max_steps": 10,
+                        "approvals": [{"when": "step.id == 'gate'", "route": "tenant-admin"}]}
+    tenant = harness.onboard()
+    harness.put_agent(tenant, yaml.safe_dump(spec))
+    run = harness.submit(tenant, "looper", {"input": {"order": 42}})
+    harness.wait_run(tenant, run["id"], ("waiting_approval",), timeout=30)
+    pending = harness.client.get(f"/v1/approvals?state=pending&run_id={run['id']}",
+                                 headers=tenant.headers).json()["data"]
+    r = harness.client.post(f"/v1/approvals/{pending[0]['id']}/approve", json={}, headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    done = harness.wait_run(tenant, run["id"], timeout=30)
+    # 2 (agent) + 1 (summary) = 3 model calls: the fourth ("again") is over the bound, even after the wait.
+    assert done["state"] == "escalated" and "max_llm_calls=3" in done["reason"], done
+    assert done["llm_calls"] == 3, done
+    failed = [e for e in harness.events(tenant, run["id"]) if e["kind"] == "step.failed"]
+    assert [e["step_id"] for e in failed] == ["again"], failed
