@@ -37,21 +37,20 @@ from decimal import Decimal
 from typing import Any
 
 from tenants.accounts.repository import AccountsPlatformRepository
-from tenants.accounts.service import hash_key, onboard_tenant
+from tenants.accounts.service import hash_key, onboard_tenant, open_platform_chain
 from tenants.agents.service import store_version
 from tenants.approvals.service import ApprovalRequest, decide, expire_due, request_approval
 from tenants.audit.seals import run_chain
 from tenants.audit.seals import seal as seal_head
-from tenants.audit.service import open_platform_chain
 from tenants.audit.service import record as audit
 from tenants.budgets.service import LimitSpec, reconcile, reserve_many, set_limits
 from tenants.kit.db import unit_of_work
 from tenants.kit.ids import sha256_hex, utcnow
+from tenants.kit.master_key import get_master_key
 from tenants.reliability.derive import derive_all
 from tenants.reliability.service import load_rows
 from tenants.runs.events import GENESIS, event_hash
 from tenants.secrets.errors import MasterKeyUnavailable
-from tenants.secrets.master_key import get_master_key
 from tenants.secrets.service import create_secret, promote_secret, rotate_secret
 from tenants.security.service import record_violation
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from tenants.accounts.models import Tenant
 from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.audit import service as audit
-from tenants.audit.heads import HeadReport, seal_unsealed_heads
 from tenants.kit.db import Session, unit_of_work
 from tenants.kit.repository import keyset_pages
 from tenants.runs.events import ChainVerdict
+from tenants.runs.heads import HeadReport, seal_unsealed_heads
 from tenants.runs.repository import RunRepository
 from tenants.runs.service import verify_run_log
 

@@ -13,11 +13,11 @@ import socket
 import threading
 import time
 
+from tenants.kit import metrics
 from tenants.kit.db import unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
-from tenants.observability import metrics
 from tenants.observability.service import Heartbeat, record_heartbeat, remove_heartbeat
 
 __all__ = ["HeartbeatThread"]

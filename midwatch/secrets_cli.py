@@ -7,13 +7,10 @@ import os
 from pathlib import Path
 
 from midwatch.audit_cli import print_head_report
-from tenants.audit.heads import reseal_heads
 from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import MidwatchError
-from tenants.kit.settings import get_settings
-from tenants.secrets.errors import MasterKeyUnavailable
-from tenants.secrets.master_key import (
+from tenants.kit.master_key import (
     MasterKey,
     embedded_key_path,
     load_master_key,
@@ -21,6 +18,9 @@ from tenants.secrets.master_key import (
     parse_master_key,
     write_key_file,
 )
+from tenants.kit.settings import get_settings
+from tenants.runs.heads import reseal_heads
+from tenants.secrets.errors import MasterKeyUnavailable
 from tenants.secrets.service import rotate_master_key
 
 __all__ = ["NEW_KEY_ENV", "rotate_master_key_command"]
@@ -35,7 +35,7 @@ def rotate_master_key_command(new_key_b64: str | None) -> int:
     new one from ``new_key_b64`` or MIDWATCH_NEW_MASTER_KEY. In the embedded mode the new key may be
     omitted (one is generated), and it is written to ``master.key.next`` before anything is re-wrapped,
     so it survives a crash mid-way; it replaces ``master.key`` once every version is re-wrapped and every
-    chain head sealed under the old key is re-sealed under the new one (tenants.audit.heads).
+    chain head sealed under the old key is re-sealed under the new one (tenants.runs.heads).
     Stop workers while it runs: a process holding the old key cannot read re-wrapped versions.
     Safe to re-run with the same keys after a failure. Exit codes: 0 done, 1 failed, 2 usage.
     """

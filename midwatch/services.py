@@ -15,15 +15,14 @@ from runner.broker import broker_ready, init_broker
 from runner.engine._registry import set_secret_lookup
 from runner.engine._run import request_stop, send_handed_back, stopping
 from runner.sweeper import run_sweeper
-from tenants.accounts.service import ensure_operator_key
-from tenants.audit.service import open_platform_chain
+from tenants.accounts.service import ensure_operator_key, open_platform_chain
 from tenants.kit.db import unit_of_work
 from tenants.kit.logging import configure_logging, get_logger
+from tenants.kit.master_key import get_master_key
 from tenants.kit.settings import Settings
 from tenants.kit.tracing import configure_tracing
 from tenants.migrations import upgrade
 from tenants.secrets.keyring_backend import get_secret, get_secret_for_retry, install_keyring
-from tenants.secrets.master_key import get_master_key
 
 __all__ = ["Services", "bootstrap", "database_ready", "process_ready"]
 

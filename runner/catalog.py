@@ -6,6 +6,6 @@ engine builds tools and providers from the stored JSON.
 
 from runner.providers.remote import ModelConfig
 from runner.tools.breaker import BreakerConfig, BreakerState
-from runner.tools.http import ToolDefinition
+from runner.tools.http_definition import ToolDefinition
 
 __all__ = ["BreakerConfig", "BreakerState", "ModelConfig", "ToolDefinition"]

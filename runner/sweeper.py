@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from runner.webhooks import deliver_due
 from tenants.approvals.service import expire_due
 from tenants.budgets.service import release_expired
+from tenants.kit import metrics
 from tenants.kit.db import dispatch_after_commit, unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
-from tenants.observability import metrics
 from tenants.reliability.derive import derive_once
 from tenants.runs.dispatch import dispatch_repository
 from tenants.runs.service import EXECUTE_RUN, wake_grace

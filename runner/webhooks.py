@@ -24,11 +24,11 @@ import httpx
 from runner.errors import StepFailed
 from runner.tools.egress import EgressBlocked, EgressClient, EgressPolicy, Resolver
 from runner.tools.retry import RetryPolicy, backoff_delay, parse_retry_after
+from tenants.kit import metrics
 from tenants.kit.db import unit_of_work
 from tenants.kit.ids import canonical_json, utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
-from tenants.observability import metrics
 from tenants.webhooks.repository import ClaimedDelivery, webhook_platform_repository
 from tenants.webhooks.signing import sign, verify_signature
 

@@ -196,6 +196,7 @@ def _apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
 def _reset_process() -> None:
     from platform_api.auth import reset_limiter
     from runner.broker import reset_broker
+    from runner.engine._run import stopping
     from tenants.kit.db import reset_engine
     from tenants.kit.settings import reset_settings
     from tenants.observability.exposition import reset_collector
@@ -205,6 +206,7 @@ def _reset_process() -> None:
     reset_engine()
     reset_settings()
     reset_collector()
+    stopping.clear()  # a previous test's Services.stop() asked this process's executions to hand back
 
 
 @pytest.fixture

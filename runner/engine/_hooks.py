@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
+from tenants.kit import metrics
 from tenants.kit.db import Session
 from tenants.kit.logging import get_logger
-from tenants.observability import metrics
 from tenants.webhooks.service import emit
 
 __all__ = ["RunEnded", "after_commit", "has_in_transaction", "in_transaction", "subscribe"]

@@ -12,8 +12,8 @@ from runner.engine._registry import LlmReservation, Toolbox
 from runner.errors import StepFailed
 from runner.providers.base import Message, ModelRequest, ModelResponse, ToolChoice, ToolSpec
 from runner.providers.finish import raise_for_finish
+from tenants.kit import metrics
 from tenants.kit.tracing import model_span
-from tenants.observability import metrics
 
 __all__ = ["LlmLog", "ModelParams", "Settle", "ask_models"]
 

@@ -37,6 +37,7 @@ from runner.spec import AgentSpec, Step, cached_version_spec, load_version_spec
 from runner.tools.retry import RetryLater
 from tenants.agents.repository import AgentRepository
 from tenants.audit.service import record as record_audit
+from tenants.kit import metrics
 from tenants.kit.db import (
     Session,
     begin_explicit,
@@ -52,7 +53,6 @@ from tenants.kit.ids import sha256_hex, utcnow
 from tenants.kit.logging import bind_work, get_logger, redact
 from tenants.kit.settings import Settings
 from tenants.kit.tracing import SpanHandle, run_slice_span, step_span
-from tenants.observability import metrics
 from tenants.runs.dispatch import ClaimedRun, dispatch_repository
 from tenants.runs.journal import JournalWrite, Release
 from tenants.runs.models import LoopCall

@@ -53,6 +53,7 @@ __all__ = [
     "hash_key",
     "issue_key",
     "onboard_tenant",
+    "open_platform_chain",
     "revoke_key",
     "rotate_key",
     "rotate_operator_key",
@@ -327,3 +328,11 @@ def authenticate(session: Session, authorization: str | None, *, now: datetime |
     """Resolve ``Authorization: Bearer <key>`` to a principal (no cache, no rate limit), or raise
     Unauthorized / Forbidden."""
     return verify_key(session, hash_key(bearer_token(authorization)), now or utcnow()).principal
+
+
+def open_platform_chain(session: Session) -> bool:
+    """At start-up: on a fresh installation (no tenant onboarded yet) start the platform audit chain with a
+    sealed, empty head. Later a missing platform head is a finding, never silently re-created."""
+    if AccountsPlatformRepository(session).list_tenants(after=None, limit=1):
+        return False
+    return open_chain(session, None)

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from tenants.approvals.models import Approval
 from tenants.approvals.repository import ApprovalRepository, PlatformApprovalRepository
+from tenants.kit import metrics
 from tenants.kit.db import call_after_commit, enqueue_after_commit
 from tenants.kit.errors import Conflict, Forbidden, NotFound, found
 from tenants.kit.ids import new_id, utcnow
-from tenants.observability import metrics
 from tenants.runs.repository import RunRepository, back_in_queue
 from tenants.runs.service import EXECUTE_RUN, wake_grace
 from tenants.webhooks.service import emit

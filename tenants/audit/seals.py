@@ -27,7 +27,7 @@ import threading
 from typing import Literal
 
 from tenants.kit.ids import canonical_json
-from tenants.secrets.master_key import MasterKey, get_master_key
+from tenants.kit.master_key import MasterKey, get_master_key
 
 __all__ = ["BROKEN", "ChainKind", "broken_marker", "run_chain", "seal", "seal_problem"]
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tenants.accounts.repository import AccountsPlatformRepository
 from tenants.audit.models import PLATFORM_CHAIN, AuditEvent
 from tenants.audit.repository import GENESIS, AuditRepository, PlatformAuditRepository
 from tenants.audit.seals import broken_marker, seal, seal_problem
@@ -34,7 +33,6 @@ __all__ = [
     "audit_hash",
     "list_events",
     "open_chain",
-    "open_platform_chain",
     "record",
     "verify",
     "verify_events",
@@ -98,14 +96,6 @@ def open_chain(session: Session, tenant_id: str | None) -> bool:
     none, fails verification. True if the head was created (False: the chain already had one)."""
     repo = _chain(session, tenant_id)
     return repo.open(seal("audit", repo.chain_key, 0, GENESIS))
-
-
-def open_platform_chain(session: Session) -> bool:
-    """At start-up: on a fresh installation (no tenant onboarded yet) start the platform chain with a sealed,
-    empty head. Later a missing platform head is a finding, never silently re-created."""
-    if AccountsPlatformRepository(session).list_tenants(after=None, limit=1):
-        return False
-    return open_chain(session, None)
 
 
 def _walk(events: Iterable[AuditEvent | Mapping[str, Any]]) -> tuple[AuditVerdict | None, int, int, str]:

@@ -30,6 +30,7 @@ __all__ = [
     "InvalidInput",
     "KeyAlreadyRotated",
     "LeaseLost",
+    "MasterKeyUnavailable",
     "MidwatchError",
     "NotFound",
     "RateLimited",
@@ -151,3 +152,11 @@ def found(value: T | None, what: str) -> T:
     if value is None:
         raise NotFound(f"{what} not found")
     return value
+
+
+class MasterKeyUnavailable(MidwatchError):
+    """No usable master key: not configured (production), malformed, or its file unreadable (500
+    ``master_key_unavailable``; raised by :mod:`tenants.kit.master_key`, also listed with the vault's errors)."""
+
+    code = "master_key_unavailable"
+    status = 500

@@ -10,7 +10,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 
-__all__ = ["Edited", "JsonType", "TenantOwned", "UtcDateTime"]
+__all__ = ["FAILURE_CATEGORIES", "Edited", "JsonType", "TenantOwned", "UtcDateTime"]
+
+# Why a step (and so an item or a run) failed: the closed set every layer reports with (events, metrics, rollups).
+FAILURE_CATEGORIES = ("dependency", "auth", "validation", "budget", "scope", "approval", "state", "internal")
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 

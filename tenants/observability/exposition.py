@@ -29,11 +29,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tenants.kit import metrics
 from tenants.kit.db import read_only
 from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings
-from tenants.observability import metrics
 from tenants.observability.service import BREAKER_LEVEL, Snapshot, take_snapshot
 
 __all__ = ["DatabaseCollector", "SnapshotCache", "db_gauges_enabled", "metric_names", "multiprocess_dir",
@@ -204,7 +204,7 @@ def snapshot_families(snap: Snapshot | None, *, ok: bool, duration_s: float) -> 
 
 
 class DatabaseCollector(Collector):
-    """A prometheus-client collector exporting :data:`tenants.observability.metrics.DB_GAUGES` from a
+    """A prometheus-client collector exporting :data:`tenants.kit.metrics.DB_GAUGES` from a
     :class:`SnapshotCache`."""
 
     def __init__(self, cache: SnapshotCache) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import BigInteger, Float, Index, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenants.kit.db import Base
-from tenants.kit.types import JsonType, UtcDateTime
+from tenants.kit.types import FAILURE_CATEGORIES, JsonType, UtcDateTime
 
 __all__ = [
     "FAILURE_CATEGORIES",
@@ -37,7 +37,6 @@ __all__ = [
     "StepStatDaily",
 ]
 
-FAILURE_CATEGORIES = ("dependency", "auth", "validation", "budget", "scope", "approval", "state", "internal")
 LATEST_FAILURES_PER_TENANT = 50
 
 

@@ -16,11 +16,11 @@ from tenants.agents.models import AgentVersion
 from tenants.audit.seals import broken_marker, run_chain
 from tenants.audit.seals import seal as seal_head
 from tenants.budgets.service import charge_run
+from tenants.kit import metrics
 from tenants.kit.db import call_after_commit, enqueue_after_commit
 from tenants.kit.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound, found
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 from tenants.kit.settings import get_settings
-from tenants.observability import metrics
 from tenants.runs.events import GENESIS, HASHED_FIELDS, ChainVerdict, event_hash, verify_chain
 from tenants.runs.models import TERMINAL_STATES, Run, RunItem
 from tenants.runs.repository import RunRepository, run_repository

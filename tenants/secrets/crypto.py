@@ -17,8 +17,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tenants.kit.ids import canonical_json
+from tenants.kit.master_key import MasterKey
 from tenants.secrets.errors import DecryptionFailed, MasterKeyMismatch
-from tenants.secrets.master_key import MasterKey
 
 __all__ = ["NONCE_BYTES", "Sealed", "associated_data", "open_value", "rewrap", "seal_value"]
 

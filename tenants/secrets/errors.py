@@ -3,8 +3,9 @@
     MidwatchError
     ├── NotFound
     │   └── SecretNotFound         404 not_found          (no such secret or version, or grace expired)
+    ├── MasterKeyUnavailable       500 master_key_unavailable  (missing, malformed or unreadable key; in
+    │                                                           tenants.kit.errors, as the key lives in the kit)
     └── SecretsError               500 secrets_error
-        ├── MasterKeyUnavailable   500 master_key_unavailable  (missing, malformed or unreadable key)
         ├── MasterKeyMismatch      500 master_key_mismatch     (a version was wrapped by another master key)
         └── DecryptionFailed       500 secret_unreadable       (integrity check failed: tampered or moved)
 
@@ -13,7 +14,7 @@ None of these messages ever holds a plaintext, a data key or a master key.
 
 from __future__ import annotations
 
-from tenants.kit.errors import MidwatchError, NotFound
+from tenants.kit.errors import MasterKeyUnavailable, MidwatchError, NotFound
 
 __all__ = [
     "DecryptionFailed",
@@ -35,12 +36,6 @@ class SecretsError(MidwatchError):
 
     code = "secrets_error"
     status = 500
-
-
-class MasterKeyUnavailable(SecretsError):
-    """No usable master key: not configured (production), malformed, or its file unreadable."""
-
-    code = "master_key_unavailable"
 
 
 class MasterKeyMismatch(SecretsError):

@@ -27,9 +27,9 @@ from tenants.kit.db import unit_of_work
 from tenants.kit.errors import Conflict, InvalidInput
 from tenants.kit.ids import new_id, utcnow
 from tenants.kit.logging import get_logger, register_secret
+from tenants.kit.master_key import MasterKey, get_master_key
 from tenants.secrets.crypto import Sealed, associated_data, open_value, rewrap, seal_value
 from tenants.secrets.errors import SecretNotFound
-from tenants.secrets.master_key import MasterKey, get_master_key
 from tenants.secrets.models import Secret, SecretVersion
 from tenants.secrets.names import NAME_PATTERN, NAME_RULE
 from tenants.secrets.repository import SecretRepository, SecretsPlatformRepository

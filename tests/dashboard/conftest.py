@@ -119,8 +119,7 @@ def _add_governance_facts(now, tenant_id: str, run_ids: list[str]) -> None:
 @pytest.fixture(scope="session")
 def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDb]:
     """Migrate a fresh SQLite database, register an operator key, seed 600 runs over 5 tenants, add ``facts``."""
-    from tenants.accounts.service import ensure_operator_key
-    from tenants.audit.service import open_platform_chain
+    from tenants.accounts.service import ensure_operator_key, open_platform_chain
     from tenants.kit.db import reset_engine, unit_of_work
     from tenants.kit.ids import utcnow
     from tenants.kit.settings import get_settings, reset_settings

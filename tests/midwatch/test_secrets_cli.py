@@ -12,10 +12,10 @@ import pytest
 from midwatch.secrets_cli import rotate_master_key_command
 from tenants.accounts.service import onboard_tenant
 from tenants.kit.db import unit_of_work
+from tenants.kit.master_key import MasterKey, get_master_key
 from tenants.kit.settings import reset_settings
 from tenants.secrets import service
 from tenants.secrets.errors import MasterKeyMismatch
-from tenants.secrets.master_key import MasterKey, get_master_key
 from tests.conftest import _apply_env, _reset_process
 
 Setup = Callable[..., str]

@@ -67,13 +67,10 @@ class LlmKind:
             feedback: str | None = None
             for _ in range(tries_per_model):
                 attempt += 1
-                messages = [Message.system(str(system))] if system else []
-                messages.append(Message.user(prompt))
-                if feedback:
-                    messages.append(Message.user(f"Your previous answer was rejected: {feedback}. Answer again."))
                 try:
-                    response, chosen, fallbacks = ask_models(ctx.toolbox, params, chain[first:], messages, attempt,
-                                                             log, settle=settle)
+                    response, chosen, fallbacks = ask_models(ctx.toolbox, params, chain[first:],
+                                                             _messages(system, prompt, feedback), attempt, log,
+                                                             settle=settle)
                 except StepFailed as failure:  # what was charged is on the run's counters already
                     failure.details.update(recorded_cost_usd=str(log.cost), recorded_llm_calls=recorded[0])
                     raise
@@ -102,3 +99,12 @@ class LlmKind:
                          details={"verdicts": log.verdicts + log.usage, "llm_calls": log.calls,
                                   "cost_usd": str(log.cost), "recorded_cost_usd": str(log.cost),
                                   "recorded_llm_calls": recorded[0]})
+
+
+def _messages(system: Any, prompt: str, feedback: str | None) -> list[Message]:
+    """One attempt's conversation: the system message, the prompt, and why the previous answer was rejected."""
+    messages = [Message.system(str(system))] if system else []
+    messages.append(Message.user(prompt))
+    if feedback:
+        messages.append(Message.user(f"Your previous answer was rejected: {feedback}. Answer again."))
+    return messages

@@ -12,7 +12,8 @@ from runner.providers.base import ToolCallRequest
 from runner.providers.tool_args import tool_spec, validate_args, validate_call
 from runner.tools.breaker import BreakerConfig, CircuitBreaker, InMemoryBreakerStore
 from runner.tools.egress import EgressClient, EgressPolicy
-from runner.tools.http import HttpTool, ToolDefinition
+from runner.tools.http import HttpTool
+from runner.tools.http_definition import ToolDefinition
 from runner.tools.sandbox import BUILTIN_TOOLS
 
 REFUND_ARGS = {

@@ -12,7 +12,8 @@ from runner.sandbox_upstream import FaultyUpstream, require_bearer
 from runner.tools.base import ToolCall
 from runner.tools.breaker import CircuitBreaker, breaker_key
 from runner.tools.egress import EgressClient, EgressPolicy
-from runner.tools.http import HttpTool, ToolDefinition
+from runner.tools.http import HttpTool
+from runner.tools.http_definition import ToolDefinition
 
 OLD, NEW = "rotation-old-value-1", "rotation-new-value-2"
 

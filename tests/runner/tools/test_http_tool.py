@@ -23,7 +23,8 @@ from runner.sandbox_upstream import (
 from runner.tools.base import ToolCall
 from runner.tools.breaker import BreakerConfig, CircuitBreaker, breaker_key
 from runner.tools.egress import EgressClient, EgressPolicy
-from runner.tools.http import HttpTool, ToolDefinition
+from runner.tools.http import HttpTool
+from runner.tools.http_definition import ToolDefinition
 from runner.tools.retry import RetryLater
 from tenants.kit.logging import register_secret
 

@@ -4,7 +4,7 @@ one master key, and a chain extended from a head whose seal does not hold carrie
 from __future__ import annotations
 
 from tenants.audit.seals import BROKEN, broken_marker, seal, seal_problem
-from tenants.secrets.master_key import MasterKey
+from tenants.kit.master_key import MasterKey
 
 KEY, OTHER = MasterKey.generate(), MasterKey.generate()
 HEAD = "a" * 64

@@ -166,7 +166,7 @@ def _processes_script(db_url: str, data_dir: Path) -> str:
         import os, sys
         os.environ["MIDWATCH_DATA_DIR"] = {str(data_dir)!r}
         os.environ["MIDWATCH_DATABASE_URL"] = {db_url!r}
-        from tenants.observability import metrics
+        from tenants.kit import metrics
         tenant, agent = sys.argv[1], sys.argv[2]
         metrics.run_finished(tenant, agent, "succeeded")
         metrics.step_finished(tenant, agent, ok=False, category="validation", seconds=0.2, retries=1)

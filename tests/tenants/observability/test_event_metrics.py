@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from tenants.observability import metrics
+from tenants.kit import metrics
 from tenants.observability.exposition import SnapshotCache, snapshot_families
 from tenants.observability.service import Snapshot
 from tests.tenants.observability.conftest import parse, value

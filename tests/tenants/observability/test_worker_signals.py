@@ -1,7 +1,7 @@
 """A real worker process (PostgreSQL + Redis) while a run succeeds after a retry and another fails validation
 and is escalated: its /metrics, scraped and parsed, and its log, line by line.
 
-The engine reports through ``tenants.observability.metrics`` and binds its log context once per slice and
+The engine reports through ``tenants.kit.metrics`` and binds its log context once per slice and
 per step, so every figure names its tenant and agent and every log line of a run carries its fields.
 """
 

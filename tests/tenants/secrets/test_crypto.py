@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
+from tenants.kit.master_key import MasterKey
 from tenants.secrets.crypto import Sealed, associated_data, open_value, rewrap, seal_value
 from tenants.secrets.errors import DecryptionFailed, MasterKeyMismatch
-from tenants.secrets.master_key import MasterKey
 
 AAD = associated_data("tnt_a", "sec_1", "crm_token", 1)
 

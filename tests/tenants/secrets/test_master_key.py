@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tenants.kit.master_key import MasterKey, get_master_key, load_master_key
 from tenants.kit.settings import Settings, reset_settings
 from tenants.secrets.errors import MasterKeyUnavailable
-from tenants.secrets.master_key import MasterKey, get_master_key, load_master_key
 from tests.conftest import MIDWATCH_ENV_KEYS
 
 PRODUCTION = {"env": "production", "database_url": "postgresql://db/midwatch", "broker_url": "redis://redis:6379/0"}

@@ -11,9 +11,9 @@ from sqlalchemy import select, update
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import Conflict, InvalidInput
 from tenants.kit.ids import utcnow
+from tenants.kit.master_key import MasterKey, get_master_key
 from tenants.secrets import service
 from tenants.secrets.errors import DecryptionFailed, MasterKeyMismatch, SecretNotFound
-from tenants.secrets.master_key import MasterKey, get_master_key
 from tenants.secrets.models import MasterKeyRecord, Secret, SecretVersion
 from tests.tenants.secrets.conftest import new_tenant
 

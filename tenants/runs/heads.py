@@ -20,9 +20,9 @@ from tenants.audit.models import PLATFORM_CHAIN
 from tenants.audit.repository import GENESIS, AuditRepository, PlatformAuditRepository
 from tenants.audit.seals import run_chain, seal, seal_problem
 from tenants.audit.service import open_chain, verify_events
+from tenants.kit.master_key import MasterKey
 from tenants.runs.events import HASHED_FIELDS, verify_chain
 from tenants.runs.repository import PlatformRunRepository, RunRepository
-from tenants.secrets.master_key import MasterKey
 
 __all__ = ["HeadReport", "reseal_heads", "seal_unsealed_heads"]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from tenants.kit.errors import MasterKeyUnavailable
 from tenants.kit.logging import get_logger
 from tenants.kit.settings import Settings, get_settings
-from tenants.secrets.errors import MasterKeyUnavailable
 
 __all__ = [
     "KEY_BYTES",

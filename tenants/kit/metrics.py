@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-from tenants.reliability.models import FAILURE_CATEGORIES
+from tenants.kit.types import FAILURE_CATEGORIES
 
 __all__ = [
     "DB_GAUGES",
