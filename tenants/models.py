@@ -8,6 +8,7 @@ from tenants.budgets.models import Budget, BudgetEvent, BudgetLimit, BudgetReser
 from tenants.catalog.models import BreakerRecord, ModelRecord, ToolRecord
 from tenants.kit.db import Base
 from tenants.observability.models import WorkerHeartbeat
+from tenants.rehearsals.models import Rehearsal, RehearsalPolicy
 from tenants.reliability.models import (
     AgentHealth,
     FailureHourly,
@@ -47,6 +48,8 @@ __all__ = [
     "MasterKeyRecord",
     "ModelRecord",
     "ReadModelCursor",
+    "Rehearsal",
+    "RehearsalPolicy",
     "ReliabilityCounter",
     "Run",
     "RunItem",

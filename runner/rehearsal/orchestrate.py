@@ -1,0 +1,324 @@
+"""Carrying out one rehearsal: space, upstream, worker processes, platform faults, results.
+
+The orchestrator runs in the process that asked (``midwatch rehearse``, or a worker executing the
+``run_rehearsal`` actor for the API). It never runs the engine itself, so nothing of the rehearsal touches
+its process's metrics, traces or broker: the engine runs in the rehearsal's own worker process
+(:mod:`runner.rehearsal.worker`), which it starts, kills with ``kill -9`` at the seeded moment, and starts
+again. It reads the space's database, and writes nothing but the report (through the caller).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RehearsalError
+from runner.rehearsal.faults import Schedule
+from runner.rehearsal.plan import Plan, Source, build_plan, groups_of, make_items, side_effect_tools
+from runner.rehearsal.profile import Profile
+from runner.rehearsal.upstream import RehearsalUpstream, Served
+from tenants.kit.ids import new_id
+from tenants.kit.settings import Settings
+from tenants.rehearsals.repository import SpaceRepository
+from tenants.rehearsals.space import SpaceDatabase, SpaceRun, space_runs
+
+__all__ = ["Observed", "RehearsalOptions", "carry_out", "worker_env"]
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "escalated", "budget_exhausted"})
+READY_TIMEOUT_S = 60.0
+POLL_S = 0.05
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RehearsalOptions:
+    """How to rehearse: the profile, how many items, how many repetitions, the seed, a time limit, and (from
+    the command line only, against a database the operator named disposable) a command restarting it."""
+
+    profile: Profile
+    items: int = 20
+    repeat: int = 3
+    seed: int = 1
+    timeout_s: float = 300.0
+    restart_database: list[str] | None = None
+
+
+@dataclass
+class Platform:
+    """What happened to the rehearsal's own worker, queue and database, with timings."""
+
+    kill: Served | None = None
+    killed_at: float | None = None  # wall clock
+    killed_run: str | None = None
+    replacement_ready_s: float | None = None
+    recovery_s: float | None = None
+    queue: str | None = None
+    dropped_messages: int | None = None
+    db_restart: dict[str, Any] | None = None
+    worker_starts: int = 0
+
+
+@dataclass
+class Observed:
+    """Everything the report is computed from."""
+
+    rehearsal_id: str
+    source: Source
+    options: RehearsalOptions
+    plan: Plan
+    schedule: Schedule
+    runs: list[SpaceRun]
+    states: dict[str, Any]  # run id -> Run
+    items: list[Any]  # RunItem rows
+    step_events: list[Any]  # DecisionEvent rows
+    deferrals: list[Any]  # step.deferred events
+    approvals: list[Any]
+    side_effects: list[Any]
+    served: list[Served]
+    raw_requests: list[Any]
+    egress: list[dict[str, Any]]
+    platform: Platform
+    port_labels: dict[int, str] = field(default_factory=dict)  # upstream port -> the host it stands for
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def worker_env(settings: Settings, space_dir: Path, space: SpaceDatabase, rehearsal_id: str) -> dict[str, str]:
+    """The rehearsal worker's environment: the space and nothing of the installation's secrets, metrics or traces."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MIDWATCH_", "OTEL_")) and k not in ("PROMETHEUS_MULTIPROC_DIR",)}
+    redis = settings.broker_url.startswith(("redis://", "rediss://"))
+    env.update({
+        "MIDWATCH_ENV": "embedded", "MIDWATCH_DATA_DIR": str(space_dir), "MIDWATCH_DATABASE_URL": space.url,
+        "MIDWATCH_BROKER_URL": settings.broker_url if redis else "stub://",
+        "MIDWATCH_QUEUE_NAME": f"rehearsal-{rehearsal_id}", "MIDWATCH_REDIS_NAMESPACE": f"mw-rehearsal-{rehearsal_id}",
+        "MIDWATCH_ALLOW_LOOPBACK_EGRESS": "true", "MIDWATCH_HEALTH_PORT": "0", "MIDWATCH_WORKER_THREADS": "1",
+        "MIDWATCH_METRICS_DB_GAUGES": "off", "MIDWATCH_LOG_FORMAT": "json", "MIDWATCH_LOG_LEVEL": "warning",
+        # A key of its own that nothing is encrypted with: the space never sees the installation's master key.
+        "MIDWATCH_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        # The platform behaves as the installation does: recovery figures are the installation's.
+        "MIDWATCH_LEASE_SECONDS": str(settings.lease_seconds),
+        "MIDWATCH_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
+        "MIDWATCH_WAKE_GRACE_SECONDS": str(settings.wake_grace_seconds),
+        "MIDWATCH_TIME_SLICE_SECONDS": str(settings.time_slice_seconds),
+        "MIDWATCH_MAX_REDELIVERIES": str(settings.max_redeliveries),
+        "MIDWATCH_DURABILITY": settings.durability,
+    })
+    return env
+
+
+class _Worker:
+    """One of the rehearsal's worker processes."""
+
+    def __init__(self, space_dir: Path, env: dict[str, str], number: int) -> None:
+        self.log_path = space_dir / f"worker-{number}.log"
+        self.space_dir = space_dir
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter and a module of ours
+                [sys.executable, "-m", "runner.rehearsal.worker", str(space_dir)], env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float) -> str:
+        ready = self.space_dir / f"ready-{self.proc.pid}"
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self.proc.poll() is not None:
+                raise RehearsalError(f"the rehearsal's worker exited ({self.proc.returncode}) before it was ready: "
+                                     f"{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RehearsalError(f"the rehearsal's worker was not ready after {timeout:.0f}s: {self.tail()}")
+            time.sleep(0.02)
+        return ready.read_text(encoding="utf-8")
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+def _redis_queue(settings: Settings, rehearsal_id: str, *, delete: bool) -> int:
+    """Messages waiting in the rehearsal's own Redis namespace; with ``delete`` the namespace's keys go."""
+    import redis
+
+    client = redis.Redis.from_url(settings.broker_url)
+    namespace = f"mw-rehearsal-{rehearsal_id}"
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
+        waiting = sum(int(client.hlen(k)) for k in keys if k.decode().endswith(".msgs"))
+        if delete and keys:
+            client.delete(*keys)
+        return waiting
+    finally:
+        client.close()
+
+
+def carry_out(settings: Settings, source: Source, options: RehearsalOptions, *, rehearsal_id: str | None = None,
+              progress: Progress | None = None, heartbeat: Callable[[], None] | None = None) -> Observed:
+    """Rehearse ``source`` in a throwaway space and return what was observed (see the module docstring).
+
+    Raises RehearsalError when the rehearsal cannot be carried out. Cleans up in every case.
+    """
+    say = progress or (lambda _m: None)
+    rid = rehearsal_id or new_id("rhr")
+    began = time.monotonic()
+    profile = options.profile
+    items = make_items(source, options.items, options.seed)
+    schedule = Schedule(options.seed, profile, source.spec, items=options.items, repeat=options.repeat,
+                        side_effects=side_effect_tools(source))
+    triggered = threading.Event()
+    upstream = RehearsalUpstream(schedule, source.spec, groups_of(source), seed=options.seed,
+                                 on_trigger=lambda _e: triggered.set())
+    space_dir = Path(tempfile.mkdtemp(prefix="midwatch-rehearsal-"))
+    space: SpaceDatabase | None = None
+    workers: list[_Worker] = []
+    redis = settings.broker_url.startswith(("redis://", "rediss://"))
+    try:
+        ports = upstream.start()
+        deadline = time.time() + options.timeout_s
+        plan = build_plan(source, ports, rehearsal_id=rid, items=items, repeat=options.repeat,
+                          approvals=profile.approvals, deadline=deadline + 60)
+        upstream.configure(plan)
+        (space_dir / "plan.json").write_text(plan.to_json(), encoding="utf-8")
+        space = SpaceDatabase.sqlite(space_dir) if settings.is_sqlite else SpaceDatabase.postgres(
+            settings.database_url, rid)
+        env = worker_env(settings, space_dir, space, rid)
+        workers.append(_Worker(space_dir, env, 1))
+        tenant_id = workers[0].wait_ready(READY_TIMEOUT_S)
+        timings = {"space_ready_s": time.monotonic() - began}
+        say(f"rehearsal space ready in {timings['space_ready_s']:.1f}s: {len(plan.runs)} run(s) of "
+            f"{options.items} item(s) x {options.repeat}, profile {profile.name}, seed {options.seed}")
+        with space.read() as session:
+            runs = space_runs(tenant_id, session)
+        platform = Platform(worker_starts=1)
+        last_beat = time.monotonic()
+        while True:
+            if triggered.is_set() and platform.kill is None:
+                platform.kill = upstream.triggered
+                _platform_faults(settings, options, platform, workers, space_dir, env, rid, runs, redis, say)
+            if platform.killed_at is not None and platform.recovery_s is None and platform.killed_run:
+                with space.read() as session:
+                    at = SpaceRepository(session, tenant_id).first_progress_after(
+                        platform.killed_run, datetime.fromtimestamp(platform.killed_at, UTC))
+                if at is not None:
+                    platform.recovery_s = max(0.0, at.timestamp() - platform.killed_at)
+                    say(f"the killed run progressed again {platform.recovery_s:.1f}s after the kill")
+            with space.read() as session:
+                states = SpaceRepository(session, tenant_id).states()
+            if states and all(s in TERMINAL for s in states.values()) and (
+                    platform.kill is None or platform.recovery_s is not None or platform.killed_run is None):
+                break
+            if workers[-1].proc.poll() is not None:
+                raise RehearsalError(f"the rehearsal's worker stopped unexpectedly ({workers[-1].proc.returncode}): "
+                                     f"{workers[-1].tail()}")
+            if time.time() > deadline:
+                done = sum(1 for s in states.values() if s in TERMINAL)
+                raise RehearsalError(f"the rehearsal did not finish within {options.timeout_s:.0f}s ({done} of "
+                                     f"{len(states)} runs finished); raise --timeout or rehearse fewer items")
+            if heartbeat is not None and time.monotonic() - last_beat > 10:
+                heartbeat()
+                last_beat = time.monotonic()
+            time.sleep(POLL_S)
+        timings["runs_s"] = time.monotonic() - began - timings["space_ready_s"]
+        workers[-1].stop()
+        with space.read() as session:
+            repo = SpaceRepository(session, tenant_id)
+            observed = Observed(
+                rehearsal_id=rid, source=source, options=options, plan=plan, schedule=schedule, runs=runs,
+                states={r.id: r for r in repo.runs()}, items=list(repo.items()), step_events=list(repo.step_events()),
+                deferrals=list(repo.deferrals()),
+                approvals=list(repo.approvals()), side_effects=list(repo.side_effects()),
+                served=list(upstream.served), raw_requests=upstream.requests, egress=_egress(space_dir),
+                platform=platform, timings=timings,
+                port_labels={p: g.name if g.kind == "host" else "builtin-tools" if g.kind == "builtin"
+                             else f"model-{g.name}" for g, p in ports.items()})
+            session.expunge_all()
+        observed.timings["total_s"] = time.monotonic() - began
+        return observed
+    finally:
+        for worker in workers:
+            try:
+                worker.stop()
+            except Exception:  # cleaning up: the next one still has to go
+                worker.kill9()
+        upstream.stop()
+        if space is not None:
+            space.drop()
+        if redis:
+            try:
+                _redis_queue(settings, rid, delete=True)
+            except Exception:  # the namespace is unique to this rehearsal: left-overs harm nobody
+                say("could not delete the rehearsal's Redis keys")
+        shutil.rmtree(space_dir, ignore_errors=True)
+
+
+def _egress(space_dir: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = space_dir / "egress.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _platform_faults(settings: Settings, options: RehearsalOptions, platform: Platform, workers: list[_Worker],
+                     space_dir: Path, env: dict[str, str], rid: str, runs: list[SpaceRun], redis: bool,
+                     say: Progress) -> None:
+    """At the seeded moment: kill -9 the worker (a call in flight), drop its queue, start a new one."""
+    profile = options.profile
+    hit = platform.kill
+    assert hit is not None
+    if profile.platform.kill_worker:
+        workers[-1].kill9()
+        platform.killed_at = time.time()
+        batch = len(runs) == options.repeat  # one run per repetition; else one run per item
+        match = [r for r in runs if r.rep == hit.rep and (batch or r.offset == hit.item)]
+        platform.killed_run = match[0].run_id if match else None
+        say(f"kill -9 of the rehearsal's worker in repetition {hit.rep}, item {hit.item}, step {hit.step} "
+            f"({hit.target} in flight)")
+    if profile.platform.drop_queue:
+        if redis:
+            platform.dropped_messages = _redis_queue(settings, rid, delete=True)
+            platform.queue = "dropped: every message of the rehearsal's Redis queue deleted"
+        elif profile.platform.kill_worker:
+            platform.queue = "dropped: the in-process queue died with the worker"
+        else:
+            os.kill(workers[-1].proc.pid, signal.SIGUSR1)
+            platform.queue = "dropped: the worker's in-process queue flushed"
+    if options.restart_database:
+        started = time.monotonic()
+        result = subprocess.run(options.restart_database, capture_output=True, timeout=300, check=False)  # noqa: S603
+        platform.db_restart = {"command": " ".join(options.restart_database), "exit_code": result.returncode,
+                               "duration_s": round(time.monotonic() - started, 3)}
+        say(f"database restart command exited {result.returncode} after {platform.db_restart['duration_s']}s")
+    if profile.platform.kill_worker:
+        before = time.monotonic()
+        workers.append(_Worker(space_dir, env, len(workers) + 1))
+        workers[-1].wait_ready(READY_TIMEOUT_S)
+        platform.worker_starts += 1
+        platform.replacement_ready_s = time.monotonic() - before
