@@ -25,8 +25,9 @@ DEMO_TENANT = "demo"
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``rehearse`` subcommand's arguments."""
-    p = sub.add_parser("rehearse", help="the 3 a.m. rehearsal: run an agent through a seeded bad night and report "
-                                        "whether it survives (--gate: exit 1 when it does not)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "rehearse", help="the 3 a.m. rehearsal: run an agent through a seeded bad night and report whether it "
+                         "survives (--gate: exit 1 when it does not)")
     p.add_argument("target", metavar="FILE_OR_AGENT",
                    help="an agent's name (its stored version), or a spec file or bundle (spec + tools + models)")
     p.add_argument("--tenant", help="the agent's tenant (default on the embedded install: demo)")
@@ -101,10 +102,23 @@ def _source(settings: Settings, args: argparse.Namespace) -> Source:
     return source_from_agent(tenant, args.target, args.version)
 
 
+def _options(settings: Settings, args: argparse.Namespace, source: Source) -> Any:
+    from runner.errors import RehearsalError
+    from runner.rehearsal import RehearsalOptions, load_profile
+
+    profile = load_profile(args.profile)
+    target = source.spec.objective.slo.pass_k
+    repeat = args.repeat if args.repeat is not None else max(3, target.k if target else 0)
+    if not 1 <= args.items <= 10_000 or not 1 <= repeat <= 20:
+        raise RehearsalError("--items must be 1..10000 and --repeat 1..20")
+    return RehearsalOptions(profile=profile, items=args.items, repeat=repeat, seed=args.seed, timeout_s=args.timeout,
+                            restart_database=_restart_command(settings, args))
+
+
 def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
     """Rehearse, print the report, store it (when the agent belongs to a tenant), and exit by the verdict."""
     from runner.errors import RehearsalError, SpecInvalid
-    from runner.rehearsal import RehearsalOptions, headline, load_profile, profile_label, rehearse, render_table
+    from runner.rehearsal import headline, profile_label, rehearse, render_table
     from tenants.kit.db import unit_of_work
     from tenants.kit.errors import MidwatchError
     from tenants.rehearsals.service import begin_rehearsal, fail_rehearsal, finish_rehearsal, touch_rehearsal
@@ -115,13 +129,7 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
         upgrade()  # the embedded install keeps its schema current, like `midwatch up`
     try:
         source = _source(settings, args)
-        profile = load_profile(args.profile)
-        target = source.spec.objective.slo.pass_k
-        repeat = args.repeat if args.repeat is not None else max(3, target.k if target else 0)
-        if not 1 <= args.items <= 10_000 or not 1 <= repeat <= 20:
-            raise RehearsalError("--items must be 1..10000 and --repeat 1..20")
-        options = RehearsalOptions(profile=profile, items=args.items, repeat=repeat, seed=args.seed,
-                                   timeout_s=args.timeout, restart_database=_restart_command(settings, args))
+        options = _options(settings, args, source)
     except SpecInvalid as exc:
         for issue in exc.issues:
             print(f"error   {issue.path or '(root)'}: {issue.message} [{issue.code}]", file=sys.stderr)
@@ -129,19 +137,20 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
     except (RehearsalError, MidwatchError) as exc:
         return _fail(str(exc) if isinstance(exc, RehearsalError) else exc.detail)
 
-    stored = None
-    if source.tenant_id is not None:
+    tenant_id, stored = source.tenant_id, None
+    label = profile_label(options.profile)
+    if tenant_id is not None:
         with unit_of_work() as session:
             stored = begin_rehearsal(
-                session, source.tenant_id, agent_name=source.agent_name, version=_version(source),
-                source=source.origin, spec_hash=source.spec_hash, profile=profile_label(profile),
-                options=profile.model_dump(mode="json") if profile_label(profile).startswith("custom:") else None,
-                seed=options.seed, items=options.items, repeat=options.repeat, requested_by="cli").id
+                session, tenant_id, agent_name=source.agent_name, version=_version(source), source=source.origin,
+                spec_hash=source.spec_hash, profile=label, seed=options.seed, items=options.items,
+                options=options.profile.model_dump(mode="json") if label.startswith("custom:") else None,
+                repeat=options.repeat, requested_by="cli").id
 
     def beat() -> None:
-        if stored is not None and source.tenant_id is not None:
+        if stored is not None and tenant_id is not None:
             with unit_of_work() as session:
-                touch_rehearsal(session, source.tenant_id, stored)
+                touch_rehearsal(session, tenant_id, stored)
 
     def say(message: str) -> None:
         print(f"· {message}", file=sys.stderr, flush=True)
@@ -149,16 +158,16 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         report = rehearse(settings, source, options, rehearsal_id=stored, progress=say, heartbeat=beat)
     except (RehearsalError, MidwatchError, KeyboardInterrupt) as exc:
-        if stored is not None and source.tenant_id is not None:
+        if stored is not None and tenant_id is not None:
             with unit_of_work() as session:
-                fail_rehearsal(session, source.tenant_id, stored,
+                fail_rehearsal(session, tenant_id, stored,
                                "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc))
         if isinstance(exc, KeyboardInterrupt):
             raise
         return _fail(str(exc) if isinstance(exc, RehearsalError) else exc.detail)
-    if stored is not None and source.tenant_id is not None:
+    if stored is not None and tenant_id is not None:
         with unit_of_work() as session:
-            finish_rehearsal(session, source.tenant_id, stored, report, headline(report))
+            finish_rehearsal(session, tenant_id, stored, report, headline(report))
     if args.format == "json":
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -28,6 +28,7 @@ from tenants.audit.service import record
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
 from tenants.kit.settings import get_settings
+from tenants.rehearsals.service import version_for_run
 from tenants.runs.service import submit_run
 
 __all__ = ["build_router"]
@@ -150,7 +151,7 @@ def submit(name: str, data: SubmitRun, principal: Caller,
            idempotency_key: IdempotencyKey = None) -> Response[RunOut]:
     me = require(principal, "tenant-admin")
     with unit_of_work() as session:
-        version = get_version(session, me.tenant_id, name)
+        version = version_for_run(session, me.tenant_id, name, data.version)  # the deploy gate, if the agent has one
         _check_input(load_version_spec(version.id, lambda: version.spec), data)
         submitted = submit_run(session, me.tenant_id, version, name, data.input, data.items, idempotency_key,
                                priority=data.priority)
@@ -163,7 +164,9 @@ def build_router(max_run_body_bytes: int) -> Router:
     submit_handler = post(
         "/{name:str}/runs", sync_to_thread=True, summary="Submit a run of the agent's latest version",
         description="With an Idempotency-Key header, the same key always returns the same run (201 when created, "
-                    "200 when it already existed); a different request under the same key is 409.",
+                    "200 when it already existed); a different request under the same key is 409. For an agent "
+                    "whose rehearsal policy requires it, the newest version that passed a rehearsal runs, and an "
+                    "explicit version that has not passed one is a 409 rehearsal_required.",
         status_code=201, request_max_body_size=max_run_body_bytes)(submit)
     return Router(path="/v1/agents", route_handlers=[put_agent, validate_agent, list_agents, get_agent_route,
                                                      list_versions, get_version_route, submit_handler],

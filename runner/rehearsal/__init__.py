@@ -34,6 +34,7 @@ actor's body: a rehearsal requested through the API), :class:`RehearsalOptions`,
 
 from __future__ import annotations
 
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -79,9 +80,27 @@ def rehearse(settings: Settings, source: Source, options: RehearsalOptions, *, r
     return build_report(observed)
 
 
+_SLOT = threading.Semaphore(1)  # one rehearsal at a time per process: each starts a worker process of its own
+BUSY_RETRY_S = 15.0
+
+
 def run_requested(settings: Settings, tenant_id: str, rehearsal_id: str) -> None:
     """Carry out a rehearsal requested through the API (``POST /v1/agents/{name}/rehearsals``) and store its
-    report, or why it could not be carried out. A rehearsal already taken or finished is left alone."""
+    report, or why it could not be carried out. A rehearsal already taken or finished is left alone; while this
+    process carries out another one, the request is woken again later."""
+    if not _SLOT.acquire(blocking=False):
+        from tenants.kit.db import dispatch_after_commit
+        from tenants.rehearsals.service import REHEARSE
+
+        dispatch_after_commit(REHEARSE, {"tenant_id": tenant_id, "rehearsal_id": rehearsal_id}, BUSY_RETRY_S)
+        return
+    try:
+        _run_requested(settings, tenant_id, rehearsal_id)
+    finally:
+        _SLOT.release()
+
+
+def _run_requested(settings: Settings, tenant_id: str, rehearsal_id: str) -> None:
     from tenants.rehearsals.service import fail_rehearsal, finish_rehearsal, start_rehearsal, touch_rehearsal
 
     with unit_of_work() as session:

@@ -10,6 +10,7 @@ again. It reads the space's database, and writes nothing but the report (through
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ from typing import Any
 
 from runner.errors import RehearsalError
 from runner.rehearsal.faults import Schedule
-from runner.rehearsal.plan import Plan, Source, build_plan, groups_of, make_items, side_effect_tools
+from runner.rehearsal.plan import Group, Plan, Source, build_plan, groups_of, make_items, side_effect_tools
 from runner.rehearsal.profile import Profile
 from runner.rehearsal.upstream import RehearsalUpstream, Served
 from tenants.kit.ids import new_id
@@ -184,141 +185,171 @@ def carry_out(settings: Settings, source: Source, options: RehearsalOptions, *, 
 
     Raises RehearsalError when the rehearsal cannot be carried out. Cleans up in every case.
     """
-    say = progress or (lambda _m: None)
-    rid = rehearsal_id or new_id("rhr")
-    began = time.monotonic()
-    profile = options.profile
-    items = make_items(source, options.items, options.seed)
-    schedule = Schedule(options.seed, profile, source.spec, items=options.items, repeat=options.repeat,
-                        side_effects=side_effect_tools(source))
-    triggered = threading.Event()
-    upstream = RehearsalUpstream(schedule, source.spec, groups_of(source), seed=options.seed,
-                                 on_trigger=lambda _e: triggered.set())
-    space_dir = Path(tempfile.mkdtemp(prefix="midwatch-rehearsal-"))
-    space: SpaceDatabase | None = None
-    workers: list[_Worker] = []
-    redis = settings.broker_url.startswith(("redis://", "rediss://"))
-    try:
-        ports = upstream.start()
-        deadline = time.time() + options.timeout_s
-        plan = build_plan(source, ports, rehearsal_id=rid, items=items, repeat=options.repeat,
-                          approvals=profile.approvals, deadline=deadline + 60)
-        upstream.configure(plan)
-        (space_dir / "plan.json").write_text(plan.to_json(), encoding="utf-8")
-        space = SpaceDatabase.sqlite(space_dir) if settings.is_sqlite else SpaceDatabase.postgres(
-            settings.database_url, rid)
-        env = worker_env(settings, space_dir, space, rid)
-        workers.append(_Worker(space_dir, env, 1))
-        tenant_id = workers[0].wait_ready(READY_TIMEOUT_S)
-        timings = {"space_ready_s": time.monotonic() - began}
-        say(f"rehearsal space ready in {timings['space_ready_s']:.1f}s: {len(plan.runs)} run(s) of "
-            f"{options.items} item(s) x {options.repeat}, profile {profile.name}, seed {options.seed}")
-        with space.read() as session:
-            runs = space_runs(tenant_id, session)
-        platform = Platform(worker_starts=1)
+    return _Rehearsal(settings, source, options, rehearsal_id or new_id("rhr"), progress, heartbeat).run()
+
+
+class _Rehearsal:
+    """One rehearsal being carried out: the space, the upstream, the worker processes."""
+
+    def __init__(self, settings: Settings, source: Source, options: RehearsalOptions, rid: str,
+                 progress: Progress | None, heartbeat: Callable[[], None] | None) -> None:
+        self.settings, self.source, self.options, self.rid = settings, source, options, rid
+        self.say: Progress = progress or (lambda _m: None)
+        self.heartbeat = heartbeat
+        self.began = time.monotonic()
+        self.schedule = Schedule(options.seed, options.profile, source.spec, items=options.items,
+                                 repeat=options.repeat, side_effects=side_effect_tools(source))
+        self.triggered = threading.Event()
+        self.upstream = RehearsalUpstream(self.schedule, source.spec, groups_of(source), seed=options.seed,
+                                          on_trigger=lambda _e: self.triggered.set())
+        self.space_dir = Path(tempfile.mkdtemp(prefix="midwatch-rehearsal-"))
+        self.space: SpaceDatabase | None = None
+        self.workers: list[_Worker] = []
+        self.redis = settings.broker_url.startswith(("redis://", "rediss://"))
+        self.platform = Platform(worker_starts=1)
+        self.timings: dict[str, float] = {}
+        self.env: dict[str, str] = {}
+        self.tenant_id = ""
+        self.runs: list[SpaceRun] = []
+
+    def run(self) -> Observed:
+        try:
+            ports, plan = self._prepare()
+            self._watch(time.time() + self.options.timeout_s - self.timings["space_ready_s"])
+            self.timings["runs_s"] = time.monotonic() - self.began - self.timings["space_ready_s"]
+            self.workers[-1].stop()
+            observed = self._collect(ports, plan)
+            observed.timings["total_s"] = time.monotonic() - self.began
+            return observed
+        finally:
+            self._clean_up()
+
+    def _prepare(self) -> tuple[dict[Group, int], Plan]:
+        options = self.options
+        ports = self.upstream.start()
+        plan = build_plan(self.source, ports, rehearsal_id=self.rid,
+                          items=make_items(self.source, options.items, options.seed), repeat=options.repeat,
+                          approvals=options.profile.approvals, deadline=time.time() + options.timeout_s + 60)
+        self.upstream.configure(plan)
+        (self.space_dir / "plan.json").write_text(plan.to_json(), encoding="utf-8")
+        self.space = SpaceDatabase.sqlite(self.space_dir) if self.settings.is_sqlite else SpaceDatabase.postgres(
+            self.settings.database_url, self.rid)
+        self.env = worker_env(self.settings, self.space_dir, self.space, self.rid)
+        self.workers.append(_Worker(self.space_dir, self.env, 1))
+        self.tenant_id = self.workers[0].wait_ready(READY_TIMEOUT_S)
+        self.timings["space_ready_s"] = time.monotonic() - self.began
+        self.say(f"rehearsal space ready in {self.timings['space_ready_s']:.1f}s: {len(plan.runs)} run(s) of "
+                 f"{options.items} item(s) x {options.repeat}, profile {options.profile.name}, seed {options.seed}")
+        with self.space.read() as session:
+            self.runs = space_runs(self.tenant_id, session)
+        return ports, plan
+
+    def _watch(self, deadline: float) -> None:
+        """Until every run has ended (and the killed one progressed again): platform faults, recovery, time."""
+        assert self.space is not None
+        platform = self.platform
         last_beat = time.monotonic()
         while True:
-            if triggered.is_set() and platform.kill is None:
-                platform.kill = upstream.triggered
-                _platform_faults(settings, options, platform, workers, space_dir, env, rid, runs, redis, say)
+            if self.triggered.is_set() and platform.kill is None:
+                platform.kill = self.upstream.triggered
+                self._platform_faults()
             if platform.killed_at is not None and platform.recovery_s is None and platform.killed_run:
-                with space.read() as session:
-                    at = SpaceRepository(session, tenant_id).first_progress_after(
+                with self.space.read() as session:
+                    at = SpaceRepository(session, self.tenant_id).first_progress_after(
                         platform.killed_run, datetime.fromtimestamp(platform.killed_at, UTC))
                 if at is not None:
                     platform.recovery_s = max(0.0, at.timestamp() - platform.killed_at)
-                    say(f"the killed run progressed again {platform.recovery_s:.1f}s after the kill")
-            with space.read() as session:
-                states = SpaceRepository(session, tenant_id).states()
-            if states and all(s in TERMINAL for s in states.values()) and (
-                    platform.kill is None or platform.recovery_s is not None or platform.killed_run is None):
-                break
-            if workers[-1].proc.poll() is not None:
-                raise RehearsalError(f"the rehearsal's worker stopped unexpectedly ({workers[-1].proc.returncode}): "
-                                     f"{workers[-1].tail()}")
+                    self.say(f"the killed run progressed again {platform.recovery_s:.1f}s after the kill")
+            with self.space.read() as session:
+                states = SpaceRepository(session, self.tenant_id).states()
+            recovered = platform.killed_at is None or platform.recovery_s is not None or platform.killed_run is None
+            if states and recovered and all(s in TERMINAL for s in states.values()):
+                return
+            worker = self.workers[-1]
+            if worker.proc.poll() is not None:
+                raise RehearsalError(f"the rehearsal's worker stopped unexpectedly ({worker.proc.returncode}): "
+                                     f"{worker.tail()}")
             if time.time() > deadline:
                 done = sum(1 for s in states.values() if s in TERMINAL)
-                raise RehearsalError(f"the rehearsal did not finish within {options.timeout_s:.0f}s ({done} of "
+                raise RehearsalError(f"the rehearsal did not finish within {self.options.timeout_s:.0f}s ({done} of "
                                      f"{len(states)} runs finished); raise --timeout or rehearse fewer items")
-            if heartbeat is not None and time.monotonic() - last_beat > 10:
-                heartbeat()
+            if self.heartbeat is not None and time.monotonic() - last_beat > 10:
+                self.heartbeat()
                 last_beat = time.monotonic()
             time.sleep(POLL_S)
-        timings["runs_s"] = time.monotonic() - began - timings["space_ready_s"]
-        workers[-1].stop()
-        with space.read() as session:
-            repo = SpaceRepository(session, tenant_id)
+
+    def _collect(self, ports: dict[Group, int], plan: Plan) -> Observed:
+        assert self.space is not None
+        with self.space.read() as session:
+            repo = SpaceRepository(session, self.tenant_id)
             observed = Observed(
-                rehearsal_id=rid, source=source, options=options, plan=plan, schedule=schedule, runs=runs,
-                states={r.id: r for r in repo.runs()}, items=list(repo.items()), step_events=list(repo.step_events()),
-                deferrals=list(repo.deferrals()),
+                rehearsal_id=self.rid, source=self.source, options=self.options, plan=plan, schedule=self.schedule,
+                runs=self.runs, states={r.id: r for r in repo.runs()}, items=list(repo.items()),
+                step_events=list(repo.step_events()), deferrals=list(repo.deferrals()),
                 approvals=list(repo.approvals()), side_effects=list(repo.side_effects()),
-                served=list(upstream.served), raw_requests=upstream.requests, egress=_egress(space_dir),
-                platform=platform, timings=timings,
+                served=list(self.upstream.served), raw_requests=self.upstream.requests,
+                egress=_egress(self.space_dir), platform=self.platform, timings=dict(self.timings),
                 port_labels={p: g.name if g.kind == "host" else "builtin-tools" if g.kind == "builtin"
                              else f"model-{g.name}" for g, p in ports.items()})
             session.expunge_all()
-        observed.timings["total_s"] = time.monotonic() - began
         return observed
-    finally:
-        for worker in workers:
+
+    def _clean_up(self) -> None:
+        for worker in self.workers:
             try:
                 worker.stop()
             except Exception:  # cleaning up: the next one still has to go
                 worker.kill9()
-        upstream.stop()
-        if space is not None:
-            space.drop()
-        if redis:
+        self.upstream.stop()
+        if self.space is not None:
+            self.space.drop()
+        if self.redis:
             try:
-                _redis_queue(settings, rid, delete=True)
+                _redis_queue(self.settings, self.rid, delete=True)
             except Exception:  # the namespace is unique to this rehearsal: left-overs harm nobody
-                say("could not delete the rehearsal's Redis keys")
-        shutil.rmtree(space_dir, ignore_errors=True)
+                self.say("could not delete the rehearsal's Redis keys")
+        shutil.rmtree(self.space_dir, ignore_errors=True)
+
+    def _platform_faults(self) -> None:
+        """At the seeded moment: kill -9 the worker (a call in flight), drop its queue, start a new one."""
+        profile, platform, workers = self.options.profile, self.platform, self.workers
+        hit = platform.kill
+        assert hit is not None
+        if profile.platform.kill_worker:
+            workers[-1].kill9()
+            platform.killed_at = time.time()
+            batch = len(self.runs) == self.options.repeat  # one run per repetition; else one run per item
+            match = [r for r in self.runs if r.rep == hit.rep and (batch or r.offset == hit.item)]
+            platform.killed_run = match[0].run_id if match else None
+            self.say(f"kill -9 of the rehearsal's worker in repetition {hit.rep}, item {hit.item}, step {hit.step} "
+                     f"({hit.target} in flight)")
+        if profile.platform.drop_queue:
+            if self.redis:
+                platform.dropped_messages = _redis_queue(self.settings, self.rid, delete=True)
+                platform.queue = "dropped: every message of the rehearsal's Redis queue deleted"
+            elif profile.platform.kill_worker:
+                platform.queue = "dropped: the in-process queue died with the worker"
+            else:
+                os.kill(workers[-1].proc.pid, signal.SIGUSR1)
+                platform.queue = "dropped: the worker's in-process queue flushed"
+        if self.options.restart_database:
+            started = time.monotonic()
+            result = subprocess.run(self.options.restart_database, capture_output=True, timeout=300,  # noqa: S603
+                                    check=False)
+            platform.db_restart = {"command": " ".join(self.options.restart_database),
+                                   "exit_code": result.returncode, "duration_s": round(time.monotonic() - started, 3)}
+            self.say(f"database restart command exited {result.returncode} after "
+                     f"{platform.db_restart['duration_s']}s")
+        if profile.platform.kill_worker:
+            before = time.monotonic()
+            workers.append(_Worker(self.space_dir, self.env, len(workers) + 1))
+            workers[-1].wait_ready(READY_TIMEOUT_S)
+            platform.worker_starts += 1
+            platform.replacement_ready_s = time.monotonic() - before
 
 
 def _egress(space_dir: Path) -> list[dict[str, Any]]:
-    import json
-
     path = space_dir / "egress.jsonl"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _platform_faults(settings: Settings, options: RehearsalOptions, platform: Platform, workers: list[_Worker],
-                     space_dir: Path, env: dict[str, str], rid: str, runs: list[SpaceRun], redis: bool,
-                     say: Progress) -> None:
-    """At the seeded moment: kill -9 the worker (a call in flight), drop its queue, start a new one."""
-    profile = options.profile
-    hit = platform.kill
-    assert hit is not None
-    if profile.platform.kill_worker:
-        workers[-1].kill9()
-        platform.killed_at = time.time()
-        batch = len(runs) == options.repeat  # one run per repetition; else one run per item
-        match = [r for r in runs if r.rep == hit.rep and (batch or r.offset == hit.item)]
-        platform.killed_run = match[0].run_id if match else None
-        say(f"kill -9 of the rehearsal's worker in repetition {hit.rep}, item {hit.item}, step {hit.step} "
-            f"({hit.target} in flight)")
-    if profile.platform.drop_queue:
-        if redis:
-            platform.dropped_messages = _redis_queue(settings, rid, delete=True)
-            platform.queue = "dropped: every message of the rehearsal's Redis queue deleted"
-        elif profile.platform.kill_worker:
-            platform.queue = "dropped: the in-process queue died with the worker"
-        else:
-            os.kill(workers[-1].proc.pid, signal.SIGUSR1)
-            platform.queue = "dropped: the worker's in-process queue flushed"
-    if options.restart_database:
-        started = time.monotonic()
-        result = subprocess.run(options.restart_database, capture_output=True, timeout=300, check=False)  # noqa: S603
-        platform.db_restart = {"command": " ".join(options.restart_database), "exit_code": result.returncode,
-                               "duration_s": round(time.monotonic() - started, 3)}
-        say(f"database restart command exited {result.returncode} after {platform.db_restart['duration_s']}s")
-    if profile.platform.kill_worker:
-        before = time.monotonic()
-        workers.append(_Worker(space_dir, env, len(workers) + 1))
-        workers[-1].wait_ready(READY_TIMEOUT_S)
-        platform.worker_starts += 1
-        platform.replacement_ready_s = time.monotonic() - before

@@ -37,6 +37,7 @@ from runner.jsonschemas import validator_for
 from runner.providers.scripted import example_for_schema
 from runner.rehearsal.faults import rng
 from runner.spec import AgentSpec, SpecIssue, load_spec
+from runner.tools.http import OAuth2ClientCredentials
 from runner.tools.sandbox import BUILTIN_TOOLS, EchoTool, RecordTool
 from tenants.kit.ids import sha256_hex
 
@@ -198,6 +199,10 @@ def _bundle(loaded: dict[str, Any]) -> Source:
 _WORDS = ("ann", "bob", "carol", "dan", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj")
 
 
+def _number(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
 def _sample(schema: Any, r: Any, name: str, index: int, depth: int = 0) -> Any:  # noqa: PLR0911, PLR0912
     """A varied value for ``schema`` (enums, bounds, formats, required and some optional properties)."""
     if not isinstance(schema, dict) or depth > 8:
@@ -228,9 +233,9 @@ def _sample(schema: Any, r: Any, name: str, index: int, depth: int = 0) -> Any: 
         count = r.randint(low, max(low, min(high, low + 2)))
         return [_sample(schema.get("items", {}), r, name, index, depth + 1) for _ in range(count)]
     if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", 1))
-        high = schema.get("maximum", schema.get("exclusiveMaximum", max(low, 0) + 5000))
-        value = r.uniform(float(low), float(high))
+        low = _number(schema.get("minimum", schema.get("exclusiveMinimum")), 1.0)
+        high = _number(schema.get("maximum", schema.get("exclusiveMaximum")), max(low, 0.0) + 5000)
+        value = r.uniform(low, max(low, high))
         return int(value) if kind == "integer" else round(value, 2)
     if kind == "boolean":
         return r.random() < 0.5
@@ -306,8 +311,9 @@ def groups_of(source: Source) -> list[Group]:
         if name in BUILTIN_TOOLS:
             continue
         definition = ToolDefinition.model_validate({**source.tools[name], "name": name})
-        for url in [definition.url, *([definition.auth.token_url] if getattr(definition.auth, "token_url", None)
-                                      else [])]:
+        auth = definition.auth
+        token = [auth.token_url] if isinstance(auth, OAuth2ClientCredentials) else []
+        for url in [definition.url, *token]:
             if (netloc := _netloc(url)) not in hosts:
                 hosts.append(netloc)
     out = [Group("host", h) for h in hosts]

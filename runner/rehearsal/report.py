@@ -20,6 +20,7 @@ under ``timings`` only.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter, defaultdict
@@ -88,7 +89,8 @@ def _clean(text: str | None, labels: dict[int, str]) -> str:
     return _RUN.sub("<run>", text)[:300]
 
 
-_KINDS = (("unknown_outcome", "unknown outcome of a side effect"), ("outcome unknown", "unknown outcome of a side effect"),
+_KINDS = (("unknown_outcome", "unknown outcome of a side effect"),
+          ("outcome unknown", "unknown outcome of a side effect"),
           ("refused", "the model refused"), ("before finishing", "cut off by max_tokens"),
           ("gave up after", "gave up after its retries"), ("not found in", "a field it reads is missing"),
           ("autonomy bound", "an autonomy bound"), ("401", "401 from the API"), ("403", "403 from the API"),
@@ -207,7 +209,7 @@ class _Builder:
                 requests[s.step] += 1
         for calls in by_call.values():
             calls.sort(key=lambda s: s.n)
-            for previous, current in zip(calls, calls[1:], strict=False):
+            for previous, current in itertools.pairwise(calls):
                 category = _retry_category(previous, current, self.steps.get(current.step))
                 if category is not None:
                     retries[current.step][category] += 1
@@ -230,10 +232,11 @@ class _Builder:
                 step = self._failed_step(t)
                 reason = self.clean(t.reason)
                 groups[(step, t.category or "internal", _reason_kind(reason))].append(reason)
-        by_reason = [{"step": step, "category": cat, "why": why, "count": len(reasons),
-                      "example": sorted(Counter(reasons).most_common(), key=lambda rc: (-rc[1], rc[0]))[0][0]}
-                     for (step, cat, why), reasons in groups.items()]
-        by_reason.sort(key=lambda g: (-g["count"], g["step"], g["category"], g["why"]))
+        by_reason: list[dict[str, Any]] = [
+            {"step": step, "category": cat, "why": why, "count": len(reasons),
+             "example": sorted(Counter(reasons).most_common(), key=lambda rc: (-rc[1], rc[0]))[0][0]}
+            for (step, cat, why), reasons in groups.items()]
+        by_reason.sort(key=lambda g: (-int(g["count"]), str(g["step"]), str(g["category"]), str(g["why"])))
         states = Counter(t.state for t in self.tries if t.state != "done")
         return {"items": sum(states.values()), "by_state": dict(sorted(states.items())), "by_reason": by_reason}
 
@@ -357,9 +360,9 @@ def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # n
         if event.kind == "step.failed":
             failures[(step_id, event.failure_category or "internal", _reason_kind(b.clean(event.why)))].append(event)
     for (step_id, category, _kind), events in sorted(failures.items()):
-        step = b.steps.get(step_id)
-        if step is None:
+        if step_id not in b.steps:
             continue
+        step = b.steps[step_id]
         n = len(events)
         reasons = " ".join(b.clean(e.why) for e in events)
         if "unknown_outcome" in reasons or "outcome unknown" in reasons:
@@ -378,7 +381,8 @@ def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # n
                 retry = step.on_invalid.retry
                 add(n, f"let step `{step_id}` retry invalid answers more (`on_invalid.retry: {min(5, retry + 2)}`, "
                        f"now {retry}) or add a fallback model",
-                    f"step `{step_id}` failed validation in {n} item(s) after {retry} retr{'y' if retry == 1 else 'ies'}",
+                    f"step `{step_id}` failed validation in {n} item(s) after {retry} "
+                    f"retr{'y' if retry == 1 else 'ies'}",
                     "validation_exhausted")
         elif category == "dependency" and step.tool is not None:
             definition = b.o.source.tool_definition(step.tool)
@@ -403,11 +407,12 @@ def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # n
                 "static_credential")
         elif category == "validation" and "not found" in reasons:
             source = _source_step(spec, step_id, reasons)
-            tool = b.steps[source].tool if source in b.steps else None
-            if tool is not None:
-                add(n, f"declare a `response_schema` on tool `{tool}` requiring the fields later steps read",
+            drifted = b.steps[source].tool if source in b.steps else None
+            if drifted is not None:
+                add(n, f"declare a `response_schema` on tool `{drifted}` requiring the fields later steps read",
                     f"step `{step_id}` failed in {n} item(s) on a field missing from `{source}`'s output (the API "
-                    "renamed it); a response_schema would reject it at the tool, with a clear reason", "schema_drift_late")
+                    "renamed it); a response_schema would reject it at the tool, with a clear reason",
+                    "schema_drift_late")
         elif category == "budget":
             add(n, f"raise the autonomy bound step `{step_id}` hit, or cut the retries that use it up",
                 f"{n} item(s) stopped at an autonomy bound at step `{step_id}`", "autonomy_bound")
@@ -491,7 +496,7 @@ def build_report(observed: Observed) -> dict[str, Any]:
                                           "p95": _percentile(latencies[s.id], 0.95),
                                           "max": _percentile(latencies[s.id], 1.0)} for s in source.spec.steps}}
     label = profile_label(observed.options.profile)
-    report = {
+    report: dict[str, Any] = {
         "rehearsal_id": observed.rehearsal_id, "agent": source.agent_name, "version": source.version,
         "source": source.origin, "tenant": source.tenant_name, "spec_hash": source.spec_hash,
         "profile": {"name": label, "rank": PROFILE_RANKS.get(label, 0),
@@ -525,7 +530,7 @@ def _lines(rows: Iterable[list[str]]) -> list[str]:
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
 
 
-def render_table(report: dict[str, Any]) -> str:  # noqa: PLR0915 - one section a block
+def render_table(report: dict[str, Any]) -> str:
     """The report for a terminal."""
     f = report["figures"]
     e2e, pk, se, human = f["end_to_end"], f["pass_k"], f["side_effects"], f["human_decisions"]
@@ -592,8 +597,9 @@ def render_table(report: dict[str, Any]) -> str:  # noqa: PLR0915 - one section 
     out.append(f"faults  tools: {_kv({k: v for k, v in faults['tools'].items() if k != 'ok'})} | "
                f"models: {_kv({k: v for k, v in faults['models'].items() if k != 'ok'})}")
     eg = f["egress"]
-    out.append(f"egress  {eg['hops']} request(s), " + ("all to the rehearsal upstream" if eg["only_rehearsal_upstream"]
-                                                       else f"{eg['refused']} REFUSED: {', '.join(eg['refused_hosts'])}")
+    where = ("all to the rehearsal upstream" if eg["only_rehearsal_upstream"]
+             else f"{eg['refused']} REFUSED: {', '.join(eg['refused_hosts'])}")
+    out.append(f"egress  {eg['hops']} request(s), {where}"
                + f"; secrets faked: {', '.join(f['secrets']['faked']) or 'none'}"
                + (f"; missing in the tenant: {', '.join(f['secrets']['missing'])}" if f["secrets"]["missing"] else ""))
     out += ["", "Changes that would most improve it:" if report["changes"] else "Changes: none needed, nothing failed."]

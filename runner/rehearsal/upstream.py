@@ -30,7 +30,7 @@ from typing import Any
 
 from runner.catalog import ToolDefinition
 from runner.errors import TemplateError
-from runner.providers.scripted import offered_tools
+from runner.providers.scripted import WireFormat, offered_tools
 from runner.rehearsal.faults import CallKey, Schedule
 from runner.rehearsal.plan import Group, Plan, sample_valid
 from runner.sandbox_upstream import (
@@ -48,6 +48,7 @@ from runner.sandbox_upstream import (
 )
 from runner.spec import AgentSpec, Step
 from runner.templating import references
+from runner.tools.http import BearerAuth, HeaderAuth
 
 __all__ = ["CONTEXT_HEADER", "HOLD_S", "RehearsalUpstream", "Served", "format_context", "parse_context"]
 
@@ -239,10 +240,9 @@ class RehearsalUpstream:
         auth = tool.definition.auth
         if auth is None:
             return True
-        kind = auth.type
-        if kind == "bearer":
+        if isinstance(auth, BearerAuth):
             return headers.get("authorization") == f"Bearer {self._secrets.get(auth.secret, chr(0))}"
-        if kind == "header":
+        if isinstance(auth, HeaderAuth):
             return headers.get(auth.header.lower()) == self._secrets.get(auth.secret, chr(0))
         return headers.get("authorization", "").startswith("Bearer rh-tok-")
 
@@ -331,7 +331,7 @@ class RehearsalUpstream:
     def _model(self, rep: int, item: int, step_id: str, alias: str, method: str, path: str, body: bytes) -> Fault:
         call = CallKey(rep, item, step_id, f"model:{alias}")
         n = self._next(call)
-        fmt = "anthropic" if path.endswith("/v1/messages") else "openai"
+        fmt: WireFormat = "anthropic" if path.endswith("/v1/messages") else "openai"
         try:
             request = json.loads(body or b"{}")
         except ValueError:
