@@ -401,6 +401,11 @@ def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # n
             else:
                 add(n, f"set `on_dependency_failure` of step `{step_id}` and check tool `{step.tool}`'s retry policy",
                     f"step `{step_id}` failed on its dependency in {n} item(s)", "dependency")
+        elif category == "auth" and "is not available" in reasons:
+            missing = sorted(set(re.findall(r"secret '([a-z][a-z0-9_-]*)' is not available", reasons)))
+            add(n, "create the secret(s) " + ", ".join(f"`{m}`" for m in missing) + " in the tenant (POST /v1/secrets)",
+                f"step `{step_id}` could not authenticate in {n} item(s): the secret is not set for this tenant",
+                "missing_secret")
         elif category == "auth" and step.tool is not None:
             add(n, f"use `oauth2_client_credentials` for tool `{step.tool}` (a 401 fetches a new token) or stage "
                    "secret rotations", f"tool `{step.tool}` answered 401 (an expired token) and {n} item(s) escalated",
@@ -421,7 +426,7 @@ def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # n
         lost = figures["end_to_end"]["tries"] - round(projection * figures["end_to_end"]["tries"])
         add(lost, "split the agent into agents of at most 5 steps",
             f"{len(spec.steps)} steps project to {_pct(projection)} end to end", "long_chain")
-    order = {c: i for i, c in enumerate(("not_idempotent", "accepted_wrong_answers", "retries_exhausted",
+    order = {c: i for i, c in enumerate(("missing_secret", "not_idempotent", "accepted_wrong_answers", "retries_exhausted",
                                          "static_credential", "validation_exhausted", "schema_drift_late",
                                          "truncated", "refused", "schema_drift_caught", "autonomy_bound",
                                          "dependency", "long_chain"))}

@@ -8,10 +8,16 @@ non-idempotent send. Hardened: five attempts, a response schema, rules and an id
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runner.sandbox_upstream import FaultyUpstream
-from tests.conftest import Harness, Tenant
+from tests.conftest import MIDWATCH_ENV_KEYS, Harness, Tenant, _reset_process
 
 REAL_SECRET = "REAL-crm-token-do-not-touch-7f3a"
 FAST_PLATFORM = {"MIDWATCH_LEASE_SECONDS": "1", "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.2",
@@ -84,15 +90,6 @@ def put_real_secret(h: Harness, tenant: Tenant) -> None:
 
 # ---- one embedded installation shared by a module's tests (a rehearsal costs seconds) ---------------------
 
-import os  # noqa: E402
-import secrets  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tests.conftest import MIDWATCH_ENV_KEYS, _reset_process  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
@@ -123,8 +120,9 @@ def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         finally:
             client.__exit__(None, None, None)
             _reset_process()
-    assert not any(k.startswith("MIDWATCH_DATA_DIR") and os.environ.get(k) == str(data) for k in os.environ)
+    assert os.environ.get("MIDWATCH_DATA_DIR") != str(data)  # the environment is the next test's again
 
 
 def data_dir(h: Harness) -> Path:
+    """The installation's data directory."""
     return Path(h.env["MIDWATCH_DATA_DIR"])
