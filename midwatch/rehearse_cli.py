@@ -89,9 +89,10 @@ def _source(settings: Settings, args: argparse.Namespace) -> Source:
         tenant = DEMO_TENANT
     if path.is_file():
         source = load_file(path)
-        if source.origin == "file" and tenant is not None and _database_present(settings):
-            return complete_from_tenant(source, tenant)
-        return complete_from_tenant(source, None)
+        bundle = source.sample_items is not None or bool(source.tools) or bool(source.models)
+        # A bundle brings its own definitions: the tenant (its catalog and secrets) only when named explicitly.
+        wanted = args.tenant if bundle else tenant
+        return complete_from_tenant(source, wanted if wanted is not None and _database_present(settings) else None)
     if path.suffix in (".yaml", ".yml", ".json") or "/" in args.target:
         raise RehearsalError(f"{args.target}: no such file")
     if not _database_present(settings):

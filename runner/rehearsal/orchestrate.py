@@ -289,8 +289,7 @@ class _Rehearsal:
                 approvals=list(repo.approvals()), side_effects=list(repo.side_effects()),
                 served=list(self.upstream.served), raw_requests=self.upstream.requests,
                 egress=_egress(self.space_dir), platform=self.platform, timings=dict(self.timings),
-                port_labels={p: g.name if g.kind == "host" else "builtin-tools" if g.kind == "builtin"
-                             else f"model-{g.name}" for g, p in ports.items()})
+                port_labels={p: _label(g) for g, p in ports.items()})
             session.expunge_all()
         return observed
 
@@ -346,6 +345,13 @@ class _Rehearsal:
             workers[-1].wait_ready(READY_TIMEOUT_S)
             platform.worker_starts += 1
             platform.replacement_ready_s = time.monotonic() - before
+
+
+def _label(group: Group) -> str:
+    """How a port is shown in reasons: the host it stands for (``api.example.com``), ``builtin``, ``model:alias``."""
+    if group.kind == "host":
+        return group.name.removesuffix(":443").removesuffix(":80")
+    return "built-in" if group.kind == "builtin" else f"model:{group.name}"
 
 
 def _egress(space_dir: Path) -> list[dict[str, Any]]:

@@ -368,7 +368,7 @@ def build_plan(source: Source, ports: dict[Group, int], *, rehearsal_id: str, it
     for name in source.spec.scope.tools:
         if name in STANDINS:
             port = ports[Group("builtin", "builtin")]
-            tools[name] = {**STANDINS[name], "url": f"http://127.0.0.1:{port}/builtin/{name}"}
+            tools[name] = {**STANDINS[name], "url": f"http://127.0.0.1:{port}/{name}"}
         elif name not in BUILTIN_TOOLS:
             definition = dict(source.tools[name])
             definition["url"] = _rewrite_url(definition["url"], by_host[_netloc(definition["url"])])

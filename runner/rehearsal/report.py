@@ -78,7 +78,7 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-_UPSTREAM = re.compile(r"127\.0\.0\.1:(\d+)")
+_UPSTREAM = re.compile(r"(?:https?://)?127\.0\.0\.1:(\d+)")
 
 
 def _clean(text: str | None, labels: dict[int, str]) -> str:
@@ -95,7 +95,9 @@ _KINDS = (("unknown_outcome", "unknown outcome of a side effect"),
           ("gave up after", "gave up after its retries"), ("not found in", "a field it reads is missing"),
           ("autonomy bound", "an autonomy bound"), ("401", "401 from the API"), ("403", "403 from the API"),
           ("does not match", "the answer broke a schema"), ("schema", "the answer broke a schema"),
-          ("rule", "the answer broke a rule"), ("not JSON", "the answer was not JSON"))
+          ("rule", "the answer broke a rule"), ("not JSON", "the answer was not JSON"),
+          ("got text/html", "an HTML page where JSON was expected"), ("timeout", "timed out"),
+          ("reset by peer", "connection reset"), ("mid-body", "a truncated answer"), ("circuit", "circuit open"))
 
 
 def _reason_kind(reason: str) -> str:
@@ -384,13 +386,20 @@ def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # n
                     f"step `{step_id}` failed validation in {n} item(s) after {retry} "
                     f"retr{'y' if retry == 1 else 'ies'}",
                     "validation_exhausted")
+        elif category == "dependency" and step.kind in ("llm", "agent"):
+            call = step.llm or step.agent
+            assert call is not None
+            add(n, f"give step `{step_id}` a fallback model (`fallbacks:`), or raise `retry.max_attempts` of model "
+                   f"`{call.model}`", f"every model of step `{step_id}` failed in {n} item(s) (429s, 503s)",
+                "model_unavailable")
         elif category == "dependency" and step.tool is not None:
             definition = b.o.source.tool_definition(step.tool)
             attempts = definition.retry.max_attempts if definition is not None else 0
             if step.tool in STANDINS:
                 continue  # a built-in's retry policy is not the tenant's to change: nothing to advise
             if "gave up after" in reasons:
-                add(n, f"raise `retry.max_attempts` of tool `{step.tool}` from {attempts} to {min(10, attempts + 2)}",
+                add(n, f"raise `retry.max_attempts` of tool `{step.tool}` from {attempts} to "
+                       f"{min(10, max(5, attempts + 2))}",
                     f"step `{step_id}` gave up after {attempts} attempts in {n} item(s) (429 storms, 503 bursts)",
                     "retries_exhausted")
             elif "schema" in reasons or "drift" in reasons or "does not match" in reasons:
@@ -407,9 +416,9 @@ def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # n
                 f"step `{step_id}` could not authenticate in {n} item(s): the secret is not set for this tenant",
                 "missing_secret")
         elif category == "auth" and step.tool is not None:
-            add(n, f"use `oauth2_client_credentials` for tool `{step.tool}` (a 401 fetches a new token) or stage "
-                   "secret rotations", f"tool `{step.tool}` answered 401 (an expired token) and {n} item(s) escalated",
-                "static_credential")
+            add(n, f"authenticate tool `{step.tool}` with `oauth2_client_credentials`: a 401 then fetches a new token "
+                   "instead of escalating", f"tool `{step.tool}` answered 401 (an expired token) and {n} item(s) "
+                   "escalated", "static_credential")
         elif category == "validation" and "not found" in reasons:
             source = _source_step(spec, step_id, reasons)
             drifted = b.steps[source].tool if source in b.steps else None
@@ -428,7 +437,7 @@ def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # n
             f"{len(spec.steps)} steps project to {_pct(projection)} end to end", "long_chain")
     order = {c: i for i, c in enumerate(("missing_secret", "not_idempotent", "accepted_wrong_answers", "retries_exhausted",
                                          "static_credential", "validation_exhausted", "schema_drift_late",
-                                         "truncated", "refused", "schema_drift_caught", "autonomy_bound",
+                                         "model_unavailable", "truncated", "refused", "schema_drift_caught", "autonomy_bound",
                                          "dependency", "long_chain"))}
     out.sort(key=lambda c: (-c["impact"], order.get(c["code"], 99), c["change"]))
     return out[:3]

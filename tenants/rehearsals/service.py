@@ -161,7 +161,8 @@ def get_rehearsal(session: Session, tenant_id: str, rehearsal_id: str) -> Rehear
 
 def list_rehearsals(session: Session, tenant_id: str, *, agent: str | None, before: str | None,
                     limit: int) -> Sequence[Rehearsal]:
-    """The tenant's rehearsals, newest first (reports not loaded)."""
+    """The tenant's rehearsals, newest first (reports not loaded); abandoned ones are marked first."""
+    reap_abandoned(session)
     return RehearsalRepository(session, tenant_id).list(agent=agent, before=before, limit=limit)
 
 
