@@ -435,10 +435,10 @@ def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # n
         lost = figures["end_to_end"]["tries"] - round(projection * figures["end_to_end"]["tries"])
         add(lost, "split the agent into agents of at most 5 steps",
             f"{len(spec.steps)} steps project to {_pct(projection)} end to end", "long_chain")
-    order = {c: i for i, c in enumerate(("missing_secret", "not_idempotent", "accepted_wrong_answers", "retries_exhausted",
-                                         "static_credential", "validation_exhausted", "schema_drift_late",
-                                         "model_unavailable", "truncated", "refused", "schema_drift_caught", "autonomy_bound",
-                                         "dependency", "long_chain"))}
+    order = {c: i for i, c in enumerate((
+        "missing_secret", "not_idempotent", "accepted_wrong_answers", "retries_exhausted", "static_credential",
+        "validation_exhausted", "schema_drift_late", "model_unavailable", "truncated", "refused",
+        "schema_drift_caught", "autonomy_bound", "dependency", "long_chain"))}
     out.sort(key=lambda c: (-c["impact"], order.get(c["code"], 99), c["change"]))
     return out[:3]
 

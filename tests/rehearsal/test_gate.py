@@ -65,7 +65,8 @@ def test_an_agent_that_requires_a_rehearsal_runs_only_versions_that_passed_one(
 
     h.client.put("/v1/agents/payouts/rehearsal-policy", json={"requires_rehearsal": False}, headers=tenant.headers)
     audit = h.client.get("/v1/audit?action=agent.rehearsal_policy_set", headers=tenant.headers).json()["data"]
-    assert len(audit) == 3 and audit[-1]["details"]["after"] == {"requires_rehearsal": False, "min_profile": "realistic"}
+    assert len(audit) == 3
+    assert audit[-1]["details"]["after"] == {"requires_rehearsal": False, "min_profile": "realistic"}
 
 
 def test_a_gate_belongs_to_its_tenant(make_harness: Callable[..., Harness]) -> None:
