@@ -60,7 +60,7 @@ class CallKey:
 @dataclass(frozen=True, slots=True)
 class KillSlot:
     """Kill the worker while the first request of ``step`` at item ``item_from`` or later of repetition ``rep``
-    is in flight (the first such request that arrives)."""
+    is in flight (the first such request that arrives; see :meth:`Schedule.is_kill_trigger`)."""
 
     rep: int
     item_from: int
@@ -87,6 +87,7 @@ class Schedule:
         self.items = items
         self.repeat = repeat
         self.steps = {s.id: s for s in spec.steps}
+        self.first_step = spec.steps[0].id
         self.kill: KillSlot | None = None
         if profile.platform.kill_worker or profile.platform.drop_queue:
             step = kill_step(spec, side_effects)
@@ -165,7 +166,11 @@ class Schedule:
 
     # ---- platform -------------------------------------------------------------------------------
     def is_kill_trigger(self, call: CallKey, n: int) -> bool:
-        """Whether this request is one the kill slot waits for (the first such one fires it)."""
+        """Whether this request is one the kill slot waits for (the first such one fires it): the first request
+        of the slot's step at its item or later; failing that (items that never get that far), the first
+        request of the first step two items past the slot."""
         slot = self.kill
-        return (slot is not None and n == 1 and call.rep == slot.rep and call.item >= slot.item_from
-                and call.step == slot.step)
+        if slot is None or n != 1 or call.rep != slot.rep:
+            return False
+        return ((call.step == slot.step and call.item >= slot.item_from)
+                or (call.step == self.first_step and call.item >= slot.item_from + 2))

@@ -33,7 +33,7 @@ from runner.rehearsal.upstream import RehearsalUpstream, Served
 from tenants.kit.ids import new_id
 from tenants.kit.settings import Settings
 from tenants.rehearsals.repository import SpaceRepository
-from tenants.rehearsals.space import SpaceDatabase, SpaceRun, space_runs
+from tenants.rehearsals.space import SpaceDatabase, SpaceRun, drop_orphan_schemas, space_runs
 
 __all__ = ["Observed", "RehearsalOptions", "carry_out", "worker_env"]
 
@@ -226,6 +226,7 @@ class _Rehearsal:
 
     def _prepare(self) -> tuple[dict[Group, int], Plan]:
         options = self.options
+        _reap_leftovers(self.settings, self.say)
         ports = self.upstream.start()
         plan = build_plan(self.source, ports, rehearsal_id=self.rid,
                           items=make_items(self.source, options.items, options.seed), repeat=options.repeat,
@@ -347,8 +348,26 @@ class _Rehearsal:
             platform.replacement_ready_s = time.monotonic() - before
 
 
+LEFTOVER_AGE_S = 3600.0  # no live rehearsal lasts this long: older spaces were left by a process that died
+
+
+def _reap_leftovers(settings: Settings, say: Progress) -> None:
+    """Remove spaces of rehearsals whose orchestrator died (best effort: a failure here never stops one)."""
+    try:
+        horizon = time.time() - LEFTOVER_AGE_S
+        for path in Path(tempfile.gettempdir()).glob("midwatch-rehearsal-*"):
+            if path.is_dir() and path.stat().st_mtime < horizon:
+                shutil.rmtree(path, ignore_errors=True)
+        if not settings.is_sqlite:
+            dropped = drop_orphan_schemas(settings.database_url, older_than_s=LEFTOVER_AGE_S)
+            if dropped:
+                say(f"dropped {dropped} rehearsal schema(s) left by rehearsals whose process died")
+    except Exception:  # cleaning up others' leftovers must not fail this rehearsal
+        say("could not look for leftovers of earlier rehearsals")
+
+
 def _label(group: Group) -> str:
-    """How a port is shown in reasons: the host it stands for (``api.example.com``), ``builtin``, ``model:alias``."""
+    """How a port is shown in reasons: the host it stands for (``api.example.com``), ``built-in``, ``model:alias``."""
     if group.kind == "host":
         return group.name.removesuffix(":443").removesuffix(":80")
     return "built-in" if group.kind == "builtin" else f"model:{group.name}"

@@ -16,6 +16,7 @@ The rehearsal's worker process (with the space as its ``MIDWATCH_DATABASE_URL``)
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -134,8 +135,15 @@ def _drop_schema(installation_url: str, schema: str) -> None:
         admin.dispose()
 
 
-def drop_orphan_schemas(installation_url: str, keep: set[str]) -> int:
-    """Drop rehearsal schemas not in ``keep`` (those of rehearsals whose process died); how many."""
+def _born(schema: str) -> float | None:
+    """When the rehearsal owning ``schema`` started (its id carries the time: ``rhr_<ms in hex>...``)."""
+    m = re.match(r"^mw_rehearsal_rhr_([0-9a-f]{12})", schema)
+    return int(m.group(1), 16) / 1000 if m else None
+
+
+def drop_orphan_schemas(installation_url: str, *, older_than_s: float = 3600.0) -> int:
+    """Drop rehearsal schemas older than ``older_than_s`` (left by a rehearsal whose process died: a live one
+    never lasts that long); how many."""
     admin = create_engine(_driver_url(installation_url), poolclass=NullPool)
     try:
         with admin.connect() as conn:
@@ -144,7 +152,8 @@ def drop_orphan_schemas(installation_url: str, keep: set[str]) -> int:
                 .scalars()]
     finally:
         admin.dispose()
-    orphans = [n for n in names if n not in keep and _SCHEMA.match(n)]
+    horizon = time.time() - older_than_s
+    orphans = [n for n in names if _SCHEMA.match(n) and (born := _born(n)) is not None and born < horizon]
     for name in orphans:
         _drop_schema(installation_url, name)
     return len(orphans)

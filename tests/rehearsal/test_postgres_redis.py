@@ -75,3 +75,28 @@ def test_a_database_restart_is_offered_only_against_a_database_named_disposable(
         ask("true", "midwatch", Settings())
     assert ask("docker restart pg-staging", "staging") == ["docker", "restart", "pg-staging"]
     assert ask(None, None) is None
+
+
+def test_schemas_left_by_a_rehearsal_whose_process_died_are_dropped_and_live_ones_kept(pg_schema_url: str) -> None:
+    import time
+
+    import psycopg
+
+    from tenants.kit.ids import new_id
+    from tenants.rehearsals.space import SCHEMA_PREFIX, drop_orphan_schemas
+
+    old = f"{SCHEMA_PREFIX}rhr_{int((time.time() - 7200) * 1000):012x}0123456789ab"
+    live = SCHEMA_PREFIX + new_id("rhr")
+    url = pg_schema_url.split("?", maxsplit=1)[0]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in (old, live):
+            conn.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        assert drop_orphan_schemas(pg_schema_url) >= 1
+        with psycopg.connect(url) as conn:
+            left = {r[0] for r in conn.execute("SELECT schema_name FROM information_schema.schemata")}
+        assert old not in left and live in left
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for name in (old, live):
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
