@@ -250,7 +250,9 @@ class _Builder:
         return "?"
 
     def humans(self) -> dict[str, Any]:
-        decided = Counter(a.state for a in self.o.approvals)
+        # an approved request becomes "consumed" once its step runs; the scripted human signs its decisions
+        decided = Counter("approved" if a.state in ("approved", "consumed") and a.decided_by else a.state
+                          for a in self.o.approvals)
         unknown = sum(1 for t in self.tries if "unknown_outcome" in (t.reason or "")
                       or "outcome unknown" in (t.reason or ""))
         return {"escalated_items": sum(1 for t in self.tries if t.state == "escalated"),

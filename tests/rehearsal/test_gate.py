@@ -87,7 +87,9 @@ def test_a_rehearsal_requested_through_the_api_is_carried_out_by_a_worker_and_re
         make_harness: Callable[..., Harness]) -> None:
     h = make_harness(worker="threads", extra=FAST_PLATFORM)
     tenant = h.onboard()
-    h.put_agent(tenant, batch_spec("payouts"))
+    approved = batch_spec("payouts").replace("input:", "autonomy:\n  approvals: [{when: \"step.tool == "
+                                                       "'sandbox.record'\", route: approver}]\ninput:")
+    h.put_agent(tenant, approved)  # every payout waits for a human: the rehearsal's scripted one answers
     h.client.put("/v1/agents/payouts/rehearsal-policy", json={"requires_rehearsal": True, "min_profile": "gentle"},
                  headers=tenant.headers)
     assert h.client.post("/v1/agents/payouts/rehearsals", json={"items": 0}, headers=tenant.headers).status_code == 422
@@ -112,6 +114,8 @@ def test_a_rehearsal_requested_through_the_api_is_carried_out_by_a_worker_and_re
     assert report["agent"] == "payouts" and report["version"] == 1 and report["profile"]["name"] == "gentle"
     assert report["figures"]["end_to_end"]["tries"] == 4 and found["measured"] == report["figures"]["end_to_end"][
         "measured"]
+    humans = report["figures"]["human_decisions"]
+    assert humans["approvals"] == humans["approved"] == 4, humans  # one decision per payout, all approved
     listed = h.client.get("/v1/rehearsals?agent=payouts", headers=tenant.headers).json()["data"]
     assert [x["id"] for x in listed] == [rid] and "report" not in listed[0]
     # the passed rehearsal opened the gate for version 1
