@@ -1,7 +1,7 @@
 """Midwatch operator dashboard (Streamlit). Run: ``streamlit run dashboard/app.py`` (``midwatch dashboard``).
 
 Sign-in with an operator API key (or the one-time ``?login=`` link of ``midwatch up --demo``), then
-six read-only pages. Every figure comes from ``tenants.reliability`` read models; actions link to the API.
+seven read-only pages. Every figure comes from ``tenants.reliability`` read models; actions link to the API.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ else:
         "Investigate": [
             st.Page(VIEWS / "reliability.py", title="Reliability", icon=":material/insights:"),
             st.Page(VIEWS / "runs.py", title="Runs", icon=":material/search:"),
+            st.Page(VIEWS / "rehearsals.py", title="Rehearsals", icon=":material/theater_comedy:"),
         ],
         "Govern": [
             st.Page(VIEWS / "security.py", title="Security posture", icon=":material/shield:"),

@@ -278,6 +278,16 @@ def cmd_sandbox_upstream(args: argparse.Namespace) -> int:
     return upstream_main(["--host", args.host, "--port", str(args.port)])
 
 
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    """The 3 a.m. rehearsal of an agent (see ``midwatch.rehearse_cli``)."""
+    settings = _settings()
+    from midwatch.rehearse_cli import rehearse_command
+    from tenants.kit.logging import configure_logging
+
+    configure_logging("warning", settings.effective_log_format)  # the report is the output
+    return rehearse_command(args, settings)
+
+
 def cmd_rotate_master_key(args: argparse.Namespace) -> int:
     """Re-encrypt every secret's data key under a new master key (stop workers first)."""
     settings = _settings()
@@ -403,6 +413,10 @@ def _add_admin_commands(sub: Any) -> None:
     bench = sub.add_parser("bench", help="run benchmarks (step_latency, throughput, overhead, recovery, ...)")
     bench.add_argument("names", nargs="*", help="benchmark names (default: the engine set)")
     bench.set_defaults(func=cmd_bench)
+
+    from midwatch.rehearse_cli import add_parser as add_rehearse
+
+    add_rehearse(sub).set_defaults(func=cmd_rehearse)
 
     upstream = sub.add_parser("sandbox-upstream", help="serve a fault-injecting upstream for demos and tests")
     upstream.add_argument("--host", default="127.0.0.1")

@@ -14,6 +14,7 @@ from runner.actors import register_actors
 from runner.broker import broker_ready, init_broker
 from runner.engine._registry import set_secret_lookup
 from runner.engine._run import request_stop, send_handed_back, stopping
+from runner.rehearsal import register_rehearsal_actor
 from runner.sweeper import run_sweeper
 from tenants.accounts.service import ensure_operator_key, open_platform_chain
 from tenants.kit.db import unit_of_work
@@ -27,6 +28,12 @@ from tenants.secrets.keyring_backend import get_secret, get_secret_for_retry, in
 __all__ = ["Services", "bootstrap", "database_ready", "process_ready"]
 
 log = get_logger("midwatch")
+
+
+def _register(broker: Any, settings: Settings) -> None:
+    """Every actor this installation's processes serve: runs and API-requested rehearsals."""
+    register_actors(broker, settings)
+    register_rehearsal_actor(broker, settings)
 
 
 def database_ready() -> None:
@@ -55,7 +62,7 @@ def bootstrap(settings: Settings, *, migrate: bool, process: str = "embedded") -
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
         upgrade()
-    init_broker(settings, register_actors)
+    init_broker(settings, _register)
     get_master_key()  # fail fast on a bad or missing key; the embedded mode generates its key here, at first start
     install_keyring()  # tenant secrets are resolved only through the Midwatch keyring backend, selected explicitly
     set_secret_lookup(get_secret, get_secret_for_retry)
@@ -78,7 +85,7 @@ class Services:
     def start_worker(self, threads: int | None = None, *, health_port: int | None = None) -> None:
         """Start the worker threads and the ``worker`` heartbeat (``health_port``: where /metrics is served)."""
         stopping.clear()
-        broker = init_broker(self.settings, register_actors)
+        broker = init_broker(self.settings, _register)
         count = threads or self.settings.worker_threads
         self.worker = dramatiq.Worker(broker, queues={self.settings.queue_name}, worker_threads=count,
                                       worker_timeout=100)

@@ -1,4 +1,5 @@
-"""The runner's Dramatiq actors. Other packages enqueue them by name (``execute_run``).
+"""The runner's Dramatiq actors. Other packages enqueue them by name (``execute_run``; ``run_rehearsal`` is
+registered by :func:`runner.rehearsal.register_rehearsal_actor`).
 
 A message is a wake-up: the worker that takes it claims the fairest runnable run (not necessarily the
 one the message names; its ids only say who asked) and keeps claiming until none may run now.

@@ -8,6 +8,7 @@ One root, each error with a stable ``code`` that the API maps to problem+json::
     ├── TemplateError            template_error
     ├── RuleError                rule_error
     ├── SchemaInvalid            schema_invalid          (.path inside the schema)
+    ├── RehearsalError           rehearsal_failed        (the rehearsal could not be carried out)
     └── StepFailed               step_failed             (.category from the failure taxonomy, .action)
         └── ToolArgsInvalid      tool_args_invalid       (category validation; .tool, .json_path, .feedback)
 """
@@ -23,6 +24,7 @@ __all__ = [
     "FailureAction",
     "FailureCategory",
     "NonDeterministicSpec",
+    "RehearsalError",
     "RuleError",
     "RunnerError",
     "SchemaInvalid",
@@ -97,6 +99,13 @@ class SchemaInvalid(RunnerError):
         super().__init__(message)
         self.message = message
         self.path = path
+
+
+class RehearsalError(RunnerError):
+    """A rehearsal could not be carried out (an undefined tool, a worker that would not start, a timeout):
+    not a verdict on the agent. The message says what to fix."""
+
+    code = "rehearsal_failed"
 
 
 class StepFailed(RunnerError):

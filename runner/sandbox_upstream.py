@@ -30,6 +30,10 @@ rotated; ``.authorized`` lists the paths it answered 200.
     up.requests  # what arrived, with monotonic timestamps
     up.stop()
 
+Instead of (or before) scripts, ``.planner`` may decide every answer: a callable
+``planner(upstream, method, path, headers, body)`` returning a :class:`Fault` (or None: scripts and the
+built-ins decide). The 3 a.m. rehearsal plans each answer from its seeded schedule this way.
+
 ``main(argv)`` is ``midwatch sandbox-upstream``: it serves a demo script until Ctrl-C.
 
 Why over 500 lines: one self-contained fault-injecting server (faults, OAuth token endpoint, model
@@ -45,7 +49,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -57,6 +61,7 @@ from runner.providers.scripted import ScriptedUsage, Turn, WireFormat, answer, c
 __all__ = [
     "Fault",
     "FaultyUpstream",
+    "Planner",
     "RecordedRequest",
     "RecordedResponse",
     "anthropic_message",
@@ -282,6 +287,10 @@ class _Script:
         return fault
 
 
+Planner = Callable[["FaultyUpstream", str, str, dict[str, str], bytes], "Fault | None"]
+"""``planner(upstream, method, path without query, lower-cased headers, body)``: the answer, or None."""
+
+
 class _ThreadingHTTPServerV6(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
@@ -298,6 +307,7 @@ class FaultyUpstream:
         self.accepted_tokens: frozenset[str] = frozenset()
         self.authorized: list[str] = []  # paths require_bearer answered 200
         self._scripts: dict[str, _Script] = {}
+        self.planner: Planner | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -442,9 +452,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         path = self.path.split("?", 1)[0]
-        fault = self.upstream._next_fault(path) or self._builtin(path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        planner = self.upstream.planner
+        planned = planner(self.upstream, self.command, path, headers, body) if planner is not None else None
+        fault = planned or self.upstream._next_fault(path) or self._builtin(path)
         self.upstream._record(RecordedRequest(
-            method=self.command, path=self.path, headers={k.lower(): v for k, v in self.headers.items()},
+            method=self.command, path=self.path, headers=headers,
             body=body, at=time.monotonic(), wall=time.time(), fault=fault.kind))
         self._fault_kind = fault.kind
         with contextlib.suppress(OSError):  # the client gave up (timeout) or we reset the connection

@@ -53,6 +53,7 @@ __all__ = [
     "Objective",
     "OnInvalid",
     "ParseResult",
+    "PassK",
     "ReliabilityProjection",
     "Scope",
     "Slo",
@@ -202,10 +203,19 @@ def _skip_cross_check(info: ValidationInfo) -> bool:
     return isinstance(info.context, Mapping) and bool(info.context.get(_SKIP_CROSS_CHECK))
 
 
+class PassK(_Model):
+    """A consistency target (pass^k, as published with tau-bench): at least ``min`` of the items must succeed
+    in every one of ``k`` repeated tries. ``midwatch rehearse --repeat K`` (K >= k) measures it."""
+
+    k: int = Field(ge=1, le=20)
+    min: float = Field(gt=0, le=1)
+
+
 class Slo(_Model):
-    """Target end-to-end success rate of a run item."""
+    """Target end-to-end success rate of a run item, and optionally its consistency over repeated tries."""
 
     success_rate: float = Field(default=0.95, gt=0, le=1)
+    pass_k: PassK | None = None
 
 
 class Objective(_Model):

@@ -10,6 +10,7 @@ import tenants.audit.models
 import tenants.budgets.models
 import tenants.catalog.models
 import tenants.observability.models
+import tenants.rehearsals.models
 import tenants.reliability.models
 import tenants.runs.models
 import tenants.sandbox.models

@@ -23,6 +23,7 @@ from platform_api.routes import (
     budgets,
     catalog,
     keys,
+    rehearsals,
     runs,
     sandbox,
     secrets,
@@ -46,7 +47,7 @@ def api_router(settings: Settings) -> Router:
                         sandbox.router, catalog.tools_router, catalog.models_router, catalog.breakers_router,
                         secrets.router, budgets.router, budgets.admin_router, approvals.approvals_router,
                         approvals.escalations_router, security.router, audit.router, audit.admin_router,
-                        webhooks.router])
+                        webhooks.router, rehearsals.agent_router, rehearsals.router])
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from tenants.agents.repository import AgentRepository
 from tenants.agents.service import get_agent, get_version, store_version
 from tenants.kit.errors import InvalidInput
 from tenants.kit.settings import get_settings
+from tenants.rehearsals.service import version_for_run
 from tenants.runs.service import submit_run
 
 __all__ = ["build_router"]
@@ -130,7 +131,7 @@ def _check_input(spec: AgentSpec, data: SubmitRun) -> None:
 
 def submit(name: str, data: SubmitRun, caller: TenantCaller, session: Db,
            idempotency_key: IdempotencyKey = None) -> Response[RunOut]:
-    version = get_version(session, caller.tenant_id, name)
+    version = version_for_run(session, caller.tenant_id, name, data.version)  # the deploy gate, if any
     _check_input(load_version_spec(version.id, lambda: version.spec), data)
     submitted = submit_run(session, caller.tenant_id, version, name, data.input, data.items, idempotency_key,
                            priority=data.priority)
@@ -143,7 +144,9 @@ def build_router(max_run_body_bytes: int) -> Router:
     submit_handler = post(
         "/{name:str}/runs", opt=TENANT_ADMIN, sync_to_thread=True, summary="Submit a run of the agent's latest version",
         description="With an Idempotency-Key header, the same key always returns the same run (201 when created, "
-                    "200 when it already existed); a different request under the same key is 409.",
+                    "200 when it already existed); a different request under the same key is 409. For an agent "
+                    "whose rehearsal policy requires it, the newest version that passed a rehearsal runs, and an "
+                    "explicit version that has not passed one is a 409 rehearsal_required.",
         status_code=201, request_max_body_size=max_run_body_bytes)(submit)
     return Router(path="/v1/agents", route_handlers=[put_agent, validate_agent, list_agents, get_agent_route,
                                                      list_versions, get_version_route, submit_handler],

@@ -18,6 +18,9 @@ class SubmitRun(In):
     items: list[Any] | None = Field(None, description="batch items, required iff the spec has input.items: true")
     priority: int = Field(3, ge=1, le=5, description="1 (most urgent) to 5; orders runs within your tenant only "
                                                      "(part of the Idempotency-Key's request)")
+    version: int | None = Field(None, ge=1, le=2**31 - 1,
+                                description="the agent version to run (default: the latest; for an agent that "
+                                            "requires a rehearsal, the newest whose rehearsal passed)")
 
 
 class RunOut(Out):

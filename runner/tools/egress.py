@@ -17,6 +17,10 @@ For every hop of a request (the first and each redirect) :class:`EgressClient`:
 7. streams the body and stops at ``max_response_bytes`` (``truncated=True``);
 8. bounds the whole exchange, redirects and body included, by one deadline.
 
+A process may also install one :class:`EgressGuard` (:func:`set_egress_guard`): it sees every hop
+before the policy does, may refuse it (``EgressBlocked``) and may add headers. The rehearsal's worker
+process installs one that pins all egress to the fault-injecting upstream (``runner.rehearsal``).
+
 Allowed-host entries: ``api.example.com`` (exact), ``*.example.com`` (any subdomain, not the
 apex), each optionally with ``:port``. An entry without a port allows only the scheme's
 default port (80/443), so a tenant cannot reach other services on an allowed host by accident.
@@ -37,7 +41,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,16 +54,37 @@ __all__ = [
     "METADATA_HOSTNAMES",
     "EgressBlocked",
     "EgressClient",
+    "EgressGuard",
     "EgressPolicy",
     "EgressResponse",
     "Resolver",
     "check_address",
     "display_url",
     "host_allowed",
+    "set_egress_guard",
     "system_resolver",
 ]
 
 Resolver = Callable[[str, int], list[str]]
+
+
+class EgressGuard(Protocol):
+    """A process-wide check of every outbound hop, ahead of the per-client policy (see the module docstring)."""
+
+    def check(self, scheme: str, host: str, port: int, url: str) -> None:
+        """Raise :class:`EgressBlocked` to refuse the hop (``url`` is the display URL, for messages)."""
+
+    def headers(self) -> Mapping[str, str]:
+        """Headers to add to the hop's request."""
+
+
+_guard: EgressGuard | None = None
+
+
+def set_egress_guard(guard: EgressGuard | None) -> None:
+    """Install (or, with None, remove) this process's egress guard."""
+    global _guard
+    _guard = guard
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -209,6 +234,8 @@ class EgressClient:
         if not host:
             raise EgressBlocked("egress blocked: the URL has no host", url=shown)
         port = url.port or _DEFAULT_PORTS[url.scheme]
+        if _guard is not None:
+            _guard.check(url.scheme, host, port, shown)
         if host in METADATA_HOSTNAMES:
             raise EgressBlocked(f"egress blocked: {host} is a cloud metadata service", url=shown, host=host)
         if not host_allowed(host, port, url.scheme, self.policy.allowed_hosts):
@@ -289,6 +316,8 @@ class EgressClient:
         headers = httpx.Headers(hop.headers)
         shown_host = f"[{host}]" if ":" in host else host
         headers["Host"] = shown_host if port == _DEFAULT_PORTS[scheme] else f"{shown_host}:{port}"
+        if _guard is not None:
+            headers.update(_guard.headers())
         remaining = hop.deadline - time.monotonic()
         if remaining <= 0:
             raise self._timeout(hop, sent=hop.sent)

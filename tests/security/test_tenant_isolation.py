@@ -37,6 +37,8 @@ class World:
     b_approver: str
     a_approval: str = ""
     a_webhook: str = ""
+    a_rehearsal: str = ""
+    b_rehearsal: str = ""
 
     def headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -163,6 +165,18 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/v1/agents/{name:str}/runs"): Probe(
         "hidden", lambda w, r: f"/v1/agents/{r}/runs", _agent_ref, _missing_agent,
         body={"items": [{"n": 1}]}, admin_only=True),
+    ("POST", "/v1/agents/{name:str}/rehearsals"): Probe(
+        "hidden", lambda w, r: f"/v1/agents/{r}/rehearsals", _agent_ref, _missing_agent, body={}, admin_only=True),
+    ("GET", "/v1/agents/{name:str}/rehearsal-policy"): Probe(
+        "hidden", lambda w, r: f"/v1/agents/{r}/rehearsal-policy", _agent_ref, _missing_agent),
+    ("PUT", "/v1/agents/{name:str}/rehearsal-policy"): Probe(
+        "hidden", lambda w, r: f"/v1/agents/{r}/rehearsal-policy", _agent_ref, _missing_agent,
+        body={"requires_rehearsal": True}, admin_only=True),
+    # ---- rehearsals -----------------------------------------------------------------------------
+    ("GET", "/v1/rehearsals"): Probe("listing", lambda w, r: "/v1/rehearsals"),
+    ("GET", "/v1/rehearsals/{rehearsal_id:str}"): Probe(
+        "hidden", lambda w, r: f"/v1/rehearsals/{r}", lambda w: w.a_rehearsal,
+        lambda: f"rhr_{secrets.token_hex(12)}"),
     # ---- runs -----------------------------------------------------------------------------------
     ("GET", "/v1/runs"): Probe("listing", lambda w, r: "/v1/runs"),
     ("GET", "/v1/runs/{run_id:str}"): Probe("hidden", lambda w, r: f"/v1/runs/{r}", _run_ref, _missing_run),
@@ -315,10 +329,29 @@ def _build_world(h: Harness) -> World:
     a_ids |= {a_approval, gated["id"]}
     a_ids |= {hooks[a.name]["id"], hooks[a.name]["secret"]}
     a_ids |= {e["id"] for e in h.client.get("/v1/audit", headers=a.headers).json()["data"]}
+    a_rehearsal = _stored_rehearsal(a, "alpha-only")
+    b_rehearsal = _stored_rehearsal(b, "greeter")  # B's own listing is not empty
+    a_ids.add(a_rehearsal)
     return World(h=h, a=a, b=b, a_run=a_run["id"], b_run=b_run["id"], a_approval=a_approval,
                  a_viewer_key_id=keys[(a.name, "viewer")]["id"], a_ids=a_ids,
                  b_viewer=keys[(b.name, "viewer")]["key"], b_approver=keys[(b.name, "approver")]["key"],
-                 a_webhook=hooks[a.name]["id"])
+                 a_webhook=hooks[a.name]["id"], a_rehearsal=a_rehearsal, b_rehearsal=b_rehearsal)
+
+
+def _stored_rehearsal(tenant: Tenant, agent: str) -> str:
+    """A finished rehearsal of the tenant's agent, as `midwatch rehearse` stores it."""
+    from tenants.agents.service import get_version
+    from tenants.kit.db import unit_of_work
+    from tenants.rehearsals.service import Headline, begin_rehearsal, finish_rehearsal
+
+    with unit_of_work() as session:
+        version = get_version(session, tenant.id, agent)
+        row = begin_rehearsal(session, tenant.id, agent_name=agent, version=version, source="agent",
+                              spec_hash=version.spec_hash, profile="realistic", options=None, seed=1, items=2,
+                              repeat=1, requested_by="test")
+        finish_rehearsal(session, tenant.id, row.id, {"verdict": {"result": "pass"}},
+                         Headline("pass", 1.0, 1.0, 0.95, None, 0, None))
+        return row.id
 
 
 def _same_shape(w: World, probe: Probe, name: str) -> None:
@@ -439,6 +472,8 @@ def _b_ref(w: World, path: str) -> str:
     """B's own object for a path (so a read by B's viewer is a 200)."""
     if "{run_id" in path:
         return w.b_run
+    if "{rehearsal_id" in path:
+        return w.b_rehearsal
     return next((ref for prefix, ref in B_REFS if path.startswith(prefix)), "key_whatever")
 
 
