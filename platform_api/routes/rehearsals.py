@@ -16,7 +16,7 @@ from litestar import Response, Router, get, post, put
 from litestar.params import FromPath, JSONBody, Parameter
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
-from platform_api.routes._common import Cursor, Db, Limit, TenantCaller
+from platform_api.routes._common import Cursor, Db, Limit, TenantCaller, audit
 from platform_api.schemas.common import Page
 from platform_api.schemas.rehearsals import PolicyIn, PolicyOut, RehearsalDetailOut, RehearsalIn, RehearsalOut
 from runner.spec import load_version_spec
@@ -39,6 +39,8 @@ def request_rehearsal(name: FromPath[str], data: JSONBody[RehearsalIn], caller: 
     row = service.request_rehearsal(session, caller.tenant_id, name, stored.version, profile=data.profile,
                                     options=None, seed=data.seed, items=data.items, repeat=repeat,
                                     requested_by=caller.key_id)
+    audit(session, caller, "rehearsal.requested", row.id,
+          details={"agent": name, "version": stored.version, "profile": data.profile})
     out = RehearsalOut.model_validate(row)
     return Response(out, status_code=202, headers={"Location": f"/v1/rehearsals/{out.id}"})
 
@@ -52,8 +54,13 @@ def get_policy(name: FromPath[str], caller: TenantCaller, session: Db) -> Policy
      description="With requires_rehearsal, submissions run the newest version whose rehearsal passed with at least "
                  "min_profile; asking for a version that has not is a 409 rehearsal_required.")
 def put_policy(name: FromPath[str], data: JSONBody[PolicyIn], caller: TenantCaller, session: Db) -> PolicyOut:
+    before = service.get_policy(session, caller.tenant_id, name)
+    was = {"requires_rehearsal": bool(before.requires_rehearsal), "min_profile": before.min_profile}
     policy = service.set_policy(session, caller.tenant_id, name, requires_rehearsal=data.requires_rehearsal,
-                                min_profile=data.min_profile, actor=caller.key_id, role=caller.role)
+                                min_profile=data.min_profile, actor=caller.key_id)
+    audit(session, caller, "agent.rehearsal_policy_set", name, details={
+        "agent": name, "before": was, "after": {"requires_rehearsal": data.requires_rehearsal,
+                                                "min_profile": data.min_profile}})
     return PolicyOut.model_validate(policy)
 
 

@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from tenants.agents.models import AgentVersion
 from tenants.agents.service import get_agent, get_version
-from tenants.audit.service import record
 from tenants.kit.db import enqueue_after_commit
 from tenants.kit.errors import InvalidInput, NotFound
 from tenants.kit.ids import new_id, utcnow
@@ -104,8 +103,6 @@ def request_rehearsal(session: Session, tenant_id: str, agent_name: str, version
     rehearsal = repo.add(_new(tenant_id, agent_name=agent_name, version=found, source="agent",
                               spec_hash=found.spec_hash, profile=profile, options=options, seed=seed, items=items,
                               repeat=repeat, requested_by=requested_by, state="queued"))
-    record(session, tenant_id, actor=requested_by, role="tenant-admin", action="rehearsal.requested",
-           target=rehearsal.id, details={"agent": agent_name, "version": found.version, "profile": profile})
     enqueue_after_commit(session, REHEARSE, tenant_id=tenant_id, rehearsal_id=rehearsal.id)
     return rehearsal
 
@@ -188,18 +185,12 @@ def get_policy(session: Session, tenant_id: str, agent_name: str) -> RehearsalPo
 
 
 def set_policy(session: Session, tenant_id: str, agent_name: str, *, requires_rehearsal: bool, min_profile: str,
-               actor: str, role: str) -> RehearsalPolicy:
-    """Set the agent's gate (audited with the value before and after)."""
+               actor: str) -> RehearsalPolicy:
+    """Set the agent's gate (the edge audits it, with the value before and after)."""
     if min_profile not in BUILTIN_PROFILES:
         raise InvalidInput(f"min_profile must be one of {', '.join(BUILTIN_PROFILES)}", field="min_profile")
-    before = get_policy(session, tenant_id, agent_name)
-    was = {"requires_rehearsal": bool(before.requires_rehearsal), "min_profile": before.min_profile}
-    policy = RehearsalRepository(session, tenant_id).put_policy(
+    return RehearsalRepository(session, tenant_id).put_policy(
         agent_name, requires_rehearsal=requires_rehearsal, min_profile=min_profile, updated_by=actor, now=utcnow())
-    record(session, tenant_id, actor=actor, role=role, action="agent.rehearsal_policy_set", target=agent_name,
-           details={"agent": agent_name, "before": was,
-                    "after": {"requires_rehearsal": requires_rehearsal, "min_profile": min_profile}})
-    return policy
 
 
 def version_for_run(session: Session, tenant_id: str, agent_name: str, version: int | None = None) -> AgentVersion:
