@@ -278,8 +278,9 @@ class DispatchRepository(PlatformRepository):
 
     def queue_figures(self, now: datetime) -> list[QueueFigures]:
         """Per tenant with work or a schedule row: due runnable runs (and how many of them a cap holds), the
-        oldest, running count, weight, cap. The queue is read per (tenant, agent) from ``ix_runs_runnable``
-        (index-only: the queue's size, never the runs history); caps from the schedule rows."""
+        oldest, running count, weight, cap. The queue is read per (tenant, agent) through the partial index
+        ``ix_runs_runnable`` (runnable runs only: the queue's size, never the runs history); caps from the
+        schedule rows."""
         per_agent = self.session.execute(
             select(Run.tenant_id, Run.agent_name, func.count(), func.min(Run.runnable_at))
             .where(Run.runnable_at.is_not(None), Run.runnable_at <= now)
