@@ -44,6 +44,7 @@ class SeededDb:
     facts_tenant_id: str
     facts_failed_run: str
     env: dict[str, str]
+    seeded_at: datetime | None = None  # the seed's "now"
 
 
 def _add_facts(now) -> tuple[str, str]:
@@ -139,7 +140,7 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDb]:
         now = utcnow()
         seed(600, 5, now=now)
         facts_id, failed_run = _add_facts(now)
-        yield SeededDb(data_dir, get_settings().sqlalchemy_url, key, facts_id, failed_run, env)
+        yield SeededDb(data_dir, get_settings().sqlalchemy_url, key, facts_id, failed_run, env, now)
 
 
 @contextlib.contextmanager
