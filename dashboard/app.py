@@ -11,6 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard import data, ui
 from dashboard.login import consume_login_token, sign_in
 from tenants.kit.errors import MidwatchError
 
@@ -82,4 +83,10 @@ else:
         if st.button("Sign out", key="sign_out"):
             del st.session_state["operator"]
             st.rerun()
+        fresh = data.freshness(data.db_key())  # on every page: are the derived figures moving?
+        if fresh.stale:
+            st.warning(f"Read models {ui.duration(fresh.lag_s)} behind: the deriver is down or lagging.",
+                       icon=":material/history:")
+        elif fresh.as_of is not None:
+            st.caption(f"Read models derived up to {fresh.as_of:%H:%M:%S} UTC")
     st.navigation(pages).run()

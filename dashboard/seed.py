@@ -3,7 +3,11 @@
 ``seed(runs=N, tenants=M, now=...)`` creates M tenants (agents with real specs, API keys of various
 ages) and N runs spread over the last :data:`HISTORY_DAYS` days: mostly succeeded, some failed /
 escalated / budget-exhausted with a category and a reason, a few cancelled, and a live tail
-(queued, running, stuck with an expired lease, waiting for approval). Every run gets its hash-chained
+(running, stuck with an expired lease, waiting for approval), then a live queue (:func:`_seed_queue`): every
+tenant has a profile (:func:`queue_profile`): ``steady`` tenants start runs within a second or two and have a
+few runs queued for seconds, a ``flood`` tenant has a backlog whose oldest run waits about 14 minutes and
+slow recent starts, a ``capped`` tenant sits at its ``concurrent_runs`` limit with runs held for minutes; the
+schedule rows count each tenant's (and agent's) leased runs as the claim would. Every run gets its hash-chained
 decision events, bulk-loaded (COPY on PostgreSQL) in batches, and the read models
 (``run_rollups_hourly``, ``step_stats_daily``, ``failures_hourly``, ``agent_health``, ``latest_failures``)
 are then derived from those events by the same deriver the scheduler runs
@@ -54,7 +58,7 @@ from tenants.secrets.errors import MasterKeyUnavailable
 from tenants.secrets.service import create_secret, promote_secret, rotate_secret
 from tenants.security.service import record_violation
 
-__all__ = ["HISTORY_DAYS", "SeedReport", "seed", "seed_command"]
+__all__ = ["HISTORY_DAYS", "QUEUE_PROFILES", "SeedReport", "queue_profile", "seed", "seed_command"]
 
 HISTORY_DAYS = 14
 BATCH = 50_000
@@ -85,6 +89,9 @@ AGENTS: list[tuple[str, float, list[tuple[str, str, str, float, float]]]] = [
     ("contract-summary", 0.95, [("fetch", "tool", "drive.get_file", 0.996, 300.0),
                                 ("summarise", "llm", "", 0.98, 3500.0)]),
 ]
+QUEUE_PROFILES = ("steady", "flood", "steady", "capped", "steady", "steady", "steady", "steady")
+FLOOD_OLDEST_S = 14 * 60.0  # a flood tenant's backlog spans up to this
+CAPPED_RUNNING = 2  # a capped tenant's runs started for the queue (its limit: every run it has leased)
 SIDE_EFFECT_TOOLS = frozenset({"mail.send_reminder", "crm.update_lead", "helpdesk.assign", "payments.refund",
                                "mail.send"})
 CATEGORY_WEIGHTS = {"dependency": 45, "validation": 18, "auth": 9, "budget": 7, "scope": 4, "approval": 5,
@@ -121,6 +128,29 @@ class _Agent:
     name: str
     steps: list[tuple[str, str, str, float, float]]
     health: float  # multiplies every step's failure odds: > 1 is an unreliable tenant
+
+
+def queue_profile(index: int) -> str:
+    """The queue profile of the ``index``-th tenant (by id): ``steady``, ``flood`` or ``capped``."""
+    return QUEUE_PROFILES[index % len(QUEUE_PROFILES)]
+
+
+def _profile_wait_ms(profile: str, rng: random.Random) -> float:
+    """How long a run of a tenant with this queue profile waits to start these days."""
+    if profile == "flood":
+        return math.exp(rng.uniform(math.log(20_000), math.log(12 * 60_000)))
+    if profile == "capped":
+        return math.exp(rng.uniform(math.log(5_000), math.log(4 * 60_000)))
+    return rng.lognormvariate(math.log(400), 0.9)
+
+
+def _start_delay_ms(profile: str, created: datetime, now: datetime, rng: random.Random) -> float:
+    """Submission to first start: recent runs wait as their tenant's profile says (never past ``now`` - 30 s),
+    older history started within 3 s."""
+    if created < now - timedelta(hours=DETAIL_HOURS):
+        return float(rng.randint(20, 3000))
+    room_ms = (now - created).total_seconds() * 1000 - 30_000
+    return max(20.0, min(_profile_wait_ms(profile, rng), room_ms))
 
 
 @dataclass
@@ -215,6 +245,7 @@ def seed(runs: int, tenants: int, *, now: datetime | None = None, rng_seed: int 
     detail_since = now - timedelta(hours=DETAIL_HOURS)
     batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
     chosen = rng.choices(agents, weights=weights, k=runs)
+    profiles = {tid: queue_profile(i) for i, tid in enumerate(report.tenant_ids)}
     seen = _SeenRuns()
     for index, offset in enumerate(offsets):
         agent = chosen[index]
@@ -223,16 +254,69 @@ def seed(runs: int, tenants: int, *, now: datetime | None = None, rng_seed: int 
         detail = runs <= DETAIL_ALL_BELOW or created >= detail_since or live
         # the newest two live runs wait for an approval, so the approval queue is never empty
         _one_run(agent, created, now, live, detail, rng, categories, cat_weights, batches,
-                 waiting=live and index >= runs - 2)
+                 waiting=live and index >= runs - 2,
+                 delay_ms=_start_delay_ms(profiles[agent.tenant_id], created, now, rng))
         seen.note(agent, batches["runs"][-1])
         report.runs += 1
         if len(batches["runs"]) >= BATCH:
             _flush(batches, report)
+    if runs >= 20:
+        report.runs += _seed_queue(agents, profiles, runs, now, rng, categories, cat_weights, batches, seen)
     _flush(batches, report)
+    _seed_schedules(seen, now, report)
     report.rows["events_derived"] = derive_all()  # the read models, exactly as the scheduler derives them
-    _seed_governance(agents, seen, rng, now, report)
+    _seed_governance(agents, seen, profiles, rng, now, report)
     report.seconds = time.monotonic() - started_clock
     return report
+
+
+# ---- the live queue and the schedule counters --------------------------------------------------
+def _seed_queue(agents: list[_Agent], profiles: dict[str, str], runs: int, now: datetime, rng: random.Random,
+                categories: list[str], cat_weights: list[int], batches: dict[str, list[dict[str, Any]]],
+                seen: _SeenRuns) -> int:
+    """Queued runs per tenant profile (and a capped tenant's leased runs), and a few runs per tenant that
+    started in the last hour after the wait their profile gives (so time-to-start has figures at any seed
+    size); returns how many runs it added."""
+    by_tenant: dict[str, list[_Agent]] = defaultdict(list)
+    for agent in agents:
+        by_tenant[agent.tenant_id].append(agent)
+    plan: list[tuple[_Agent, float, str]] = []  # (agent, seconds since submission, live state)
+    for tid, tenant_agents in sorted(by_tenant.items()):
+        profile = profiles[tid]
+        if profile == "flood":
+            backlog = min(300, max(8, runs // 500))
+            plan += [(rng.choice(tenant_agents), FLOOD_OLDEST_S * (k + 1) / backlog, "queued") for k in range(backlog)]
+        elif profile == "capped":
+            plan += [(rng.choice(tenant_agents), rng.uniform(60, 240), "running") for _ in range(CAPPED_RUNNING)]
+            plan += [(rng.choice(tenant_agents), rng.uniform(60, 360), "queued") for _ in range(3)]
+        else:
+            plan += [(rng.choice(tenant_agents), rng.uniform(2, 40), "queued") for _ in range(rng.randint(0, 2))]
+    for agent, age_s, state in sorted(plan, key=lambda p: -p[1]):  # oldest first, as they were submitted
+        created = now - timedelta(seconds=age_s)
+        _one_run(agent, created, now, True, True, rng, categories, cat_weights, batches, live_as=state,
+                 delay_ms=rng.uniform(30_000, 50_000))
+        seen.note(agent, batches["runs"][-1])
+    recent = min(20, max(2, runs // 5000))
+    for tid, tenant_agents in sorted(by_tenant.items()):
+        for _ in range(recent):
+            agent, delay_ms = rng.choice(tenant_agents), _profile_wait_ms(profiles[tid], rng)
+            started = now - timedelta(minutes=rng.uniform(3, 55))
+            _one_run(agent, started - timedelta(milliseconds=delay_ms), now, False, True, rng, categories, cat_weights,
+                     batches, delay_ms=delay_ms)
+            seen.note(agent, batches["runs"][-1])
+    return len(plan) + recent * len(by_tenant)
+
+
+def _seed_schedules(seen: _SeenRuns, now: datetime, report: SeedReport) -> None:
+    """The schedule rows as the claim leaves them: each tenant's and agent's runs holding a lease counted as
+    running (the caps are set with the budget limits)."""
+    with unit_of_work() as session:
+        tenants = {t for t, _ in seen.leased}
+        report.rows["tenant_schedules"] = load_rows(session, "tenant_schedules", [
+            {"tenant_id": t, "weight": 1, "vtime": 0.0, "avg_slice_s": 0.05, "cap": None, "updated_at": now,
+             "running": sum(n for (tid, _), n in seen.leased.items() if tid == t)} for t in sorted(tenants)])
+        report.rows["agent_schedules"] = load_rows(session, "agent_schedules", [
+            {"tenant_id": t, "agent_name": a, "running": n, "cap": None} for (t, a), n in sorted(seen.leased.items())])
 
 
 # ---- governance: budgets, approvals, secrets, scope violations, audit --------------------------
@@ -245,11 +329,14 @@ class _SeenRuns:
     bad: dict[str, list[tuple[_Agent, str]]] = field(default_factory=lambda: defaultdict(list))
     count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last: dict[str, str] = field(default_factory=dict)
+    leased: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))  # (tenant, agent) -> runs
 
     def note(self, agent: _Agent, row: dict[str, Any]) -> None:
         t = agent.tenant_id
         self.count[t] += 1
         self.last[t] = row["id"]
+        if row["lease_until"] is not None:
+            self.leased[(t, agent.name)] += 1
         if row["state"] == "waiting_approval":
             self.waiting.append((agent, row["id"], row["updated_at"]))
         elif row["finished_at"] is not None:  # the newest two succeeded and two not succeeded runs
@@ -267,8 +354,8 @@ VIOLATIONS = [("host", "api.unknown-host.io", "host api.unknown-host.io is outsi
               ("secret", "aws_root_key", "secret aws_root_key is not in the agent's scope")]
 
 
-def _seed_governance(agents: list[_Agent], seen: _SeenRuns, rng: random.Random, now: datetime,
-                     report: SeedReport) -> None:
+def _seed_governance(agents: list[_Agent], seen: _SeenRuns, profiles: dict[str, str], rng: random.Random,
+                     now: datetime, report: SeedReport) -> None:
     by_tenant: dict[str, list[_Agent]] = defaultdict(list)
     for agent in agents:
         by_tenant[agent.tenant_id].append(agent)
@@ -284,7 +371,10 @@ def _seed_governance(agents: list[_Agent], seen: _SeenRuns, rng: random.Random, 
             for agent in tenant_agents:
                 audit(session, tid, actor="seed", role="tenant-admin", action="agent.version_stored",
                       target=agent.name, details={"version": 1})
-            _seed_budget(session, tid, i, seen.count[tid], rng, now, report)
+            leased = sum(n for (t, _), n in seen.leased.items() if t == tid)
+            # capped: every slot in use; the others have room above what they run now
+            cap = leased if profiles[tid] == "capped" else max(20, leased + 10)
+            _seed_budget(session, tid, i, seen.count[tid], cap, rng, now, report)
             if master is not None:
                 _seed_secrets(session, tid, tenant_agents, rng, now, report)
             _seed_violations(session, tid, i, tenant_agents, seen.last.get(tid, ""), rng, now, report)
@@ -295,14 +385,14 @@ def _bump(report: SeedReport, name: str, n: int = 1) -> None:
     report.rows[name] = report.rows.get(name, 0) + n
 
 
-def _seed_budget(session: Any, tid: str, i: int, runs: int, rng: random.Random, now: datetime,
+def _seed_budget(session: Any, tid: str, i: int, runs: int, cap: int, rng: random.Random, now: datetime,
                  report: SeedReport) -> None:
     money = Decimal(rng.choice([20, 50, 100, 250]))
     tokens, calls = rng.choice([500_000, 2_000_000]), rng.choice([2_000, 10_000])
     runs_limit = max(100, math.ceil(runs / rng.choice([0.3, 0.6, 0.9]) / 100) * 100)
     set_limits(session, tid, [LimitSpec("cost_usd", money, "day"), LimitSpec("tokens", tokens, "day"),
                               LimitSpec("llm_calls", calls, "day"), LimitSpec("runs", runs_limit, "month"),
-                              LimitSpec("concurrent_runs", 20)], now=now)
+                              LimitSpec("concurrent_runs", cap)], now=now)
     _bump(report, "budget_limits", 5)
     audit(session, tid, actor="seed", role="operator", action="budget.limits_set", target=tid,
           details={"cost_usd_per_day": str(money)})
@@ -495,19 +585,21 @@ class _SimRun:
 
 
 def _live_state(live: bool, waiting: bool, rng: random.Random) -> str | None:
+    """A live tail run's state (queued runs come from :func:`_seed_queue`, by tenant profile)."""
     if not live:
         return None
-    state = rng.choices(["queued", "running", "stuck", "waiting_approval"], [3, 4, 1, 2])[0]
+    state = rng.choices(["running", "stuck", "waiting_approval"], [4, 1, 2])[0]
     return "waiting_approval" if waiting else state
 
 
 def _one_run(agent: _Agent, created: datetime, now: datetime, live: bool, detail: bool, rng: random.Random,
              categories: list[str], cat_weights: list[int],
-             batches: dict[str, list[dict[str, Any]]], *, waiting: bool = False) -> None:
+             batches: dict[str, list[dict[str, Any]]], *, waiting: bool = False, delay_ms: float = 1000.0,
+             live_as: str | None = None) -> None:
     run_id = _run_id(created, rng)
     n_items = 1 if rng.random() < 0.7 else rng.randint(2, 6)
-    started: datetime | None = created + timedelta(milliseconds=rng.randint(20, 3000))
-    live_state = _live_state(live, waiting, rng)
+    started: datetime | None = created + timedelta(milliseconds=delay_ms)
+    live_state = live_as or _live_state(live, waiting, rng)
     if live_state == "queued":
         started = None
     sim = _SimRun(agent, run_id, rng, detail, started or created)

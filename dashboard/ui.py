@@ -9,7 +9,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-__all__ = ["STATE_COLORS", "ago", "amount", "api_note", "duration", "left", "money", "pct", "state_badge", "use"]
+from tenants.reliability.common import Freshness
+
+__all__ = ["STATE_COLORS", "ago", "amount", "api_note", "at", "duration", "freshness_note", "left", "live_note",
+           "money", "pct", "stale_warning", "state_badge", "use"]
 
 STATE_COLORS = {
     "succeeded": "#2e7d32", "failed": "#c62828", "escalated": "#ef6c00", "budget_exhausted": "#6a1b9a",
@@ -88,3 +91,42 @@ def table(rows: list[dict[str, Any]], key: str | None = None, wide: tuple[str, .
     """A full-width table of ``rows`` without the index; the ``wide`` text columns get the most room."""
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=key,
                  column_config={c: st.column_config.TextColumn(width="large") for c in wide})
+
+
+def at(when: datetime) -> str:
+    """A UTC time as the pages print it: 2026-11-25 03:12:09 UTC."""
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def live_note(read_at: datetime, every_s: int, what: str = "every figure on this page") -> None:
+    """The freshness line of a page whose figures are read from the base tables (no read models)."""
+    st.caption(f"Live: {what} is read from the database, as of {at(read_at)} (re-read at most every {every_s} s).")
+
+
+def freshness_note(f: Freshness, derived: str, live: str | None = None) -> None:
+    """A page's freshness line, saying which figures are live (as of the read) and which are derived from the
+    decision log (as of the read models), and the stale warning when the derived ones trail by over 2 min."""
+    parts = [] if live is None else [f"**Live** ({live}): as of {at(f.read_at)}"]
+    if f.as_of is None:
+        parts.append(f"**Derived** ({derived}): no decision events yet")
+    else:
+        pending = ("every event derived" if not f.underived
+                   else f"{f.underived_text} newer event(s) not derived yet")
+        parts.append(f"**Derived** ({derived}): decision log up to {at(f.as_of)}, {pending}")
+    st.caption(" · ".join(parts))
+    if f.stale:
+        stale_warning(f)
+
+
+def stale_warning(f: Freshness) -> None:
+    """The banner an operator must not miss: derived figures are stale because the deriver is down or behind."""
+    ran = ("The read-model deriver has never run." if f.derived_at is None
+           else f"The read-model deriver last ran {ago(f.derived_at, f.read_at)}.")
+    waiting = (f" {f.underived_text} decision event(s) written since are not derived yet (the oldest "
+               f"{ago(f.oldest_underived_at, f.read_at)})." if f.underived else "")
+    st.warning(
+        f"**Derived figures are stale: {duration(f.lag_s)} behind.** They include decision events up to "
+        f"{at(f.as_of) if f.as_of else 'none'} only.{waiting} {ran} It runs inside `midwatch scheduler` (and "
+        "`midwatch up`) about once a second; while it is down, success rates, runs per hour, spend, failures "
+        "and time-to-start stop moving. Check the scheduler (`midwatch status`). Live figures stay current.",
+        icon=":material/history:")

@@ -10,6 +10,7 @@ from dashboard import data, ui
 st.title("Approvals & escalations")
 e = data.escalations(data.db_key())
 now = e.now
+ui.live_note(now, data.LIVE_TTL_S)
 soonest = min((a.expires_at for a in e.pending), default=None)
 oldest = min((r.updated_at for r in e.escalated + e.waiting_approval), default=None)
 c = st.columns(4)

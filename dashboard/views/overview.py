@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import data, ui
 from tenants.reliability.overview import Overview, TenantBurn
+from tenants.reliability.queues import QUEUE_ALERT_AFTER_S, TIME_TO_START_MINUTES, TenantQueue
 
 st.title("Overview")
 
@@ -16,6 +17,7 @@ st.title("Overview")
 def body() -> None:
     o = data.overview(data.db_key())
     _headline(o)
+    _queues(o)
     left, right = st.columns([3, 2])
     with left:
         _runs_per_hour(o)
@@ -30,8 +32,9 @@ def body() -> None:
 
 
 def _headline(o: Overview) -> None:
-    st.caption(f"As of {data.as_of(o.now)} · refreshes every 30 s · success rate = succeeded ÷ finished "
-               "(cancelled runs excluded)")
+    ui.freshness_note(o.freshness, derived="success rates, runs per hour, spend, latest failures, time-to-start",
+                      live="running, stuck, waiting, queues, approvals, budget burn")
+    st.caption("Refreshes every 30 s · success rate = succeeded ÷ finished (cancelled runs excluded)")
     c = st.columns(4)
     c[0].metric("Success 24 h", ui.pct(o.last_24h.success_rate), border=True,
                 help=f"{o.last_24h.succeeded:,} of {o.last_24h.decided:,} finished runs")
@@ -40,17 +43,47 @@ def _headline(o: Overview) -> None:
     c[2].metric("Finished 24 h", f"{o.last_24h.finished:,}", border=True)
     c[3].metric("Not succeeded 24 h", f"{o.last_24h.not_succeeded:,}", border=True,
                 help="failed, escalated or budget-exhausted")
-    c2 = st.columns(5)
+    c2 = st.columns(6)
     c2[0].metric("Running", f"{o.live.get('running', 0):,}", border=True)
-    c2[1].metric("Stuck", f"{o.live.get('stuck', 0):,}", border=True,
-                help="running with an expired lease, or handed back and not picked up for 2 min")
-    c2[2].metric("Waiting approval", f"{o.live.get('waiting_approval', 0):,}", border=True, help="runs")
-    c2[3].metric("Pending approvals", f"{o.pending_approvals:,}", border=True,
-                help="approval requests waiting for the routed role (Approvals & escalations page)")
-    c2[4].metric("Escalated", f"{o.live.get('escalated', 0):,}", border=True, help="waiting for a human to resume")
+    c2[1].metric("Queued", f"{sum(q.depth for q in o.queues):,}", border=True,
+                 help="runs due now, waiting for a worker or for a concurrency slot (the Queues table)")
+    c2[2].metric("Stuck", f"{o.live.get('stuck', 0):,}", border=True,
+                 help="running with an expired lease, or handed back and not picked up for 2 min")
+    c2[3].metric("Waiting approval", f"{o.live.get('waiting_approval', 0):,}", border=True, help="runs")
+    c2[4].metric("Pending approvals", f"{o.pending_approvals:,}", border=True,
+                 help="approval requests waiting for the routed role (Approvals & escalations page)")
+    c2[5].metric("Escalated", f"{o.live.get('escalated', 0):,}", border=True, help="waiting for a human to resume")
     if o.live.get("stuck", 0):
         st.error(f"{o.live['stuck']} run(s) are stuck: their worker's lease expired. The sweeper should re-enqueue "
                  "them within seconds; if this number stays, check workers and the broker.", icon=":material/error:")
+
+
+def _queues(o: Overview) -> None:
+    st.subheader("Queues: tenants with work waiting")
+    st.caption(f"Live. **waiting**: runs due now that start as soon as a worker is free; **at cap**: due runs held "
+               "by the tenant's (or an agent's) `concurrent_runs` limit; **oldest waiting**: how long the "
+               "longest-waiting due run has waited since it became runnable (submitted, handed back between time "
+               f"slices, or due after a back-off). Derived: **time-to-start** p50 / p95 = `started_at - created_at` of "
+               f"the runs that first started in the last {TIME_TO_START_MINUTES} min (within 5 %).")
+    if not o.queues:
+        st.success("No tenant has work waiting: every runnable run has a worker.", icon=":material/check_circle:")
+        return
+    late = [q for q in o.queues if q.overdue]
+    if late:
+        st.warning(f"{len(late)} tenant(s) have a run waiting longer than {ui.duration(QUEUE_ALERT_AFTER_S)}: "
+                   + ", ".join(f"{q.tenant} ({ui.duration(q.oldest_waiting_s)}{', at its cap' if q.capped else ''})"
+                               for q in late), icon=":material/hourglass_top:")
+    ui.table([_queue_row(q) for q in o.queues], key="ov_queues", wide=())
+
+
+def _queue_row(q: TenantQueue) -> dict[str, object]:
+    held = "at cap" if q.capped and not q.waiting else ("partly at cap" if q.capped else "")
+    status = f"WAITING > {ui.duration(QUEUE_ALERT_AFTER_S)}" if q.overdue else "ok"
+    return {"tenant": q.tenant, "status": f"{status}, {held}" if held else status, "waiting": q.waiting,
+            "at cap": q.capped, "oldest waiting": ui.duration(q.oldest_waiting_s),
+            "running / cap": f"{q.running} / {q.cap}" if q.cap is not None else f"{q.running} / no cap",
+            "time-to-start p50": ui.duration(q.start_p50_s), "time-to-start p95": ui.duration(q.start_p95_s),
+            f"started {TIME_TO_START_MINUTES} min": q.started}
 
 
 def _runs_per_hour(o: Overview) -> None:

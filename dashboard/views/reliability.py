@@ -13,10 +13,11 @@ WINDOWS = {"24 h": 1, "7 d": 7, "14 d": 14}
 f1, f2 = st.columns([1, 3])
 window = f1.selectbox("Window", list(WINDOWS), index=1, key="rel_window")
 days = WINDOWS[window]
-agents = data.reliability(data.db_key(), days)
+agents, fresh = data.reliability(data.db_key(), days)
 tenant_names = sorted({a.tenant for a in agents})
 tenant = f2.selectbox("Tenant", ["All tenants", *tenant_names], key="rel_tenant")
 shown = [a for a in agents if tenant in ("All tenants", a.tenant)]
+ui.freshness_note(fresh, derived="every figure on this page")
 st.caption("Measured = succeeded ÷ finished runs (cancelled excluded). Projected = product of the measured "
            "per-step success rates. SLO from the agent's latest spec (`objective.slo.success_rate`).")
 

@@ -15,9 +15,10 @@ tenant = f[0].selectbox("Tenant", ["All", *sorted(tenants)], key="runs_tenant")
 agent = f[1].text_input("Agent", key="runs_agent", placeholder="e.g. invoice-followup")
 state = f[2].selectbox("State", ["Any", *RUN_STATES], key="runs_state")
 run_id = f[3].text_input("Run id", key="runs_id", value=st.query_params.get("run", ""), placeholder="run_…")
-rows = data.search_runs(data.db_key(), tenants.get(tenant), agent.strip() or None,
+rows, read_at = data.search_runs(data.db_key(), tenants.get(tenant), agent.strip() or None,
                         None if state == "Any" else state, run_id.strip() or None, 100)
 st.caption(f"{len(rows)} newest matching run(s) (at most 100).")
+ui.live_note(read_at, data.LIVE_TTL_S, "every run, item, checkpoint and decision shown here")
 st.dataframe(pd.DataFrame([{"run": r.id, "tenant": r.tenant, "agent": r.agent_name, "state": ui.state_badge(r.state),
                             "category": r.failure_category or "", "items": f"{r.items_done}/{r.items_total}",
                             "cost": ui.money(r.cost_usd), "created": r.created_at.strftime("%Y-%m-%d %H:%M:%S"),

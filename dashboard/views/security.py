@@ -10,6 +10,8 @@ from dashboard import data, ui
 st.title("Security posture")
 sp = data.security_posture(data.db_key())
 postures = sp.tenants
+if sp.now is not None:
+    ui.live_note(sp.now, data.SLOW_TTL_S)
 st.caption("Score starts at 100 and loses points for each finding: a broken audit chain, secrets overdue for "
            "rotation, blocked scope / egress attempts in the last 7 days, old or idle API keys, broad scopes, "
            "wildcard egress, broken decision-log chains. Audit chains are re-verified at most once a minute.")

@@ -6,10 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, ui
+from tenants.reliability.queues import TIME_TO_START_MINUTES, TenantQueue
 
 st.title("Tenants & budgets")
 tb = data.tenants_and_budgets(data.db_key())
 now = tb.now
+ui.freshness_note(tb.freshness, derived="runs, success, spend, time-to-start",
+                  live="queues, limits, use, reservations, slots, webhooks")
 c = st.columns(5)
 c[0].metric("Tenants", len(tb.tenants), border=True,
             help=f"{sum(1 for t in tb.tenants if t.status != 'active')} suspended")
@@ -25,8 +28,20 @@ def _peak(rate: float | None) -> float | None:
     return None if rate is None else round(rate * 100, 1)
 
 
+def _queue(q: TenantQueue | None) -> dict[str, object]:
+    q = q or TenantQueue("", "")
+    return {"waiting": q.waiting, "at cap": q.capped, "oldest waiting": ui.duration(q.oldest_waiting_s),
+            "time-to-start p50": ui.duration(q.start_p50_s), "time-to-start p95": ui.duration(q.start_p95_s),
+            f"started {TIME_TO_START_MINUTES} min": q.started}
+
+
+st.caption(f"**waiting**: runs due now that start as soon as a worker is free; **at cap**: due runs held by a "
+           "`concurrent_runs` limit; **oldest waiting**: the longest-waiting due run's time since it became "
+           "runnable (all live). **time-to-start** p50 / p95: `started_at - created_at` of the runs that first "
+           f"started in the last {TIME_TO_START_MINUTES} min (derived, within 5 %).")
 st.dataframe(pd.DataFrame([{
-    "tenant": t.name, "name": t.display_name, "status": t.status, "agents": t.agents, "active keys": t.active_keys,
+    "tenant": t.name, "name": t.display_name, "status": t.status, **_queue(t.queue), "agents": t.agents,
+    "active keys": t.active_keys,
     "runs 24 h": t.runs_24h.finished, "success 7 d": ui.pct(t.runs_7d.success_rate), "runs 7 d": t.runs_7d.finished,
     "spend 24 h": ui.money(t.runs_24h.cost_usd), "spend 7 d": ui.money(t.runs_7d.cost_usd),
     "limits": t.limits, "budget peak": _peak(t.budget_peak), "reservations": t.open_reservations,

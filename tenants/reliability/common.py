@@ -9,9 +9,12 @@ models it reads (the write side is :mod:`tenants.reliability.derive`):
   (Tenants & budgets).
 
 Read functions return plain frozen dataclasses (picklable, so the dashboard can cache them) and never scan
-``runs``: figures come from the rollup tables; live counts are index lookups. Approvals, budgets, secrets
-(metadata only, never values), scope violations and the audit chains come from their owning domains (small
-tables, or indexed and bounded reads).
+``runs``: figures come from the rollup tables; live counts are index lookups. :mod:`tenants.reliability.queues`
+holds the per-tenant queue figures two pages share. :class:`Freshness` says how current the derived figures
+are: they trail the decision log by the deriver's lag, while live figures are as of the read.
+
+Approvals, budgets, secrets (metadata only, never values), scope violations and the audit chains come from
+their owning domains (small tables, or indexed and bounded reads).
 """
 
 from __future__ import annotations
@@ -24,12 +27,61 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tenants.budgets.service import LimitUsage, usage_by_tenant
-from tenants.reliability.derive import hour_of
+from tenants.kit.ids import utcnow
+from tenants.reliability.derive import CURSOR, hour_of
 from tenants.reliability.repository import PlatformReliabilityRepository
 
-__all__ = ["DEFAULT_SLO", "BudgetUse", "Counts", "RunRow", "budget_uses", "run_row", "tenant_names", "window_start"]
+__all__ = ["DEFAULT_SLO", "STALE_AFTER_S", "UNDERIVED_COUNT_LIMIT", "BudgetUse", "Counts", "Freshness", "RunRow",
+           "budget_uses", "freshness", "run_row", "tenant_names", "window_start"]
 
 DEFAULT_SLO = 0.95  # runner.spec.Slo's default; tenants/ reads the stored spec JSON, not the runner's model
+STALE_AFTER_S = 120.0  # derived figures trailing the decision log by more than this are flagged as stale
+UNDERIVED_COUNT_LIMIT = 10_000  # events not derived yet are counted up to this (a bounded read), then "10,000+"
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How current a page's figures are.
+
+    Live figures (read from the base tables: run states, queues, approvals, budgets) are as of ``read_at``.
+    Derived figures (the read models: success rates, runs per hour, spend, failures, reliability,
+    time-to-start) hold every decision event up to :attr:`as_of`: the deriver's last pass, or the oldest event
+    it has not read yet if that is earlier. The scheduler (and ``midwatch up``) derives about once a second;
+    when it is down or behind, :attr:`stale` says so.
+    """
+
+    read_at: datetime
+    derived_at: datetime | None  # the deriver's last pass (it records one even when there was nothing new)
+    underived: int  # decision events written and not derived yet, counted up to UNDERIVED_COUNT_LIMIT
+    oldest_underived_at: datetime | None
+
+    @property
+    def as_of(self) -> datetime | None:
+        """Derived figures include every decision event before this; None: no event was ever written."""
+        known = [t for t in (self.derived_at, self.oldest_underived_at) if t is not None]
+        return min(known) if known else None
+
+    @property
+    def lag_s(self) -> float:
+        """How far the derived figures trail the read (0 when there is nothing to derive and never was)."""
+        as_of = self.as_of
+        return 0.0 if as_of is None else max(0.0, (self.read_at - as_of).total_seconds())
+
+    @property
+    def stale(self) -> bool:
+        """The derived figures trail by more than :data:`STALE_AFTER_S`: the deriver is down or behind."""
+        return self.lag_s > STALE_AFTER_S
+
+    @property
+    def underived_text(self) -> str:
+        return f"{self.underived:,}+" if self.underived >= UNDERIVED_COUNT_LIMIT else f"{self.underived:,}"
+
+
+def freshness(session: Session, *, now: datetime | None = None) -> Freshness:
+    """The read models' freshness now (two primary-key lookups on the cursor and the decision log)."""
+    derived_at, underived, oldest = PlatformReliabilityRepository(session).derivation_state(
+        CURSOR, UNDERIVED_COUNT_LIMIT)
+    return Freshness(now or utcnow(), derived_at, underived, oldest)
 
 
 @dataclass(frozen=True, slots=True)

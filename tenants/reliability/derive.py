@@ -4,7 +4,9 @@ The engine writes nothing for the dashboard. The scheduler (and ``midwatch up``'
 new decision events into the rollups about once a second, in batches, in the same transaction that moves
 the cursor, so a crash never counts an event twice and staleness stays a few seconds:
 
-- ``run.started``: a run's first start, in its hour;
+- ``run.started``: a run's first start, in its hour, and its time-to-start (``started_at - created_at``) in the
+  tenant's per-minute histogram (:func:`wait_bucket`; minutes older than ``START_WAIT_RETENTION`` are skipped
+  and pruned);
 - ``step.succeeded`` / ``step.failed``: one step outcome per item (attempts, retries, latency), per day;
 - ``run.<terminal state>``: the outcome in its hour (duration from the run's start, its total cost), the
   failure rollup by category, the tenant's latest-failures ring buffer and the agent's incidents (MTTR).
@@ -17,6 +19,7 @@ never reach these tables (``runs.rehearsal`` is excluded by the reader).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from tenants.kit.db import unit_of_work
 from tenants.kit.ids import utcnow
-from tenants.reliability.models import FAILURE_CATEGORIES
+from tenants.reliability.models import FAILURE_CATEGORIES, START_WAIT_RATIO, START_WAIT_RETENTION
 from tenants.reliability.repository import (
     RUN_OUTCOME_COLUMNS,
     DeriverRepository,
@@ -35,7 +38,8 @@ from tenants.reliability.repository import (
     ReliabilityRepository,
 )
 
-__all__ = ["BAD_STATES", "CURSOR", "GAP_TTL_S", "day_of", "derive_all", "derive_once", "hour_of"]
+__all__ = ["BAD_STATES", "CURSOR", "GAP_TTL_S", "bucket_wait_s", "day_of", "derive_all", "derive_once", "hour_of",
+           "minute_of", "wait_bucket"]
 
 CURSOR = "reliability"
 GAP_TTL_S = 120.0
@@ -54,6 +58,25 @@ def day_of(at: datetime) -> datetime:
     return at.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def minute_of(at: datetime) -> datetime:
+    """The minute bucket of ``at`` (UTC)."""
+    return at.replace(second=0, microsecond=0)
+
+
+_LOG_RATIO = math.log(START_WAIT_RATIO)
+
+
+def wait_bucket(wait_ms: float) -> int:
+    """The time-to-start histogram bucket of a wait: 0 below 1 ms, else ``b`` for [R^(b-1), R^b) ms."""
+    return 0 if wait_ms < 1.0 else 1 + int(math.log(wait_ms) / _LOG_RATIO)
+
+
+def bucket_wait_s(bucket: int) -> float:
+    """The wait a bucket stands for, in seconds: its geometric middle R^(b-1/2) ms, within 5 % of any wait in
+    it (R = 1.1); bucket 0 (under 1 ms) reads as 0."""
+    return 0.0 if bucket <= 0 else math.exp((bucket - 0.5) * _LOG_RATIO) / 1000.0
+
+
 @dataclass
 class _Fold:
     """One batch of events, aggregated in memory, then written as one upsert per table."""
@@ -62,10 +85,14 @@ class _Fold:
     step_days: dict[tuple[str, str, str, datetime], list[float]] = field(default_factory=dict)
     failures: dict[tuple[str, str, datetime, str], int] = field(default_factory=lambda: defaultdict(int))
     outcomes: list[EventRow] = field(default_factory=list)
+    start_waits: dict[str, dict[tuple[datetime, int], int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    start_horizon: datetime | None = None  # starts in minutes before this are not kept
 
     def add(self, e: EventRow) -> None:
         if e.kind == "run.started":
             self._run_hour(e.tenant_id, e.agent_name, hour_of(e.created_at))["started"] += 1
+            self._start_wait(e)
         elif e.kind in ("step.succeeded", "step.failed") and e.step_id:
             attempts = max(1, e.attempts or 1)
             row = self.step_days.setdefault((e.tenant_id, e.agent_name, e.step_id, day_of(e.created_at)),
@@ -89,6 +116,14 @@ class _Fold:
                 category = e.failure_category if e.failure_category in FAILURE_CATEGORIES else "internal"
                 self.failures[(e.tenant_id, e.agent_name, hour, category)] += 1
             self.outcomes.append(e)
+
+    def _start_wait(self, e: EventRow) -> None:
+        started = e.started_at or e.created_at
+        minute = minute_of(started)
+        if e.run_created_at is None or (self.start_horizon is not None and minute < self.start_horizon):
+            return
+        wait_ms = max(0.0, (started - e.run_created_at).total_seconds() * 1000)
+        self.start_waits[e.tenant_id][(minute, wait_bucket(wait_ms))] += 1
 
     def _run_hour(self, tenant_id: str, agent: str, hour: datetime) -> dict[str, Any]:
         return self.run_hours.setdefault((tenant_id, agent, hour), {
@@ -114,6 +149,8 @@ class _Fold:
             repo(tenant_id).bump_step_days(agent, day, rows)
         for (tenant_id, agent, hour, category), count in self.failures.items():
             repo(tenant_id).bump_failure_hour(agent, hour, category, count)
+        for tenant_id, cells in self.start_waits.items():
+            repo(tenant_id).bump_start_waits(cells)
         for e in self.outcomes:  # in log order: incidents open and close as they happened
             state = e.kind.removeprefix("run.")
             bad = state in BAD_STATES
@@ -138,11 +175,13 @@ def derive_once(session: Session, *, now: datetime | None = None, batch: int = B
     high = ids[-1] if ids else last_id
     seen = set(ids)
     new_gaps = {str(i): now.isoformat() for i in range(last_id + 1, high) if i not in seen}
-    fold = _Fold()
+    horizon = minute_of(now - START_WAIT_RETENTION)
+    fold = _Fold(start_horizon=horizon)
     events = repo.events(last_id, high, found_gaps)
     for e in events:
         fold.add(e)
     fold.write(session)
+    repo.prune_start_waits(horizon)
     remaining = {k: v for k, v in gaps.items() if int(k) not in set(found_gaps)}
     repo.save_cursor(CURSOR, high, _live_gaps({**remaining, **new_gaps}, now), now)
     return len(ids) + len(found_gaps)

@@ -6,6 +6,8 @@ never scans ``runs``.
 - ``failures_hourly``: runs that ended failed / escalated / budget_exhausted, by failure category.
 - ``agent_health``: per agent, the open incident (first failure since the last success) and the
   recovery times of closed incidents, which give MTTR.
+- ``run_start_waits``: time-to-start (submission to first start) per (tenant, minute of the start), as a
+  histogram with log-spaced buckets; kept for :data:`START_WAIT_RETENTION` (the dashboard reads the last hour).
 - ``latest_failures``: a ring buffer of the last :data:`LATEST_FAILURES_PER_TENANT` failures per tenant
   (slot = seq mod N), with ``reliability_counters`` holding each tenant's sequence.
 
@@ -15,7 +17,7 @@ transaction that also moves its cursor, so an event is counted exactly once.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,16 +30,21 @@ from tenants.kit.types import FAILURE_CATEGORIES, JsonType, UtcDateTime
 __all__ = [
     "FAILURE_CATEGORIES",
     "LATEST_FAILURES_PER_TENANT",
+    "START_WAIT_RATIO",
+    "START_WAIT_RETENTION",
     "AgentHealth",
     "FailureHourly",
     "LatestFailure",
     "ReadModelCursor",
     "ReliabilityCounter",
     "RunRollupHourly",
+    "RunStartWait",
     "StepStatDaily",
 ]
 
 LATEST_FAILURES_PER_TENANT = 50
+START_WAIT_RATIO = 1.1  # a bucket's upper bound over its lower: a percentile read back is within 5 % of the truth
+START_WAIT_RETENTION = timedelta(hours=2)  # minutes older than this are pruned by the deriver
 
 
 class _PerAgent:
@@ -89,6 +96,20 @@ class FailureHourly(_PerAgent, Base):
     hour: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
     category: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RunStartWait(Base):
+    """Time-to-start histogram: runs of a tenant that first started in ``minute`` (UTC, from ``runs.started_at``)
+    whose wait ``started_at - created_at`` fell in ``bucket``: 0 below 1 ms, else ``b`` for waits in
+    [R^(b-1), R^b) ms with R = :data:`START_WAIT_RATIO` (see :func:`tenants.reliability.derive.wait_bucket`)."""
+
+    __tablename__ = "run_start_waits"
+    __table_args__ = (Index("ix_run_start_waits_minute", "minute"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AgentHealth(Base):

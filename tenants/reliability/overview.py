@@ -1,4 +1,5 @@
-"""The Overview page's query: runs per hour, success rates, live counts, spend, budget burn, approvals, failures."""
+"""The Overview page's query: runs per hour, success rates, live counts, queues, spend, budget burn, approvals,
+failures, and how current the derived ones are."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sqlalchemy.orm import Session
 from tenants.approvals.repository import PlatformApprovalRepository
 from tenants.budgets.models import PERIOD_METRICS
 from tenants.kit.ids import utcnow
-from tenants.reliability.common import BudgetUse, Counts, budget_uses, tenant_names, window_start
+from tenants.reliability.common import BudgetUse, Counts, Freshness, budget_uses, freshness, tenant_names, window_start
+from tenants.reliability.queues import TenantQueue, tenant_queues
 from tenants.reliability.repository import PlatformReliabilityRepository
 
 __all__ = ["BURN_METRICS", "FailureRow", "Overview", "TenantBurn", "TenantSpend", "budget_burn", "overview"]
@@ -89,12 +91,15 @@ class Overview:
     budgets: tuple[TenantBurn, ...]
     pending_approvals: int
     latest_failures: tuple[FailureRow, ...]
+    queues: tuple[TenantQueue, ...]  # tenants with work due now, the longest-waiting first
+    freshness: Freshness
 
 
 def overview(session: Session, *, now: datetime | None = None, failures: int = 20) -> Overview:
     """Runs per hour (24 h), success rates (24 h, 7 d), live counts, spend and budget burn per tenant,
-    pending approvals, latest failures."""
+    pending approvals, latest failures, the tenants with work waiting, and the read models' freshness."""
     now = now or utcnow()
+    fresh = freshness(session, now=now)  # first: the derived figures read below are at least this current
     repo = PlatformReliabilityRepository(session)
     names = tenant_names(repo)
     since_24h, since_7d = window_start(now, 24), window_start(now, 24 * 7)
@@ -120,4 +125,5 @@ def overview(session: Session, *, now: datetime | None = None, failures: int = 2
     return Overview(now=now, hourly=hourly, last_24h=last_24h, last_7d=last_7d,
                     live=repo.live_counts(now, now - STUCK_GRACE), spend=spend,
                     budgets=budget_burn(budget_uses(session, names, now)),
-                    pending_approvals=PlatformApprovalRepository(session).pending_count(), latest_failures=latest)
+                    pending_approvals=PlatformApprovalRepository(session).pending_count(), latest_failures=latest,
+                    queues=tuple(q for q in tenant_queues(session, names, now) if q.depth), freshness=fresh)

@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import and_, case, delete, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from tenants.accounts.models import ApiKey, Tenant
@@ -33,6 +33,7 @@ from tenants.reliability.models import (
     ReadModelCursor,
     ReliabilityCounter,
     RunRollupHourly,
+    RunStartWait,
     StepStatDaily,
 )
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect, StepCheckpoint
@@ -75,6 +76,17 @@ class ReliabilityRepository(TenantRepository):
                                        stmt.excluded.latency_ms_max), else_=table.c.latency_ms_max)
         self.session.execute(stmt.on_conflict_do_update(
             index_elements=["tenant_id", "agent_name", "step_id", "day"], set_=set_))
+
+    def bump_start_waits(self, counts: Mapping[tuple[datetime, int], int]) -> None:
+        """Add runs to many (minute, wait bucket) cells of the tenant's time-to-start histogram, in ONE statement."""
+        if not counts:
+            return
+        stmt = upsert(self.session, RunStartWait).values(
+            [{"tenant_id": self.tenant_id, "minute": minute, "bucket": bucket, "runs": n}
+             for (minute, bucket), n in counts.items()])
+        self.session.execute(stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "minute", "bucket"],
+            set_={"runs": RunStartWait.__table__.c.runs + stmt.excluded.runs}))
 
     def bump_run_hour(self, agent_name: str, hour: datetime, **increments: Any) -> None:
         """Add to one (agent, hour) run rollup: ``started=1``, ``failed=1``, ``duration_ms_sum=...``."""
@@ -143,6 +155,7 @@ class EventRow:
     latency_ms: float
     attempts: int | None
     created_at: datetime
+    run_created_at: datetime | None = None  # when the run was submitted (time-to-start = started_at - this)
 
 
 _DERIVED_KINDS = ("run.started", "step.succeeded", "step.failed",
@@ -185,12 +198,16 @@ class DeriverRepository(PlatformRepository):
         window = and_(e.id > after, e.id <= upto)
         rows = self.session.execute(
             select(e.id, e.tenant_id, e.run_id, Run.agent_name, Run.started_at, e.kind, e.step_id, e.failure_category,
-                   e.why, e.cost_usd, e.latency_ms, e.attempts, e.created_at)
+                   e.why, e.cost_usd, e.latency_ms, e.attempts, e.created_at, Run.created_at)
             .join(Run, Run.id == e.run_id)
             .where(or_(window, ids) if ids is not None else window, e.kind.in_(_DERIVED_KINDS))
             .order_by(e.id)).all()
         return [EventRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], str(r[5]), r[6], r[7], r[8],
-                         Decimal(r[9] or 0), float(r[10] or 0), r[11], r[12]) for r in rows]
+                         Decimal(r[9] or 0), float(r[10] or 0), r[11], r[12], r[13]) for r in rows]
+
+    def prune_start_waits(self, before: datetime) -> None:
+        """Drop time-to-start minutes older than ``before`` (an index range on ``ix_run_start_waits_minute``)."""
+        self.session.execute(delete(RunStartWait).where(RunStartWait.minute < before))
 
 
 class PlatformReliabilityRepository(PlatformRepository):
@@ -249,6 +266,29 @@ class PlatformReliabilityRepository(PlatformRepository):
 
     def agent_health(self) -> Sequence[AgentHealth]:
         return self.session.scalars(select(AgentHealth)).all()
+
+    def start_waits(self, since: datetime) -> list[tuple[str, int, int]]:
+        """(tenant_id, wait bucket, runs) of the runs that first started in a minute from ``since`` on (a range of
+        ``ix_run_start_waits_minute``: at most tenants x minutes x buckets rows, whatever the run volume)."""
+        w = RunStartWait
+        rows = self.session.execute(
+            select(w.tenant_id, w.bucket, func.sum(w.runs)).where(w.minute >= since).group_by(w.tenant_id, w.bucket)
+        ).all()
+        return [(str(t), int(b), int(n or 0)) for t, b, n in rows]
+
+    # ---- how current the read models are -----------------------------------------------------
+    def derivation_state(self, cursor: str, count_limit: int) -> tuple[datetime | None, int, datetime | None]:
+        """(the deriver's last pass, decision events it has not read yet (counted up to ``count_limit``), the
+        oldest of those's time): primary-key ranges above the cursor, never a scan of the log."""
+        c = ReadModelCursor
+        row = self.session.execute(select(c.last_id, c.updated_at).where(c.name == cursor)).first()
+        last_id, derived_at = (int(row[0]), row[1]) if row is not None else (0, None)
+        e = DecisionEvent
+        pending = select(e.id).where(e.id > last_id).order_by(e.id).limit(count_limit).subquery()
+        count = int(self.session.scalar(select(func.count()).select_from(pending)) or 0)
+        oldest = self.session.scalar(select(e.created_at).where(e.id > last_id).order_by(e.id).limit(1)) \
+            if count else None
+        return derived_at, count, oldest
 
     # ---- live counts (index lookups on runs.state) -----------------------------------------
     def live_counts(self, now: datetime, stuck_after: datetime) -> dict[str, int]:

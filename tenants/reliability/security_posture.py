@@ -139,6 +139,7 @@ class SecurityPosture:
     tenants: tuple[TenantPosture, ...]  # lowest score first
     operator_keys: tuple[KeyRow, ...]
     platform_audit: AuditCheck  # the chain of operator actions outside any tenant
+    now: datetime | None = None  # when it was read (every figure here is live: no read models)
 
 
 def _days(now: datetime, then: datetime | None) -> float | None:
@@ -261,4 +262,4 @@ def security_posture(session: Session, *, now: datetime | None = None,
         out.append(TenantPosture(t.id, t.name, score, tuple(reasons), tuple(keys[t.id]), tuple(scopes[t.id]),
                                  checked, broken, tuple(secrets[t.id]), dict(violations[t.id]), latest, audit))
     return SecurityPosture(tuple(sorted(out, key=lambda p: (p.score, p.tenant))), tuple(keys[None]),
-                           _audit_check(session, None))
+                           _audit_check(session, None), now)

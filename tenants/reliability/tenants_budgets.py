@@ -1,4 +1,5 @@
-"""The Tenants & budgets page's query: tenants, limits with this period's use, reservations, thresholds."""
+"""The Tenants & budgets page's query: tenants with their queues, limits with this period's use, reservations,
+thresholds, and how current the derived figures are."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sqlalchemy.orm import Session
 from tenants.budgets.repository import PlatformBudgetRepository
 from tenants.budgets.service import ThresholdEvent
 from tenants.kit.ids import utcnow
-from tenants.reliability.common import BudgetUse, Counts, budget_uses, window_start
+from tenants.reliability.common import BudgetUse, Counts, Freshness, budget_uses, freshness, window_start
+from tenants.reliability.queues import TenantQueue, tenant_queues
 from tenants.reliability.repository import PlatformReliabilityRepository
 from tenants.webhooks.repository import webhook_platform_repository
 
@@ -38,6 +40,7 @@ class TenantRow:
     slots_held: int = 0
     webhooks_pending: int = 0
     webhooks_failed: int = 0
+    queue: TenantQueue | None = None  # live queue figures and time-to-start over the last hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +76,15 @@ class TenantsAndBudgets:
     reservations: tuple[ReservationRow, ...]  # one row per metric held
     reservations_total: int  # open reservations (each may hold several metrics), of the first 1,000 lines
     events: tuple[ThresholdRow, ...]
+    freshness: Freshness
 
 
 def tenants_and_budgets(session: Session, *, now: datetime | None = None, limit: int = 200) -> TenantsAndBudgets:
     """Every tenant with its agents, keys, runs and spend (24 h, 7 d), budget limits with this period's use,
-    open reservations, the latest threshold events (50/80/100 %) and undelivered webhooks."""
+    open reservations, the latest threshold events (50/80/100 %), undelivered webhooks, each tenant's queue
+    and time-to-start, and the read models' freshness."""
     now = now or utcnow()
+    fresh = freshness(session, now=now)
     repo = PlatformReliabilityRepository(session)
     agg_24h: dict[str, Counts] = defaultdict(Counts)
     agg_7d: dict[str, Counts] = defaultdict(Counts)
@@ -106,15 +112,18 @@ def tenants_and_budgets(session: Session, *, now: datetime | None = None, limit:
         open_ids[r.tenant_id].add(r.id)
     slots = {t: n for (t, a), n in budgets.running_counts().items() if a == "*"}
     hooks = webhook_platform_repository(session).undelivered_counts()
+    queues = {q.tenant_id: q for q in tenant_queues(session, names, now)}
     rows = tuple(TenantRow(
         t.id, t.name, t.display_name, t.status, t.created_at, agents[t.id], keys[t.id], agg_24h[t.id], agg_7d[t.id],
         limits=len(per_tenant[t.id]),
         budget_peak=max((u.committed_rate for u in per_tenant[t.id] if u.committed_rate is not None), default=None),
         open_reservations=len(open_ids[t.id]), slots_held=slots.get(t.id, 0),
         webhooks_pending=hooks.get((t.id, "pending"), 0), webhooks_failed=hooks.get((t.id, "failed"), 0),
+        queue=queues.get(t.id),
     ) for t in tenants)
     reservations = tuple(ReservationRow(r.tenant_id, names.get(r.tenant_id, r.tenant_id), r.id, r.metric, r.agent,
                                         r.run_id, r.amount, r.created_at, r.expires_at) for r in open_rows[:limit])
     events = tuple(ThresholdRow(tenant_id=e.tenant_id, tenant=names.get(e.tenant_id, e.tenant_id),
                                 **asdict(ThresholdEvent.of(e))) for e in budgets.recent_events(limit))
-    return TenantsAndBudgets(now, rows, uses, reservations, sum(len(ids) for ids in open_ids.values()), events)
+    return TenantsAndBudgets(now, rows, uses, reservations, sum(len(ids) for ids in open_ids.values()), events,
+                             fresh)

@@ -86,7 +86,13 @@ class WokenRun:
 
 @dataclass(frozen=True, slots=True)
 class QueueFigures:
-    """One tenant's dispatch figures: runs waiting (due now), the oldest wait, runs holding a lease."""
+    """One tenant's dispatch figures: runs waiting (due now), the oldest wait, runs holding a lease.
+
+    ``queued`` counts every due runnable run (``runnable_at <= now``); ``capped`` is the part of it that a
+    ``concurrent_runs`` cap reached right now holds back (the tenant's, or its agent's), the rest starts as
+    soon as a worker is free. ``oldest_runnable_at`` is the earliest ``runnable_at`` among them: when the
+    longest-waiting run became runnable (submitted, handed back between slices, or due after a back-off).
+    """
 
     tenant_id: str
     queued: int
@@ -94,6 +100,7 @@ class QueueFigures:
     running: int
     weight: int
     cap: int | None
+    capped: int = 0
 
 
 @functools.cache
@@ -270,15 +277,31 @@ class DispatchRepository(PlatformRepository):
         return [WokenRun(str(t), str(r)) for t, r in rows]
 
     def queue_figures(self, now: datetime) -> list[QueueFigures]:
-        """Per tenant with work or a schedule row: due runnable runs, the oldest, running count, weight, cap."""
-        waiting = {str(t): (int(n), oldest) for t, n, oldest in self.session.execute(
-            select(Run.tenant_id, func.count(), func.min(Run.runnable_at))
-            .where(Run.runnable_at.is_not(None), Run.runnable_at <= now).group_by(Run.tenant_id)).all()}
+        """Per tenant with work or a schedule row: due runnable runs (and how many of them a cap holds), the
+        oldest, running count, weight, cap. The queue is read per (tenant, agent) through the partial index
+        ``ix_runs_runnable`` (runnable runs only: the queue's size, never the runs history); caps from the
+        schedule rows."""
+        per_agent = self.session.execute(
+            select(Run.tenant_id, Run.agent_name, func.count(), func.min(Run.runnable_at))
+            .where(Run.runnable_at.is_not(None), Run.runnable_at <= now)
+            .group_by(Run.tenant_id, Run.agent_name)).all()
+        g = AgentSchedule.__table__.c
+        agent_full = {(str(t), str(a)) for t, a in self.session.execute(
+            select(g.tenant_id, g.agent_name).where(g.cap.is_not(None), g.running >= g.cap)).all()}
+        schedules = {row.tenant_id: row for row in self.session.scalars(select(TenantSchedule))}
+        full = {t for t, row in schedules.items() if row.cap is not None and row.running >= row.cap}
+        waiting: dict[str, tuple[int, datetime | None, int]] = {}
+        for tenant_id, agent, n, oldest in per_agent:
+            t, count = str(tenant_id), int(n)
+            held = t in full or (t, str(agent)) in agent_full
+            total, first, capped = waiting.get(t, (0, oldest, 0))
+            waiting[t] = (total + count, oldest if first is None or (oldest is not None and oldest < first) else first,
+                          capped + (count if held else 0))
         out = []
-        for s in self.session.scalars(select(TenantSchedule)):
-            n, oldest = waiting.pop(s.tenant_id, (0, None))
-            out.append(QueueFigures(s.tenant_id, n, oldest, s.running, s.weight, s.cap))
-        out += [QueueFigures(t, n, oldest, 0, 1, None) for t, (n, oldest) in waiting.items()]
+        for row in schedules.values():
+            n, first, capped = waiting.pop(row.tenant_id, (0, None, 0))
+            out.append(QueueFigures(row.tenant_id, n, first, row.running, row.weight, row.cap, capped))
+        out += [QueueFigures(t, n, first, 0, 1, None, capped) for t, (n, first, capped) in waiting.items()]
         return out
 
 

@@ -46,7 +46,9 @@ def _pages() -> list[tuple[str, str, list[str]]]:
     return [
         ("Overview", "overview", ["Success 7 d", pct(o.last_7d.success_rate), "Runs per hour (24 h)",
                                   "Latest failures", "Budget burn per tenant", "Pending approvals",
-                                  "facts (money 80%)"]),
+                                  "facts (money 80%)", "Queues: tenants with work waiting",
+                                  f"{sum(1 for q in o.queues if q.overdue)} tenant(s) have a run waiting longer than",
+                                  "decision log up to"]),
         ("Approvals & escalations", "approvals", ["Escalated runs", str(len(esc.escalated)), "Approval queue",
                                                   str(esc.pending_total), "Next expiry", "Escalated items"]),
         ("Reliability", "reliability", ["Measured end-to-end", "Per-step success", "Slowest steps",
@@ -57,7 +59,7 @@ def _pages() -> list[tuple[str, str, list[str]]]:
                                           "Audit chain", "Blocked scope / egress attempts"]),
         ("Tenants & budgets", "tenants", ["Spend 7 d", money(sum(t.runs_7d.cost_usd for t in tb.tenants)),
                                           "Budgets: limits, use", "Open reservations",
-                                          "Threshold events (50 / 80 / 100 %)"]),
+                                          "Threshold events (50 / 80 / 100 %)", "time-to-start p50 / p95"]),
     ]
 
 

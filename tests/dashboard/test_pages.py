@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
+import streamlit as st
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import SeededDb
+from tests.dashboard.conftest import APP, SeededDb, frames, metric, nearest_rank, shown_close, signed_in
 
-APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+_frames, _metric = frames, metric
 
 
 def _signed_in(db: SeededDb) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    at.text_input(key="operator_key").input(db.operator_key)
-    at.button[0].click()
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _frames(at: AppTest) -> list[pd.DataFrame]:
-    return [d.value for d in at.dataframe]
-
-
-def _metric(at: AppTest, label: str) -> str:
-    for m in at.metric:
-        if m.label == label:
-            return str(m.value)
-    raise AssertionError(f"no metric {label!r}: {[m.label for m in at.metric]}")
+    return signed_in(db.operator_key)
 
 
 def _expected_success(since_hours: int) -> tuple[int, int]:
@@ -93,7 +76,7 @@ def test_overview_shows_success_rates_live_counts_and_latest_failures(seeded_db:
         waiting = s.scalar(select(func.count()).select_from(Run).where(Run.state == "waiting_approval"))
     assert _metric(at, "Escalated") == str(escalated)
     assert _metric(at, "Waiting approval") == str(waiting)
-    spend, _burn, failures = _frames(at)
+    _queues, spend, _burn, failures = _frames(at)
     facts = failures[failures["tenant"] == "facts"]
     assert set(facts["category"]) == {"dependency", "auth"}
     assert "401 Unauthorized; OAuth refresh failed" in " ".join(facts["reason"])
@@ -109,7 +92,7 @@ def test_overview_shows_budget_burn_per_tenant_and_pending_approvals(seeded_db: 
         pending = s.scalar(select(func.count()).select_from(Approval).where(Approval.state == "pending"))
     assert pending and pending >= 3  # the seed's two waiting runs, and the facts tenant's
     assert _metric(at, "Pending approvals") == str(pending)
-    burn = _frames(at)[1]
+    burn = _frames(at)[2]
     facts = burn[burn["tenant"] == "facts"].iloc[0]
     assert facts["money"] == "$8.00 of $10.00 / day (80%)"
     assert facts["tokens"] == "0 of 1,000 / day (0%)"  # 200 reserved, none used yet
@@ -272,3 +255,108 @@ def test_tenants_page_shows_the_facts_tenant_at_70_percent(seeded_db: SeededDb) 
     assert sorted(facts_events["threshold"]) == ["50%", "80%"]
     assert set(facts_events["at"]) == {"$8.00 of $10.00"}
     assert len(events) > len(facts_events)  # the seeded tenants crossed thresholds too
+
+
+def _due_runs(now: datetime) -> dict[str, tuple[int, float]]:
+    """Per tenant name: due runnable runs and the oldest one's wait, straight from the runs table."""
+    from tenants.accounts.models import Tenant
+    from tenants.kit.db import read_only
+    from tenants.runs.models import Run
+
+    with read_only() as s:
+        rows = s.execute(select(Tenant.name, func.count(), func.min(Run.runnable_at))
+                         .join(Tenant, Tenant.id == Run.tenant_id)
+                         .where(Run.runnable_at.is_not(None), Run.runnable_at <= now).group_by(Tenant.name)).all()
+    return {str(name): (int(n), (now - oldest).total_seconds()) for name, n, oldest in rows}
+
+
+def _start_waits(window_start: datetime) -> dict[str, list[float]]:
+    """Per tenant name: started_at - created_at of the runs that first started from ``window_start`` on."""
+    from tenants.accounts.models import Tenant
+    from tenants.kit.db import read_only
+    from tenants.runs.models import Run
+
+    with read_only() as s:
+        rows = s.execute(select(Tenant.name, Run.created_at, Run.started_at).join(Tenant, Tenant.id == Run.tenant_id)
+                         .where(Run.started_at >= window_start)).all()
+    out: dict[str, list[float]] = {}
+    for name, created, started in rows:
+        out.setdefault(str(name), []).append((started - created).total_seconds())
+    return out
+
+
+def _time_to_start_matches(row: pd.Series, before: datetime, after: datetime) -> bool:
+    """The row's started count and p50 / p95 equal the runs table's over the window the page used (it rendered
+    between ``before`` and ``after``: a minute may have turned in between, so either window will do)."""
+    for moment in {before.replace(second=0, microsecond=0), after.replace(second=0, microsecond=0)}:
+        waits = _start_waits(moment - timedelta(minutes=59)).get(str(row["tenant"]), [])
+        if row["started 60 min"] != len(waits):
+            continue
+        if not waits and row["time-to-start p50"] == row["time-to-start p95"] == "—":
+            return True
+        if waits and all(shown_close(row[c], nearest_rank(waits, q), rel=0.05)
+                         for c, q in (("time-to-start p50", 0.5), ("time-to-start p95", 0.95))):
+            return True
+    return False
+
+
+def _seeded_profiles() -> dict[str, str]:
+    """The seed's queue profile of each seeded tenant (the facts tenant was added after)."""
+    from dashboard.seed import queue_profile
+    from tenants.accounts.models import Tenant
+    from tenants.kit.db import read_only
+
+    with read_only() as s:
+        tenants = s.execute(select(Tenant.id, Tenant.name).where(Tenant.name != "facts").order_by(Tenant.id)).all()
+    return {str(name): queue_profile(i) for i, (_, name) in enumerate(tenants)}
+
+
+def test_overview_queues_equal_a_recount_of_the_runs_table(seeded_db: SeededDb) -> None:
+    from tenants.kit.ids import utcnow
+    from tenants.reliability.queues import QUEUE_ALERT_AFTER_S
+
+    st.cache_data.clear()  # figures read now, not by an earlier test
+    before = utcnow()
+    at = _signed_in(seeded_db)
+    after = utcnow()
+    slack = (after - before).total_seconds() + 1
+    queues = _frames(at)[0]
+    due = _due_runs(after)
+    assert set(queues["tenant"]) == set(due) and len(due) >= 3
+    for _, row in queues.iterrows():
+        count, oldest = due[row["tenant"]]
+        assert row["waiting"] + row["at cap"] == count, row
+        assert shown_close(row["oldest waiting"], oldest, slack_s=slack), (row["tenant"], row["oldest waiting"], oldest)
+        assert row["status"].startswith("WAITING > 5.0 min") == (oldest > QUEUE_ALERT_AFTER_S), row
+        assert _time_to_start_matches(row, before, after), row
+    ages = [due[t][1] for t in queues["tenant"]]
+    assert ages == sorted(ages, reverse=True)  # the longest wait first
+    assert _metric(at, "Queued") == str(sum(n for n, _ in due.values()))
+    profiles = _seeded_profiles()
+    capped = queues[queues["tenant"].map(profiles) == "capped"].iloc[0]
+    running, cap = capped["running / cap"].split(" / ")
+    assert capped["waiting"] == 0 and capped["at cap"] == 3 and running == cap and int(cap) >= 2
+    flood = [t for t, p in profiles.items() if p == "flood"]
+    assert any(f"{flood[0]} (" in w.value and "waiting longer than 5.0 min" in w.value for w in at.warning)
+
+
+def test_tenants_page_queue_columns_equal_a_recount_of_the_runs_table(seeded_db: SeededDb) -> None:
+    from tenants.kit.ids import utcnow
+
+    st.cache_data.clear()  # figures read now, not by an earlier test
+    before = utcnow()
+    at = _signed_in(seeded_db)
+    at.switch_page("views/tenants.py").run()
+    after = utcnow()
+    assert not at.exception, at.exception
+    table = _frames(at)[0]
+    due = _due_runs(after)
+    for _, row in table.iterrows():
+        count, oldest = due.get(row["tenant"], (0, None))
+        assert row["waiting"] + row["at cap"] == count, row
+        if oldest is None:
+            assert row["oldest waiting"] == "—"
+        else:
+            assert shown_close(row["oldest waiting"], oldest, slack_s=(after - before).total_seconds() + 1), row
+        assert _time_to_start_matches(row, before, after), row
+    assert table["started 60 min"].sum() > 0

@@ -42,6 +42,8 @@ class History:
     cost: Decimal = Decimal(0)
     steps: list[Step] = field(default_factory=list)
     agent: str = "a"
+    created: datetime | None = None  # submission (default: the start, else the end); time-to-start = started - this
+    runnable_at: datetime | None = None  # set: the run is in the dispatch queue, due at this time
 
 
 def ensure_tenant(session: Session, tenant_id: str, agent: str) -> tuple[str, str]:
@@ -79,12 +81,13 @@ def write_history(session: Session, tenant_id: str, runs: list[History]) -> None
             row["hash"] = event_hash(row["prev_hash"], row)
             events.append(row)
 
-        created = h.started or h.finished or EPOCH
+        created = h.created or h.started or h.finished or EPOCH
         session.execute(insert(Run).values(
             id=h.run_id, tenant_id=tenant_id, agent_id=agent_id, agent_name=h.agent, agent_version_id=version_id,
             agent_version=1, state=h.state or "queued", is_batch=False, items_total=1, items_done=0,
             items_failed=0, steps_done=0, llm_calls=0, cost_usd=h.cost, fence=1, crash_count=0,
-            cancel_requested=False, created_at=created, started_at=h.started, finished_at=h.finished,
+            cancel_requested=False, runnable_at=h.runnable_at, created_at=created, started_at=h.started,
+            finished_at=h.finished,
             updated_at=h.finished or created))
         if h.started is not None:
             event("run.started", h.started, why="first start")

@@ -4,6 +4,7 @@ so a test can assert that what the deriver maintained incrementally equals a ful
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -18,6 +19,7 @@ from tenants.reliability.models import (
     FailureHourly,
     LatestFailure,
     RunRollupHourly,
+    RunStartWait,
     StepStatDaily,
 )
 from tenants.runs.models import DecisionEvent, Run
@@ -35,22 +37,35 @@ def _day(at: datetime) -> datetime:
     return at.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def recount(session: Session, tenants: set[str] | None = None) -> dict[str, set[Any]]:
-    """Every read-model figure, from the decision log and the runs alone."""
+def start_bucket(wait_ms: float) -> int:
+    """The time-to-start bucket a wait belongs in, straight from the table's definition: 0 below 1 ms, else the
+    ``b`` with 1.1^(b-1) <= wait < 1.1^b."""
+    return 0 if wait_ms < 1 else math.floor(math.log(wait_ms, 1.1)) + 1
+
+
+def recount(session: Session, tenants: set[str] | None = None,
+            starts_since: datetime | None = None) -> dict[str, set[Any]]:
+    """Every read-model figure, from the decision log and the runs alone (time-to-start only for starts in
+    minutes from ``starts_since`` on: the deriver keeps two hours)."""
     e = DecisionEvent
     rows = session.execute(select(e.tenant_id, e.run_id, e.kind, e.step_id, e.failure_category, e.cost_usd,
-                                  e.latency_ms, e.attempts, e.created_at, Run.agent_name, Run.started_at)
+                                  e.latency_ms, e.attempts, e.created_at, Run.agent_name, Run.started_at,
+                                  Run.created_at)
                            .join(Run, Run.id == e.run_id).order_by(e.id)).all()
+    waits: dict[tuple[str, datetime, int], int] = defaultdict(int)
     hours: dict[tuple[str, str, datetime], list[Any]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0, 0, Decimal(0)])
     steps: dict[tuple[str, str, str, datetime], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0, 0.0])
     failures: dict[tuple[str, str, datetime, str], int] = defaultdict(int)
     outcomes: dict[tuple[str, str], list[tuple[datetime, str]]] = defaultdict(list)
     bad_runs: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for tenant, run_id, kind, step_id, category, cost, latency, attempts, at, agent, started in rows:
+    for tenant, run_id, kind, step_id, category, cost, latency, attempts, at, agent, started, created in rows:
         if tenants is not None and tenant not in tenants:
             continue
         if kind == "run.started":
             hours[(tenant, agent, _hour(at))][0] += 1
+            minute = (started or at).replace(second=0, microsecond=0)
+            if starts_since is not None and minute >= starts_since:
+                waits[(tenant, minute, start_bucket(((started or at) - created).total_seconds() * 1000))] += 1
         elif kind in ("step.succeeded", "step.failed") and step_id:
             n = max(1, attempts or 1)
             s = steps[(tenant, agent, step_id, _day(at))]
@@ -94,10 +109,12 @@ def recount(session: Session, tenants: set[str] | None = None) -> dict[str, set[
         "health": health,
         "latest": {(t, run_id, cat) for t, runs in bad_runs.items()
                    for run_id, cat in runs[-LATEST_FAILURES_PER_TENANT:]},
+        "starts": {(*k, n) for k, n in waits.items()},
     }
 
 
-def read_models(session: Session, tenants: set[str] | None = None) -> dict[str, set[Any]]:
+def read_models(session: Session, tenants: set[str] | None = None,
+                starts_since: datetime | None = None) -> dict[str, set[Any]]:
     """The read-model tables, in the shape :func:`recount` gives."""
 
     def mine(tenant: str) -> bool:
@@ -116,4 +133,6 @@ def read_models(session: Session, tenants: set[str] | None = None) -> dict[str, 
                     h.recovery_ms_sum) for h in session.scalars(select(AgentHealth)) if mine(h.tenant_id)},
         "latest": {(f.tenant_id, f.run_id, f.category) for f in session.scalars(select(LatestFailure))
                    if mine(f.tenant_id)},
+        "starts": {(w.tenant_id, w.minute, w.bucket, w.runs) for w in session.scalars(select(RunStartWait))
+                   if mine(w.tenant_id) and starts_since is not None and w.minute >= starts_since},
     }

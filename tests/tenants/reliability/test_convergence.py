@@ -89,13 +89,18 @@ def test_read_models_converge_to_a_recount_after_failures_retries_escalations_an
     h.wait_run(a, runs[a.id], timeout=180)
     tenants = {a.id, b.id}
     h.wait_for(lambda: _caught_up(tenants), timeout=30, what="the deriver to catch up")
-    from tenants.kit.db import read_only
+    from datetime import timedelta
 
+    from tenants.kit.db import read_only
+    from tenants.kit.ids import utcnow
+
+    since = (utcnow() - timedelta(hours=1)).replace(second=0, microsecond=0)  # time-to-start: the last hour
     with read_only() as s:
-        expected, got = recount(s, tenants), read_models(s, tenants)
+        expected, got = recount(s, tenants, starts_since=since), read_models(s, tenants, starts_since=since)
     for name in expected:
         assert got[name] == expected[name], name
     assert expected["failures"] and expected["steps"] and expected["health"]
+    assert sum(n for *_, n in expected["starts"]) == 2  # each tenant's run started once
     kinds = [e["kind"] for e in h.events(a, runs[a.id])]
     ends = [k for k in kinds if k in ("run.failed", "run.escalated")]
     assert "run.resumed" in kinds and len(ends) == 2, kinds

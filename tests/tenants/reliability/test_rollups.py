@@ -3,42 +3,18 @@ latest-failures ring buffer add up on SQLite and PostgreSQL alike, and nothing i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from tenants.kit.settings import Settings
-from tenants.migrations import upgrade
 from tenants.reliability import models as rm
 from tenants.reliability.derive import derive_once
 from tests.tenants.reliability.history import History, Step, write_history
 
 T0 = datetime(2026, 11, 20, 3, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'r.db'}"
-    else:
-        url = Settings(database_url=request.getfixturevalue("pg_schema_url")).sqlalchemy_url
-    upgrade(url=url)
-    engine = create_engine(url)
-    with Session(engine) as s:
-        yield s
-        s.rollback()
-    if request.param == "postgres":
-        with engine.begin() as conn:
-            for table in ("run_rollups_hourly", "step_stats_daily", "failures_hourly", "agent_health",
-                          "latest_failures", "reliability_counters", "read_model_cursors", "decision_events",
-                          "run_items", "runs"):
-                conn.exec_driver_sql(f"DELETE FROM {table}")
-    engine.dispose()
 
 
 def _finish(s: Session, run: str, state: str, at: datetime, category: str | None = None, agent: str = "a") -> None:
