@@ -24,8 +24,9 @@ A rehearsal never runs in the installation. It builds a throwaway *space* and ru
 
 Faults follow a schedule that is a pure function of the seed (:mod:`runner.rehearsal.faults`); the
 profile (:mod:`runner.rehearsal.profile`) sets the rates. The report (:mod:`runner.rehearsal.report`) is
-computed from the space's decision log and the upstream's ledger; the space and the upstream are gone
-when :func:`rehearse` returns (also after an error).
+computed from the space's decision log and the upstream's ledger (its suggested changes by
+:mod:`runner.rehearsal.advice`, its terminal table by :mod:`runner.rehearsal.table`); the space and the
+upstream are gone when :func:`rehearse` returns (also after an error).
 
 Public interface: :func:`rehearse` (carry out and report), :func:`run_requested` (the ``run_rehearsal``
 actor's body: a rehearsal requested through the API), :class:`RehearsalOptions`, :func:`load_profile`,
@@ -46,7 +47,8 @@ from runner.errors import RehearsalError, RunnerError, SpecInvalid
 from runner.rehearsal.orchestrate import RehearsalOptions, carry_out
 from runner.rehearsal.plan import Source, complete_from_tenant, load_file, source_from_agent
 from runner.rehearsal.profile import BUILTIN, Profile, load_profile, profile_from
-from runner.rehearsal.report import build_report, headline, profile_label, render_table
+from runner.rehearsal.report import build_report, headline, profile_label
+from runner.rehearsal.table import render_table
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import MidwatchError, public_reason
 from tenants.kit.logging import get_logger

@@ -27,8 +27,9 @@ from typing import Any
 
 from runner.errors import RehearsalError
 from runner.rehearsal.faults import Schedule
-from runner.rehearsal.plan import Group, Plan, Source, build_plan, groups_of, make_items, side_effect_tools
+from runner.rehearsal.plan import Group, Plan, Source, build_plan, groups_of, side_effect_tools
 from runner.rehearsal.profile import Profile
+from runner.rehearsal.samples import make_items
 from runner.rehearsal.upstream import RehearsalUpstream, Served
 from tenants.kit.ids import new_id
 from tenants.kit.settings import Settings

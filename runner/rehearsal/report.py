@@ -1,4 +1,7 @@
-"""The rehearsal report: figures, verdict, the three changes that would most improve the agent, a table.
+"""The rehearsal report: figures, verdict, and the three changes that would most improve the agent.
+
+The changes are chosen by :mod:`runner.rehearsal.advice`; :mod:`runner.rehearsal.table` renders the
+report for a terminal.
 
 Every figure under ``figures`` (and the verdict and changes) is a function of the seed: the same seed gives
 the same figures. Wall-clock measurements (latencies, the time to recover from the kill, durations) are
@@ -24,26 +27,24 @@ import itertools
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from runner.rehearsal.advice import changes
 from runner.rehearsal.faults import KNOWN_WRONG
 from runner.rehearsal.orchestrate import Observed
-from runner.rehearsal.plan import STANDINS
 from runner.rehearsal.upstream import Served
+from runner.rehearsal.wording import pct, reason_kind
 from runner.spec import AgentSpec, Step
 from tenants.rehearsals.models import PROFILE_RANKS
 from tenants.rehearsals.service import Headline
 
-__all__ = ["build_report", "headline", "profile_label", "render_table"]
+__all__ = ["FigureBuilder", "build_report", "headline", "profile_label"]
 
 _TOOL_FAILURES = frozenset({"rate_limit", "unavailable", "html", "reset", "reset_after_apply", "truncated",
                             "timeout", "token_expiry", "bad_credential"})
 _MODEL_REJECTED = KNOWN_WRONG | {"refusal", "truncated", "bad_tool_args"}
-_RULE_FOR = {"leak": "!output.text.contains('password')", "rambling": "size(output.text) < 2000",
-             "empty": "size(output.text) > 0"}
 _KEY = re.compile(r"mw-[a-z]+_[0-9a-f]+-\d+-\d+(?:\.\d+\.\d+)?")
 _RUN = re.compile(r"\brun_[0-9a-f]{24}\b")
 
@@ -70,10 +71,6 @@ def _money(value: Decimal) -> str:
     return format(value.normalize(), "f") if value else "0"
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
-
-
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -87,24 +84,6 @@ def _clean(text: str | None, labels: dict[int, str]) -> str:
     text = _KEY.sub("<key>", text or "")
     text = _UPSTREAM.sub(lambda m: labels.get(int(m.group(1)), "upstream"), text)
     return _RUN.sub("<run>", text)[:300]
-
-
-_KINDS = (("unknown_outcome", "unknown outcome of a side effect"),
-          ("outcome unknown", "unknown outcome of a side effect"),
-          ("refused", "the model refused"), ("before finishing", "cut off by max_tokens"),
-          ("gave up after", "gave up after its retries"), ("not found in", "a field it reads is missing"),
-          ("autonomy bound", "an autonomy bound"), ("401", "401 from the API"), ("403", "403 from the API"),
-          ("does not match", "the answer broke a schema"), ("schema", "the answer broke a schema"),
-          ("rule", "the answer broke a rule"), ("not JSON", "the answer was not JSON"),
-          ("got text/html", "an HTML page where JSON was expected"), ("timeout", "timed out"),
-          ("reset by peer", "connection reset"), ("mid-body", "a truncated answer"), ("circuit", "circuit open"))
-
-
-def _reason_kind(reason: str) -> str:
-    for needle, kind in _KINDS:
-        if needle in reason:
-            return kind
-    return "other"
 
 
 def _pass_hat(successes: list[int], trials: int, k: int) -> float | None:
@@ -128,7 +107,10 @@ def _retry_category(previous: Served, current: Served, step: Step | None) -> str
     return "validation"
 
 
-class _Builder:
+class FigureBuilder:
+    """The facts of an observed rehearsal (tries, step events, served requests, accepted wrong answers) and
+    the figures computed from them."""
+
     def __init__(self, observed: Observed) -> None:
         self.o = observed
         self.spec: AgentSpec = observed.source.spec
@@ -233,7 +215,7 @@ class _Builder:
             if t.state in ("escalated", "failed", "skipped"):
                 step = self._failed_step(t)
                 reason = self.clean(t.reason)
-                groups[(step, t.category or "internal", _reason_kind(reason))].append(reason)
+                groups[(step, t.category or "internal", reason_kind(reason))].append(reason)
         by_reason: list[dict[str, Any]] = [
             {"step": step, "category": cat, "why": why, "count": len(reasons),
              "example": sorted(Counter(reasons).most_common(), key=lambda rc: (-rc[1], rc[0]))[0][0]}
@@ -336,131 +318,13 @@ class _Builder:
                 "only_rehearsal_upstream": not refused}
 
 
-# ---- changes ----------------------------------------------------------------------------------------------
-
-def _changes(b: _Builder, figures: dict[str, Any]) -> list[dict[str, Any]]:  # noqa: PLR0912, PLR0915 - one rule a block
-    spec = b.spec
-    out: list[dict[str, Any]] = []
-
-    def add(impact: int, change: str, evidence: str, code: str) -> None:
-        out.append({"code": code, "change": change, "evidence": evidence, "impact": impact})
-
-    wrong_by_step: dict[str, Counter[str]] = defaultdict(Counter)
-    for (_, _, step_id), kind in b.wrong.items():
-        wrong_by_step[step_id][kind] += 1
-    for step_id, kinds in wrong_by_step.items():
-        step = b.steps[step_id]
-        total = sum(kinds.values())
-        shown = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
-        rules = [_RULE_FOR[k] for k in sorted(kinds) if k in _RULE_FOR and _RULE_FOR[k] not in step.rules]
-        if any(k in ("off_schema", "prose") for k in kinds) or (step.kind != "llm" and not rules):
-            change = f"give step `{step_id}` an output_schema that rejects malformed answers"
-        else:
-            change = f"add rules to step `{step_id}`: " + ", ".join(f"`{r}`" for r in rules)
-        add(total, change, f"step `{step_id}` accepted {total} answer(s) the rehearsal knew were wrong ({shown})",
-            "accepted_wrong_answers")
-    failures: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
-    for (_, _, step_id), event in b.events.items():
-        if event.kind == "step.failed":
-            failures[(step_id, event.failure_category or "internal", _reason_kind(b.clean(event.why)))].append(event)
-    for (step_id, category, _kind), events in sorted(failures.items()):
-        if step_id not in b.steps:
-            continue
-        step = b.steps[step_id]
-        n = len(events)
-        reasons = " ".join(b.clean(e.why) for e in events)
-        if "unknown_outcome" in reasons or "outcome unknown" in reasons:
-            tool = step.tool or "its tool"
-            add(n, f"make tool `{tool}` idempotent: send an idempotency key the API honours (`idempotent: true`)",
-                f"tool `{tool}` is not idempotent and {n} item(s) escalated with an unknown outcome at step "
-                f"`{step_id}`", "not_idempotent")
-        elif category == "validation" and step.kind in ("llm", "agent"):
-            if "before finishing" in reasons:
-                add(n, f"raise `max_tokens` of step `{step_id}` (or shorten what it asks for)",
-                    f"step `{step_id}` was cut off by max_tokens in {n} item(s)", "truncated")
-            elif "refused" in reasons:
-                add(n, f"review the prompt of step `{step_id}`: refusals go to a human by design",
-                    f"the model refused step `{step_id}` in {n} item(s)", "refused")
-            else:
-                retry = step.on_invalid.retry
-                add(n, f"let step `{step_id}` retry invalid answers more (`on_invalid.retry: {min(5, retry + 2)}`, "
-                       f"now {retry}) or add a fallback model",
-                    f"step `{step_id}` failed validation in {n} item(s) after {retry} "
-                    f"retr{'y' if retry == 1 else 'ies'}",
-                    "validation_exhausted")
-        elif category == "dependency" and step.kind in ("llm", "agent"):
-            call = step.llm or step.agent
-            assert call is not None
-            add(n, f"give step `{step_id}` a fallback model (`fallbacks:`), or raise `retry.max_attempts` of model "
-                   f"`{call.model}`", f"every model of step `{step_id}` failed in {n} item(s) (429s, 503s)",
-                "model_unavailable")
-        elif category == "dependency" and step.tool is not None:
-            definition = b.o.source.tool_definition(step.tool)
-            attempts = definition.retry.max_attempts if definition is not None else 0
-            if step.tool in STANDINS:
-                continue  # a built-in's retry policy is not the tenant's to change: nothing to advise
-            if "gave up after" in reasons:
-                add(n, f"raise `retry.max_attempts` of tool `{step.tool}` from {attempts} to "
-                       f"{min(10, max(5, attempts + 2))}",
-                    f"step `{step_id}` gave up after {attempts} attempts in {n} item(s) (429 storms, 503 bursts)",
-                    "retries_exhausted")
-            elif "schema" in reasons or "drift" in reasons or "does not match" in reasons:
-                add(n, f"tool `{step.tool}`'s API changed shape: track the new field name, or let step `{step_id}` "
-                       "skip such items (`on_dependency_failure: skip_item`) until it is fixed",
-                    f"{n} answer(s) of `{step.tool}` failed its response_schema after a field was renamed",
-                    "schema_drift_caught")
-            else:
-                add(n, f"set `on_dependency_failure` of step `{step_id}` and check tool `{step.tool}`'s retry policy",
-                    f"step `{step_id}` failed on its dependency in {n} item(s)", "dependency")
-        elif category == "auth" and "is not available" in reasons:
-            missing = sorted(set(re.findall(r"secret '([a-z][a-z0-9_-]*)' is not available", reasons)))
-            add(n, "create the secret(s) " + ", ".join(f"`{m}`" for m in missing) + " in the tenant (POST /v1/secrets)",
-                f"step `{step_id}` could not authenticate in {n} item(s): the secret is not set for this tenant",
-                "missing_secret")
-        elif category == "auth" and step.tool is not None:
-            add(n, f"authenticate tool `{step.tool}` with `oauth2_client_credentials`: a 401 then fetches a new token "
-                   "instead of escalating", f"tool `{step.tool}` answered 401 (an expired token) and {n} item(s) "
-                   "escalated", "static_credential")
-        elif category == "validation" and "not found" in reasons:
-            source = _source_step(spec, step_id, reasons)
-            drifted = b.steps[source].tool if source in b.steps else None
-            if drifted is not None:
-                add(n, f"declare a `response_schema` on tool `{drifted}` requiring the fields later steps read",
-                    f"step `{step_id}` failed in {n} item(s) on a field missing from `{source}`'s output (the API "
-                    "renamed it); a response_schema would reject it at the tool, with a clear reason",
-                    "schema_drift_late")
-        elif category == "budget":
-            add(n, f"raise the autonomy bound step `{step_id}` hit, or cut the retries that use it up",
-                f"{n} item(s) stopped at an autonomy bound at step `{step_id}`", "autonomy_bound")
-    projection = figures["end_to_end"]["projected"]
-    if len(spec.steps) > 5 and projection is not None and projection < spec.objective.slo.success_rate:
-        lost = figures["end_to_end"]["tries"] - round(projection * figures["end_to_end"]["tries"])
-        add(lost, "split the agent into agents of at most 5 steps",
-            f"{len(spec.steps)} steps project to {_pct(projection)} end to end", "long_chain")
-    order = {c: i for i, c in enumerate((
-        "missing_secret", "not_idempotent", "accepted_wrong_answers", "retries_exhausted", "static_credential",
-        "validation_exhausted", "schema_drift_late", "model_unavailable", "truncated", "refused",
-        "schema_drift_caught", "autonomy_bound", "dependency", "long_chain"))}
-    out.sort(key=lambda c: (-c["impact"], order.get(c["code"], 99), c["change"]))
-    return out[:3]
-
-
-def _source_step(spec: AgentSpec, failed: str, reasons: str) -> str:
-    for step in spec.steps:
-        if step.id == failed:
-            break
-        if f"steps.{step.id}." in reasons:
-            return step.id
-    return "?"
-
-
 # ---- the report -----------------------------------------------------------------------------------------
 
 def _verdict(spec: AgentSpec, figures: dict[str, Any], repeat: int) -> dict[str, Any]:
     reasons: list[str] = []
     e2e = figures["end_to_end"]
     if e2e["measured"] is None or not e2e["meets_slo"]:
-        reasons.append(f"measured end-to-end success {_pct(e2e['measured'])} is below the SLO {_pct(e2e['slo'])}")
+        reasons.append(f"measured end-to-end success {pct(e2e['measured'])} is below the SLO {pct(e2e['slo'])}")
     duplicates = figures["side_effects"]["duplicates"]
     if duplicates:
         reasons.append(f"{duplicates} side effect(s) happened twice (counted at the upstream)")
@@ -471,11 +335,11 @@ def _verdict(spec: AgentSpec, figures: dict[str, Any], repeat: int) -> dict[str,
             reasons.append(f"objective.slo.pass_k.k is {target.k}: rehearse with --repeat {target.k} or more "
                            f"(this one repeated {repeat})")
         elif pk["value"] is None or pk["value"] < target.min - 1e-12:
-            reasons.append(f"pass^{target.k} {_pct(pk['value'])} is below its target {_pct(target.min)}")
+            reasons.append(f"pass^{target.k} {pct(pk['value'])} is below its target {pct(target.min)}")
     passed = not reasons
     if passed:
-        reasons.append(f"measured {_pct(e2e['measured'])} meets the SLO {_pct(e2e['slo'])}; 0 duplicate side effects"
-                       + (f"; pass^{target.k} {_pct(pk['value'])} meets {_pct(target.min)}" if target else ""))
+        reasons.append(f"measured {pct(e2e['measured'])} meets the SLO {pct(e2e['slo'])}; 0 duplicate side effects"
+                       + (f"; pass^{target.k} {pct(pk['value'])} meets {pct(target.min)}" if target else ""))
     return {"result": "pass" if passed else "fail", "reasons": reasons}
 
 
@@ -488,7 +352,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def build_report(observed: Observed) -> dict[str, Any]:
     """The report of an observed rehearsal (see the module docstring)."""
-    b = _Builder(observed)
+    b = FigureBuilder(observed)
     source = observed.source
     figures: dict[str, Any] = {
         "end_to_end": b.end_to_end(), "pass_k": b.pass_k(), "steps": b.step_rows(), "escalations": b.escalations(),
@@ -521,7 +385,7 @@ def build_report(observed: Observed) -> dict[str, Any]:
         "verdict": _verdict(source.spec, figures, observed.options.repeat),
         "figures": figures, "timings": timings, "changes": [],
     }
-    report["changes"] = _changes(b, figures)
+    report["changes"] = changes(b, figures)
     return report
 
 
@@ -532,97 +396,3 @@ def headline(report: dict[str, Any]) -> Headline:
                     projected=figures["end_to_end"]["projected"], slo=figures["end_to_end"]["slo"],
                     pass_k=figures["pass_k"]["value"], duplicates=figures["side_effects"]["duplicates"],
                     recovery_s=report["timings"].get("recovery_s"))
-
-
-# ---- the terminal table -------------------------------------------------------------------------------------
-
-def _kv(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "—"
-
-
-def _lines(rows: Iterable[list[str]]) -> list[str]:
-    table = [list(r) for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
-
-
-def render_table(report: dict[str, Any]) -> str:
-    """The report for a terminal."""
-    f = report["figures"]
-    e2e, pk, se, human = f["end_to_end"], f["pass_k"], f["side_effects"], f["human_decisions"]
-    verdict = report["verdict"]
-    who = f"{report['agent']}" + (f" v{report['version']}" if report["version"] else " (file)")
-    out = [f"Rehearsal of {who}" + (f" (tenant {report['tenant']})" if report.get("tenant") else "")
-           + f" — profile {report['profile']['name']}, seed {report['seed']}, {report['items']} items x "
-             f"{report['repeat']} repetitions",
-           f"Verdict: {verdict['result'].upper()} — " + "; ".join(verdict["reasons"]), ""]
-    target = f"target {_pct(pk['min'])}" if pk["min"] is not None else "no target (objective.slo.pass_k)"
-    platform = f["platform"]
-    kill = platform["worker_kill"]
-    recovery = report["timings"].get("recovery_s")
-    if kill is None:
-        kill_text = "not in this profile"
-    elif not kill["killed"]:
-        kill_text = "planned, not reached"
-    else:
-        kill_text = (f"kill -9 in repetition {kill['repetition']}, item {kill['item']}, step {kill['step']} "
-                     f"({kill['in_flight']} in flight); progress again after "
-                     + (f"{recovery:.1f}s" if recovery is not None else "— (never)"))
-    human_text = (f"{human['escalated_items']} item(s) escalated, {human['approvals']} approval(s) answered, "
-                  f"{human['unknown_outcomes']} unknown outcome(s) to check")
-    summary = [
-        ["end to end", f"measured {_pct(e2e['measured'])} ({e2e['succeeded']}/{e2e['tries']} tries) | projected "
-                       f"{_pct(e2e['projected'])} (product of the steps) | SLO {_pct(e2e['slo'])}"],
-        [f"pass^{pk['k']}", f"{_pct(pk['value'])} ({pk['items_all_tries']}/{pk['items']} items succeeded in all "
-                            f"{report['repeat']} tries) | {target}"],
-        ["wrong answers", f"{e2e['silently_wrong']} tries accepted an answer the rehearsal knew was wrong"],
-        ["side effects", f"{se['duplicates']} duplicated (counted at the upstream) | {se['effects']} carried out | "
-                         f"{se['resent_keys']} request(s) re-sent an idempotency key"],
-        ["worker", kill_text],
-        ["queue", platform["queue"] or "not in this profile"],
-        ["humans", human_text],
-    ]
-    waits = f["waits"]
-    if waits["deferred"] or waits["failed_on_open_circuit"]:
-        summary.append(["waits", f"{waits['deferred']} step(s) released the worker to wait ({waits['circuit_open']} "
-                                 f"on an open circuit breaker); {waits['failed_on_open_circuit']} failed on one"])
-    if platform.get("database_restart"):
-        summary.append(["database", f"restart command exited {platform['database_restart']['exit_code']}"])
-    out += _lines(summary)
-    out.append("")
-    latency = report["timings"]["step_latency_ms"]
-    rows = [["step", "kind", "reached", "passed", "success", "retries (by category)", "latency p50/p95/max ms"]]
-    for s in f["steps"]:
-        lat = latency.get(s["id"], {})
-        passed = f"{s['passed']}" + (f" (+{s['accepted_wrong']} wrong)" if s["accepted_wrong"] else "")
-        rows.append([s["id"], s["kind"], str(s["reached"]), passed, _pct(s["success"]), _kv(s["retries"]),
-                     "/".join("—" if lat.get(q) is None else f"{lat[q]:.0f}" for q in ("p50", "p95", "max"))])
-    out += _lines(rows)
-    esc = f["escalations"]
-    if esc["by_reason"]:
-        out += ["", f"escalations and failures ({esc['items']})"]
-        out += [f"  {g['count']:>3} x {g['step']} [{g['category']}] {g['why']}: {g['example'][:100]}"
-                for g in esc["by_reason"][:8]]
-    budget = f["budget"]
-    out += ["", "budget  cost ${} in all, ${} for the costliest run (max_cost_usd {}) | steps per item {} of {} | "
-                "model calls per item {} of {} | longest run {}s of {}s".format(
-                    budget["cost_usd_total"], budget["cost_usd_max_run"], budget["max_cost_usd"] or "unset",
-                    budget["steps_per_item_max"], budget["max_steps"], budget["llm_calls_per_item_max"],
-                    budget["max_llm_calls"], report["timings"].get("longest_run_s"), budget["max_duration_s"])]
-    faults = f["faults"]
-    out.append(f"faults  tools: {_kv({k: v for k, v in faults['tools'].items() if k != 'ok'})} | "
-               f"models: {_kv({k: v for k, v in faults['models'].items() if k != 'ok'})}")
-    eg = f["egress"]
-    where = ("all to the rehearsal upstream" if eg["only_rehearsal_upstream"]
-             else f"{eg['refused']} REFUSED: {', '.join(eg['refused_hosts'])}")
-    out.append(f"egress  {eg['hops']} request(s), {where}"
-               + f"; secrets faked: {', '.join(f['secrets']['faked']) or 'none'}"
-               + (f"; missing in the tenant: {', '.join(f['secrets']['missing'])}" if f["secrets"]["missing"] else ""))
-    out += ["", "Changes that would most improve it:" if report["changes"] else "Changes: none needed, nothing failed."]
-    for i, c in enumerate(report["changes"], 1):
-        out.append(f"  {i}. {c['change']}")
-        out.append(f"     evidence: {c['evidence']}")
-    t = report["timings"]
-    out += ["", f"took {t.get('total_s', 0):.1f}s (space ready {t.get('space_ready_s', 0):.1f}s, runs "
-                f"{t.get('runs_s', 0):.1f}s)"]
-    return "\n".join(out)

@@ -32,7 +32,8 @@ from runner.catalog import ToolDefinition
 from runner.errors import TemplateError
 from runner.providers.scripted import WireFormat, offered_tools
 from runner.rehearsal.faults import CallKey, Schedule
-from runner.rehearsal.plan import Group, Plan, sample_valid
+from runner.rehearsal.plan import Group, Plan
+from runner.rehearsal.samples import sample_valid
 from runner.sandbox_upstream import (
     Fault,
     FaultyUpstream,

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -33,6 +33,11 @@ from runner.rehearsal.plan import Plan
 from runner.rehearsal.upstream import CONTEXT_HEADER, format_context
 from runner.tools.egress import EgressBlocked
 from tenants.rehearsals.space import SpaceRun
+
+if TYPE_CHECKING:
+    import dramatiq
+
+    from tenants.kit.settings import Settings
 
 __all__ = ["RehearsalGuard", "main"]
 
@@ -93,29 +98,17 @@ def _approver(tenant_id: str, approve: bool, stop: threading.Event) -> None:
             structlog.get_logger("rehearsal").debug("approver_retry", exc_info=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the rehearsal's worker until SIGTERM (see the module docstring)."""
-    args = sys.argv[1:] if argv is None else argv
-    space = Path(args[0])
-    plan = Plan.from_json((space / "plan.json").read_text(encoding="utf-8"))
-    threading.Thread(target=_watch, args=(os.getppid(), plan.deadline), daemon=True, name="watchdog").start()
-
-    import dramatiq
-
+def _prepare(plan: Plan, space: Path, settings: Settings) -> tuple[dramatiq.Broker, str]:
+    """Pin this process to the space (stand-ins, fake secrets, its broker, egress to the upstream only), then
+    create and fill the space on a first start; the broker and the space's tenant id."""
     from runner.actors import register_actors
     from runner.broker import init_broker
     from runner.engine._registry import set_secret_lookup
-    from runner.engine._run import request_stop
-    from runner.sweeper import run_sweeper
     from runner.tools.egress import set_egress_guard
     from runner.tools.sandbox import BUILTIN_TOOLS
-    from tenants.kit.logging import configure_logging
-    from tenants.kit.settings import get_settings
     from tenants.migrations import upgrade
     from tenants.rehearsals.space import prepare
 
-    settings = get_settings()
-    configure_logging(settings.log_level, "json")
     for name in plan.standins:
         BUILTIN_TOOLS.pop(name, None)
     set_secret_lookup(_fake_secrets(plan.secrets), None)
@@ -126,20 +119,49 @@ def main(argv: list[str] | None = None) -> int:
     tenant_id, found = prepare(agent_name=plan.agent_name, spec=plan.spec, tools=plan.tools, models=plan.models,
                                runs=plan.runs)
     runs.update({r.run_id: r for r in found})
+    return broker, tenant_id
 
-    stop = threading.Event()
-    dropped: list[int] = []
+
+def _handle_signals(broker: dramatiq.Broker, space: Path, stop: threading.Event) -> None:
+    """SIGUSR1 drops the queue's messages (their count written to ``dropped-<pid>``); SIGTERM and SIGINT stop."""
 
     def drop_queue(*_: Any) -> None:
         count = sum(len(q.queue) for q in getattr(broker, "queues", {}).values()
                     if hasattr(q, "queue"))  # the stub broker's in-process queues
         broker.flush_all()
-        dropped.append(count)
         (space / f"dropped-{os.getpid()}").write_text(str(count))
 
     signal.signal(signal.SIGUSR1, drop_queue)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+
+
+def _mark_ready(space: Path, tenant_id: str) -> None:
+    """Write ``ready-<pid>`` (holding the tenant id) at once, for the orchestrator waiting on it."""
+    ready = space / f"ready-{os.getpid()}"
+    ready.with_suffix(".tmp").write_text(tenant_id)
+    ready.with_suffix(".tmp").rename(ready)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the rehearsal's worker until SIGTERM (see the module docstring)."""
+    args = sys.argv[1:] if argv is None else argv
+    space = Path(args[0])
+    plan = Plan.from_json((space / "plan.json").read_text(encoding="utf-8"))
+    threading.Thread(target=_watch, args=(os.getppid(), plan.deadline), daemon=True, name="watchdog").start()
+
+    import dramatiq
+
+    from runner.engine._run import request_stop
+    from runner.sweeper import run_sweeper
+    from tenants.kit.logging import configure_logging
+    from tenants.kit.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, "json")
+    broker, tenant_id = _prepare(plan, space, settings)
+    stop = threading.Event()
+    _handle_signals(broker, space, stop)
     worker = dramatiq.Worker(broker, queues={settings.queue_name}, worker_threads=plan.worker_threads,
                              worker_timeout=100)
     worker.start()
@@ -147,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=run_sweeper, args=(settings, sweeper_stop), daemon=True, name="sweeper").start()
     threading.Thread(target=_approver, args=(tenant_id, plan.approvals == "approve", stop), daemon=True,
                      name="approver").start()
-    ready = space / f"ready-{os.getpid()}"
-    ready.with_suffix(".tmp").write_text(tenant_id)
-    ready.with_suffix(".tmp").rename(ready)
+    _mark_ready(space, tenant_id)
     stop.wait()
     request_stop()
     sweeper_stop.set()

@@ -10,8 +10,9 @@ import pytest
 from midwatch.demo import DEMO_SPEC
 from runner.errors import SpecInvalid
 from runner.rehearsal.faults import CallKey, Schedule
-from runner.rehearsal.plan import Source, make_items
+from runner.rehearsal.plan import Source
 from runner.rehearsal.profile import BUILTIN, profile_from
+from runner.rehearsal.samples import make_items
 from runner.spec import load_spec
 
 SPEC = load_spec(DEMO_SPEC)
