@@ -3,11 +3,13 @@
 Every ``/v1`` handler declares the roles it admits in its ``opt`` (``platform_api.auth.roles``); the
 router's guard (``platform_api.auth.role_guard``) checks them, and its dependencies give handlers the
 caller (``principal`` / ``caller``) and this request's unit of work (``session``). :func:`route_table`
-reads the declarations back: method, path, roles and whether the route acts inside the caller's tenant.
+reads the declarations back: method, path, roles and whether the route acts inside the caller's tenant;
+:func:`route_table_markdown` renders them as the README's "Routes and roles" table (``midwatch routes``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from litestar import Litestar, Router
@@ -32,7 +34,7 @@ from platform_api.routes import (
 from platform_api.routes._common import provide_session
 from tenants.kit.settings import Settings
 
-__all__ = ["RouteRoles", "api_router", "route_table"]
+__all__ = ["RouteRoles", "api_router", "display_path", "route_table", "route_table_markdown"]
 
 
 def api_router(settings: Settings) -> Router:
@@ -73,3 +75,29 @@ def route_table(app: Litestar) -> list[RouteRoles]:
                     continue
                 rows.append(RouteRoles(method, route.path, allowed, bool(allowed) and allowed != ("operator",)))
     return sorted(rows, key=lambda r: (r.path, r.method))
+
+
+SCHEMA_PREFIX = "/schema"  # the OpenAPI document and its viewers: one row in the markdown table
+
+
+def display_path(path: str) -> str:
+    """A route path as the docs write it: ``/v1/runs/{run_id:str}`` -> ``/v1/runs/{run_id}``."""
+    return re.sub(r"\{([^}:]+):[^}]+\}", r"{\1}", path)
+
+
+def route_table_markdown(app: Litestar) -> str:
+    """:func:`route_table` as a markdown table (method, path, roles, tenant-scoped), the README's
+    "Routes and roles" section; the OpenAPI document and its viewers (``/schema/*``) are one row."""
+    lines = ["| method | path | roles | tenant-scoped |", "|---|---|---|---|"]
+    schema_listed = False
+    for row in route_table(app):
+        if row.path == SCHEMA_PREFIX or row.path.startswith(SCHEMA_PREFIX + "/"):
+            if schema_listed:
+                continue
+            schema_listed = True
+            path = f"{SCHEMA_PREFIX}/*"
+        else:
+            path = display_path(row.path)
+        who = ", ".join(row.roles) if row.roles else "none (no API key)"
+        lines.append(f"| `{row.method}` | `{path}` | {who} | {'yes' if row.tenant_scoped else 'no'} |")
+    return "\n".join(lines) + "\n"
