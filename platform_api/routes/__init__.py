@@ -10,13 +10,18 @@ reads the declarations back: method, path, roles and whether the route acts insi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from litestar import Litestar, Router
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.spec import Operation
 from litestar.routes import HTTPRoute
 
 from platform_api.auth import declared_roles, provide_caller, provide_principal, role_guard
+from platform_api.openapi import OptionalBodyOperation
+from platform_api.problems import problem_responses
 from platform_api.routes import (
     admin,
     agents,
@@ -34,13 +39,14 @@ from platform_api.routes import (
 from platform_api.routes._common import provide_session
 from tenants.kit.settings import Settings
 
-__all__ = ["RouteRoles", "api_router", "display_path", "route_table", "route_table_markdown"]
+__all__ = ["RouteRoles", "api_router", "display_path", "document_problems", "route_table", "route_table_markdown"]
 
 
 def api_router(settings: Settings) -> Router:
-    """Every ``/v1`` route, behind the role guard, with the caller and session dependencies."""
-    return Router(
-        path="/", guards=[role_guard],
+    """Every ``/v1`` route, behind the role guard, with the caller and session dependencies; each route's
+    OpenAPI operation lists the problems it can answer (:func:`document_problems`)."""
+    router = Router(
+        path="/", guards=[role_guard], security=[{"bearer": []}],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False),
                       "caller": Provide(provide_caller, sync_to_thread=False),
                       "session": Provide(provide_session)},
@@ -49,6 +55,44 @@ def api_router(settings: Settings) -> Router:
                         secrets.router, budgets.router, budgets.admin_router, approvals.approvals_router,
                         approvals.escalations_router, security.router, audit.router, audit.admin_router,
                         webhooks.router])
+    for handler in _handlers(router):
+        document_problems(handler)
+    return router
+
+
+def _handlers(router: Router) -> Iterator[HTTPRouteHandler]:
+    """The router's own copies of its handlers (Litestar copies a handler into each router it joins)."""
+    for route in router.routes:
+        if isinstance(route, HTTPRoute):
+            yield from route.route_handlers
+
+
+GUARDED_PROBLEMS = (401, 403, 429, 503)  # no or a bad key, a refused role, over the rate limit, database down
+_NOT_INPUT = frozenset({"caller", "principal", "session", "request", "state", "scope", "headers", "cookies"})
+
+
+def document_problems(handler: HTTPRouteHandler) -> None:
+    """Add to ``handler``'s OpenAPI responses the problems every guarded route can answer (401, 403, 429,
+    503), 404 when its path names an object, 400/413/422 when it reads a body, 422 when it takes parameters
+    (and a problem-shaped 400 in place of Litestar's own wherever Litestar documents one).
+    Problems only some routes answer (409, 402, ...) are in the handler's own ``responses``, kept as given.
+    A body the handler lets a caller leave out is documented as not required."""
+    statuses = set(GUARDED_PROBLEMS)
+    path_params = {name for path in handler.paths for name in re.findall(r"\{([^}:]+)", path)}
+    dependencies = {name for layer in handler.ownership_layers for name in (layer.dependencies or {})}
+    inputs = set(handler.parsed_fn_signature.parameters) - _NOT_INPUT - dependencies
+    if path_params:
+        statuses.add(404)
+    if inputs & {"data", "body"}:
+        statuses |= {400, 413, 422}
+    elif inputs:
+        statuses.add(422)
+    if inputs or path_params:
+        statuses.add(400)  # Litestar documents one for any route with inputs, in its own (non-problem) shape
+    handler.responses = {**problem_responses(statuses), **(handler.responses or {})}
+    data = handler.parsed_fn_signature.parameters.get("data")
+    if data is not None and data.has_default and handler.operation_class is Operation:
+        handler.operation_class = OptionalBodyOperation  # the body may be left out
 
 
 @dataclass(frozen=True, slots=True)

@@ -443,6 +443,13 @@ def test_the_readme_table_is_the_apps_route_table() -> None:
     assert readme_table() == generated, "README's 'Routes and roles' table is stale: paste `midwatch routes`"
 
 
+def test_midwatch_routes_prints_the_readme_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from midwatch.cli import main
+
+    assert main(["routes"]) == 0
+    assert capsys.readouterr().out == readme_table()
+
+
 def test_every_guarded_route_has_a_call_in_the_matrix() -> None:
     app_routes = {(method, display_path(route.path)) for route in _app().routes
                   for method in route.methods if method not in ("HEAD", "OPTIONS")
