@@ -26,7 +26,7 @@ __all__ = ["OptionalBodyOperation", "StrictModelsPlugin"]
 _CONSTRAINTS = {"pattern": "pattern", "minimum": "minimum", "maximum": "maximum",
                 "exclusiveMinimum": "exclusive_minimum", "exclusiveMaximum": "exclusive_maximum",
                 "minLength": "min_length", "maxLength": "max_length", "minItems": "min_items",
-                "maxItems": "max_items"}
+                "maxItems": "max_items", "enum": "enum"}
 
 
 class StrictModelsPlugin(PydanticSchemaPlugin):
