@@ -239,6 +239,15 @@ def cmd_config(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_routes(_args: argparse.Namespace) -> int:
+    """Print every route with the roles it admits: the README's "Routes and roles" table (markdown)."""
+    from platform_api.app import create_app
+    from platform_api.routes import route_table_markdown
+
+    print(route_table_markdown(create_app(_settings())), end="")
+    return 0
+
+
 def cmd_agent_lint(args: argparse.Namespace) -> int:
     """Validate and lint an agent spec file; exit 1 if it has errors."""
     from runner.spec import parse_spec
@@ -362,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scheduler", help="run the sweeper (production; exactly one)").set_defaults(func=cmd_scheduler)
     sub.add_parser("dashboard", help="run the operator dashboard (production)").set_defaults(func=cmd_dashboard)
     sub.add_parser("config", help="print the effective settings (secrets masked)").set_defaults(func=cmd_config)
+    sub.add_parser("routes", help="print every API route and the roles it admits (markdown: the README's table)"
+                   ).set_defaults(func=cmd_routes)
     status = sub.add_parser("status", help="platform health from the database: healthy / degraded / failing "
                                            "(exit 0 / 1 / 2; 3 if the database cannot be read)")
     status.add_argument("--format", choices=["text", "json"], default="text", help="output format (default text)")

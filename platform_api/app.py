@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus
 
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi import OpenAPIConfig
@@ -12,7 +12,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.pydantic import PydanticPlugin
 
 from platform_api.observability import RequestContextMiddleware, add_request_id_header, check_metrics_access
-from platform_api.problems import exception_handlers, problem
+from platform_api.openapi import StrictModelsPlugin
+from platform_api.problems import exception_handlers, problem, problem_responses
 from platform_api.routes import api_router
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput, NotFound
@@ -33,7 +34,8 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/readyz", sync_to_thread=True, summary="Readiness: database and broker reachable", tags=["health"])
+    @get("/readyz", sync_to_thread=True, summary="Readiness: database and broker reachable", tags=["health"],
+         responses=problem_responses([503]))
     def readyz() -> Response[dict[str, Any]]:
         results: dict[str, str] = {}
         for name, check in checks.items():
@@ -48,7 +50,8 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
 
     @get("/metrics", summary="Prometheus metrics (every API process's event metrics and the database gauges)",
          description="Bearer MIDWATCH_METRICS_TOKEN when set; open only in embedded mode without one.",
-         tags=["health"], media_type=MediaType.TEXT, sync_to_thread=True)
+         tags=["health"], media_type=MediaType.TEXT, sync_to_thread=True,
+         security=[{}, {"metrics": []}], responses=problem_responses([401, 403]))
     def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         check_metrics_access(settings, request.headers.get("authorization"))
         body, content_type = render_metrics(settings, database=database_gauges)
@@ -56,29 +59,37 @@ def create_app(settings: Settings, readiness: Mapping[str, ReadinessCheck] | Non
 
     return Litestar(
         route_handlers=[healthz, readyz, metrics, api_router(settings)],  # /v1: guarded by declared roles
-        before_request=_reject_nul,
+        before_request=_reject_bad_query,
         middleware=[RequestContextMiddleware()],
         before_send=[add_request_id_header],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]  # Litestar's handler map is invariant
-        plugins=[PydanticPlugin(validate_strict=True, prefer_alias=True)],
+        plugins=[StrictModelsPlugin(prefer_alias=True), PydanticPlugin(validate_strict=True, prefer_alias=True)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Midwatch API", version="1", path="/schema",
             description="Run AI agents unattended for many tenants. Authenticate with "
                         "'Authorization: Bearer <api key>'. Errors are RFC 9457 problem+json with a stable 'code'.",
-            components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
-            security=[{"bearer": []}],
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="an API key"),
+                "metrics": SecurityScheme(type="http", scheme="bearer", description="MIDWATCH_METRICS_TOKEN")}),
         ),
         debug=False,
     )
 
 
-def _reject_nul(request: Request[Any, Any, Any]) -> None:
-    """No object's name or id holds a NUL (PostgreSQL cannot even compare one): 404 in a path, 422 in a query."""
+def _reject_bad_query(request: Request[Any, Any, Any]) -> None:
+    """No object's name or id holds a NUL (PostgreSQL cannot even compare one): 404 in a path, 422 in a query.
+    No query parameter of the API takes several values, so one given twice is a 422, not a silent pick of
+    one of them (parameter pollution)."""
     if "\x00" in request.scope["path"]:
         raise NotFound("not found")
-    if "\x00" in unquote_plus(request.scope["query_string"].decode("latin-1")):
+    query = request.scope["query_string"].decode("latin-1")
+    if "\x00" in unquote_plus(query):
         raise InvalidInput("query parameters cannot contain NUL characters")
+    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidInput(f"query parameter {repeated[0]!r} is given more than once", field=repeated[0])
 
 
 def _database_ready() -> None:

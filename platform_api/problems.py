@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from platform_api.schemas.common import Problem
 from runner.errors import SchemaInvalid, SpecInvalid
 from tenants.kit.db import is_transient_db_error
 from tenants.kit.errors import MidwatchError, scrub_reason
 from tenants.kit.logging import get_logger
 
-__all__ = ["PROBLEM_JSON", "exception_handlers", "problem"]
+__all__ = ["PROBLEM_JSON", "exception_handlers", "problem", "problem_responses"]
 
 PROBLEM_JSON = "application/problem+json"
 log = get_logger("api")
@@ -41,6 +44,31 @@ _TITLES = {
     "forbidden": "Not allowed",
     "not_found": "Not found",
 }
+
+
+_WHEN = {
+    400: "malformed_json: the body is not valid JSON (or not UTF-8)",
+    401: "unauthorized: no API key, or an unknown, revoked or expired one",
+    402: "budget_exhausted: a budget limit refuses the work",
+    403: "forbidden: the key's role may not call this route, or its tenant is suspended",
+    404: "not_found: no such object in the caller's tenant (another tenant's object is exactly as missing)",
+    405: "method_not_allowed",
+    409: "conflict: the object's state refuses the action (codes: conflict, idempotency_conflict, "
+         "key_already_rotated)",
+    413: "payload_too_large: the body is over the limit",
+    415: "unsupported_media_type",
+    422: "validation_error (or spec_invalid, schema_invalid): the request is not valid; errors lists each problem",
+    429: "rate_limited: over the key's per-minute limit, or too many failed authentications; see Retry-After",
+    503: "unavailable: the database (or a dependency) is briefly unavailable; see Retry-After",
+}
+
+
+def problem_responses(statuses: Iterable[int]) -> dict[int, ResponseSpec]:
+    """OpenAPI responses for error ``statuses``: each a problem+json :class:`Problem` (for a route's
+    ``responses``)."""
+    return {status: ResponseSpec(data_container=Problem, generate_examples=False, media_type=PROBLEM_JSON,
+                                 description=_WHEN.get(status, _HTTP_CODES.get(status, "error")))
+            for status in sorted(statuses)}
 
 
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None,
@@ -100,7 +128,7 @@ def _http(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
     if status >= 500:
         log.error("http_error", status=status, detail=detail)
         detail = "internal error"
-    return problem(status, code, detail)
+    return problem(status, code, detail, headers=dict(exc.headers) if exc.headers else None)  # e.g. 405's Allow
 
 
 def _undecodable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,24 @@ def make_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
     ``worker="threads"`` runs worker threads in this process, ``"process"`` starts a real
     ``midwatch worker`` child, ``None`` starts none (the test drives workers itself).
     """
+    with harness_builder(tmp_path, monkeypatch, request) as build:
+        yield build
+
+
+@pytest.fixture(scope="module")
+def module_harness(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """The embedded default (SQLite + StubBroker + worker threads), built once for a whole module: for
+    modules that build one world and probe it many times (the route matrix, the fuzzer). Such a module
+    must not use the function-scoped harnesses too (they reconfigure the process)."""
+    with pytest.MonkeyPatch.context() as monkeypatch, \
+            harness_builder(tmp_path_factory.mktemp("module"), monkeypatch, request) as build:
+        yield build()
+
+
+@contextmanager
+def harness_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+                    ) -> Iterator[Callable[..., Harness]]:
+    """What :func:`make_harness` yields, for any fixture scope; every harness built is stopped on exit."""
     built: list[Harness] = []
 
     def build(db: str = "sqlite", broker: str = "stub", worker: str | None = "threads",
@@ -264,18 +283,20 @@ def make_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
         built.append(harness)
         return harness
 
-    yield build
-    for harness in built:
-        for proc in harness.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-        if harness.services is not None:
-            harness.services.stop()
-        harness.client.__exit__(None, None, None)
-        if harness.env.get("MIDWATCH_BROKER_URL", "").startswith("amqp"):
-            _delete_rabbit_queues(harness.env["MIDWATCH_QUEUE_NAME"])
-    _reset_process()
+    try:
+        yield build
+    finally:
+        for harness in built:
+            for proc in harness.procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            if harness.services is not None:
+                harness.services.stop()
+            harness.client.__exit__(None, None, None)
+            if harness.env.get("MIDWATCH_BROKER_URL", "").startswith("amqp"):
+                _delete_rabbit_queues(harness.env["MIDWATCH_QUEUE_NAME"])
+        _reset_process()
 
 
 def _delete_rabbit_queues(queue: str) -> None:

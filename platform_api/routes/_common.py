@@ -9,7 +9,6 @@ secret vault's decrypt path (``tenants.secrets.service.resolve``), which audits 
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -18,14 +17,14 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from platform_api.auth import TenantPrincipal
+from platform_api.problems import problem_responses
 from platform_api.schemas.common import Page
 from tenants.accounts.service import IssuedKey, Principal
 from tenants.audit.service import record
 from tenants.kit.db import Session, unit_of_work
-from tenants.kit.errors import InvalidInput
 
-__all__ = ["INT32_MAX", "INT64_MAX", "Caller", "Cursor", "Db", "Limit", "TenantCaller", "audit", "expiry_change",
-           "int_cursor", "page", "provide_session"]
+__all__ = ["CONFLICT", "INT32_MAX", "INT64_MAX", "Caller", "Cursor", "Db", "Int32Cursor", "Int64Cursor", "Limit",
+           "TenantCaller", "audit", "expiry_change", "page", "provide_session"]
 
 T = TypeVar("T")
 
@@ -36,17 +35,13 @@ Caller = NamedDependency[Principal]  # ``principal``: the admitted caller, any r
 TenantCaller = NamedDependency[TenantPrincipal]  # ``caller``: the admitted caller of a tenant-scoped route
 Db = NamedDependency[Session]  # ``session``: this request's unit of work
 
+CONFLICT = problem_responses([409])  # a route whose object's state can refuse the action (409 conflict)
 Limit = Annotated[int, Parameter(ge=1, le=500, description="page size (1-500)")]
 Cursor = Annotated[str | None, Parameter(max_length=100, description="next_cursor of the previous page")]
-
-
-def int_cursor(cursor: str | None, maximum: int) -> int | None:
-    """A numeric cursor (digits only, at most ``maximum``: the column's range) or a 422."""
-    if cursor is None:
-        return None
-    if not re.fullmatch(r"[0-9]{1,19}", cursor) or int(cursor) > maximum:
-        raise InvalidInput("cursor must be the next_cursor of a previous page", field="cursor")
-    return int(cursor)
+# Numeric cursors: a number within the column's range (beyond it names no row: 422, never a database overflow).
+# gt=-1, not ge=0: Litestar leaves a zero bound out of the OpenAPI document.
+Int32Cursor = Annotated[int | None, Parameter(gt=-1, le=INT32_MAX, description="next_cursor of the previous page")]
+Int64Cursor = Annotated[int | None, Parameter(gt=-1, le=INT64_MAX, description="next_cursor of the previous page")]
 
 
 def expiry_change(issued: IssuedKey) -> dict[str, Any]:

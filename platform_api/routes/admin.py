@@ -6,7 +6,7 @@ from litestar import Router, get, post, put
 from litestar.params import FromPath, JSONBody
 
 from platform_api.auth import OPERATOR
-from platform_api.routes._common import Caller, Cursor, Db, Limit, audit, expiry_change, page
+from platform_api.routes._common import CONFLICT, Caller, Cursor, Db, Limit, audit, expiry_change, page
 from platform_api.schemas.accounts import (
     CreateTenant,
     IssuedKeyOut,
@@ -26,7 +26,7 @@ from tenants.scheduling.service import get_scheduling, set_weight
 __all__ = ["router"]
 
 
-@post("/tenants", opt=OPERATOR, sync_to_thread=True,
+@post("/tenants", opt=OPERATOR, sync_to_thread=True, responses=CONFLICT,
       summary="Onboard a client tenant; returns its first tenant-admin key once")
 def create_tenant(data: CreateTenant, principal: Caller, session: Db) -> OnboardedTenant:
     tenant, issued = onboard_tenant(session, data.name, data.display_name)
@@ -81,7 +81,7 @@ def put_tenant_scheduling(name: FromPath[str], data: SchedulingIn, principal: Ca
     return SchedulingOut.model_validate(after)
 
 
-@post("/keys/rotate", opt=OPERATOR, sync_to_thread=True, status_code=201,
+@post("/keys/rotate", opt=OPERATOR, sync_to_thread=True, status_code=201, responses=CONFLICT,
       summary="Rotate the calling operator key: a new key (shown once); the caller's expires after the grace")
 def rotate_own_key(principal: Caller, session: Db, data: JSONBody[RotateKey | None] = None) -> IssuedKeyOut:
     body = data or RotateKey()

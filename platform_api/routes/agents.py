@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, ClassVar
 
 from litestar import Response, Router, get, post, put
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath, Parameter
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
-from platform_api.routes._common import Cursor, Db, Limit, TenantCaller, audit, page
+from platform_api.routes._common import CONFLICT, Cursor, Db, Limit, TenantCaller, audit, page
 from platform_api.schemas.agents import AgentOut, AgentVersionOut, LintOut, StoredAgentOut
 from platform_api.schemas.common import Page, find_nul
 from platform_api.schemas.runs import RunOut, SubmitRun
@@ -28,6 +30,28 @@ IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", max_l
                                                  pattern=r"^[\x20-\x7e]+$",
                                                  description="same key, same run: retries never create two "
                                                              "(printable ASCII, up to 200 characters)")]
+
+
+@dataclass
+class SpecBodyOperation(Operation):
+    """The OpenAPI operation of a route whose body is an agent spec, read raw and parsed as YAML or JSON
+    (Litestar cannot see a raw body's type): a mapping, in either notation."""
+
+    document: ClassVar[Schema] = Schema(type=OpenAPIType.OBJECT)
+
+    def __post_init__(self) -> None:
+        if self.request_body is None:
+            self.request_body = RequestBody(
+                required=True, description="an agent spec, YAML or JSON (README: 'Agent spec v1')",
+                content={media: OpenAPIMediaType(schema=self.document)
+                         for media in ("application/yaml", "application/json")})
+
+
+@dataclass
+class LintBodyOperation(SpecBodyOperation):
+    """Validation lints any YAML or JSON document (one that is not a mapping is reported, with a 200)."""
+
+    document: ClassVar[Schema] = Schema()
 
 
 def _parse(name: str, body: bytes) -> ParseResult:
@@ -55,11 +79,11 @@ def _lint_out(result: ParseResult) -> LintOut:
                    projection=result.projection.model_dump() if result.projection else None)
 
 
-@put("/{name:str}", opt=TENANT_ADMIN, sync_to_thread=True,
+@put("/{name:str}", opt=TENANT_ADMIN, sync_to_thread=True, responses=CONFLICT,
      summary="Store an agent spec (YAML or JSON) as a new immutable version",
      description="Returns 201 with the new version and lint warnings, or 200 if the spec equals the latest "
                  "version. An invalid spec is a 422 spec_invalid listing every error with its field path.",
-     status_code=201)
+     status_code=201, operation_class=SpecBodyOperation)
 def put_agent(name: str, body: bytes, caller: TenantCaller, session: Db) -> Response[StoredAgentOut]:
     result = _parse(name, body)
     if result.spec is None:
@@ -75,7 +99,7 @@ def put_agent(name: str, body: bytes, caller: TenantCaller, session: Db) -> Resp
 
 
 @post("/{name:str}/validate", opt=ANY_TENANT_ROLE, sync_to_thread=True,
-      summary="Validate and lint a spec without storing it", status_code=200)
+      summary="Validate and lint a spec without storing it", status_code=200, operation_class=LintBodyOperation)
 def validate_agent(name: str, body: bytes) -> LintOut:
     return _lint_out(_parse(name, body))
 
@@ -142,7 +166,8 @@ def submit(name: str, data: SubmitRun, caller: TenantCaller, session: Db,
 def build_router(max_run_body_bytes: int) -> Router:
     """The agents router; run submission gets its own (larger) body limit for batch items."""
     submit_handler = post(
-        "/{name:str}/runs", opt=TENANT_ADMIN, sync_to_thread=True, summary="Submit a run of the agent's latest version",
+        "/{name:str}/runs", opt=TENANT_ADMIN, sync_to_thread=True, responses=CONFLICT,
+        summary="Submit a run of the agent's latest version",
         description="With an Idempotency-Key header, the same key always returns the same run (201 when created, "
                     "200 when it already existed); a different request under the same key is 409. For an agent "
                     "whose rehearsal policy requires it, the newest version that passed a rehearsal runs, and an "

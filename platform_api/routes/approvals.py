@@ -8,7 +8,7 @@ from litestar import Router, get, post
 from litestar.params import FromPath, JSONBody, Parameter
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN, roles
-from platform_api.routes._common import Cursor, Db, Limit, TenantCaller, audit, page
+from platform_api.routes._common import CONFLICT, Cursor, Db, Limit, TenantCaller, audit, page
 from platform_api.schemas.approvals import ApprovalOut, Decision, EscalationOut
 from platform_api.schemas.common import Page
 from tenants.approvals.service import decide, get_approval, list_approvals
@@ -45,18 +45,22 @@ def _decide(session: Db, caller: TenantCaller, approval_id: str, data: Decision 
     return ApprovalOut.model_validate(decided)
 
 
-@post("/{approval_id:str}/approve", opt=DECIDERS, sync_to_thread=True, status_code=200,
+@post("/{approval_id:str}/approve", opt=DECIDERS, sync_to_thread=True, responses=CONFLICT, status_code=200,
       summary="Approve (single use, only by the routed role or a tenant admin); the run resumes within seconds")
 def approve(approval_id: FromPath[str], caller: TenantCaller, session: Db,
             data: JSONBody[Decision | None] = None) -> ApprovalOut:
     return _decide(session, caller, approval_id, data, True)
 
 
-@post("/{approval_id:str}/reject", opt=DECIDERS, sync_to_thread=True, status_code=200,
+@post("/{approval_id:str}/reject", opt=DECIDERS, sync_to_thread=True, responses=CONFLICT, status_code=200,
       summary="Reject (single use); the step is not executed and the item stops with category 'approval'")
 def reject(approval_id: FromPath[str], caller: TenantCaller, session: Db,
            data: JSONBody[Decision | None] = None) -> ApprovalOut:
     return _decide(session, caller, approval_id, data, False)
+
+
+EscalationCursor = Annotated[str | None, Parameter(max_length=100, pattern=r"^[^:]*:[0-9]{1,9}$",
+                                                   description="next_cursor of the previous page (run:item)")]
 
 
 def _after(cursor: str | None) -> tuple[str, int] | None:
@@ -71,7 +75,7 @@ def _after(cursor: str | None) -> tuple[str, int] | None:
 @get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True,
      summary="The escalation queue: items waiting for a human, with their reason")
 def escalations(caller: TenantCaller, session: Db, limit: Limit = 100,
-                cursor: Cursor = None) -> Page[EscalationOut]:
+                cursor: EscalationCursor = None) -> Page[EscalationOut]:
     rows = list_escalations(session, caller.tenant_id, after=_after(cursor), limit=limit)
     data = [EscalationOut(run_id=run.id, agent_name=run.agent_name, run_state=run.state,
                           item_index=item.item_index, reason=item.reason,
@@ -92,6 +96,7 @@ def _resolve(session: Db, caller: TenantCaller, run_id: str, item_index: int, da
 
 
 @post("/{run_id:str}/items/{item_index:int}/skip", opt=TENANT_ADMIN, sync_to_thread=True, status_code=200,
+      responses=CONFLICT,
       summary="Skip an escalated item (counts as done); the run finishes on its own")
 def skip_item(run_id: FromPath[str], item_index: FromPath[int], caller: TenantCaller, session: Db,
               data: JSONBody[Decision | None] = None) -> EscalationOut:
@@ -99,6 +104,7 @@ def skip_item(run_id: FromPath[str], item_index: FromPath[int], caller: TenantCa
 
 
 @post("/{run_id:str}/items/{item_index:int}/fail", opt=TENANT_ADMIN, sync_to_thread=True, status_code=200,
+      responses=CONFLICT,
       summary="Fail an escalated item by hand; the run finishes on its own")
 def fail_item(run_id: FromPath[str], item_index: FromPath[int], caller: TenantCaller, session: Db,
               data: JSONBody[Decision | None] = None) -> EscalationOut:

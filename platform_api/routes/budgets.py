@@ -5,10 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from litestar import Router, get, put
-from litestar.params import FromPath, Parameter, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
 from platform_api.auth import ANY_TENANT_ROLE, OPERATOR
-from platform_api.routes._common import Caller, Db, Limit, TenantCaller, audit, page
+from platform_api.routes._common import (
+    Caller,
+    Db,
+    Int64Cursor,
+    Limit,
+    TenantCaller,
+    audit,
+    page,
+)
 from platform_api.schemas.budgets import BudgetEventOut, BudgetsOut, LimitIn, LimitOut, ReservationOut
 from platform_api.schemas.common import Page
 from tenants.accounts.service import tenant_named
@@ -18,8 +26,6 @@ from tenants.kit.errors import InvalidInput
 
 __all__ = ["admin_router", "router"]
 
-EventCursor = Annotated[str | None, Parameter(max_length=20, pattern=r"^\d+$",
-                                              description="next_cursor of the previous page")]
 ReservationState = Annotated[Literal["reserved", "settled", "released", "expired"] | None,
                              QueryParameter(name="state", description="only reservations in this state")]
 
@@ -45,8 +51,8 @@ def get_budgets(caller: TenantCaller, session: Db) -> BudgetsOut:
 @get("/events", opt=ANY_TENANT_ROLE, sync_to_thread=True,
      summary="Threshold events (50/80/100 % of a limit), newest first")
 def list_events(caller: TenantCaller, session: Db, limit: Limit = 100,
-                cursor: EventCursor = None) -> Page[BudgetEventOut]:
-    rows = BudgetRepository(session, caller.tenant_id).events(before=int(cursor) if cursor else None, limit=limit)
+                cursor: Int64Cursor = None) -> Page[BudgetEventOut]:
+    rows = BudgetRepository(session, caller.tenant_id).events(before=cursor, limit=limit)
     return page([BudgetEventOut.model_validate(e) for e in rows], limit, lambda e: e.id)
 
 

@@ -7,7 +7,7 @@ from litestar import Router, delete, get, post
 from litestar.params import FromPath, JSONBody
 
 from platform_api.auth import TENANT_ADMIN
-from platform_api.routes._common import Cursor, Db, Limit, TenantCaller, audit, expiry_change, page
+from platform_api.routes._common import CONFLICT, Cursor, Db, Limit, TenantCaller, audit, expiry_change, page
 from platform_api.schemas.accounts import CreateKey, IssuedKeyOut, KeyOut, RotateKey
 from platform_api.schemas.common import Page
 from tenants.accounts.repository import ApiKeyRepository
@@ -33,7 +33,7 @@ def list_keys(caller: TenantCaller, session: Db, limit: Limit = 100, cursor: Cur
     return page(data, limit, lambda v: v.id)
 
 
-@post("/{key_id:str}/rotate", opt=TENANT_ADMIN, sync_to_thread=True, status_code=201,
+@post("/{key_id:str}/rotate", opt=TENANT_ADMIN, sync_to_thread=True, responses=CONFLICT, status_code=201,
       summary="Rotate an API key: a new key (same role and name, shown once); the old one expires after the grace")
 def rotate(key_id: FromPath[str], caller: TenantCaller, session: Db,
            data: JSONBody[RotateKey | None] = None) -> IssuedKeyOut:

@@ -8,7 +8,16 @@ from litestar import Router, get, post
 from litestar.params import FromPath, Parameter
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
-from platform_api.routes._common import INT32_MAX, Cursor, Db, Limit, TenantCaller, audit, int_cursor, page
+from platform_api.routes._common import (
+    CONFLICT,
+    Cursor,
+    Db,
+    Int32Cursor,
+    Limit,
+    TenantCaller,
+    audit,
+    page,
+)
 from platform_api.schemas.common import Page
 from platform_api.schemas.runs import DecisionEventOut, RunItemOut, RunOut
 from tenants.runs.models import RUN_STATES, Run
@@ -45,10 +54,11 @@ def get_run_route(run_id: FromPath[str], caller: TenantCaller, session: Db) -> R
 
 @get("/{run_id:str}/items", opt=ANY_TENANT_ROLE, sync_to_thread=True,
      summary="A run's items with their state, paginated")
-def list_items(run_id: FromPath[str], caller: TenantCaller, session: Db, limit: Limit = 100, cursor: Cursor = None,
+def list_items(run_id: FromPath[str], caller: TenantCaller, session: Db, limit: Limit = 100,
+               cursor: Int32Cursor = None,
                item_state: Annotated[ItemState | None, Parameter(query="state")] = None) -> Page[RunItemOut]:
     get_run(session, caller.tenant_id, run_id)
-    rows = RunRepository(session, caller.tenant_id).items(run_id, after=int_cursor(cursor, INT32_MAX), limit=limit,
+    rows = RunRepository(session, caller.tenant_id).items(run_id, after=cursor, limit=limit,
                                                       state=item_state)
     data = [RunItemOut.model_validate(i) for i in rows]
     return page(data, limit, lambda v: v.item_index)
@@ -56,10 +66,11 @@ def list_items(run_id: FromPath[str], caller: TenantCaller, session: Db, limit: 
 
 @get("/{run_id:str}/events", opt=ANY_TENANT_ROLE, sync_to_thread=True,
      summary="The run's decision timeline (append-only, hash-chained)")
-def list_events(run_id: FromPath[str], caller: TenantCaller, session: Db, limit: Limit = 500, cursor: Cursor = None
+def list_events(run_id: FromPath[str], caller: TenantCaller, session: Db, limit: Limit = 500,
+                cursor: Int32Cursor = None
                 ) -> Page[DecisionEventOut]:
     get_run(session, caller.tenant_id, run_id)
-    rows = RunRepository(session, caller.tenant_id).events(run_id, after=int_cursor(cursor, INT32_MAX), limit=limit)
+    rows = RunRepository(session, caller.tenant_id).events(run_id, after=cursor, limit=limit)
     data = [DecisionEventOut.model_validate(e) for e in rows]
     return page(data, limit, lambda v: v.seq)
 
@@ -73,13 +84,13 @@ def verify_events(run_id: FromPath[str], caller: TenantCaller, session: Db) -> d
             "reason": verdict.reason}
 
 
-@post("/{run_id:str}/cancel", opt=TENANT_ADMIN, sync_to_thread=True,
+@post("/{run_id:str}/cancel", opt=TENANT_ADMIN, sync_to_thread=True, responses=CONFLICT,
       summary="Cancel a run (a running one stops between steps)", status_code=202)
 def cancel(run_id: FromPath[str], caller: TenantCaller, session: Db) -> RunOut:
     return _controlled(session, caller, "run.cancelled", cancel_run(session, caller.tenant_id, run_id))
 
 
-@post("/{run_id:str}/resume", opt=TENANT_ADMIN, sync_to_thread=True,
+@post("/{run_id:str}/resume", opt=TENANT_ADMIN, sync_to_thread=True, responses=CONFLICT,
       summary="Resume a failed or escalated run from its last checkpoint", status_code=202)
 def resume(run_id: FromPath[str], caller: TenantCaller, session: Db) -> RunOut:
     return _controlled(session, caller, "run.resumed", resume_run(session, caller.tenant_id, run_id))

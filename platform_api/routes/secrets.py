@@ -7,15 +7,14 @@ from litestar import Router, delete, get, post
 from litestar.params import FromPath, JSONBody
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
-from platform_api.routes._common import Cursor, Db, Limit, TenantCaller, audit, page
+from platform_api.routes._common import CONFLICT, Cursor, Db, Limit, TenantCaller, audit, page
 from platform_api.schemas.common import Page
 from platform_api.schemas.secrets import CreateSecret, PromoteSecret, RotateSecret, SecretOut
-from tenants.kit.errors import InvalidInput
 from tenants.secrets import service
 
 __all__ = ["router"]
 
-@post("/", opt=TENANT_ADMIN, sync_to_thread=True, status_code=201,
+@post("/", opt=TENANT_ADMIN, sync_to_thread=True, responses=CONFLICT, status_code=201,
       summary="Create a secret (the value is never returned)")
 def create_secret(data: JSONBody[CreateSecret], caller: TenantCaller, session: Db) -> SecretOut:
     meta = service.create_secret(session, caller.tenant_id, data.name, data.value, max_age_days=data.max_age_days,
@@ -36,7 +35,7 @@ def get_secret(name: FromPath[str], caller: TenantCaller, session: Db) -> Secret
     return SecretOut.of(service.secret_metadata(session, caller.tenant_id, name))
 
 
-@post("/{name:str}/rotate", opt=TENANT_ADMIN, sync_to_thread=True, status_code=201,
+@post("/{name:str}/rotate", opt=TENANT_ADMIN, sync_to_thread=True, responses=CONFLICT, status_code=201,
       summary="Stage a new value as pending; the current value keeps working until promote")
 def rotate_secret(name: FromPath[str], data: JSONBody[RotateSecret], caller: TenantCaller, session: Db) -> SecretOut:
     meta = service.rotate_secret(session, caller.tenant_id, name, data.value)
@@ -45,17 +44,14 @@ def rotate_secret(name: FromPath[str], data: JSONBody[RotateSecret], caller: Ten
     return SecretOut.of(meta)
 
 
-@post("/{name:str}/promote", opt=TENANT_ADMIN, sync_to_thread=True, status_code=200,
+@post("/{name:str}/promote", opt=TENANT_ADMIN, sync_to_thread=True, responses=CONFLICT, status_code=200,
       summary="Make the pending value current; the old one works as previous for grace_seconds")
 def promote_secret(name: FromPath[str], caller: TenantCaller, session: Db,
                    data: JSONBody[PromoteSecret | None] = None) -> SecretOut:
     body = data or PromoteSecret()
-    if body.verify_with_tool is not None:
-        # Hook for verification through a tool: (1) read the pending version number, (2) outside any
-        # transaction, call the tool with get_secret(tenant, name, which="pending"), (3) promote with
-        # expected_version set to the verified version. Needs the runner's tool client; refused until then.
-        raise InvalidInput("verify_with_tool is not available yet; verify the pending value yourself, then "
-                           "promote with its version", field="verify_with_tool")
+    # verify_with_tool (reserved, must be null): verification through a tool would (1) read the pending version
+    # number, (2) outside any transaction, call the tool with get_secret(tenant, name, which="pending"), (3)
+    # promote with expected_version set to the verified version. It needs the runner's tool client.
     meta = service.promote_secret(session, caller.tenant_id, name, expected_version=body.version)
     audit(session, caller, "secret.promoted", name,
            details={"version": meta.current_version})

@@ -5,10 +5,9 @@ from __future__ import annotations
 from litestar import Router, get
 
 from platform_api.auth import ANY_TENANT_ROLE
-from platform_api.routes._common import Cursor, Db, Limit, TenantCaller, page
+from platform_api.routes._common import Db, Int64Cursor, Limit, TenantCaller, page
 from platform_api.schemas.common import Page
 from platform_api.schemas.security import ViolationOut
-from tenants.kit.errors import InvalidInput
 from tenants.security.service import list_violations
 
 __all__ = ["router"]
@@ -16,10 +15,9 @@ __all__ = ["router"]
 
 @get("/violations", opt=ANY_TENANT_ROLE, sync_to_thread=True,
      summary="Blocked attempts to use a tool, host or secret outside scope")
-def violations(caller: TenantCaller, session: Db, limit: Limit = 100, cursor: Cursor = None) -> Page[ViolationOut]:
-    if cursor is not None and (not cursor.isdigit() or len(cursor) > 18):
-        raise InvalidInput("cursor must be the next_cursor of a previous page", field="cursor")
-    rows = list_violations(session, caller.tenant_id, before=int(cursor) if cursor else None, limit=limit)
+def violations(caller: TenantCaller, session: Db, limit: Limit = 100,
+               cursor: Int64Cursor = None) -> Page[ViolationOut]:
+    rows = list_violations(session, caller.tenant_id, before=cursor, limit=limit)
     data = [ViolationOut.model_validate(v) for v in rows]
     return page(data, limit, lambda v: v.id)
 

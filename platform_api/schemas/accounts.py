@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from platform_api.schemas.common import In, Out
+from tenants.accounts.service import TENANT_NAME
 
 __all__ = ["CreateKey", "CreateTenant", "IssuedKeyOut", "KeyOut", "OnboardedTenant", "RotateKey", "SchedulingIn",
            "SchedulingOut", "TenantOut"]
@@ -15,7 +16,8 @@ __all__ = ["CreateKey", "CreateTenant", "IssuedKeyOut", "KeyOut", "OnboardedTena
 
 
 class CreateTenant(In):
-    name: str = Field(min_length=2, max_length=63, description="lowercase slug, unique on the platform")
+    name: str = Field(pattern=TENANT_NAME.pattern,
+                      description="2-63 lowercase letters, digits or '-', starting with a letter; unique")
     display_name: str = Field("", max_length=200)
 
 

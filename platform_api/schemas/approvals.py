@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from platform_api.schemas.common import PublicText
+from platform_api.schemas.common import In, PublicText
 
 __all__ = ["ApprovalOut", "Decision", "EscalationOut"]
 
@@ -42,9 +42,7 @@ class ApprovalOut(BaseModel):
     decided_at: datetime | None
 
 
-class Decision(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+class Decision(In):
     comment: str | None = Field(None, max_length=2000)
 
 

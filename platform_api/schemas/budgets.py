@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from platform_api.schemas.common import In
 from platform_api.schemas.common import Money as Amount
-from tenants.budgets.models import Metric, Period
+from tenants.budgets.models import MAX_AMOUNT, Metric, Period
 
 __all__ = ["BudgetEventOut", "BudgetsOut", "LimitIn", "LimitOut", "ReservationOut"]
 
+DecimalText = Annotated[str, Field(pattern=r"^[0-9]{1,10}(\.[0-9]{1,8})?$")]  # below MAX_AMOUNT, 10⁻⁸ at most
+WholeNumber = Annotated[int, Field(ge=0, le=int(MAX_AMOUNT))]
 
-class LimitIn(BaseModel):
+
+class LimitIn(In):
     """One limit. ``limit`` is a decimal string (``"12.50"``); counters may also be JSON integers."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
     metric: Metric
-    limit: str | int = Field(description="decimal string for cost_usd; whole number for the others")
+    limit: DecimalText | WholeNumber = Field(
+        description="a decimal string (\"12.50\"; whole numbers for the counters); counters may also be "
+                    "JSON integers, money never (cost_usd is always a string)")
     period: Period | None = Field(None, description="required except for concurrent_runs")
     timezone: str = Field("UTC", min_length=1, max_length=64, description="IANA zone the period is aligned to")
     agent: str | None = Field(None, min_length=1, max_length=64, pattern=r"^(\*|[a-z0-9][a-z0-9._-]*)$",
@@ -28,8 +33,6 @@ class LimitIn(BaseModel):
     def _money_is_a_string(self) -> LimitIn:
         if self.metric == "cost_usd" and not isinstance(self.limit, str):
             raise ValueError('cost_usd limits are decimal strings, e.g. "12.50"')
-        if isinstance(self.limit, str) and not self.limit.strip():
-            raise ValueError("limit is empty")
         return self
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from tenants.kit.errors import scrub_reason
 
-__all__ = ["In", "Money", "Out", "Page", "PublicText", "find_nul"]
+__all__ = ["In", "Money", "Out", "Page", "Problem", "PublicText", "find_nul"]
 
 T = TypeVar("T")
 
@@ -46,12 +46,30 @@ class In(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers(cls, data: Any) -> Any:
+        """JSON has one number type, and JSON Schema (the OpenAPI document) calls ``3.0`` an integer: an
+        integer field takes it as 3 (``3.5`` stays refused)."""
+        if not isinstance(data, dict):
+            return data
+        fixed = {key: int(value) for name, field in cls.model_fields.items()
+                 if isinstance(value := data.get(key := field.alias or name), float) and value.is_integer()
+                 and _integer_field(field.annotation)}
+        return {**data, **fixed} if fixed else data
+
     @model_validator(mode="after")
     def _no_nul(self) -> In:
         where = find_nul(dict(self))
         if where is not None:
             raise ValueError(f"{where}: text cannot contain NUL (\\u0000) characters")
         return self
+
+
+def _integer_field(annotation: Any) -> bool:
+    """``annotation`` takes integers and no other numbers (``int``, ``int | None``, ``str | int``)."""
+    options = get_args(annotation) or (annotation,)
+    return int in options and float not in options and Decimal not in options
 
 
 class Out(BaseModel):
@@ -65,3 +83,18 @@ class Page(BaseModel, Generic[T]):
 
     data: list[T]
     next_cursor: str | None = None
+
+
+class Problem(BaseModel):
+    """Every error (RFC 9457 ``application/problem+json``): ``code`` is stable, ``detail`` is for people.
+
+    Some codes add members: ``errors`` (validation_error, spec_invalid), ``field``, ``retry_after_s``
+    (rate_limited, unavailable), ``run_id`` (idempotency_conflict), ``state`` (conflict)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="urn:midwatch:error:<code>")
+    title: str
+    status: int
+    code: str = Field(description="stable machine-readable error code")
+    detail: str

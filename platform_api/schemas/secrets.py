@@ -40,9 +40,9 @@ class RotateSecret(_In):
 
 class PromoteSecret(_In):
     version: int | None = Field(None, ge=1, description="promote only if this is still the pending version")
-    verify_with_tool: str | None = Field(
-        None, max_length=200,
-        description="reserved: verify the pending value through this tool before promoting (not available yet)")
+    verify_with_tool: None = Field(
+        None, description="reserved (not available yet): verify the pending value through a tool before promoting; "
+                          "must be null or absent")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,27 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from platform_api.schemas.common import PublicText, find_nul
+from platform_api.schemas.common import In, PublicText
+from tenants.webhooks.service import EVENT_TYPES
+
+# one of the service's event types (the document lists them; the service refuses others, naming them)
+WebhookEvent = Annotated[str, Field(max_length=64, json_schema_extra={"enum": list(EVENT_TYPES)})]
 
 __all__ = ["CreateWebhook", "CreatedWebhookOut", "DeliveryOut", "WebhookOut"]
 
 
 
-class CreateWebhook(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    url: Annotated[str, Field(min_length=1, max_length=2048)]
-    events: Annotated[list[Annotated[str, Field(max_length=64)]], Field(min_length=1, max_length=20)]
+class CreateWebhook(In):
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]",
+                              description="http:// or https://; never a metadata or private address")]
+    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=20)]  # checked by the service, which
+    # names the unknown ones
     description: Annotated[str, Field(max_length=200)] = ""
-
-    @model_validator(mode="after")
-    def _no_nul(self) -> CreateWebhook:
-        where = find_nul(dict(self))
-        if where is not None:
-            raise ValueError(f"{where}: text cannot contain NUL (\\u0000) characters")
-        return self
 
 
 class WebhookOut(BaseModel):

@@ -196,6 +196,12 @@ CASES: list[Case] = [
          lambda c: {"headers": c.auth}, 422, "validation_error"),
     Case("bad sandbox cursor", "GET", "/v1/sandbox/records?cursor=-1",
          lambda c: {"headers": c.auth}, 422, "validation_error"),
+    Case("budget events cursor beyond the column's range", "GET", "/v1/budgets/events?cursor=" + "9" * 20,
+         lambda c: {"headers": c.auth}, 422, "validation_error"),
+    Case("violations cursor beyond the column's range", "GET", "/v1/security/violations?cursor=" + "9" * 19,
+         lambda c: {"headers": c.auth}, 422, "validation_error"),
+    Case("a query parameter given twice", "GET", "/v1/runs?limit=1&limit=500",
+         lambda c: {"headers": c.auth}, 422, "validation_error", lambda b: b.get("field") == "limit"),
     Case("NUL character in a query", "GET", "/v1/runs?agent=a%00b",
          lambda c: {"headers": c.auth}, 422, "validation_error"),
     Case("NUL character in a path", "GET", "/v1/runs/run%00x", lambda c: {"headers": c.auth}, 404, "not_found"),
@@ -283,3 +289,13 @@ def test_the_same_idempotency_key_with_other_items_is_a_conflict(harness: Harnes
                                 headers={**tenant.headers, "Idempotency-Key": "batch-1"})
     assert other.status_code == 409, other.text
     assert other.json()["code"] == "idempotency_conflict" and other.json()["run_id"] == first["id"]
+
+
+def test_a_wrong_method_is_answered_with_the_methods_the_route_allows(harness: Harness) -> None:
+    """RFC 9110: a 405 carries ``Allow`` (the problem+json handler once dropped it)."""
+    tenant = harness.onboard()
+    for method, path, allowed in (("TRACE", "/healthz", {"GET"}), ("DELETE", "/v1/runs", {"GET"}),
+                                  ("PATCH", "/v1/secrets/x", {"GET", "DELETE"})):
+        r = harness.client.request(method, path, headers=tenant.headers)
+        assert r.status_code == 405 and r.json()["code"] == "method_not_allowed", r.text
+        assert allowed <= {m.strip() for m in r.headers["allow"].split(",")}, r.headers.get("allow")

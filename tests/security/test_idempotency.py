@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import Harness, Tenant, batch_spec
+from tests.conftest import Harness, Tenant, batch_spec, simple_spec
 
 CLIENTS = 20
 ITEMS = [{"n": i} for i in range(5)]
@@ -129,3 +129,17 @@ def test_concurrent_submissions_of_two_bodies_under_one_key_make_one_run_and_con
     assert len(conflicts) == CLIENTS // 2
     assert all(c["code"] == "idempotency_conflict" and c["run_id"] == winner["id"] for c in conflicts)
     assert _db_counts(tenant.id) == (1, winner["items_total"])
+
+
+def test_the_same_key_in_two_tenants_makes_two_runs_and_a_conflict_names_only_the_callers_own(
+        harness: Harness) -> None:
+    """The idempotency conflict names the existing run: only ever the caller's own."""
+    a, b = harness.onboard(), harness.onboard()
+    for tenant in (a, b):
+        harness.put_agent(tenant, simple_spec())
+    a_run = harness.submit(a, "greeter", {"input": {"customer": "a", "amount": 1}}, key="k")
+    b_run = harness.submit(b, "greeter", {"input": {"customer": "a", "amount": 1}}, key="k")
+    assert a_run["id"] != b_run["id"]
+    r = harness.client.post("/v1/agents/greeter/runs", json={"input": {"customer": "z"}},
+                            headers={**b.headers, "Idempotency-Key": "k"})
+    assert r.status_code == 409 and r.json()["run_id"] == b_run["id"], r.text
