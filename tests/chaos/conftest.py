@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import Harness, Tenant, spec
 
@@ -88,3 +97,60 @@ def paced_batch(name: str, tool: str, egress: str, pace_s: float, *, schema: boo
         items["schema"] = {"type": "object", "required": ["n"]}
     return spec(name, *steps, scope={"tools": ["sandbox.echo", "sandbox.sleep", tool], "egress": [egress]},
                 input=items)
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary directory, a free port): restarting it
+    disturbs nobody else's tests."""
+
+    url: str
+    data: Path
+    log: Path
+    run_as: list[str]
+    bindir: Path
+
+    def ctl(self, *args: str, timeout: float = 120) -> None:
+        # no pipes: the server pg_ctl starts would inherit them and hold them open
+        subprocess.run([*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                        *args], check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def restart(self) -> None:
+        self.ctl("restart", "-m", "fast", "-w")
+
+
+def _postgres_bindir() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        raise AssertionError("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+    return Path(initdb).parent
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """Start a throwaway PostgreSQL (as the ``postgres`` user when the tests run as root, which initdb
+    refuses), yield it, stop it and remove its files."""
+    bindir = _postgres_bindir()
+    root = Path(tempfile.mkdtemp(prefix="mw-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        owner = pwd.getpwnam("postgres")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                    "--no-sync", "-E", "UTF8"], check=True, timeout=120, capture_output=True)
+    server = PrivatePostgres(f"postgresql://postgres@127.0.0.1:{port}/postgres", data, root / "server.log", run_as,
+                             bindir)
+    server.ctl("start", "-w", "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            server.ctl("stop", "-m", "immediate", "-w", timeout=60)
+        shutil.rmtree(root, ignore_errors=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, ok
-from tests.chaos.conftest import EFFECT_TOOL, assert_effects_once, paced_batch, put_effect_tool, wait_progress
+from tests.chaos.conftest import (
+    EFFECT_TOOL,
+    PrivatePostgres,
+    assert_effects_once,
+    paced_batch,
+    put_effect_tool,
+    wait_progress,
+)
 from tests.conftest import AMQP_URL, Harness, Tenant, batch_spec
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
@@ -69,16 +75,12 @@ def test_wiping_the_broker_delays_runs_but_loses_none(make_harness: Callable[...
         assert h.wait_run(tenant, r["id"], timeout=60)["state"] == "succeeded"
 
 
-def _pg_cluster() -> tuple[str, str]:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    return version, "main"
-
-
 @pytest.mark.redis
 def test_a_postgresql_restart_mid_run_is_survived(make_harness: Callable[..., Harness], upstream: FaultyUpstream,
-                                                   tmp_path: Path) -> None:
+                                                   private_postgres: PrivatePostgres, tmp_path: Path) -> None:
     upstream.script("/effects/*", [ok({"sent": True})])
-    h = make_harness(db="postgres", broker="redis", worker=None, extra={"MIDWATCH_LEASE_SECONDS": "10"})
+    h = make_harness(db="postgres", broker="redis", worker=None,
+                     extra={"MIDWATCH_LEASE_SECONDS": "10", "MIDWATCH_DATABASE_URL": private_postgres.url})
     h.spawn("scheduler", log=tmp_path / "scheduler.log")
     worker = h.spawn("worker", "--threads", "2", log=tmp_path / "worker.log")
     tenant = h.onboard()
@@ -86,9 +88,7 @@ def test_a_postgresql_restart_mid_run_is_survived(make_harness: Callable[..., Ha
     h.put_agent(tenant, paced_batch("paced", EFFECT_TOOL, upstream.netloc, 0.01))
     run = h.submit(tenant, "paced", {"items": [{"n": i} for i in range(300)]})
     wait_progress(h, tenant, run["id"], 60)
-    version, cluster = _pg_cluster()
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "restart"], check=True,
-                   timeout=120)
+    private_postgres.restart()  # the test's own server: other tests' databases stay up
     done = h.wait_run(tenant, run["id"], timeout=180)
     assert done["state"] == "succeeded" and done["items_done"] == 300, done
     assert worker.poll() is None, "the worker crashed instead of backing off"

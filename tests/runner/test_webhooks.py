@@ -30,6 +30,13 @@ def _emit(tenant: Tenant, event: str = "run.failed", **payload: Any) -> list[str
         return service.emit(session, tenant.id, event, payload or {"run_id": "run_1", "state": "failed"})
 
 
+def _settle_earlier_deliveries() -> None:
+    """Deliver (or push far into the future) whatever earlier tests left pending in a shared database."""
+    far = utcnow() + timedelta(days=30)
+    while deliver_due(get_settings(), far):
+        pass
+
+
 def _log(h: Harness, tenant: Tenant, hook_id: str) -> list[dict[str, Any]]:
     r = h.client.get(f"/v1/webhooks/{hook_id}/deliveries", headers=tenant.headers)
     assert r.status_code == 200, r.text
@@ -40,6 +47,7 @@ def _log(h: Harness, tenant: Tenant, hook_id: str) -> list[dict[str, Any]]:
 def test_delivery_is_signed_and_the_receiver_can_verify_it(make_harness: Callable[..., Harness],
                                                            upstream: FaultyUpstream, db: str) -> None:
     h = make_harness(db=db, worker=None)
+    _settle_earlier_deliveries()  # the PostgreSQL schema is shared by the session's earlier tests
     tenant = h.onboard()
     hook = _register(h, tenant, upstream.url + "/hook", ["run.failed", "run.escalated"])
     assert hook["secret"].startswith("whsec_")

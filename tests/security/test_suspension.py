@@ -229,6 +229,10 @@ def test_a_dead_workers_run_of_a_suspended_tenant_is_parked_not_requeued(make_ha
     from tenants.runs.models import Run
 
     h = make_harness(db=db, worker=None)
+    if db == "postgres":  # the session's schema holds earlier tests' runs; this test needs the queue to itself
+        with unit_of_work() as session:
+            session.execute(update(Run).where(Run.state.in_(("queued", "running"))).values(
+                state="cancelled", lease_owner=None, lease_until=None, runnable_at=None, wake_at=None))
     tenant = h.onboard()
     h.put_agent(tenant, """\
 apiVersion: midwatch/v1
