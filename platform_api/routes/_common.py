@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from platform_api.auth import TenantPrincipal
 from platform_api.problems import problem_responses
@@ -36,12 +36,12 @@ TenantCaller = NamedDependency[TenantPrincipal]  # ``caller``: the admitted call
 Db = NamedDependency[Session]  # ``session``: this request's unit of work
 
 CONFLICT = problem_responses([409])  # a route whose object's state can refuse the action (409 conflict)
-Limit = Annotated[int, Parameter(ge=1, le=500, description="page size (1-500)")]
-Cursor = Annotated[str | None, Parameter(max_length=100, description="next_cursor of the previous page")]
+Limit = Annotated[int, QueryParameter(ge=1, le=500, description="page size (1-500)")]
+Cursor = Annotated[str | None, QueryParameter(max_length=100, description="next_cursor of the previous page")]
 # Numeric cursors: a number within the column's range (beyond it names no row: 422, never a database overflow).
 # gt=-1, not ge=0: Litestar leaves a zero bound out of the OpenAPI document.
-Int32Cursor = Annotated[int | None, Parameter(gt=-1, le=INT32_MAX, description="next_cursor of the previous page")]
-Int64Cursor = Annotated[int | None, Parameter(gt=-1, le=INT64_MAX, description="next_cursor of the previous page")]
+Int32Cursor = Annotated[int | None, QueryParameter(gt=-1, le=INT32_MAX, description="next_cursor of the previous page")]
+Int64Cursor = Annotated[int | None, QueryParameter(gt=-1, le=INT64_MAX, description="next_cursor of the previous page")]
 
 
 def expiry_change(issued: IssuedKey) -> dict[str, Any]:

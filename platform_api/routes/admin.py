@@ -28,7 +28,7 @@ __all__ = ["router"]
 
 @post("/tenants", opt=OPERATOR, sync_to_thread=True, responses=CONFLICT,
       summary="Onboard a client tenant; returns its first tenant-admin key once")
-def create_tenant(data: CreateTenant, principal: Caller, session: Db) -> OnboardedTenant:
+def create_tenant(data: JSONBody[CreateTenant], principal: Caller, session: Db) -> OnboardedTenant:
     tenant, issued = onboard_tenant(session, data.name, data.display_name)
     audit(session, principal, "tenant.onboarded", tenant.id,
           details={"name": tenant.name, "admin_key_id": issued.key.id, "before": None,
@@ -73,7 +73,7 @@ def get_tenant_scheduling(name: FromPath[str], principal: Caller, session: Db) -
      summary="Set a tenant's scheduling weight (its share of worker time against other tenants with work)",
      description="Weight 1..100 (default 1). Tenants with work get worker time in proportion to their weights; "
                  "a run's priority only orders runs within its own tenant. Audited with before/after.")
-def put_tenant_scheduling(name: FromPath[str], data: SchedulingIn, principal: Caller,
+def put_tenant_scheduling(name: FromPath[str], data: JSONBody[SchedulingIn], principal: Caller,
                           session: Db) -> SchedulingOut:
     before, after = set_weight(session, name, data.weight)
     audit(session, principal, "tenant.scheduling_changed", name,

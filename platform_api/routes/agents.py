@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 from litestar import Response, Router, get, post, put
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, RawBody
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
 from platform_api.routes._common import CONFLICT, Cursor, Db, Limit, TenantCaller, audit, page
@@ -26,7 +26,7 @@ from tenants.runs.service import submit_run
 
 __all__ = ["build_router"]
 
-IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", max_length=200, min_length=1,
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200, min_length=1,
                                                  pattern=r"^[\x20-\x7e]+$",
                                                  description="same key, same run: retries never create two "
                                                              "(printable ASCII, up to 200 characters)")]
@@ -84,7 +84,7 @@ def _lint_out(result: ParseResult) -> LintOut:
      description="Returns 201 with the new version and lint warnings, or 200 if the spec equals the latest "
                  "version. An invalid spec is a 422 spec_invalid listing every error with its field path.",
      status_code=201, operation_class=SpecBodyOperation)
-def put_agent(name: str, body: bytes, caller: TenantCaller, session: Db) -> Response[StoredAgentOut]:
+def put_agent(name: FromPath[str], body: RawBody, caller: TenantCaller, session: Db) -> Response[StoredAgentOut]:
     result = _parse(name, body)
     if result.spec is None:
         raise SpecInvalid(result.errors)
@@ -100,7 +100,7 @@ def put_agent(name: str, body: bytes, caller: TenantCaller, session: Db) -> Resp
 
 @post("/{name:str}/validate", opt=ANY_TENANT_ROLE, sync_to_thread=True,
       summary="Validate and lint a spec without storing it", status_code=200, operation_class=LintBodyOperation)
-def validate_agent(name: str, body: bytes) -> LintOut:
+def validate_agent(name: FromPath[str], body: RawBody) -> LintOut:
     return _lint_out(_parse(name, body))
 
 
@@ -128,7 +128,8 @@ def list_versions(name: FromPath[str], caller: TenantCaller, session: Db) -> Pag
 
 @get("/{name:str}/versions/{version:int}", opt=ANY_TENANT_ROLE, sync_to_thread=True,
      summary="One version of an agent")
-def get_version_route(name: str, version: FromPath[int], caller: TenantCaller, session: Db) -> AgentVersionOut:
+def get_version_route(name: FromPath[str], version: FromPath[int], caller: TenantCaller,
+                      session: Db) -> AgentVersionOut:
     return AgentVersionOut.model_validate(get_version(session, caller.tenant_id, name, version))
 
 
@@ -153,7 +154,7 @@ def _check_input(spec: AgentSpec, data: SubmitRun) -> None:
             raise InvalidInput(f"{where}: {error.message}", field=where)
 
 
-def submit(name: str, data: SubmitRun, caller: TenantCaller, session: Db,
+def submit(name: FromPath[str], data: JSONBody[SubmitRun], caller: TenantCaller, session: Db,
            idempotency_key: IdempotencyKey = None) -> Response[RunOut]:
     version = version_for_run(session, caller.tenant_id, name, data.version)  # the deploy gate, if any
     _check_input(load_version_spec(version.id, lambda: version.spec), data)

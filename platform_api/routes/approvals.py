@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from litestar import Router, get, post
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN, roles
 from platform_api.routes._common import CONFLICT, Cursor, Db, Limit, TenantCaller, audit, page
@@ -23,8 +23,8 @@ ApprovalState = Literal["pending", "approved", "rejected", "expired", "consumed"
 
 @get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="The approval queue (filter by state, run)")
 def approvals(caller: TenantCaller, session: Db, limit: Limit = 100, cursor: Cursor = None,
-              approval_state: Annotated[ApprovalState | None, Parameter(query="state")] = None,
-              run_id: Annotated[str | None, Parameter(max_length=40)] = None) -> Page[ApprovalOut]:
+              approval_state: Annotated[ApprovalState | None, QueryParameter(name="state")] = None,
+              run_id: Annotated[str | None, QueryParameter(max_length=40)] = None) -> Page[ApprovalOut]:
     rows = list_approvals(session, caller.tenant_id, state=approval_state, run_id=run_id, after=cursor, limit=limit)
     return page([ApprovalOut.model_validate(a) for a in rows], limit, lambda a: a.id)
 
@@ -59,7 +59,7 @@ def reject(approval_id: FromPath[str], caller: TenantCaller, session: Db,
     return _decide(session, caller, approval_id, data, False)
 
 
-EscalationCursor = Annotated[str | None, Parameter(max_length=100, pattern=r"^[^:]*:[0-9]{1,9}$",
+EscalationCursor = Annotated[str | None, QueryParameter(max_length=100, pattern=r"^[^:]*:[0-9]{1,9}$",
                                                    description="next_cursor of the previous page (run:item)")]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Router, get
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from platform_api.auth import OPERATOR, roles
 from platform_api.problems import problem_responses
@@ -17,11 +17,12 @@ from tenants.audit import service
 
 __all__ = ["admin_router", "router"]
 
-Action = Annotated[str | None, Parameter(max_length=64, pattern=r"^[a-z_]+\.[a-z_.]+$",
+Action = Annotated[str | None, QueryParameter(max_length=64, pattern=r"^[a-z_]+\.[a-z_.]+$",
                                          description="only events of this action, e.g. key.created")]
 AUDIT_READERS = roles("tenant-admin", "viewer")
 UNKNOWN_TENANT = problem_responses([404])  # ?tenant= names no tenant
-TenantName = Annotated[str | None, Parameter(max_length=63, description="tenant name; omitted: the platform chain")]
+TenantName = Annotated[str | None, QueryParameter(max_length=63,
+                                                  description="tenant name; omitted: the platform chain")]
 
 
 def _page(session: Db, tenant_id: str | None, cursor: int | None, limit: int,

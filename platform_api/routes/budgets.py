@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from litestar import Router, get, put
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from platform_api.auth import ANY_TENANT_ROLE, OPERATOR
 from platform_api.routes._common import (
@@ -67,7 +67,7 @@ def list_reservations(caller: TenantCaller, session: Db, limit: Limit = 100,
      summary="Replace a tenant's budget limits (money as decimal strings)",
      description="Audited on the platform chain (GET /v1/admin/audit) as tenant.budgets_set with the limits "
                  "before and after.")
-def put_budgets(name: FromPath[str], data: list[LimitIn], principal: Caller, session: Db) -> list[LimitOut]:
+def put_budgets(name: FromPath[str], data: JSONBody[list[LimitIn]], principal: Caller, session: Db) -> list[LimitOut]:
     if len(data) > 200:
         raise InvalidInput("at most 200 limits per tenant")
     tenant = tenant_named(session, name)

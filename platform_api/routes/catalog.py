@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from litestar import Request, Response, Router, delete, get, post, put
-from litestar.di import Provide
-from litestar.params import FromPath
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 from pydantic import ValidationError
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
@@ -86,7 +86,8 @@ def _router(c: _Collection, prefix: str, tag: str) -> Router:
     put_summary, list_summary, get_summary, delete_summary = c.summaries
 
     @put(c.path, opt=TENANT_ADMIN, sync_to_thread=True, status_code=201, summary=put_summary)
-    def store(data: dict[str, Any], caller: TenantCaller, session: Db, key: str) -> Response[Any]:
+    def store(data: JSONBody[dict[str, Any]], caller: TenantCaller, session: Db,
+              key: NamedDependency[str]) -> Response[Any]:
         record, created = c.put(session, caller.tenant_id, key, c.body(data, key))
         audit(session, caller, f"{c.kind}.stored", key, details={"version": record.version})
         return Response(c.out.model_validate(record), status_code=201 if created else 200)
@@ -96,11 +97,11 @@ def _router(c: _Collection, prefix: str, tag: str) -> Router:
         return Page(data=[c.out.model_validate(r) for r in c.list(session, caller.tenant_id)])
 
     @get(c.path, opt=ANY_TENANT_ROLE, sync_to_thread=True, summary=get_summary)
-    def one(caller: TenantCaller, session: Db, key: str) -> Any:
+    def one(caller: TenantCaller, session: Db, key: NamedDependency[str]) -> Any:
         return c.out.model_validate(c.get(session, caller.tenant_id, key))
 
     @delete(c.path, opt=TENANT_ADMIN, sync_to_thread=True, status_code=204, summary=delete_summary)
-    def removed(caller: TenantCaller, session: Db, key: str) -> None:
+    def removed(caller: TenantCaller, session: Db, key: NamedDependency[str]) -> None:
         c.delete(session, caller.tenant_id, key)
         audit(session, caller, f"{c.kind}.deleted", key)
 

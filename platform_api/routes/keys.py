@@ -18,7 +18,7 @@ __all__ = ["router"]
 
 
 @post("/", opt=TENANT_ADMIN, sync_to_thread=True, summary="Create an API key; the key is in this response only")
-def create_key(data: CreateKey, caller: TenantCaller, session: Db) -> IssuedKeyOut:
+def create_key(data: JSONBody[CreateKey], caller: TenantCaller, session: Db) -> IssuedKeyOut:
     issued = issue_key(session, caller.tenant_id, data.role, data.name,
                        rate_limit_per_minute=data.rate_limit_per_minute)
     audit(session, caller, "key.created", issued.key.id,

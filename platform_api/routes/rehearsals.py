@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Response, Router, get, post, put
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
 from platform_api.routes._common import Cursor, Db, Limit, TenantCaller, audit
@@ -66,7 +66,7 @@ def put_policy(name: FromPath[str], data: JSONBody[PolicyIn], caller: TenantCall
 
 @get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="The tenant's rehearsals, newest first")
 def list_rehearsals(caller: TenantCaller, session: Db, limit: Limit = 50, cursor: Cursor = None,
-                    agent: Annotated[str | None, Parameter(max_length=64)] = None) -> Page[RehearsalOut]:
+                    agent: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Page[RehearsalOut]:
     rows = service.list_rehearsals(session, caller.tenant_id, agent=agent, before=cursor, limit=limit)
     data = [RehearsalOut.model_validate(r) for r in rows]
     return Page(data=data, next_cursor=data[-1].id if len(data) == limit else None)

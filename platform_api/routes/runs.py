@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from litestar import Router, get, post
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, QueryParameter
 
 from platform_api.auth import ANY_TENANT_ROLE, TENANT_ADMIN
 from platform_api.routes._common import (
@@ -35,8 +35,8 @@ assert set(RunState.__args__) == set(RUN_STATES)  # type: ignore[attr-defined]
 
 @get("/", opt=ANY_TENANT_ROLE, sync_to_thread=True, summary="List runs, newest first")
 def list_runs(caller: TenantCaller, session: Db, limit: Limit = 50, cursor: Cursor = None,
-              run_state: Annotated[RunState | None, Parameter(query="state")] = None,
-              agent: Annotated[str | None, Parameter(max_length=64)] = None) -> Page[RunOut]:
+              run_state: Annotated[RunState | None, QueryParameter(name="state")] = None,
+              agent: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Page[RunOut]:
     rows = RunRepository(session, caller.tenant_id).list(before=cursor, limit=limit, state=run_state, agent=agent)
     data = [RunOut.model_validate(r) for r in rows]
     return page(data, limit, lambda v: v.id)
@@ -56,7 +56,7 @@ def get_run_route(run_id: FromPath[str], caller: TenantCaller, session: Db) -> R
      summary="A run's items with their state, paginated")
 def list_items(run_id: FromPath[str], caller: TenantCaller, session: Db, limit: Limit = 100,
                cursor: Int32Cursor = None,
-               item_state: Annotated[ItemState | None, Parameter(query="state")] = None) -> Page[RunItemOut]:
+               item_state: Annotated[ItemState | None, QueryParameter(name="state")] = None) -> Page[RunItemOut]:
     get_run(session, caller.tenant_id, run_id)
     rows = RunRepository(session, caller.tenant_id).items(run_id, after=cursor, limit=limit,
                                                       state=item_state)

@@ -118,7 +118,7 @@ class WebhookPlatformRepository(PlatformRepository):
              .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
              .order_by(WebhookDelivery.next_attempt_at).limit(limit))
         claimed = []
-        for delivery, endpoint in self.session.execute(self._locked(q)).tuples().all():
+        for delivery, endpoint in self.session.execute(self._locked(q)).all():
             delivery.attempts += 1
             delivery.next_attempt_at = claim_until
             delivery.last_attempt_at = now

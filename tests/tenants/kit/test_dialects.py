@@ -72,7 +72,7 @@ def test_submitting_a_run_creates_it_and_its_items_once_per_key(tenant: tuple[st
         assert not repo.insert_run(again, [{"n": 1}])  # the same Idempotency-Key: nothing new
     with unit_of_work() as session:
         items = dict(session.execute(select(RunItem.run_id, func.count()).where(RunItem.tenant_id == t.id)
-                                     .group_by(RunItem.run_id)).tuples().all())
+                                     .group_by(RunItem.run_id)).all())
         runs = session.scalar(select(func.count()).select_from(Run).where(Run.tenant_id == t.id))
     assert runs == 2 and items == {one.id: 1, batch.id: 3}
 
