@@ -11,17 +11,9 @@ from typing import Any
 from tenants.kit.db import read_only
 from tenants.kit.logging import redact
 from tenants.observability.service import EXIT_CODES, StatusReport, status_report, take_snapshot
+from tenants.observability.service import short_duration as _ago
 
 __all__ = ["render_text", "status_command"]
-
-
-def _ago(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
 def render_text(report: StatusReport) -> str:

@@ -44,9 +44,17 @@ def service_missing(name: str, error: BaseException) -> None:
 @pytest.fixture(scope="session")
 def pg_schema_url() -> Iterator[str]:
     """A fresh PostgreSQL schema for this test session, dropped at the end."""
+    with fresh_pg_schema("mwt") as url:
+        yield url
+
+
+@contextmanager
+def fresh_pg_schema(prefix: str) -> Iterator[str]:
+    """The URL of a new PostgreSQL schema (``<prefix>_<random>``, reached through ``search_path``), dropped
+    on exit; a missing server fails (CI) or skips the test."""
     import psycopg
 
-    schema = f"mwt_{secrets.token_hex(4)}"
+    schema = f"{prefix}_{secrets.token_hex(4)}"
     try:
         with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -230,6 +238,26 @@ def module_harness(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fix
     with pytest.MonkeyPatch.context() as monkeypatch, \
             harness_builder(tmp_path_factory.mktemp("module"), monkeypatch, request) as build:
         yield build()
+
+
+@contextmanager
+def api_harness(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Iterator[Harness]:
+    """A migrated installation configured from ``env`` only, with its API in this process and no worker."""
+    from litestar.testing import TestClient
+
+    from midwatch.services import bootstrap
+    from platform_api.app import create_app
+    from tenants.kit.settings import get_settings
+
+    _apply_env(monkeypatch, env)
+    _reset_process()
+    settings = get_settings()
+    bootstrap(settings, migrate=True)
+    try:
+        with TestClient(create_app(settings)) as client:
+            yield Harness(env=env, client=client, operator_key=env["MIDWATCH_OPERATOR_KEY"])
+    finally:
+        _reset_process()
 
 
 @contextmanager

@@ -35,6 +35,7 @@ __all__ = [
     "answer",
     "check_request",
     "example_for_schema",
+    "json_type",
     "offered_tools",
     "policy_turn",
     "turn_index",
@@ -164,7 +165,18 @@ def _tool_choice(body: Mapping[str, Any], fmt: WireFormat) -> tuple[str, str | N
 # -- a deterministic model ---------------------------------------------------------------------------
 
 
-def example_for_schema(schema: Any, _depth: int = 0) -> Any:  # noqa: PLR0911, PLR0912 - one case per JSON type
+def json_type(schema: Mapping[str, Any]) -> str:
+    """The JSON type a schema asks for: the first non-null one of a list; without ``type``, an object when
+    it has ``properties``, else a string."""
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "string"
+    return str(kind)
+
+
+def example_for_schema(schema: Any, _depth: int = 0) -> Any:  # noqa: PLR0911 - one case per JSON type
     """A small value that satisfies common JSON Schemas (required properties, types, enums, bounds)."""
     if not isinstance(schema, Mapping) or _depth > _EXAMPLE_DEPTH:
         return None if _depth > _EXAMPLE_DEPTH else "example"
@@ -177,11 +189,7 @@ def example_for_schema(schema: Any, _depth: int = 0) -> Any:  # noqa: PLR0911, P
     for key in ("anyOf", "oneOf", "allOf"):
         if isinstance(schema.get(key), list) and schema[key]:
             return example_for_schema(schema[key][0], _depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind is None:
-        kind = "object" if "properties" in schema else "string"
+    kind = json_type(schema)
     if kind == "object":
         properties = schema.get("properties") or {}
         return {name: example_for_schema(properties.get(name, {}), _depth + 1)

@@ -27,6 +27,7 @@ accepts one has let a wrong answer through (the report counts the item as failed
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runner.rehearsal.profile import Profile
@@ -119,15 +120,19 @@ class Schedule:
         return kind
 
     def _tool_draw(self, call: CallKey, n: int, previous: str) -> str:
-        faults = self.profile.tools
-        draw = rng(self.seed, "tool", call.rep, call.item, call.step, call.target, n)
+        return self._draw("tool", self.profile.tools, _TOOL_ORDER, call, n, previous)
+
+    def _draw(self, family: str, faults: object, order: Sequence[str], call: CallKey, n: int, previous: str) -> str:
+        """The fault kind of the ``n``-th request: a transport fault may persist (a storm); otherwise one kind
+        drawn by its probability in ``faults`` (scaled down on retries), or ``ok``."""
+        draw = rng(self.seed, family, call.rep, call.item, call.step, call.target, n)
         u = draw.random()
-        if n > 1 and previous in TRANSPORT and u < faults.storm:
+        if n > 1 and previous in TRANSPORT and u < self.profile.tools.storm:
             return previous
         scale = 1.0 if n == 1 else self.profile.retry_factor
         u = draw.random()
-        for kind in _TOOL_ORDER:
-            p = getattr(faults, kind) * scale
+        for kind in order:
+            p = float(getattr(faults, kind)) * scale
             if u < p:
                 return kind
             u -= p
@@ -150,19 +155,7 @@ class Schedule:
         return kind
 
     def _model_draw(self, call: CallKey, n: int, previous: str) -> str:
-        faults = self.profile.models
-        draw = rng(self.seed, "model", call.rep, call.item, call.step, call.target, n)
-        u = draw.random()
-        if n > 1 and previous in TRANSPORT and u < self.profile.tools.storm:
-            return previous
-        scale = 1.0 if n == 1 else self.profile.retry_factor
-        u = draw.random()
-        for kind in _MODEL_ORDER:
-            p = getattr(faults, kind) * scale
-            if u < p:
-                return kind
-            u -= p
-        return "ok"
+        return self._draw("model", self.profile.models, _MODEL_ORDER, call, n, previous)
 
     # ---- platform -------------------------------------------------------------------------------
     def is_kill_trigger(self, call: CallKey, n: int) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runner.jsonschemas import validator_for
-from runner.providers.scripted import example_for_schema
+from runner.providers.scripted import example_for_schema, json_type
 from runner.rehearsal.faults import rng
 
 if TYPE_CHECKING:
@@ -62,11 +62,7 @@ class _Sampler:
         for key in ("anyOf", "oneOf", "allOf"):
             if isinstance(schema.get(key), list) and schema[key]:
                 return self.value(schema[key][0], name, index, depth + 1)
-        kind = schema.get("type")
-        if isinstance(kind, list):
-            kind = next((k for k in kind if k != "null"), "null")
-        if kind is None:
-            kind = "object" if "properties" in schema else "string"
+        kind = json_type(schema)
         if kind == "object":
             return self._object(schema, index, depth)
         if kind == "array":

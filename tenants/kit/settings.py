@@ -9,8 +9,17 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "reset_settings"]
+__all__ = ["Settings", "driver_url", "get_settings", "reset_settings"]
 
+
+
+def driver_url(url: str) -> str:
+    """``url`` with the driver SQLAlchemy should use (psycopg 3 for PostgreSQL; others unchanged)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
 
 class Settings(BaseSettings):
     """Process configuration. Every field maps to ``MIDWATCH_<FIELD>``; ``midwatch config`` prints it masked."""
@@ -111,12 +120,7 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         """The database URL with the driver SQLAlchemy should use (psycopg 3 for PostgreSQL)."""
-        url = self.database_url or f"sqlite:///{(self.data_dir / 'midwatch.db').resolve()}"
-        if url.startswith("postgres://"):
-            url = "postgresql://" + url.removeprefix("postgres://")
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        return url
+        return driver_url(self.database_url or f"sqlite:///{(self.data_dir / 'midwatch.db').resolve()}")
 
     @property
     def is_sqlite(self) -> bool:

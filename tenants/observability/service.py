@@ -48,6 +48,7 @@ __all__ = [
     "WebhookHealth",
     "record_heartbeat",
     "remove_heartbeat",
+    "short_duration",
     "status_report",
     "take_snapshot",
 ]
@@ -334,7 +335,8 @@ class StatusReport:
                 "facts": self.facts}
 
 
-def _duration(seconds: float) -> str:
+def short_duration(seconds: float) -> str:
+    """``seconds`` as an on-call engineer reads it: 45s, 12m, 3h05m, 4d."""
     seconds = int(seconds)
     if seconds < 120:
         return f"{seconds}s"
@@ -365,11 +367,11 @@ def _run_problems(snap: Snapshot, lim: StatusThresholds) -> list[Problem]:
     problems = [Problem("degraded", "stuck_runs", f"{n} run(s) stuck with an expired lease or a lost wake-up for "
                         "over 2 minutes", name(tenant))
                 for (tenant, state), n in sorted(snap.runs.items()) if state == "stuck" and n]
-    problems += [Problem("degraded", "queue", f"{w.count} queued run(s), the oldest waiting {_duration(w.oldest_s)} "
-                         "(concurrency limit, or too few workers)", name(tenant))
+    problems += [Problem("degraded", "queue", f"{w.count} queued run(s), the oldest waiting "
+                         f"{short_duration(w.oldest_s)} (concurrency limit, or too few workers)", name(tenant))
                  for tenant, w in sorted(snap.queued.items()) if w.oldest_s > lim.queue_wait_s]
     problems += [Problem("degraded", "escalations", f"{w.count} escalated run(s) waiting for a human, the oldest for "
-                         f"{_duration(w.oldest_s)}", name(tenant))
+                         f"{short_duration(w.oldest_s)}", name(tenant))
                  for tenant, w in sorted(snap.escalated.items()) if w.oldest_s > lim.escalation_wait_s]
     problems += [Problem("degraded", "approvals", f"{late} approval(s) past their expiry still pending (is the "
                          "scheduler running?)", name(tenant))
@@ -388,8 +390,9 @@ def _dependency_problems(snap: Snapshot, lim: StatusThresholds) -> list[Problem]
             scope = "" if u.agent == "*" else f" (agent {u.agent})"
             problems.append(Problem("degraded", "budgets", f"budget {u.metric}/{u.period}{scope} at {_pct(ratio)} of "
                                     f"{u.limit.normalize():f}", name(u.tenant_id)))
-    problems += [Problem("degraded", "secrets", f"secret {s.name} is {_duration(s.age_s)} old, its rotation policy "
-                         f"allows {_duration(s.max_age_s)}", name(s.tenant_id)) for s in snap.secrets if s.overdue]
+    problems += [Problem("degraded", "secrets", f"secret {s.name} is {short_duration(s.age_s)} old, its rotation "
+                         f"policy allows {short_duration(s.max_age_s)}", name(s.tenant_id))
+                 for s in snap.secrets if s.overdue]
     problems += [Problem("degraded", "slo", f"agent {a.agent} succeeded {_pct(a.measured)} of {a.decided} runs in "
                          f"{lim.slo_window}, SLO {_pct(a.slo)}", name(a.tenant_id))
                  for a in snap.agents.get(lim.slo_window, ()) if a.below_slo and a.decided >= lim.slo_min_runs]

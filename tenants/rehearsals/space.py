@@ -34,6 +34,7 @@ from tenants.approvals.service import decide
 from tenants.catalog.repository import CatalogRepository
 from tenants.kit.db import unit_of_work
 from tenants.kit.ids import utcnow
+from tenants.kit.settings import driver_url
 from tenants.rehearsals.repository import SpaceRepository
 from tenants.runs.service import submit_run
 
@@ -63,14 +64,6 @@ def _with_search_path(url: str, schema: str) -> str:
     return parsed.update_query_dict({"options": " ".join(kept)}).render_as_string(hide_password=False)
 
 
-def _driver_url(url: str) -> str:
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url.removeprefix("postgres://")
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return url
-
-
 @dataclass
 class SpaceDatabase:
     """Where a rehearsal space lives (``url``: what its worker uses as ``MIDWATCH_DATABASE_URL``)."""
@@ -91,17 +84,12 @@ class SpaceDatabase:
         schema = SCHEMA_PREFIX + re.sub(r"[^a-z0-9_]", "_", rehearsal_id.lower())[-40:]
         if not _SCHEMA.match(schema):
             raise ValueError(f"bad rehearsal schema name {schema!r}")
-        admin = create_engine(_driver_url(installation_url), poolclass=NullPool)
-        try:
-            with admin.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        finally:
-            admin.dispose()
+        _admin_execute(installation_url, f'CREATE SCHEMA "{schema}"')
         return cls(url=_with_search_path(installation_url, schema), schema=schema, installation_url=installation_url)
 
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = create_engine(_driver_url(self.url), poolclass=NullPool)
+            self._engine = create_engine(driver_url(self.url), poolclass=NullPool)
         return self._engine
 
     @contextmanager
@@ -126,10 +114,15 @@ class SpaceDatabase:
 def _drop_schema(installation_url: str, schema: str) -> None:
     if not _SCHEMA.match(schema):
         raise ValueError(f"refusing to drop {schema!r}: not a rehearsal schema")
-    admin = create_engine(_driver_url(installation_url), poolclass=NullPool)
+    _admin_execute(installation_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _admin_execute(installation_url: str, statement: str) -> None:
+    """One DDL statement on the installation's database, on a connection of its own."""
+    admin = create_engine(driver_url(installation_url), poolclass=NullPool)
     try:
         with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(text(statement))
     finally:
         admin.dispose()
 
@@ -143,7 +136,7 @@ def _born(schema: str) -> float | None:
 def drop_orphan_schemas(installation_url: str, *, older_than_s: float = 3600.0) -> int:
     """Drop rehearsal schemas older than ``older_than_s`` (left by a rehearsal whose process died: a live one
     never lasts that long); how many."""
-    admin = create_engine(_driver_url(installation_url), poolclass=NullPool)
+    admin = create_engine(driver_url(installation_url), poolclass=NullPool)
     try:
         with admin.connect() as conn:
             names = [str(n) for n in conn.execute(text(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -235,26 +236,25 @@ def _run_update(counters: tuple[str, ...], head: bool, release: bool, release_st
 
 
 def _inserts(n_events: int, checkpoint: bool, loop_call: bool) -> list[str]:
-    parts = []
-    for n in range(n_events):
-        values = ", ".join(f"CAST(:e{n}_{col} AS JSONB)" if col in _JSON_EVENT else f":e{n}_{col}"
-                           for col in EVENT_COLUMNS)
-        parts.append(f"""ev{n} AS (
-  INSERT INTO decision_events (tenant_id, {", ".join(EVENT_COLUMNS)})
-  SELECT :tenant_id, {values} FROM touched)""")
+    parts = [_insert(f"ev{n}", "decision_events", ("tenant_id",), EVENT_COLUMNS, f"e{n}", _JSON_EVENT)
+             for n in range(n_events)]
     if checkpoint:
-        values = ", ".join("CAST(:cp_output AS JSONB)" if col == "output" else f":cp_{col}"
-                           for col in _CHECKPOINT_COLUMNS)
-        parts.append(f"""cp AS (
-  INSERT INTO step_checkpoints (run_id, tenant_id, {", ".join(_CHECKPOINT_COLUMNS)})
-  SELECT :run_id, :tenant_id, {values} FROM touched)""")
+        parts.append(_insert("cp", "step_checkpoints", ("run_id", "tenant_id"), _CHECKPOINT_COLUMNS, "cp",
+                             {"output"}))
     if loop_call:
-        values = ", ".join("CAST(:lc_args AS JSONB)" if col == "args" else f":lc_{col}"
-                           for col in _LOOP_COLUMNS)
-        parts.append(f"""lc AS (
-  INSERT INTO loop_calls (run_id, tenant_id, {", ".join(_LOOP_COLUMNS)})
-  SELECT :run_id, :tenant_id, {values} FROM touched)""")
+        parts.append(_insert("lc", "loop_calls", ("run_id", "tenant_id"), _LOOP_COLUMNS, "lc", {"args"}))
     return parts
+
+
+def _insert(name: str, table: str, keys: Sequence[str], columns: Sequence[str], prefix: str,
+            json_columns: Collection[str]) -> str:
+    """A CTE inserting one row into ``table`` when the fenced run update touched the run: ``keys`` bound
+    as themselves, ``columns`` as ``:{prefix}_{column}`` (JSON ones cast)."""
+    values = ", ".join(f"CAST(:{prefix}_{col} AS JSONB)" if col in json_columns else f":{prefix}_{col}"
+                       for col in columns)
+    return f"""{name} AS (
+  INSERT INTO {table} ({", ".join((*keys, *columns))})
+  SELECT {", ".join(":" + key for key in keys)}, {values} FROM touched)"""
 
 
 def _updates(item_end: bool, item_attempt: bool, side_effect: bool, release: bool) -> list[str]:

@@ -70,6 +70,23 @@ def put_effect_tool(h: Harness, tenant: Tenant, up: Any, name: str = EFFECT_TOOL
     assert r.status_code == 201, r.text
 
 
+def mailer_spec(up: Any, tool: str = EFFECT_TOOL) -> str:
+    """The ``mailer`` batch agent: per item, read ``n`` (sandbox.echo), then send it through ``tool``."""
+    return f"""\
+apiVersion: midwatch/v1
+name: mailer
+scope: {{tools: [sandbox.echo, {tool}], egress: ["{up.netloc}"]}}
+input: {{items: true}}
+steps:
+  - id: read
+    tool: sandbox.echo
+    args: {{n: "{{{{ item.n }}}}"}}
+  - id: send
+    tool: {tool}
+    args: {{n: "{{{{ steps.read.output.n }}}}"}}
+"""
+
+
 def effects_by_key(up: Any) -> Counter[str]:
     """Requests the upstream received for ``/effects/...``, per Idempotency-Key."""
     return Counter(r.headers.get("idempotency-key", "") for r in up.requests if r.path.startswith("/effects/"))

@@ -18,9 +18,9 @@ from runner.sandbox_upstream import FaultyUpstream, model_turn, ok, slow, tool_c
 from tests.chaos.conftest import EFFECT_TOOL, effects_by_key, put_effect_tool
 from tests.conftest import Harness
 from tests.runner.engine.agent_backends import (
-    alias_config,
     assert_cost_matches_the_ledger,
     model_requests,
+    onboard_with_model,
     tool_results,
 )
 from tests.runner.providers import conftest as providers
@@ -56,14 +56,7 @@ def test_a_kill_between_two_tool_calls_resumes_at_the_second(make_harness: Calla
     h = make_harness(db="postgres", broker="redis", worker=None, extra=FAST_RECOVERY)
     h.spawn("scheduler", log=tmp_path / "scheduler.log")
     first = h.spawn("worker", "--threads", "2", log=tmp_path / "worker1.log")
-    tenant = h.onboard()
-    r = h.client.put(f"/v1/admin/tenants/{tenant.name}/budgets", headers=h.op_headers,
-                     json=[{"metric": "cost_usd", "limit": "100", "period": "day"}])
-    assert r.status_code == 200, r.text
-    assert h.client.post("/v1/secrets", json={"name": "llm_key", "value": "sk-test-123456"},
-                         headers=tenant.headers).status_code == 201
-    assert h.client.put("/v1/models/brain", json=alias_config(upstream, backend),
-                        headers=tenant.headers).status_code == 201
+    tenant = onboard_with_model(h, upstream, backend)
     put_effect_tool(h, tenant, upstream)
     r = h.client.put("/v1/tools/crm.slow_lookup", headers=tenant.headers, json={
         "method": "GET", "url": f"{upstream.url}/crm/orders/{{{{ args.order }}}}", "timeout_s": 120,

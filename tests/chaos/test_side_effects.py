@@ -14,27 +14,11 @@ from typing import Any
 import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, ok, slow
-from tests.chaos.conftest import effects_by_key, put_effect_tool, wait_progress
+from tests.chaos.conftest import effects_by_key, mailer_spec, put_effect_tool, wait_progress
 from tests.conftest import Harness, Tenant
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
 FAST_RECOVERY = {"MIDWATCH_LEASE_SECONDS": "2", "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.5"}
-
-
-def _spec(up: FaultyUpstream, tool: str) -> str:
-    return f"""\
-apiVersion: midwatch/v1
-name: mailer
-scope: {{tools: [sandbox.echo, {tool}], egress: ["{up.netloc}"]}}
-input: {{items: true}}
-steps:
-  - id: read
-    tool: sandbox.echo
-    args: {{n: "{{{{ item.n }}}}"}}
-  - id: send
-    tool: {tool}
-    args: {{n: "{{{{ steps.read.output.n }}}}"}}
-"""
 
 
 def _mailer(make_harness: Callable[..., Harness], upstream: FaultyUpstream, tmp_path: Path, tool: str, *,
@@ -45,7 +29,7 @@ def _mailer(make_harness: Callable[..., Harness], upstream: FaultyUpstream, tmp_
     first = h.spawn("worker", "--threads", "2", log=tmp_path / "worker1.log")
     tenant = h.onboard()
     put_effect_tool(h, tenant, upstream, tool, idempotent=idempotent)
-    h.put_agent(tenant, _spec(upstream, tool))
+    h.put_agent(tenant, mailer_spec(upstream, tool))
     return h, tenant, h.submit(tenant, "mailer", {"items": [{"n": i} for i in range(items)]}), first
 
 

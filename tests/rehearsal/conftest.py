@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from runner.sandbox_upstream import FaultyUpstream
-from tests.conftest import MIDWATCH_ENV_KEYS, Harness, Tenant, _reset_process
+from tests.conftest import Harness, Tenant, api_harness
 
 REAL_SECRET = "REAL-crm-token-do-not-touch-7f3a"
 FAST_PLATFORM = {"MIDWATCH_LEASE_SECONDS": "1", "MIDWATCH_SWEEP_INTERVAL_SECONDS": "0.2",
@@ -95,31 +95,12 @@ def put_real_secret(h: Harness, tenant: Tenant) -> None:
 def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     """The embedded default (SQLite, in-process broker, no worker threads: rehearsals bring their own) with its
     API, for the whole module."""
-    from litestar.testing import TestClient
-
-    from midwatch.services import bootstrap
-    from platform_api.app import create_app
-    from tenants.kit.settings import get_settings
-
     data = tmp_path_factory.mktemp("rehearse") / "data"
     env = {"MIDWATCH_DATA_DIR": str(data), "MIDWATCH_OPERATOR_KEY": f"mw_op_test_{secrets.token_urlsafe(24)}",
            "MIDWATCH_LOG_LEVEL": "warning", "MIDWATCH_HEALTH_PORT": "0", "MIDWATCH_ALLOW_LOOPBACK_EGRESS": "true",
            "MIDWATCH_RATE_LIMIT_PER_MINUTE": "1000000", **FAST_PLATFORM}
-    with pytest.MonkeyPatch.context() as mp:
-        for key in MIDWATCH_ENV_KEYS:
-            mp.delenv(key, raising=False)
-        for key, value in env.items():
-            mp.setenv(key, value)
-        _reset_process()
-        settings = get_settings()
-        bootstrap(settings, migrate=True)
-        client = TestClient(create_app(settings))
-        client.__enter__()
-        try:
-            yield Harness(env=env, client=client, operator_key=env["MIDWATCH_OPERATOR_KEY"])
-        finally:
-            client.__exit__(None, None, None)
-            _reset_process()
+    with pytest.MonkeyPatch.context() as mp, api_harness(mp, env) as harness:
+        yield harness
     assert os.environ.get("MIDWATCH_DATA_DIR") != str(data)  # the environment is the next test's again
 
 

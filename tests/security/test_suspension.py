@@ -15,27 +15,11 @@ from typing import Any
 import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, ok, rate_limit, slow
-from tests.chaos.conftest import assert_effects_once, effects_by_key, put_effect_tool
+from tests.chaos.conftest import assert_effects_once, effects_by_key, mailer_spec, put_effect_tool
 from tests.conftest import Harness, Tenant
 
 REASON = "tenant suspended by the operator"
 QUIET_S = 2.0  # longer than a lease (1 s here), several sweeps and wake graces: anything that would restart does
-
-
-def _spec(up: FaultyUpstream) -> str:
-    return f"""\
-apiVersion: midwatch/v1
-name: mailer
-scope: {{tools: [sandbox.echo, mail.send], egress: ["{up.netloc}"]}}
-input: {{items: true}}
-steps:
-  - id: read
-    tool: sandbox.echo
-    args: {{n: "{{{{ item.n }}}}"}}
-  - id: send
-    tool: mail.send
-    args: {{n: "{{{{ steps.read.output.n }}}}"}}
-"""
 
 
 def _harness(make_harness: Callable[..., Harness], where: str, tmp_path: Path) -> Harness:
@@ -112,7 +96,7 @@ def test_suspension_stops_running_and_queued_runs_and_resume_continues_where_eac
                      json=[{"metric": "concurrent_runs", "limit": 1}])
     assert r.status_code == 200, r.text
     put_effect_tool(h, tenant, upstream)
-    h.put_agent(tenant, _spec(upstream))
+    h.put_agent(tenant, mailer_spec(upstream))
     first = h.submit(tenant, "mailer", {"items": [{"n": i} for i in range(40)]})
     h.wait_for(lambda: _run(h, tenant, first["id"])["items_done"] >= 5, timeout=60, what="five items done")
     second = h.submit(tenant, "mailer", {"items": [{"n": 100 + i} for i in range(3)]})
@@ -160,7 +144,7 @@ def test_a_run_waiting_out_a_backoff_is_suspended_too_and_resumes_its_attempt(
     h = _harness(make_harness, "embedded", tmp_path)
     tenant = h.onboard()
     put_effect_tool(h, tenant, upstream)
-    h.put_agent(tenant, _spec(upstream))
+    h.put_agent(tenant, mailer_spec(upstream))
     run = h.submit(tenant, "mailer", {"items": [{"n": i} for i in range(4)]})
     h.wait_for(lambda: any(e["kind"] == "step.deferred" for e in h.events(tenant, run["id"])), timeout=30,
                what="the deferred attempt")
@@ -186,7 +170,7 @@ def test_an_approval_decided_while_suspended_waits_for_the_resumption(make_harne
     h = _harness(make_harness, "embedded", tmp_path)
     tenant = h.onboard()
     put_effect_tool(h, tenant, upstream)
-    spec = _spec(upstream).replace("input: {items: true}\n", """\
+    spec = mailer_spec(upstream).replace("input: {items: true}\n", """\
 input: {items: true}
 autonomy:
   approvals:

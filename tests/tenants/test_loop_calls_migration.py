@@ -5,15 +5,13 @@ result, which the engine replays instead of calling the tool again."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PG_URL, service_missing
+from tests.conftest import fresh_pg_schema
 
 LEGACY = ("INSERT INTO loop_calls (run_id, item_index, step_index, iteration, tenant_id, tool, args, reply, output, "
           "fence, created_at) VALUES ('run_1', 0, 2, :it, 'ten_1', :tool, :args, :reply, :output, 3, "
@@ -23,18 +21,8 @@ LEGACY = ("INSERT INTO loop_calls (run_id, item_index, step_index, iteration, te
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL schema of its own (this test migrates down and up)."""
-    import psycopg
-
-    schema = f"mwm_{secrets.token_hex(4)}"
-    try:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except Exception as exc:
-        service_missing("PostgreSQL", exc)
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with fresh_pg_schema("mwm") as url:
+        yield url
 
 
 def _migrate(url: str) -> list[dict[str, object]]:

@@ -12,7 +12,7 @@ from runner.sandbox_upstream import FaultyUpstream
 from tests.conftest import Harness, Tenant
 
 __all__ = ["PRICE", "REMOTE", "alias_config", "assert_cost_matches_the_ledger", "ledger_cost", "model_requests",
-           "tool_results"]
+           "onboard_with_model", "tool_results"]
 
 PRICE = {"price_in_per_mtok": "1000", "price_out_per_mtok": "2000"}  # $0.001 / $0.002 per token: visible costs
 REMOTE = ["openai", "anthropic"]
@@ -28,6 +28,20 @@ def alias_config(up: FaultyUpstream, backend: str) -> dict[str, Any]:
                 "retry": {"max_attempts": 2, "base_delay_s": 0, "max_delay_s": 0}, **PRICE}
     return {"provider": "anthropic", "base_url": up.url, "model": "claude-test", "api_key_secret": "llm_key",
             "retry": {"max_attempts": 2, "base_delay_s": 0, "max_delay_s": 0}, **PRICE}
+
+
+def onboard_with_model(h: Harness, up: FaultyUpstream, backend: str) -> Tenant:
+    """A new tenant with a $100/day cost budget, the secret ``llm_key`` and the model alias ``brain`` on
+    ``backend`` (:func:`alias_config`)."""
+    tenant = h.onboard()
+    r = h.client.put(f"/v1/admin/tenants/{tenant.name}/budgets", headers=h.op_headers,
+                     json=[{"metric": "cost_usd", "limit": "100", "period": "day"}])
+    assert r.status_code == 200, r.text
+    assert h.client.post("/v1/secrets", json={"name": "llm_key", "value": "sk-test-123456"},
+                         headers=tenant.headers).status_code == 201
+    r = h.client.put("/v1/models/brain", json=alias_config(up, backend), headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    return tenant
 
 
 def model_requests(up: FaultyUpstream) -> list[dict[str, Any]]:

@@ -16,9 +16,9 @@ from runner.sandbox_upstream import FaultyUpstream, model_turn, ok, tool_call
 from tests.conftest import Harness, Tenant
 from tests.runner.engine.agent_backends import (
     REMOTE,
-    alias_config,
     assert_cost_matches_the_ledger,
     model_requests,
+    onboard_with_model,
     tool_results,
 )
 from tests.runner.providers import conftest as providers
@@ -46,14 +46,7 @@ CRM_LOOKUP = {"method": "GET", "url": "{url}/crm/orders/{{ args.order }}", "desc
 
 
 def _setup(h: Harness, up: FaultyUpstream, backend: str) -> Tenant:
-    tenant = h.onboard()
-    r = h.client.put(f"/v1/admin/tenants/{tenant.name}/budgets", headers=h.op_headers,
-                     json=[{"metric": "cost_usd", "limit": "100", "period": "day"}])
-    assert r.status_code == 200, r.text
-    assert h.client.post("/v1/secrets", json={"name": "llm_key", "value": "sk-test-123456"},
-                         headers=tenant.headers).status_code == 201
-    r = h.client.put("/v1/models/brain", json=alias_config(up, backend), headers=tenant.headers)
-    assert r.status_code == 201, r.text
+    tenant = onboard_with_model(h, up, backend)
     tool = json.loads(json.dumps(CRM_LOOKUP).replace("{url}", up.url))
     r = h.client.put("/v1/tools/crm.lookup", json=tool, headers=tenant.headers)
     assert r.status_code == 201, r.text

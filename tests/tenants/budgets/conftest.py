@@ -14,7 +14,7 @@ from sqlalchemy import select
 from tenants.budgets.models import Budget
 from tenants.budgets.service import LimitSpec, set_limits
 from tenants.kit.db import unit_of_work
-from tests.conftest import Harness, _apply_env, _reset_process
+from tests.conftest import Harness, api_harness
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -22,12 +22,6 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     """A migrated Midwatch database and API on each backend, shared by a module's tests (each test
     onboards its own tenant, and tenants see nothing of each other), with no workers: the tests
     drive the budget service directly, as the engine will."""
-    from litestar.testing import TestClient
-
-    from midwatch.services import bootstrap
-    from platform_api.app import create_app
-    from tenants.kit.settings import get_settings
-
     env = {
         "MIDWATCH_DATA_DIR": str(tmp_path_factory.mktemp("budgets") / "data"),
         "MIDWATCH_OPERATOR_KEY": f"mw_op_test_{secrets.token_urlsafe(24)}",
@@ -37,19 +31,8 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     }
     if request.param == "postgres":
         env["MIDWATCH_DATABASE_URL"] = request.getfixturevalue("pg_schema_url")
-    patch = pytest.MonkeyPatch()
-    _apply_env(patch, env)
-    _reset_process()
-    settings = get_settings()
-    bootstrap(settings, migrate=True)
-    client = TestClient(create_app(settings))
-    client.__enter__()
-    try:
-        yield Harness(env=env, client=client, operator_key=env["MIDWATCH_OPERATOR_KEY"])
-    finally:
-        client.__exit__(None, None, None)
-        patch.undo()
-        _reset_process()
+    with pytest.MonkeyPatch.context() as patch, api_harness(patch, env) as harness:
+        yield harness
 
 
 def limit(metric: str, value: str | int, period: str | None = "day", timezone: str = "UTC",

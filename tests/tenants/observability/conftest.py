@@ -8,7 +8,37 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from runner.sandbox_upstream import FaultyUpstream
+from tests.conftest import Harness, Tenant
+
 Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+# An agent whose one model step always breaks its rule: every run of it escalates as ``validation``.
+DRAFTER = """\
+apiVersion: midwatch/v1
+name: drafter
+scope: {tools: [sandbox.echo]}
+steps:
+  - id: draft
+    llm: {model: sandbox, prompt: "hi", sandbox: {answer: "too long to pass"}}
+    rules: ["size(output.text) < 5"]
+"""
+
+
+def put_chaser(h: Harness, tenant: Tenant, up: FaultyUpstream, invoice: str = "{{ input.id }}") -> None:
+    """The ``chaser`` agent: one step fetching ``/crm/invoices/<invoice>`` from ``up`` (3 attempts, short
+    back-off), so a scripted 503 there shows as a retry."""
+    r = h.client.put("/v1/tools/crm.get_invoice", headers=tenant.headers, json={
+        "method": "GET", "url": f"{up.url}/crm/invoices/{{{{ args.id }}}}", "timeout_s": 2,
+        "retry": {"max_attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.1}})
+    assert r.status_code == 201, r.text
+    h.put_agent(tenant, f"""\
+apiVersion: midwatch/v1
+name: chaser
+scope: {{tools: [crm.get_invoice], egress: ["{up.netloc}"]}}
+steps:
+  - {{id: fetch, tool: crm.get_invoice, args: {{id: "{invoice}"}}}}
+""")
 
 
 def parse(text: str) -> Samples:

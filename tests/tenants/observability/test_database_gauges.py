@@ -23,18 +23,9 @@ from tenants.kit.db import unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.reliability.derive import derive_all
 from tests.conftest import ROOT, Harness, Tenant
-from tests.tenants.observability.conftest import Samples, parse, value
+from tests.tenants.observability.conftest import DRAFTER, Samples, parse, put_chaser, value
 
 INVOICE = {"amount": 120, "email": "billing@example.com"}
-DRAFTER = """\
-apiVersion: midwatch/v1
-name: drafter
-scope: {tools: [sandbox.echo]}
-steps:
-  - id: draft
-    llm: {model: sandbox, prompt: "Remind the customer", sandbox: {answer: "a reminder far too long to pass"}}
-    rules: ["size(output.text) < 5"]
-"""
 PAYER = """\
 apiVersion: midwatch/v1
 name: payer
@@ -53,21 +44,6 @@ BOUNDED_LABELS = {"tenant", "tenant_name", "status", "agent", "state", "outcome"
 ID_LIKE = re.compile(r"^(run|apr|itm|req|del|key)_[0-9a-f]{8,}")
 
 
-def _chaser(h: Harness, tenant: Tenant, up: FaultyUpstream) -> None:
-    r = h.client.put("/v1/tools/crm.get_invoice", headers=tenant.headers, json={
-        "method": "GET", "url": f"{up.url}/crm/invoices/{{{{ args.id }}}}", "timeout_s": 2,
-        "retry": {"max_attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.1}})
-    assert r.status_code == 201, r.text
-    h.put_agent(tenant, f"""\
-apiVersion: midwatch/v1
-name: chaser
-scope: {{tools: [crm.get_invoice], egress: ["{up.netloc}"]}}
-steps:
-  - id: fetch
-    tool: crm.get_invoice
-    args: {{id: "{{{{ input.id }}}}"}}
-""")
-
 
 @pytest.fixture
 def progressed(harness: Harness, upstream: FaultyUpstream) -> tuple[Harness, Tenant, dict[str, str]]:
@@ -80,7 +56,7 @@ def progressed(harness: Harness, upstream: FaultyUpstream) -> tuple[Harness, Ten
                             json={"name": "crm_token", "value": "s3cr3t-value-1", "max_age_days": 30})
     assert r.status_code == 201, r.text
     upstream.script("/crm/invoices/INV-1", [status(503), ok(INVOICE)])
-    _chaser(harness, tenant, upstream)
+    put_chaser(harness, tenant, upstream)
     harness.put_agent(tenant, DRAFTER)
     harness.put_agent(tenant, PAYER)
     runs = {"retried": harness.submit(tenant, "chaser", {"input": {"id": "INV-1"}})["id"],

@@ -19,16 +19,7 @@ from tenants.kit.ids import utcnow
 from tenants.kit.settings import get_settings
 from tenants.observability.service import Heartbeat, record_heartbeat
 from tests.conftest import ROOT, Harness
-
-DRAFTER = """\
-apiVersion: midwatch/v1
-name: drafter
-scope: {tools: [sandbox.echo]}
-steps:
-  - id: draft
-    llm: {model: sandbox, prompt: "hi", sandbox: {answer: "too long to pass"}}
-    rules: ["size(output.text) < 5"]
-"""
+from tests.tenants.observability.conftest import DRAFTER
 
 
 def _status(h: Harness, fmt: str = "json", **env: str) -> tuple[int, Any]:

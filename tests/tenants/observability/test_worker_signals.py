@@ -19,18 +19,9 @@ import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, ok, status
 from tests.conftest import Harness, Tenant
-from tests.tenants.observability.conftest import Samples, parse, value
+from tests.tenants.observability.conftest import DRAFTER, Samples, parse, put_chaser, value
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-DRAFTER = """\
-apiVersion: midwatch/v1
-name: drafter
-scope: {tools: [sandbox.echo]}
-steps:
-  - id: draft
-    llm: {model: sandbox, prompt: "hi", sandbox: {answer: "too long to pass"}}
-    rules: ["size(output.text) < 5"]
-"""
 
 
 def _free_port() -> int:
@@ -49,17 +40,7 @@ def ran(make_harness: Callable[..., Harness], upstream: FaultyUpstream, tmp_path
     port = _free_port()
     h.spawn("worker", extra_env={"MIDWATCH_HEALTH_PORT": str(port)}, log=log)
     tenant = h.onboard()
-    r = h.client.put("/v1/tools/crm.get_invoice", headers=tenant.headers, json={
-        "method": "GET", "url": f"{upstream.url}/crm/invoices/{{{{ args.id }}}}", "timeout_s": 2,
-        "retry": {"max_attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.1}})
-    assert r.status_code == 201, r.text
-    h.put_agent(tenant, f"""\
-apiVersion: midwatch/v1
-name: chaser
-scope: {{tools: [crm.get_invoice], egress: ["{upstream.netloc}"]}}
-steps:
-  - {{id: fetch, tool: crm.get_invoice, args: {{id: "INV-1"}}}}
-""")
+    put_chaser(h, tenant, upstream, invoice="INV-1")
     h.put_agent(tenant, DRAFTER)
     upstream.script("/crm/invoices/INV-1", [status(503), ok({"amount": 1})])
     retried = h.submit(tenant, "chaser", {"input": {}})
