@@ -314,9 +314,12 @@ class PostgresDispatchRepository(DispatchRepository):
         return None if row is None else ClaimedRun.of(row)
 
     def _release_counts(self, tenant_id: str, agent: str) -> None:
+        # the tenant's row before the agent's, as the claim and the journal lock them (``t`` is read first)
         self.session.execute(text(
-            "WITH t AS (UPDATE tenant_schedules SET running = GREATEST(running - 1, 0) WHERE tenant_id = :t) "
-            "UPDATE agent_schedules SET running = GREATEST(running - 1, 0) WHERE tenant_id = :t AND agent_name = :a"),
+            "WITH t AS (UPDATE tenant_schedules SET running = GREATEST(running - 1, 0) WHERE tenant_id = :t "
+            "RETURNING 1) "
+            "UPDATE agent_schedules SET running = GREATEST(running - 1, 0) WHERE tenant_id = :t AND agent_name = :a "
+            "AND (SELECT count(*) FROM t) >= 0"),
             {"t": tenant_id, "a": agent})
 
 

@@ -279,14 +279,19 @@ def _updates(item_end: bool, item_attempt: bool, side_effect: bool, release: boo
   UPDATE side_effects SET state = :se_state, outcome = CAST(:se_outcome AS JSONB), completed_at = :se_completed_at
    WHERE tenant_id = :tenant_id AND idempotency_key = :se_key AND {gate})""")
     if release:  # running - 1; the tenant's virtual time corrected by what the slice really cost
+        # Lock order: the tenant's schedule row before the agent's, as the claim takes them. PostgreSQL runs
+        # unreferenced data-modifying CTEs in no promised order, so ``ag`` reads ``ts`` to come after it
+        # (without that, a finishing run and a claim of the same tenant deadlocked under load).
         parts.append(f"""ts AS (
   UPDATE tenant_schedules SET running = GREATEST(running - 1, 0),
          vtime = vtime + (:rel_slice_s - avg_slice_s) / weight,
          avg_slice_s = avg_slice_s * {1 - _SLICE_EMA} + :rel_slice_s * {_SLICE_EMA}
-   WHERE tenant_id = :tenant_id AND {gate})""")
+   WHERE tenant_id = :tenant_id AND {gate}
+  RETURNING 1)""")
         parts.append("""ag AS (
   UPDATE agent_schedules SET running = GREATEST(running - 1, 0)
-   WHERE tenant_id = :tenant_id AND agent_name = (SELECT agent_name FROM touched))""")
+   WHERE tenant_id = :tenant_id AND agent_name = (SELECT agent_name FROM touched)
+     AND (SELECT count(*) FROM ts) >= 0)""")
     return parts
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
 
 from tenants.kit.errors import LeaseLost
@@ -143,3 +143,82 @@ def test_both_journals_write_the_same_rows(sessions: dict[str, Session]) -> None
         "succeeded", None, 1, 2, 3)
     tenant = dict(results["sqlite"]["schedules"][0])
     assert tenant["running"] == 0 and tenant["vtime"] == pytest.approx(1.0 + (0.25 - 0.05) / 2)
+
+
+def _release_by_journal(session: Session, tenant: str, run_id: str) -> None:
+    journal_repository(session, tenant).write(JournalWrite(
+        run_id=run_id, fence=7, now=T0, lease_until=T0,
+        release=Release(state="succeeded", reason=None, finished=True, slice_s=0.1)))
+
+
+def _release_by_sweeper(session: Session, tenant: str, run_id: str) -> None:
+    from tenants.runs.dispatch import dispatch_repository
+
+    assert [w.run_id for w in dispatch_repository(session).recover_expired(T0 + timedelta(hours=1), T0)
+            if w.tenant_id == tenant] == [run_id]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("release", [_release_by_journal, _release_by_sweeper], ids=["journal", "sweeper"])
+def test_a_released_slot_locks_the_tenants_schedule_before_the_agents(pg_schema_url: str, release: Any) -> None:
+    """The claim locks a tenant's schedule row, then its agent's. A run's end (and the sweeper's recovery) must
+    take them in the same order, or a claim and a finish of one tenant deadlock under load (each waited a
+    second for PostgreSQL's deadlock detector: the throughput benchmark stalled). PostgreSQL runs unreferenced
+    data-modifying CTEs in no promised order, so the order must be forced. Here the tenant's row is held: the
+    release must wait for it before it has touched the agent's row."""
+    import threading
+
+    from sqlalchemy import text
+
+    url = Settings(database_url=pg_schema_url).sqlalchemy_url
+    upgrade(url=url)
+    engine = create_engine(url)
+    tenant, run_id = f"tnt_l{secrets.token_hex(6)}", f"run_l{secrets.token_hex(6)}"
+    with Session(engine) as s:
+        agent_id, version_id = ensure_tenant(s, tenant, "agent")
+        s.add(Run(id=run_id, tenant_id=tenant, agent_id=agent_id, agent_name="agent", agent_version_id=version_id,
+                  agent_version=1, state="running", is_batch=False, items_total=1, items_done=0, items_failed=0,
+                  steps_done=0, llm_calls=0, cost_usd=Decimal(0), fence=7, crash_count=0, cancel_requested=False,
+                  lease_owner="w", lease_until=T0, created_at=T0, updated_at=T0))
+        s.add(TenantSchedule(tenant_id=tenant, weight=1, vtime=0.0, avg_slice_s=0.05, running=1))
+        s.add(AgentSchedule(tenant_id=tenant, agent_name="agent", running=1))
+        s.commit()
+    holder, prober = engine.connect(), engine.connect()
+    errors: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            with Session(engine) as s:
+                release(s, tenant, run_id)
+                s.commit()
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    try:
+        holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        holder.execute(text("SELECT 1 FROM tenant_schedules WHERE tenant_id = :t FOR UPDATE"), {"t": tenant})
+        worker = threading.Thread(target=finish)
+        worker.start()
+        deadline = T0.now(UTC) + timedelta(seconds=10)
+        while not prober.execute(text("SELECT count(*) FROM pg_stat_activity WHERE :h = ANY(pg_blocking_pids(pid))"),
+                                 {"h": holder_pid}).scalar_one():
+            assert T0.now(UTC) < deadline, "the release never waited for the tenant's schedule row"
+            prober.rollback()
+        prober.rollback()
+        # the release is waiting for the tenant's row: it must not hold the agent's yet
+        assert prober.execute(text("SELECT running FROM agent_schedules WHERE tenant_id = :t "
+                                   "FOR UPDATE NOWAIT"), {"t": tenant}).scalar_one() == 1
+        prober.rollback()
+        holder.rollback()
+        worker.join(timeout=10)
+        assert not worker.is_alive() and not errors, errors
+        with Session(engine) as s:
+            assert s.get(TenantSchedule, tenant).running == 0  # type: ignore[union-attr]
+            assert s.get(AgentSchedule, (tenant, "agent")).running == 0  # type: ignore[union-attr]
+    finally:
+        holder.close()
+        prober.close()
+        with Session(engine) as s:  # the sweeper put it back in the queue: not for the session's other tests
+            s.execute(update(Run).where(Run.id == run_id).values(state="cancelled", runnable_at=None, wake_at=None))
+            s.commit()
+        engine.dispose()
