@@ -67,6 +67,7 @@ __all__ = [
     "ROOTS",
     "CompiledRule",
     "RuleInput",
+    "StepOutputs",
     "check_rule_bounds",
     "check_rule_syntax",
     "compile_rule",
@@ -303,6 +304,45 @@ def _scalar_weight(value: Any) -> int:
 _MISSING = object()
 
 
+class StepOutputs(dict[str, Any]):
+    """The ``steps`` root of an item's context: step id -> ``{"output": ...}``, filled as steps end.
+
+    An entry is never changed once set (a step that runs again replaces its entry with a new one), so the
+    sizes and the CEL form of each entry are computed once and reused by the rules of every later step:
+    without this, each step walked and converted every earlier output again (quadratic in the steps).
+    """
+
+    __slots__ = ("_cel", "_stats")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stats: dict[str, tuple[Any, _Stats]] = {}
+        self._cel: dict[str, tuple[Any, Any]] = {}
+
+    def stats(self) -> _Stats:
+        """The sizes of the whole map, composed from each entry's (what :func:`_stats` of the map gives)."""
+        weight, longest, heaviest = 1, len(self), 0
+        for key, entry in self.items():
+            found = self._stats.get(key)
+            if found is None or found[0] is not entry:
+                found = self._stats[key] = (entry, _stats(entry))
+            part = found[1]
+            weight += part.weight
+            longest = max(longest, part.longest)
+            heaviest = max(heaviest, part.weight, part.heaviest_element)
+        return _Stats(weight, longest, heaviest)
+
+    def cel(self) -> dict[str, Any]:
+        """The map as CEL accepts it, each entry converted once."""
+        out = {}
+        for key, entry in self.items():
+            found = self._cel.get(key)
+            if found is None or found[0] is not entry:
+                found = self._cel[key] = (entry, _to_cel(entry))
+            out[key] = found[1]
+        return out
+
+
 class RuleInput:
     """What the rules of one step see, converted lazily and once: only the roots a rule references.
 
@@ -326,14 +366,16 @@ class RuleInput:
         """``root``'s value as CEL accepts it (converted on first use)."""
         found = self._cel.get(root, _MISSING)
         if found is _MISSING:
-            found = self._cel[root] = _to_cel(self._data[root])
+            value = self._data[root]
+            found = self._cel[root] = value.cel() if isinstance(value, StepOutputs) else _to_cel(value)
         return found
 
     def root_stats(self, root: str) -> _Stats:
         """Sizes of ``root``'s value."""
         found = self._stats.get(root)
         if found is None:
-            found = self._stats[root] = _stats(self._data[root])
+            value = self._data[root]
+            found = self._stats[root] = value.stats() if isinstance(value, StepOutputs) else _stats(value)
         return found
 
     def path_stats(self, path: tuple[str, ...]) -> _Stats | None:

@@ -33,6 +33,7 @@ from runner.engine._ledger import ledger_intent
 from runner.engine._registry import LlmReservation, Toolbox
 from runner.errors import FailureAction, NonDeterministicSpec, StepFailed
 from runner.providers.base import ModelResponse
+from runner.rules import StepOutputs
 from runner.spec import AgentSpec, Step, cached_version_spec, load_version_spec
 from runner.tools.retry import RetryLater
 from tenants.agents.repository import AgentRepository
@@ -303,7 +304,7 @@ class RunSlice:
                  found.get(i.item_index, {})) for i in items]
 
     def _item(self, item: PendingItem, checkpoints: dict[int, Any]) -> None:
-        context: dict[str, Any] = {"input": self.claimed.input, "item": item.input, "steps": {}}
+        context: dict[str, Any] = {"input": self.claimed.input, "item": item.input, "steps": StepOutputs()}
         used = (item.steps_used, item.llm_calls)  # steps and model calls the item has used so far
         for index, step in enumerate(self.spec.steps):
             cp = checkpoints.get(index)

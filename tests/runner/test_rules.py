@@ -180,3 +180,51 @@ def test_only_the_roots_a_rule_names_are_converted_once_per_step(monkeypatch: py
     roots = [v for v in converted if isinstance(v, dict)]  # _to_cel also recurses into the values
     assert roots == [{"n": 1}, {"n": 2}], "steps was converted although no rule names it, or a root twice"
     assert compile_rule("output.n == 1").roots == ("output",)
+
+
+def _outputs(entries: dict[str, Any]) -> Any:
+    from runner.rules import StepOutputs
+
+    steps = StepOutputs()
+    for key, entry in entries.items():
+        steps[key] = entry
+    return steps
+
+
+STEP_ENTRIES: dict[str, Any] = {
+    "fetch": {"output": {"rows": [{"n": i, "name": "x" * (i * 40)} for i in range(30)], "total": Decimal("2.5")}},
+    "draft": {"output": {"text": "hello " * 50, "tags": ("a", "b"), "seen": {3, 1, 2}}},
+    "empty": {"output": {}},
+}
+
+
+@pytest.mark.parametrize("rule", ["size(steps) <= 50",
+                                  "steps.fetch.output.rows.all(r, r.n >= 0)",
+                                  "steps.fetch.output.rows.all(r, steps.fetch.output.rows.exists(s, s.n == r.n))",
+                                  "steps.draft.output.text.size() > 0 && steps.fetch.output.total > 2.0"])
+def test_step_outputs_reused_across_steps_give_the_estimates_and_verdicts_of_the_plain_map(rule: str) -> None:
+    """The engine's StepOutputs keep each entry's sizes and CEL form between steps; what a rule is charged
+    and what it answers must be exactly what the plain map gives."""
+    from runner.rules import RuleInput
+
+    compiled = compile_rule(rule)
+    steps = _outputs(STEP_ENTRIES)
+    for _ in range(2):  # the second step reuses the first one's work
+        memo = RuleInput({"steps": steps})
+        plain = RuleInput({"steps": dict(STEP_ENTRIES)})
+        assert compiled.estimate(memo) == compiled.estimate(plain)
+        assert compiled.evaluate(memo) == compiled.evaluate(plain)
+        assert memo.root_stats("steps") == plain.root_stats("steps")
+
+
+def test_a_replaced_step_output_is_measured_again() -> None:
+    """A step that runs again replaces its entry: the new output's size is what the next rule is charged."""
+    from runner.rules import MAX_RULE_VISITS, RuleInput
+
+    rule = compile_rule("steps.fetch.output.xs.all(a, steps.fetch.output.xs.all(b, a + b >= 0))")
+    steps = _outputs({"fetch": {"output": {"xs": [1, 2, 3]}}})
+    assert rule.evaluate(RuleInput({"steps": steps}))
+    steps["fetch"] = {"output": {"xs": list(range(6000))}}
+    with pytest.raises(RuleError) as caught:
+        rule.evaluate(RuleInput({"steps": steps}))
+    assert f"{MAX_RULE_VISITS:,}" in str(caught.value)
