@@ -7,15 +7,18 @@ the ``api_submit`` benchmark's requests while the other sat idle (one CPU of two
 
 The parent only supervises: it forwards SIGTERM/SIGINT (each uvicorn server then finishes its requests)
 and, if a process dies on its own, stops the others and exits non-zero, so the orchestrator restarts the
-whole API (a half-dead API keeps passing its readiness probe on the surviving process otherwise).
+whole API (a half-dead API keeps passing its readiness probe on the surviving process otherwise). Each
+process stops itself when the parent is gone, even after a SIGKILL.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 __all__ = ["serve_processes"]
@@ -33,10 +36,19 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _follow_parent(parent: int) -> None:
+    """Stop this process (gracefully) when the supervisor is gone, even killed with SIGKILL: an orphan would
+    keep listening on the port beside a restarted API (SO_REUSEPORT lets both bind) and serve old code."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _api_process(host: str, port: int) -> None:
     """One API process: its own socket on the shared port, the app built by ``midwatch.asgi:create``."""
     import uvicorn
 
+    threading.Thread(target=_follow_parent, args=(os.getppid(),), name="midwatch-api-parent", daemon=True).start()
     sock = _listen(host, port)
     config = uvicorn.Config("midwatch.asgi:create", factory=True, host=host, port=port, log_level="warning",
                             access_log=False, log_config=None)

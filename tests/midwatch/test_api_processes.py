@@ -85,3 +85,27 @@ def test_every_api_process_serves_a_share_of_the_connections_and_sigterm_stops_t
     with socket.socket() as probe:  # the port is free again
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
+
+
+def test_the_api_processes_stop_when_their_supervisor_is_killed(make_harness: Callable[..., Harness],
+                                                               tmp_path: Path) -> None:
+    """kill -9 of `midwatch api` must not leave its processes listening: with SO_REUSEPORT a restarted API
+    would share the port with them, and they would go on serving."""
+    h = make_harness(worker=None)
+    port = free_port()
+    api = h.spawn("api", "--workers", "2", "--port", str(port), log=tmp_path / "api.log")
+    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+    deadline = time.monotonic() + 30
+    while len(processes := _children(api.pid)) != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(processes) == 2, processes
+    api.kill()
+    api.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in processes if Path(f"/proc/{pid}").exists()]
+    assert not left, f"API processes {left} outlived their supervisor"
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the API port"
