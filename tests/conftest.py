@@ -43,9 +43,41 @@ def service_missing(name: str, error: BaseException) -> None:
 
 @pytest.fixture(scope="session")
 def pg_schema_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema for this test session, dropped at the end."""
+    """A fresh PostgreSQL schema for this test session, installed as a first start leaves it, dropped at the
+    end."""
     with fresh_pg_schema("mwt") as url:
+        _first_start(url)
         yield url
+
+
+def _first_start(url: str) -> None:
+    """What an installation's first start does (``midwatch.services.bootstrap``): migrate, and open the platform
+    audit chain with a head sealed under the installation's master key (the session's). Without it, whichever
+    test touched the schema first decided: a fixture that only migrates and then onboards a tenant creates the
+    platform head unsealed, and every later platform append carries the broken marker (an order-dependent
+    failure of the audit tests under pytest-xdist)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from tenants.audit.models import PLATFORM_CHAIN, AuditHead
+    from tenants.audit.repository import GENESIS
+    from tenants.audit.seals import seal
+    from tenants.kit.db import insert_ignore
+    from tenants.kit.master_key import parse_master_key
+    from tenants.kit.settings import Settings
+    from tenants.migrations import upgrade
+
+    driver_url = Settings(database_url=url).sqlalchemy_url
+    upgrade(url=driver_url)
+    engine = create_engine(driver_url)
+    try:
+        with Session(engine) as session, session.begin():
+            master = parse_master_key(PG_MASTER_KEY, "the test session's master key")
+            session.execute(insert_ignore(session, AuditHead, "tenant_key").values(
+                tenant_key=PLATFORM_CHAIN, seq=0, hash=GENESIS,
+                seal=seal("audit", PLATFORM_CHAIN, 0, GENESIS, master=master)))
+    finally:
+        engine.dispose()
 
 
 @contextmanager
