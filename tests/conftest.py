@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,13 @@ AMQP_URL = os.environ.get("MIDWATCH_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = ("succeeded", "failed", "cancelled", "escalated", "budget_exhausted")
 MIDWATCH_ENV_KEYS = [k for k in os.environ if k.startswith("MIDWATCH_") and not k.startswith("MIDWATCH_TEST_")]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def service_missing(name: str, error: BaseException) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,13 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Harness, Tenant, spec
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import Harness, Tenant, free_port, spec
 
 
 def wait_http(url: str, timeout: float = 30) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CI, ROOT
+from tests.conftest import CI, ROOT, free_port
 from tests.dashboard.conftest import SeededDb
 
 CHROMIUM = os.environ.get("MIDWATCH_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -63,19 +63,13 @@ def _pages() -> list[tuple[str, str, list[str]]]:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def dashboard_url(seeded_db: SeededDb) -> Iterator[str]:
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         if CI:
             pytest.fail(f"Chromium not found at {CHROMIUM} (CI=true requires it: apt-get install -y chromium)")
         pytest.skip("Chromium is not installed (apt-get install -y chromium)")
-    port = _free_port()
+    port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MIDWATCH_")}, **seeded_db.env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.address",

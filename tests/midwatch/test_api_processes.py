@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.chaos.conftest import free_port, wait_http
-from tests.conftest import Harness
+from tests.chaos.conftest import wait_http
+from tests.conftest import Harness, free_port
 
 
 def _children(pid: int) -> list[int]:

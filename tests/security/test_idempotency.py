@@ -8,7 +8,6 @@ barrier send them over real HTTP connections.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections import Counter
@@ -21,16 +20,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import Harness, Tenant, batch_spec, simple_spec
+from tests.conftest import Harness, Tenant, batch_spec, free_port, simple_spec
 
 CLIENTS = 20
 ITEMS = [{"n": i} for i in range(5)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -38,7 +31,7 @@ def _served(h: Harness) -> Iterator[str]:
     """A real uvicorn server for the harness's app; yields its base URL."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(h.client.app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False))
     thread = threading.Thread(target=server.run, name="uvicorn-under-test", daemon=True)

@@ -8,7 +8,6 @@ per step, so every figure names its tenant and agent and every log line of a run
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 from collections.abc import Callable
@@ -18,16 +17,10 @@ from typing import Any
 import pytest
 
 from runner.sandbox_upstream import FaultyUpstream, ok, status
-from tests.conftest import Harness, Tenant
+from tests.conftest import Harness, Tenant, free_port
 from tests.tenants.observability.conftest import DRAFTER, Samples, parse, put_chaser, value
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -37,7 +30,7 @@ def ran(make_harness: Callable[..., Harness], upstream: FaultyUpstream, tmp_path
     h = make_harness(db="postgres", broker="redis", worker=None,
                      extra={"MIDWATCH_LOG_FORMAT": "json", "MIDWATCH_LOG_LEVEL": "info"})
     log = tmp_path / "worker.log"
-    port = _free_port()
+    port = free_port()
     h.spawn("worker", extra_env={"MIDWATCH_HEALTH_PORT": str(port)}, log=log)
     tenant = h.onboard()
     put_chaser(h, tenant, upstream, invoice="INV-1")
