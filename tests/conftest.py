@@ -67,23 +67,19 @@ def _first_start(url: str) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from tenants.audit.models import PLATFORM_CHAIN, AuditHead
-    from tenants.audit.repository import GENESIS
-    from tenants.audit.seals import seal
-    from tenants.kit.db import insert_ignore
+    from tenants.audit.service import open_chain
     from tenants.kit.master_key import parse_master_key
     from tenants.kit.settings import Settings
     from tenants.migrations import upgrade
 
+    # on its own engine and with the key passed in: the fixture may be first requested while a test's
+    # harness is configured, and must not touch this process's settings or engine
     driver_url = Settings(database_url=url).sqlalchemy_url
     upgrade(url=driver_url)
     engine = create_engine(driver_url)
     try:
         with Session(engine) as session, session.begin():
-            master = parse_master_key(PG_MASTER_KEY, "the test session's master key")
-            session.execute(insert_ignore(session, AuditHead, "tenant_key").values(
-                tenant_key=PLATFORM_CHAIN, seq=0, hash=GENESIS,
-                seal=seal("audit", PLATFORM_CHAIN, 0, GENESIS, master=master)))
+            open_chain(session, None, master=parse_master_key(PG_MASTER_KEY, "the test session's master key"))
     finally:
         engine.dispose()
 

@@ -24,6 +24,7 @@ from tenants.audit.repository import GENESIS, AuditRepository, PlatformAuditRepo
 from tenants.audit.seals import broken_marker, seal, seal_problem
 from tenants.kit.ids import canonical_json, new_id, utcnow
 from tenants.kit.logging import redact
+from tenants.kit.master_key import MasterKey
 
 __all__ = [
     "GENESIS",
@@ -90,12 +91,13 @@ def record(session: Session, tenant_id: str | None, *, actor: str, role: str, ac
     return event
 
 
-def open_chain(session: Session, tenant_id: str | None) -> bool:
+def open_chain(session: Session, tenant_id: str | None, *, master: MasterKey | None = None) -> bool:
     """Start a chain with a sealed, empty head (seq 0): at onboarding for a tenant's chain, at the first start
     of a fresh installation for the platform chain. From then on a missing head, or events deleted down to
-    none, fails verification. True if the head was created (False: the chain already had one)."""
+    none, fails verification. True if the head was created (False: the chain already had one). ``master``:
+    seal under this key rather than the process's."""
     repo = _chain(session, tenant_id)
-    return repo.open(seal("audit", repo.chain_key, 0, GENESIS))
+    return repo.open(seal("audit", repo.chain_key, 0, GENESIS, master=master))
 
 
 def _walk(events: Iterable[AuditEvent | Mapping[str, Any]]) -> tuple[AuditVerdict | None, int, int, str]:
