@@ -12,7 +12,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Settings", "driver_url", "get_settings", "reset_settings"]
 
 
-
 def driver_url(url: str) -> str:
     """``url`` with the driver SQLAlchemy should use (psycopg 3 for PostgreSQL; others unchanged)."""
     if url.startswith("postgres://"):
@@ -20,6 +19,7 @@ def driver_url(url: str) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return url
+
 
 class Settings(BaseSettings):
     """Process configuration. Every field maps to ``MIDWATCH_<FIELD>``; ``midwatch config`` prints it masked."""
