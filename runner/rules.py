@@ -29,16 +29,20 @@ rule's text structure and the sizes of the data it references:
   the body mentions (``output`` in ``xs.all(x, x == output)`` costs the whole output each time);
   ``in`` costs the length of its right-hand list (a literal list: its element count);
 - outside comprehensions each operator costs the weight of the largest path the rule mentions,
-  and converting the referenced data costs its total weight once.
+  and converting what the rule is handed costs its total weight once.
 
 Only ``&&``, ``||``, ``!``, ``?:`` and indexing are counted as free. The bound is loose for
 rules that compare scalars (a 100,000-element ``all`` is fine, a nested pair over 316 elements
 is the most that fits) and never lower than the real work, which is the point.
 
-**Only what a rule references is converted.** The roots a rule names (``input``, ``item``,
-``steps``, ``output``, ``step``) are known at compile time; :class:`RuleInput` converts a root to
-CEL values lazily, once, and keeps its size statistics, so the rules of one step share the work
-(build one per step and pass it to every rule; passing a plain mapping still works).
+**Only what a rule reads is handed to cel** (:func:`_needs`): cel converts every value it is given,
+about 1.5 us per string or container, so ``output.n > 0`` gets ``{"n": ...}`` and ``size(steps)``
+a list of as many nulls as there are steps, not every earlier output. The collection bound and the
+weights above apply to those views. :class:`RuleInput` builds each view lazily, once, and keeps its
+size statistics, so the rules of one step share the work (build one per step and pass it to every
+rule; passing a plain mapping still works). A rule without comprehensions whose views are small
+(:meth:`CompiledRule._surely_small`, one ``json.dumps``) skips the detailed estimate: it cannot
+exceed the bounds.
 `cel` is imported lazily because importing it costs about 0.6 s.
 
 Why over 500 lines: the bounds checked at upload and the cost estimate at evaluation walk the same
@@ -48,6 +52,7 @@ CEL syntax; kept together so a new construct is bounded in both places at once.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -270,29 +275,54 @@ class _Stats:
     heaviest_element: int
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})  # weight 1, nothing to convert
+_TEXT = frozenset({str, bytes})
+_CONTAINERS = (Mapping, list, tuple, set, frozenset)
+
+
 def _stats(value: Any) -> _Stats:
-    """Sizes of ``value`` (iterative post-order walk: deep data cannot exhaust the stack)."""
+    """Sizes of ``value`` (iterative post-order walk: deep data cannot exhaust the stack).
+
+    Exact types are dispatched first: ``isinstance`` against the ``Mapping`` ABC is the slow part
+    of this walk, and rule data is almost always plain JSON (dict, list, str, int, float, bool, None).
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return _ONE
+    if kind in _TEXT or not _is_container(value):
+        return _Stats(_scalar_weight(value), 0, 0)
     weights: dict[int, int] = {}
     longest = heaviest = 0
     stack: list[tuple[Any, bool]] = [(value, False)]
     while stack:
         node, done = stack.pop()
-        if _is_container(node):
-            children = list(node.values()) if isinstance(node, Mapping) else list(node)
-            if not done:
-                stack.append((node, True))
-                stack.extend((c, False) for c in children)
-                continue
-            longest = max(longest, len(children))
-            child_weights = [weights.get(id(c), 1) if _is_container(c) else _scalar_weight(c) for c in children]
-            heaviest = max([heaviest, *child_weights])
-            weights[id(node)] = 1 + sum(child_weights)
-    total = weights.get(id(value), 1) if _is_container(value) else _scalar_weight(value)
-    return _Stats(total, longest, heaviest)
+        children = list(node.values()) if isinstance(node, Mapping) else list(node)
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if _is_container(c))
+            continue
+        longest = max(longest, len(children))
+        child_weights = [_weight_of(c, weights) for c in children]
+        if child_weights:
+            heaviest = max(heaviest, *child_weights)
+        weights[id(node)] = 1 + sum(child_weights)
+    return _Stats(weights[id(value)], longest, heaviest)
+
+
+def _weight_of(child: Any, weights: dict[int, int]) -> int:
+    kind = type(child)
+    if kind in _PLAIN:
+        return 1
+    if kind is str or kind is bytes:
+        return 1 + len(child) // _STRING_CHARS_PER_VALUE
+    return weights.get(id(child), 1) if _is_container(child) else _scalar_weight(child)
 
 
 def _is_container(value: Any) -> bool:
-    return isinstance(value, Mapping | list | tuple | set | frozenset)
+    kind = type(value)
+    if kind is dict or kind is list:
+        return True
+    return kind not in _PLAIN and kind not in _TEXT and isinstance(value, _CONTAINERS)
 
 
 def _scalar_weight(value: Any) -> int:
@@ -300,6 +330,8 @@ def _scalar_weight(value: Any) -> int:
         return 1 + len(value) // _STRING_CHARS_PER_VALUE
     return 1
 
+
+_ONE = _Stats(1, 0, 0)
 
 _MISSING = object()
 
@@ -351,13 +383,16 @@ class RuleInput:
     shared. Do not mutate the mapping afterwards.
     """
 
-    __slots__ = ("_cel", "_data", "_paths", "_stats")
+    __slots__ = ("_cel", "_data", "_paths", "_stats", "_view_chars", "_view_stats", "_views")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data = data
         self._cel: dict[str, Any] = {}
         self._stats: dict[str, _Stats] = {}
         self._paths: dict[tuple[str, ...], _Stats | None] = {}
+        self._views: dict[tuple[str, _Need], Any] = {}
+        self._view_stats: dict[tuple[str, _Need], _Stats] = {}
+        self._view_chars: dict[tuple[str, _Need], int] = {}
 
     def __contains__(self, root: object) -> bool:
         return root in self._data
@@ -368,6 +403,31 @@ class RuleInput:
         if found is _MISSING:
             value = self._data[root]
             found = self._cel[root] = value.cel() if isinstance(value, StepOutputs) else _to_cel(value)
+        return found
+
+    def view(self, root: str, need: _Need) -> Any:
+        """The part of ``root`` a rule reads (see :func:`_needs`), as CEL accepts it; computed once per need."""
+        if need is _WHOLE:
+            return self.cel_value(root)
+        found = self._views.get((root, need), _MISSING)
+        if found is _MISSING:
+            found = self._views[(root, need)] = _to_cel(_project(self._data[root], need))
+        return found
+
+    def view_chars(self, root: str, need: _Need) -> int:
+        """The length of what :meth:`view` hands cel, as JSON text (an upper bound of its weight)."""
+        found = self._view_chars.get((root, need))
+        if found is None:
+            found = self._view_chars[(root, need)] = len(json.dumps(self.view(root, need), default=repr))
+        return found
+
+    def view_stats(self, root: str, need: _Need) -> _Stats:
+        """Sizes of what :meth:`view` hands cel."""
+        if need is _WHOLE:
+            return self.root_stats(root)
+        found = self._view_stats.get((root, need))
+        if found is None:
+            found = self._view_stats[(root, need)] = _stats(self.view(root, need))
         return found
 
     def root_stats(self, root: str) -> _Stats:
@@ -388,6 +448,99 @@ class RuleInput:
                 node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
             self._paths[path] = None if node is _MISSING else _stats(node)
         return self._paths[path]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a rule reads: only that is handed to cel
+
+
+# A need: (whole, size_only, ((field, need), ...)). ``whole``: the value as it is; ``size_only``: only its
+# size is read (``size(x)``/``x.size()``); the fields: what is read below it. Hashable, so rules that read
+# the same part of a root share one conversion.
+_Need = tuple[bool, bool, tuple[tuple[str, Any], ...]]
+_WHOLE: _Need = (True, False, ())
+_SIZE_CALL_BEFORE = re.compile(r"(?<![\w.])size\s*\(\s*$")
+_CALL_AFTER = re.compile(r"\s*\(")
+_CLOSE_AFTER = re.compile(r"\s*\)")
+_EMPTY_CALL_AFTER = re.compile(r"\s*\(\s*\)")
+
+
+def _needs(src: str) -> dict[str, _Need]:
+    """What part of each root ``src`` reads, from the data paths its text mentions.
+
+    cel converts every value it is handed (about 1.5 us per string and per container), so handing it
+    only what a rule reads is most of a rule's cost: ``output.n > 0`` gets ``{"n": ...}``, and
+    ``size(steps) <= 50`` gets a list of as many nulls as ``steps`` has entries. A path's fields stop at
+    the first method or macro call (``output.xs.all(...)`` reads all of ``xs``); a root mentioned any other
+    way (``output``, ``output["n"]``, ``output.?n``, ``output . n``) is read whole. Everything below a
+    field that is read is handed over as it is, so a field selection, ``has()``, an index or a
+    comprehension sees exactly what it would see in the whole root, and a field that does not exist is
+    missing from the view as well. The view's structure differs from the data's only where nothing but
+    a size is read.
+    """
+    trees: dict[str, dict[str, Any]] = {}
+    for m in _PATH_RE.finditer(src):
+        start, root = m.start(), m.group(1)
+        ident = _IDENT_RE.match(src, start)
+        if ident is None or ident.group() != root or _in_string(src, start):
+            continue  # "stepper", or a root name inside a string literal
+        fields: list[str] = []
+        end = m.start(2)
+        size_call = False
+        for part in [p for p in m.group(2).split(".") if p]:
+            part_end = end + 1 + len(part)
+            if _CALL_AFTER.match(src, part_end):  # a method or macro: its receiver is read
+                size_call = part == "size" and _EMPTY_CALL_AFTER.match(src, part_end) is not None
+                break
+            fields.append(part)
+            end = part_end
+        else:
+            size_call = (_SIZE_CALL_BEFORE.search(src, 0, start) is not None
+                         and _CLOSE_AFTER.match(src, m.end()) is not None)
+        node = trees.setdefault(root, {})
+        for part in fields:
+            if node.get("whole"):
+                break
+            node = node.setdefault("fields", {}).setdefault(part, {})
+        if size_call:
+            node["size"] = True
+        else:
+            node["whole"] = True
+    return {root: _freeze(tree) for root, tree in trees.items()}
+
+
+def _in_string(src: str, at: int) -> bool:
+    inside: list[bool] = []
+
+    def visit(i: int, _ch: str) -> int:
+        if i == at:
+            inside.append(True)
+        return i + 1
+
+    _scan(src, visit)  # visits every position outside string literals
+    return not inside
+
+
+def _freeze(tree: dict[str, Any]) -> _Need:
+    if tree.get("whole"):
+        return _WHOLE
+    fields = tree.get("fields", {})
+    return (False, bool(tree.get("size")), tuple(sorted((k, _freeze(v)) for k, v in fields.items())))
+
+
+def _project(value: Any, need: _Need) -> Any:
+    """The part of ``value`` that ``need`` reads (see :func:`_needs`)."""
+    whole, size_only, fields = need
+    if whole:
+        return value
+    if not fields:  # only its size is read
+        return [None] * len(value) if isinstance(value, Mapping | list | tuple | set | frozenset) else value
+    if not isinstance(value, Mapping):
+        return value  # a field of a list or a scalar: cel reports the error the whole value would give
+    out = {key: _project(value[key], sub) for key, sub in fields if key in value}
+    if size_only:
+        out.update((key, None) for key in value if key not in out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +567,8 @@ class _Plan:
     sites: tuple[tuple[tuple[int, ...], str, Any, tuple[tuple[str, ...], ...]], ...]
     # per site: (enclosing macros, kind "in_literal"|"in_path"|"in_other"|"op", literal size or path,
     #            the data paths its weight depends on)
+    flat_sites: int  # without comprehensions: how many sites; -1 with any
+    literal: int  # the elements of literal lists on the right of "in"
 
 
 def _plan(shape: _Shape) -> _Plan:
@@ -443,15 +598,25 @@ def _plan(shape: _Shape) -> _Plan:
         else:
             mentioned = tuple(p for _, p in shape.paths)
         sites.append((around, "op", None, mentioned))
-    return _Plan(tuple(ranges), tuple(enclosing(m.opens) for m in shape.macros), tuple(sites))
+    return _Plan(tuple(ranges), tuple(enclosing(m.opens) for m in shape.macros), tuple(sites),
+                 -1 if shape.macros else len(sites), sum(d for _, kind, d, _ in sites if kind == "in_literal"))
 
 
-def _estimate(plan: _Plan, roots: tuple[str, ...], data: RuleInput) -> tuple[int, int]:
+def _views_size(needs: tuple[tuple[str, _Need], ...], data: RuleInput) -> tuple[int, int, int]:
+    """(total weight, longest list or map, heaviest element) of what the rule is handed."""
+    total = longest = heaviest = 0
+    for root, need in needs:
+        if root in data:
+            found = data.view_stats(root, need)
+            total += found.weight
+            longest = max(longest, found.longest)
+            heaviest = max(heaviest, found.heaviest_element)
+    return total, longest, heaviest
+
+
+def _estimate(plan: _Plan, needs: tuple[tuple[str, _Need], ...], data: RuleInput) -> tuple[int, int]:
     """(upper bound of values visited, longest list or map seen) for one evaluation."""
-    stats = [data.root_stats(r) for r in roots if r in data]
-    total = sum(s.weight for s in stats)
-    longest = max((s.longest for s in stats), default=0)
-    heaviest = max((s.heaviest_element for s in stats), default=0)
+    total, longest, heaviest = _views_size(needs, data)
 
     ranges: list[_Range] = []
     for kind, path in plan.ranges:
@@ -489,7 +654,7 @@ def _estimate(plan: _Plan, roots: tuple[str, ...], data: RuleInput) -> tuple[int
 class CompiledRule:
     """A CEL rule compiled once; `evaluate` returns its bool verdict for one piece of data."""
 
-    __slots__ = ("_plan", "_program", "roots", "source")
+    __slots__ = ("_needs", "_plan", "_program", "roots", "source")
 
     def __init__(self, source: str, program: Any) -> None:
         self.source = source
@@ -497,6 +662,8 @@ class CompiledRule:
         variables = set(program.variables()) if hasattr(program, "variables") else set(ROOTS)
         self.roots: tuple[str, ...] = tuple(sorted(variables & ROOTS))  # the data roots the rule names
         self._plan = _plan(_shape(source))
+        needs = _needs(source)
+        self._needs = tuple((root, needs.get(root, _WHOLE)) for root in self.roots)
 
     def __repr__(self) -> str:
         return f"CompiledRule({self.source!r})"
@@ -504,7 +671,31 @@ class CompiledRule:
     def estimate(self, data: Mapping[str, Any] | RuleInput) -> int:
         """An upper bound of the values this rule visits over ``data`` (see the module docstring)."""
         rule_input = data if isinstance(data, RuleInput) else RuleInput(data)
-        return _estimate(self._plan, self.roots, rule_input)[0]
+        return _estimate(self._plan, self._needs, rule_input)[0]
+
+    def _surely_small(self, data: RuleInput) -> bool:
+        """True when a rule without comprehensions reads so little that the estimate cannot refuse it.
+
+        Without comprehensions every operator and call runs once, on at most what the rule reads, so the
+        rule visits at most (1 + its operators and calls) times the weight of its views, plus its literal
+        lists; a view's weight is at most the length of its JSON text (each value takes at least one
+        character, a string one per character). Measuring that text is one C call instead of a walk.
+        """
+        sites = self._plan.flat_sites
+        if sites < 0:
+            return False
+        size = sum(data.view_chars(root, need) for root, need in self._needs if root in data)
+        return size <= MAX_COLLECTION and size * (1 + sites) + self._plan.literal <= MAX_RULE_VISITS
+
+    def _check_cost(self, data: RuleInput) -> None:
+        visits, longest = _estimate(self._plan, self._needs, data)
+        if longest > MAX_COLLECTION:
+            raise RuleError(f"rule {self.source!r} not evaluated: the data it references holds a list or map of "
+                            f"{longest:,} elements; rules may see at most {MAX_COLLECTION:,}")
+        if visits > MAX_RULE_VISITS:
+            raise RuleError(f"rule {self.source!r} not evaluated: over this data it could visit about {visits:,} "
+                            f"values, more than the {MAX_RULE_VISITS:,} a rule may (nested comprehensions cost "
+                            "the product of their lists' lengths)")
 
     def evaluate(self, data: Mapping[str, Any] | RuleInput) -> bool:
         """Evaluate the rule over `data` (keys: input, item, steps, output, step), a mapping or a RuleInput.
@@ -514,16 +705,10 @@ class CompiledRule:
         not a bool.
         """
         rule_input = data if isinstance(data, RuleInput) else RuleInput(data)
-        visits, longest = _estimate(self._plan, self.roots, rule_input)
-        if longest > MAX_COLLECTION:
-            raise RuleError(f"rule {self.source!r} not evaluated: the data it references holds a list or map of "
-                            f"{longest:,} elements; rules may see at most {MAX_COLLECTION:,}")
-        if visits > MAX_RULE_VISITS:
-            raise RuleError(f"rule {self.source!r} not evaluated: over this data it could visit about {visits:,} "
-                            f"values, more than the {MAX_RULE_VISITS:,} a rule may (nested comprehensions cost "
-                            "the product of their lists' lengths)")
+        if not self._surely_small(rule_input):
+            self._check_cost(rule_input)
         try:
-            result = self._program.execute({root: rule_input.cel_value(root) for root in self.roots
+            result = self._program.execute({root: rule_input.view(root, need) for root, need in self._needs
                                              if root in rule_input})
         except Exception as exc:  # cel raises KeyError/TypeError/RuntimeError/ValueError/...
             raise RuleError(f"rule {self.source!r} failed: {type(exc).__name__}: {exc}") from exc
@@ -575,6 +760,19 @@ def _to_cel(value: Any) -> Any:
     datetimes, which cel maps to timestamps) become ISO strings. Anything else unknown is left
     for cel to reject loudly.
     """
+    kind = type(value)
+    if kind in _PLAIN or kind in _TEXT:
+        return value
+    if kind is dict or kind is list:  # plain JSON containers: copied only when an element changes
+        items = value.values() if kind is dict else value
+        converted = [_to_cel(v) for v in items]
+        if all(a is b for a, b in zip(converted, items, strict=True)):
+            return value
+        return dict(zip(value, converted, strict=True)) if kind is dict else converted
+    return _other_to_cel(value)
+
+
+def _other_to_cel(value: Any) -> Any:
     if isinstance(value, Decimal):
         integral = value.is_finite() and value == value.to_integral_value()
         return int(value) if integral else float(value)

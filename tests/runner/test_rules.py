@@ -228,3 +228,83 @@ def test_a_replaced_step_output_is_measured_again() -> None:
     with pytest.raises(RuleError) as caught:
         rule.evaluate(RuleInput({"steps": steps}))
     assert f"{MAX_RULE_VISITS:,}" in str(caught.value)
+
+
+# ---- what a rule is handed: only what it reads ------------------------------------------------
+
+VIEW_DATA: dict[str, Any] = {
+    "input": {"amount": 12_000, "tags": ["a", "b"], "nested": {"deep": {"x": 1}, "other": "y"}},
+    "item": {"invoice_id": "INV-7", "lines": [{"n": 1}, {"n": 2}], "empty": {}},
+    "steps": {"fetch": {"output": {"email": "ap@acme.test", "rows": [1, 2, 3]}}, "draft": {"output": {"t": "hi"}}},
+    "output": {"n": 3, "text": "step and output are words here", "xs": [1, 2, 3], "m": {"k": 1}},
+    "step": {"id": "send", "tool": "mail.send", "args": {"n": 5, "to": "ap@acme.test"}},
+}
+
+VIEW_RULES = [
+    "output.n > 0", "output.n > 0 && input.amount < 20000", "has(output.n)", "has(output.missing)",
+    "!has(steps.fetch.output.phone)", "has(steps.nope)", "size(steps) == 2", "steps.size() == 2",
+    "size(steps) == 2 && steps.fetch.output.email.endsWith('.test')", "size(output.xs) == 3", "output.xs.size() == 3",
+    "output.xs.all(x, x > 0)", "output.xs.exists(x, x == output.n)", "output.xs.map(x, x * 2)[2] == 6",
+    "output['n'] == 3", "output.m.k == 1", "'k' in output.m", "3 in output.xs", "output.missing == 1",
+    "output.text.contains('step')", "input.nested.deep.x == 1", "input.nested == {'deep': {'x': 1}, 'other': 'y'}",
+    "item.lines[1].n == 2", "item.lines.n == 1", "size(item.empty) == 0", "item.invoice_id.startsWith('INV')",
+    "step.tool == 'mail.send' && step.args.n > 1000000", "size(step.args) == 2", "size(output) == 4",
+    "output.xs.all(output, output > 0)", "[output.n, input.amount].all(v, v > 0)", "output.text == 'output.n'",
+    "size(output.text) > 3", "output.n.size() == 1", "steps.fetch.output.rows.filter(r, r > 1).size() == 2",
+    "size(steps.fetch.output.rows) == 3 && steps.fetch.output.rows[0] == 1", "output . n == 3",
+]
+
+
+def _ground_truth(src: str) -> Any:
+    """What cel answers over the whole data (each root converted whole), or the exception type it raises."""
+    import cel
+
+    try:
+        return cel.compile(src).execute({root: value for root, value in VIEW_DATA.items()})
+    except Exception as exc:
+        return type(exc).__name__
+
+
+@pytest.mark.parametrize("src", VIEW_RULES)
+def test_a_rule_answers_over_what_it_reads_as_over_the_whole_data(src: str) -> None:
+    """Rules are handed only the parts of each root they read; every answer, error included, must be the
+    one cel gives over the whole data."""
+    expected = _ground_truth(src)
+    try:
+        got: Any = compile_rule(src).evaluate(VIEW_DATA)
+    except RuleError as exc:
+        got = str(exc)
+    if isinstance(expected, str):  # cel raised: the rule must fail as well (a non-bool result also fails)
+        assert isinstance(got, str) and "failed" in got, (src, expected, got)
+    elif type(expected) is not bool:
+        assert isinstance(got, str) and "not bool" in got, (src, expected, got)
+    else:
+        assert got is expected, (src, expected, got)
+
+
+def test_a_rule_is_handed_only_the_fields_it_reads() -> None:
+    from runner.rules import RuleInput
+
+    data = RuleInput({"output": {"n": 1, "blob": "x" * 10_000, "rows": list(range(5000))},
+                      "steps": {f"s{i}": {"output": {"n": i, "text": "y" * 100}} for i in range(30)}})
+    field = compile_rule("output.n > 0")
+    assert [data.view(root, need) for root, need in field._needs] == [{"n": 1}]
+    counted = compile_rule("size(steps) <= 50")
+    assert [data.view(root, need) for root, need in counted._needs] == [[None] * 30]
+    both = compile_rule("size(steps) == 30 && steps.s3.output.n == 3")
+    (view,) = [data.view(root, need) for root, need in both._needs]
+    assert view["s3"] == {"output": {"n": 3}} and view["s4"] is None and len(view) == 30
+    whole = compile_rule("output.rows.all(r, r >= 0) && output['n'] == 1")
+    assert [data.view(root, need) for root, need in whole._needs] == [data._data["output"]]
+    assert field.evaluate(data) and counted.evaluate(data) and both.evaluate(data) and whole.evaluate(data)
+
+
+def test_a_list_the_rule_does_not_read_does_not_count_against_it() -> None:
+    """The collection bound applies to what a rule is handed: a huge list beside the field it reads is fine,
+    the same list read by the rule is refused."""
+    from runner.rules import MAX_COLLECTION
+
+    data = {"output": {"n": 1, "xs": [0] * (MAX_COLLECTION + 1)}}
+    assert compile_rule("output.n == 1").evaluate(data) is True
+    with pytest.raises(RuleError, match="at most"):
+        compile_rule("output.xs[0] == 0").evaluate(data)
