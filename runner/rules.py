@@ -112,10 +112,106 @@ def _scan(src: str, visit: Callable[[int, str], int]) -> None:
         i = _skip_string(src, i) if src[i] in "'\"" else visit(i, src[i])
 
 
+def _blanked(src: str) -> str:
+    """``src`` with every comment and the inside of every string literal turned into spaces (same length).
+
+    What the scanners look for (paths, calls, comprehensions, brackets) then cannot hide in a comment (a
+    quote in ``// don't`` would open a "string" running to the end) or appear from one (``// size(``).
+    A character outside ASCII cannot be part of CEL syntax outside strings and comments: blanked too.
+    """
+    out = list(src)
+    i, n = 0, len(src)
+    while i < n:
+        ch = src[i]
+        if ch in "'\"":
+            end = _skip_string(src, i)
+            quote = 3 if src.startswith(ch * 3, i) else 1
+            for k in range(i + quote, max(i + quote, end - quote)):
+                out[k] = " "
+            i = end
+        elif src.startswith("//", i):
+            end = src.find("\n", i)
+            end = n if end < 0 else end
+            for k in range(i, end):
+                out[k] = " "
+            i = end
+        else:
+            if not ch.isascii():
+                out[i] = " "
+            i += 1
+    return "".join(out)
+
+
+_AROUND_DOT_RE = re.compile(r"\s*\.\s*")
+
+
+def _skeleton(src: str) -> str:
+    """What the scanners read: :func:`_blanked`, with the spaces CEL allows around a ``.`` removed
+    (``output . xs .\n all(...)`` is ``output.xs.all(...)``)."""
+    return _AROUND_DOT_RE.sub(".", _blanked(src))
+
+
+_MATCHES_RE = re.compile(r"(?<![\w])matches\s*\(")
+_REPEAT_RE = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+MAX_MATCHES = 4  # matches() calls per rule
+MAX_PATTERN_REPEAT = 32  # sum over a rule's patterns of the product of their counted repetitions
+
+
+def _check_patterns(src: str, blanked: str) -> None:
+    """Bound a rule's regular expressions: cel compiles each ``matches`` pattern on every evaluation, and the
+    cost grows with counted repetition of large classes (``'x'.matches('\\w{200}')`` takes 70 ms; 36 of
+    them 2.4 s). A pattern must be a string literal; a rule has at most `MAX_MATCHES` of them, and their
+    counted repetitions (``{n}``, ``{n,m}``: the product of the bounds within a pattern) add up to at most
+    `MAX_PATTERN_REPEAT`.
+    """
+    calls = list(_MATCHES_RE.finditer(blanked))
+    if len(calls) > MAX_MATCHES:
+        raise RuleError(f"rule calls matches() {len(calls)} times; at most {MAX_MATCHES} are allowed")
+    total = 0
+    for call in calls:
+        opens = call.end() - 1
+        closes = _matching(blanked, opens)
+        args = _split_arguments(blanked, opens + 1, closes)
+        start, end = args[-1] if args else (closes, closes)
+        arg = blanked[start:end]
+        at = start + len(arg) - len(arg.lstrip())
+        at += blanked[at] in "rR" if at < end else 0
+        if at >= end or blanked[at] not in "'\"" or blanked[_skip_string(blanked, at):end].strip():
+            raise RuleError("matches() takes its pattern as one string literal in a rule")
+        literal = src[at:end]
+        product = 1
+        for m in _REPEAT_RE.finditer(literal):
+            product *= max(int(m.group(1)), int(m.group(2) or 0))
+        total += product if _REPEAT_RE.search(literal) else 0
+    if total > MAX_PATTERN_REPEAT:
+        raise RuleError(f"rule's matches() patterns repeat {total} times in all ({{n}} and {{n,m}}, multiplied "
+                        f"within a pattern); at most {MAX_PATTERN_REPEAT} are allowed")
+
+
+def _split_arguments(blanked: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The (start, end) spans of the top-level, comma-separated arguments in ``blanked[start:end]``."""
+    spans, depth, begin = [], 0, start
+    for i in range(start, end):
+        ch = blanked[i]
+        if ch in _OPENERS:
+            depth += 1
+        elif ch in _CLOSERS:
+            depth -= 1
+        elif ch == "," and depth == 0:
+            spans.append((begin, i))
+            begin = i + 1
+    if blanked[begin:end].strip():
+        spans.append((begin, end))
+    return spans
+
+
 def _check_bounds(src: str) -> None:
-    """Raise RuleError if `src` exceeds the size, nesting or comprehension bounds."""
+    """Raise RuleError if `src` exceeds the size, nesting, comprehension or pattern bounds."""
     if len(src) > MAX_RULE_CHARS:
         raise RuleError(f"rule is {len(src)} characters long; at most {MAX_RULE_CHARS} are allowed")
+    blanked = _blanked(src)
+    _check_patterns(src, blanked)
+    src = _skeleton(src)
     depth = max_depth = macros = 0
 
     def visit(i: int, ch: str) -> int:
@@ -418,7 +514,11 @@ class RuleInput:
         """The length of what :meth:`view` hands cel, as JSON text (an upper bound of its weight)."""
         found = self._view_chars.get((root, need))
         if found is None:
-            found = self._view_chars[(root, need)] = len(json.dumps(self.view(root, need), default=repr))
+            try:
+                found = len(json.dumps(self.view(root, need), default=repr))
+            except (TypeError, ValueError):  # keys JSON cannot spell (bytes...): measured by the estimate
+                found = MAX_COLLECTION + 1
+            self._view_chars[(root, need)] = found
         return found
 
     def view_stats(self, root: str, need: _Need) -> _Stats:
@@ -472,7 +572,8 @@ def _needs(src: str) -> dict[str, _Need]:
     only what a rule reads is most of a rule's cost: ``output.n > 0`` gets ``{"n": ...}``, and
     ``size(steps) <= 50`` gets a list of as many nulls as ``steps`` has entries. A path's fields stop at
     the first method or macro call (``output.xs.all(...)`` reads all of ``xs``); a root mentioned any other
-    way (``output``, ``output["n"]``, ``output.?n``, ``output . n``) is read whole. Everything below a
+    way (``output``, ``output["n"]``) is read whole. ``src`` is the rule's :func:`_skeleton`: nothing in a
+    comment or a string literal counts, and ``output . n`` is ``output.n``. Everything below a
     field that is read is handed over as it is, so a field selection, ``has()``, an index or a
     comprehension sees exactly what it would see in the whole root, and a field that does not exist is
     missing from the view as well. The view's structure differs from the data's only where nothing but
@@ -482,8 +583,8 @@ def _needs(src: str) -> dict[str, _Need]:
     for m in _PATH_RE.finditer(src):
         start, root = m.start(), m.group(1)
         ident = _IDENT_RE.match(src, start)
-        if ident is None or ident.group() != root or _in_string(src, start):
-            continue  # "stepper", or a root name inside a string literal
+        if ident is None or ident.group() != root:
+            continue  # "stepper"
         fields: list[str] = []
         end = m.start(2)
         size_call = False
@@ -507,18 +608,6 @@ def _needs(src: str) -> dict[str, _Need]:
         else:
             node["whole"] = True
     return {root: _freeze(tree) for root, tree in trees.items()}
-
-
-def _in_string(src: str, at: int) -> bool:
-    inside: list[bool] = []
-
-    def visit(i: int, _ch: str) -> int:
-        if i == at:
-            inside.append(True)
-        return i + 1
-
-    _scan(src, visit)  # visits every position outside string literals
-    return not inside
 
 
 def _freeze(tree: dict[str, Any]) -> _Need:
@@ -661,8 +750,9 @@ class CompiledRule:
         self._program = program
         variables = set(program.variables()) if hasattr(program, "variables") else set(ROOTS)
         self.roots: tuple[str, ...] = tuple(sorted(variables & ROOTS))  # the data roots the rule names
-        self._plan = _plan(_shape(source))
-        needs = _needs(source)
+        skeleton = _skeleton(source)
+        self._plan = _plan(_shape(skeleton))
+        needs = _needs(skeleton)
         self._needs = tuple((root, needs.get(root, _WHOLE)) for root in self.roots)
 
     def __repr__(self) -> str:
@@ -705,8 +795,11 @@ class CompiledRule:
         not a bool.
         """
         rule_input = data if isinstance(data, RuleInput) else RuleInput(data)
-        if not self._surely_small(rule_input):
-            self._check_cost(rule_input)
+        try:
+            if not self._surely_small(rule_input):
+                self._check_cost(rule_input)
+        except RecursionError as exc:
+            raise RuleError(f"rule {self.source!r} not evaluated: the data it reads is nested too deeply") from exc
         try:
             result = self._program.execute({root: rule_input.view(root, need) for root, need in self._needs
                                              if root in rule_input})

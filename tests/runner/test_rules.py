@@ -308,3 +308,45 @@ def test_a_list_the_rule_does_not_read_does_not_count_against_it() -> None:
     assert compile_rule("output.n == 1").evaluate(data) is True
     with pytest.raises(RuleError, match="at most"):
         compile_rule("output.xs[0] == 0").evaluate(data)
+
+
+# ---- what hides in comments, strings and whitespace ----------------------------------------------
+
+@pytest.mark.parametrize(("src", "data", "expected"), [
+    ("output.a == 1 // don't\n&& output == {'a': 1}", {"output": {"a": 1, "b": 2}}, False),
+    ("output.a == 1 // \"quoted\n&& size(output) == 1", {"output": {"a": 1, "b": 2}}, False),
+    ("(// size(\noutput.xs) == [1, 2, 3]", {"output": {"xs": [1, 2, 3]}}, True),
+    ("output . n == 3 && output.\n  m.k == 1", {"output": {"n": 3, "m": {"k": 1}, "z": 0}}, True),
+    ("output.a == 1 // café", {"output": {"a": 1}}, True),
+])
+def test_comments_and_whitespace_do_not_change_what_a_rule_reads(src: str, data: dict[str, Any],
+                                                                  expected: bool) -> None:
+    """A quote or a ``size(`` inside a comment once made a rule read less than it does: its answer changed."""
+    assert compile_rule(src).evaluate(data) is expected
+
+
+def test_comprehensions_hidden_by_a_comment_or_a_line_break_are_still_counted() -> None:
+    from runner.rules import MAX_RULE_VISITS
+
+    with pytest.raises(RuleError, match="comprehension"):
+        compile_rule("// '\noutput.xs.all(a, output.xs.all(b, output.xs.all(c, a+b+c >= 0)))")
+    nested = compile_rule("output.xs.\nall(a, output.xs.\nall(b, a + b >= 0))")
+    with pytest.raises(RuleError, match=f"{MAX_RULE_VISITS:,}"):
+        nested.evaluate({"output": {"xs": [0] * 3000}})
+
+
+@pytest.mark.parametrize("src", [
+    " || ".join(["'x'.matches('\\\\w{200}')"] * 2),
+    " || ".join(["'x'.matches('a')"] * 5),
+    "'x'.matches(output.pattern)",
+    "'x'.matches('a' + output.pattern)",
+    "matches('x', '(\\\\w{10}){10}')",
+])
+def test_costly_or_dynamic_patterns_are_refused_at_upload(src: str) -> None:
+    """cel compiles a pattern on every evaluation: 36 x '\\w{200}' took 2.4 s per evaluation."""
+    assert check_rule_syntax(src) is not None
+
+
+def test_a_modest_literal_pattern_is_accepted() -> None:
+    rule = compile_rule("output.email.matches('^[a-z]+@[a-z]+\\\\.test$') && 'ab'.matches(r'a{1,2}b')")
+    assert rule.evaluate({"output": {"email": "ap@acme.test"}}) is True
