@@ -136,11 +136,16 @@ def _handler(ready: Callable[[], None], metrics: Callable[[], tuple[bytes, str]]
                 self._send(404, b'{"code":"not_found"}', "application/json")
 
         def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("content-type", ctype)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                # A probe that gave up (its timeout ran out) is not this process's error: without this,
+                # socketserver printed a traceback to the log for every impatient health check.
+                self.close_connection = True
 
         def log_message(self, format: str, *args: object) -> None:
             return
