@@ -152,7 +152,7 @@ def _skeleton(src: str) -> str:
 
 
 _MATCHES_RE = re.compile(r"(?<![\w])matches\s*\(")
-_REPEAT_RE = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+_REPEAT_RE = re.compile(r"\{(\d*)(?:,(\d*))?\}")
 MAX_MATCHES = 4  # matches() calls per rule
 MAX_PATTERN_REPEAT = 32  # sum over a rule's patterns of the product of their counted repetitions
 
@@ -179,10 +179,8 @@ def _check_patterns(src: str, blanked: str) -> None:
         if at >= end or blanked[at] not in "'\"" or blanked[_skip_string(blanked, at):end].strip():
             raise RuleError("matches() takes its pattern as one string literal in a rule")
         literal = src[at:end]
-        product = 1
-        for m in _REPEAT_RE.finditer(literal):
-            product *= max(int(m.group(1)), int(m.group(2) or 0))
-        total += product if _REPEAT_RE.search(literal) else 0
+        bounds = [max(int(m.group(1) or 0), int(m.group(2) or 0), 1) for m in _REPEAT_RE.finditer(literal)]
+        total += math.prod(bounds) if bounds else 0
     if total > MAX_PATTERN_REPEAT:
         raise RuleError(f"rule's matches() patterns repeat {total} times in all ({{n}} and {{n,m}}, multiplied "
                         f"within a pattern); at most {MAX_PATTERN_REPEAT} are allowed")

@@ -341,6 +341,8 @@ def test_comprehensions_hidden_by_a_comment_or_a_line_break_are_still_counted() 
     "'x'.matches(output.pattern)",
     "'x'.matches('a' + output.pattern)",
     "matches('x', '(\\\\w{10}){10}')",
+    "'x'.matches('a{,40}')",
+    "'x'.matches('a{0}\\\\w{40}')",
 ])
 def test_costly_or_dynamic_patterns_are_refused_at_upload(src: str) -> None:
     """cel compiles a pattern on every evaluation: 36 x '\\w{200}' took 2.4 s per evaluation."""
