@@ -3,9 +3,9 @@ cost per step, on the embedded default (SQLite, in this process): a 20-step batc
 bare and governed, in the same run (15 interleaved pairs). Target: at most 0.05 ms more per step.
 
 The two agents run in interleaved pairs (bare, governed) and the figure is the median of the pairs'
-differences: a step here is about 1-2 ms, mostly SQLite's commit, whose wait on the disk varies by more
-than the difference measured, so a median of each agent alone could show noise as overhead. Governance
-is CPU work, so the CPU time per step (this process) is printed beside it as the steadier figure.
+differences: a step here is about 1-2 ms of CPU (SQLite's commit included), and a 2-core machine of this
+class varies by about 15 % from second to second, more than the difference measured, so a median of each
+agent alone could show noise as overhead. The CPU time per step (this process) is printed beside it.
 """
 
 from __future__ import annotations

@@ -145,10 +145,10 @@ def _blanked(src: str) -> str:
 _AROUND_DOT_RE = re.compile(r"\s*\.\s*")
 
 
-def _skeleton(src: str) -> str:
-    """What the scanners read: :func:`_blanked`, with the spaces CEL allows around a ``.`` removed
+def _skeleton(blanked: str) -> str:
+    """What the scanners read: a :func:`_blanked` rule with the spaces CEL allows around a ``.`` removed
     (``output . xs .\n all(...)`` is ``output.xs.all(...)``)."""
-    return _AROUND_DOT_RE.sub(".", _blanked(src))
+    return _AROUND_DOT_RE.sub(".", blanked)
 
 
 _MATCHES_RE = re.compile(r"(?<![\w])matches\s*\(")
@@ -209,7 +209,7 @@ def _check_bounds(src: str) -> None:
         raise RuleError(f"rule is {len(src)} characters long; at most {MAX_RULE_CHARS} are allowed")
     blanked = _blanked(src)
     _check_patterns(src, blanked)
-    src = _skeleton(src)
+    src = _skeleton(blanked)
     depth = max_depth = macros = 0
 
     def visit(i: int, ch: str) -> int:
@@ -383,7 +383,7 @@ def _stats(value: Any) -> _Stats:
     kind = type(value)
     if kind in _PLAIN:
         return _ONE
-    if kind in _TEXT or not _is_container(value):
+    if not _is_container(value):
         return _Stats(_scalar_weight(value), 0, 0)
     weights: dict[int, int] = {}
     longest = heaviest = 0
@@ -404,11 +404,7 @@ def _stats(value: Any) -> _Stats:
 
 
 def _weight_of(child: Any, weights: dict[int, int]) -> int:
-    kind = type(child)
-    if kind in _PLAIN:
-        return 1
-    if kind is str or kind is bytes:
-        return 1 + len(child) // _STRING_CHARS_PER_VALUE
+    """A child's weight: a container's from ``weights`` (the walk computed it first), a scalar's own."""
     return weights.get(id(child), 1) if _is_container(child) else _scalar_weight(child)
 
 
@@ -621,7 +617,7 @@ def _project(value: Any, need: _Need) -> Any:
     if whole:
         return value
     if not fields:  # only its size is read
-        return [None] * len(value) if isinstance(value, Mapping | list | tuple | set | frozenset) else value
+        return [None] * len(value) if isinstance(value, _CONTAINERS) else value
     if not isinstance(value, Mapping):
         return value  # a field of a list or a scalar: cel reports the error the whole value would give
     out = {key: _project(value[key], sub) for key, sub in fields if key in value}
@@ -748,7 +744,7 @@ class CompiledRule:
         self._program = program
         variables = set(program.variables()) if hasattr(program, "variables") else set(ROOTS)
         self.roots: tuple[str, ...] = tuple(sorted(variables & ROOTS))  # the data roots the rule names
-        skeleton = _skeleton(source)
+        skeleton = _skeleton(_blanked(source))
         self._plan = _plan(_shape(skeleton))
         needs = _needs(skeleton)
         self._needs = tuple((root, needs.get(root, _WHOLE)) for root in self.roots)
