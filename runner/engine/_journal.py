@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from tenants.audit.seals import broken_marker, run_chain, seal
-from tenants.kit.db import Session, begin_explicit, pinned_session, with_db_retry
+from tenants.kit.db import Session, begin_explicit, commit_needed, pinned_session, with_db_retry
 from tenants.kit.logging import get_logger, redact
 from tenants.kit.tracing import current_trace_id
 from tenants.runs.events import GENESIS, event_hash
@@ -128,7 +128,8 @@ class Journal:
 
     def transaction(self, body: Callable[[Session], T], what: str, *, atomic: bool = True) -> T:
         """Run ``body`` in one transaction with back-off; the in-memory chain rolls back with it.
-        ``atomic=False``: ``body`` runs a single statement (or only reads), which needs no explicit transaction."""
+        ``atomic=False``: ``body`` runs a single statement (or only reads), which needs no explicit transaction
+        (on PostgreSQL's autocommit connection, nor a commit)."""
         seq, prev, pending = self.seq, self.prev_hash, list(self.pending)
 
         def attempt() -> T:
@@ -138,7 +139,8 @@ class Journal:
                 if atomic:
                     begin_explicit(session)
                 result = body(session)
-                session.commit()
+                if atomic or commit_needed(session):
+                    session.commit()
             except BaseException:
                 self.discard()
                 raise

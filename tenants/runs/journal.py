@@ -24,10 +24,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, TextClause, func, insert, text, update
+from sqlalchemy import Table, func, insert, update
 from sqlalchemy.orm import Session
 
-from tenants.kit.db import insert_ignore
+from tenants.kit.db import RawStatement, execute_raw, insert_ignore
 from tenants.kit.errors import LeaseLost
 from tenants.kit.repository import TenantRepository, for_dialect
 from tenants.runs.models import SUSPENDED_REASON, DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
@@ -296,7 +296,7 @@ def _updates(item_end: bool, item_attempt: bool, side_effect: bool, release: boo
 
 
 @functools.cache
-def _write_sql(shape: tuple[Any, ...]) -> TextClause:
+def _write_sql(shape: tuple[Any, ...]) -> RawStatement:
     """The one-statement write for a shape of :class:`JournalWrite` (which parts are present)."""
     (counters, n_events, head, checkpoint, item_end, item_attempt, side_effect, loop_call, intent, release,
      release_state, finished, requeue, durable) = shape
@@ -314,7 +314,7 @@ def _write_sql(shape: tuple[Any, ...]) -> TextClause:
         select_ += ", false"
     if not durable:  # transaction-local: only this commit skips the WAL flush wait
         select_ += ", set_config('synchronous_commit', 'off', true)"
-    return text("WITH " + ",\n".join(parts) + f"\n{select_} FROM touched")
+    return RawStatement.of("WITH " + ",\n".join(parts) + f"\n{select_} FROM touched")
 
 
 class PostgresJournalRepository(JournalRepository):
@@ -364,7 +364,7 @@ class PostgresJournalRepository(JournalRepository):
         if r is not None:
             params.update(rel_runnable_at=r.runnable_at, rel_wake_at=r.wake_at, rel_state=r.state,
                           rel_reason=r.reason, rel_category=r.category, rel_slice_s=float(r.slice_s))
-        row = self.session.execute(_write_sql(shape), params).first()
+        row = execute_raw(self.session, _write_sql(shape), params)
         if row is None:
             raise LeaseLost(f"run {w.run_id} is owned by another worker (fence {w.fence} is stale)")
         return Flags(bool(row[0]), bool(row[1]), bool(row[2]))
