@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, TextClause, and_, case, func, insert, literal, null, or_, select, text, update
+from sqlalchemy import Table, and_, case, func, insert, literal, null, or_, select, update
 from sqlalchemy.orm import Session
 
-from tenants.kit.db import insert_ignore, upsert
+from tenants.kit.db import RawStatement, execute_raw, insert_ignore, upsert
 from tenants.kit.errors import LeaseLost
 from tenants.kit.repository import PlatformRepository, TenantRepository, for_dialect
 from tenants.runs.models import (
@@ -73,14 +73,15 @@ ITEM_CHUNK = 1000
 
 
 @functools.cache
-def _run_with_item_sql(columns: tuple[str, ...], idempotent: bool) -> TextClause:
+def _run_with_item_sql(columns: tuple[str, ...], idempotent: bool) -> RawStatement:
     """PostgreSQL: a run and its single item in ONE statement (the item's insert is gated on the run's)."""
     values = ", ".join("CAST(:r_input AS JSONB)" if c == "input" else f":r_{c}" for c in columns)
     conflict = " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING" if idempotent else ""
-    return text(f"WITH r AS (INSERT INTO runs ({', '.join(columns)}) VALUES ({values}){conflict} RETURNING id) "
-                "INSERT INTO run_items (run_id, item_index, tenant_id, input, state, steps_used, llm_calls, "
-                "next_attempt) SELECT r.id, 0, :r_tenant_id, CAST(:item_input AS JSONB), 'pending', 0, 0, 1 "
-                "FROM r RETURNING run_id")
+    return RawStatement.of(
+        f"WITH r AS (INSERT INTO runs ({', '.join(columns)}) VALUES ({values}){conflict} RETURNING id) "
+        "INSERT INTO run_items (run_id, item_index, tenant_id, input, state, steps_used, llm_calls, "
+        "next_attempt) SELECT r.id, 0, :r_tenant_id, CAST(:item_input AS JSONB), 'pending', 0, 0, 1 "
+        "FROM r RETURNING run_id")
 
 
 class RunRepository(TenantRepository):
@@ -316,7 +317,7 @@ class PostgresRunRepository(RunRepository):
         params = {f"r_{k}": (_json(v) if k == "input" else v) for k, v in values.items()}
         params["item_input"] = _json(items[0])
         sql = _run_with_item_sql(tuple(values), run.idempotency_key is not None)
-        return self.session.execute(sql, params).first() is not None
+        return execute_raw(self.session, sql, params) is not None
 
 
 def run_repository(session: Session, tenant_id: str) -> RunRepository:
