@@ -225,9 +225,10 @@ def upsert(session: Session, table: Any) -> Any:
     return (postgresql.insert if is_postgresql(session) else sqlite.insert)(table)
 
 
-def insert_ignore(session: Session, table: Any, *conflict_columns: str) -> Any:
-    """``INSERT ... ON CONFLICT (conflict_columns) DO NOTHING`` for the session's dialect; add ``.values()``."""
-    return upsert(session, table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+def insert_ignore(session: Session, table: Any, *conflict_columns: str, where: Any = None) -> Any:
+    """``INSERT ... ON CONFLICT (conflict_columns) [WHERE where] DO NOTHING`` for the session's dialect (``where``:
+    the predicate of a partial unique index); add ``.values()``."""
+    return upsert(session, table).on_conflict_do_nothing(index_elements=list(conflict_columns), index_where=where)
 
 
 def is_postgresql(session: Session) -> bool:
@@ -343,12 +344,22 @@ def dispatch_after_commit(actor_name: str, kwargs: dict[str, Any], delay_s: floa
     _dispatcher(actor_name, kwargs, delay_s)
 
 
-def enqueue_after_commit(session: Session, actor_name: str, delay_s: float = 0.0, **kwargs: Any) -> None:
+def enqueue_after_commit(session: Session, actor_name: str, delay_s: float = 0.0, *, at_most: int | None = None,
+                         **kwargs: Any) -> None:
     """Queue a message by actor name; it is sent only if and after ``session`` commits.
 
     A rolled-back transaction sends nothing. A message lost after commit only delays work:
     the database is the source of truth and the sweeper re-sends wake-ups.
+    ``at_most``: the transaction sends no more than that many messages of this actor and delay (a wake-up
+    carries no work of its own, and a woken worker keeps claiming while runs are due: a thousand runs
+    submitted in one transaction need a few dozen wake-ups, not a thousand).
     """
+    if at_most is not None:
+        counts: dict[tuple[str, float], int] = session.info.setdefault("midwatch_outbox_counts", {})
+        sent = counts.get((actor_name, delay_s), 0)
+        if sent >= at_most:
+            return
+        counts[(actor_name, delay_s)] = sent + 1
     pending: list[tuple[str, dict[str, Any], float]] = session.info.setdefault("midwatch_outbox", [])
     pending.append((actor_name, kwargs, delay_s))
 
@@ -370,6 +381,7 @@ def _send_outbox(session: Session) -> None:
             from tenants.kit.logging import get_logger
 
             get_logger("db").warning("after_commit_callback_failed", exc_info=True)
+    session.info.pop("midwatch_outbox_counts", None)
     pending = session.info.pop("midwatch_outbox", None)
     if not pending:
         return
@@ -387,4 +399,5 @@ def _drop_outbox(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a rolled-back SAVEPOINT does not undo the outer transaction's messages
     session.info.pop("midwatch_outbox", None)
+    session.info.pop("midwatch_outbox_counts", None)
     session.info.pop("midwatch_after_commit", None)

@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import TextClause, case, func, select, text, tuple_, update
+from sqlalchemy import case, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from tenants.accounts.models import Tenant
-from tenants.kit.db import insert_ignore, upsert
+from tenants.kit.db import RawStatement, execute_raw, insert_ignore, upsert
 from tenants.kit.repository import PlatformRepository, for_dialect
 from tenants.runs.models import Run
 from tenants.runs.repository import back_in_queue
@@ -104,9 +104,9 @@ class QueueFigures:
 
 
 @functools.cache
-def _claim_sql() -> TextClause:
+def _claim_sql() -> RawStatement:
     columns = ", ".join(f"r.{c}" for c in _CLAIMED_COLUMNS)
-    return text(f"""
+    return RawStatement.of(f"""
 WITH RECURSIVE queues(tid, agent) AS (
     (SELECT tenant_id, agent_name FROM runs WHERE runnable_at IS NOT NULL ORDER BY tenant_id, agent_name LIMIT 1)
   UNION ALL
@@ -134,11 +134,13 @@ choice AS (
    ORDER BY GREATEST(COALESCE(s.vtime, 0), (SELECT v FROM vt)), h.tid, h.priority, h.runnable_at, h.id
    LIMIT 1
 ),
-target AS (
-  SELECT r.id FROM runs r, choice c
-   WHERE r.tenant_id = c.tid AND r.agent_name = c.agent AND r.runnable_at IS NOT NULL AND r.runnable_at <= :now
-   ORDER BY r.priority, r.runnable_at, r.id
-   LIMIT 1 FOR UPDATE OF r SKIP LOCKED
+target AS (  -- lateral: the chosen queue's own index range, in index order (never a scan and sort of the tenant)
+  SELECT t.id FROM choice c
+    CROSS JOIN LATERAL (SELECT r.id FROM runs r
+                         WHERE r.tenant_id = c.tid AND r.agent_name = c.agent AND r.runnable_at IS NOT NULL
+                           AND r.runnable_at <= :now
+                         ORDER BY r.priority, r.runnable_at, r.id
+                         LIMIT 1 FOR UPDATE OF r SKIP LOCKED) t
 ),
 ts AS (
   INSERT INTO tenant_schedules AS s (tenant_id, weight, vtime, avg_slice_s, running, updated_at)
@@ -309,8 +311,8 @@ class PostgresDispatchRepository(DispatchRepository):
     """PostgreSQL: the claim is one statement (see the module docstring)."""
 
     def claim(self, owner: str, now: datetime, lease_s: float) -> ClaimedRun | None:
-        row = self.session.execute(_claim_sql(), {"owner": owner, "now": now,
-                                                  "lease_until": now + timedelta(seconds=lease_s)}).first()
+        row = execute_raw(self.session, _claim_sql(),
+                          {"owner": owner, "now": now, "lease_until": now + timedelta(seconds=lease_s)})
         return None if row is None else ClaimedRun.of(row)
 
     def _release_counts(self, tenant_id: str, agent: str) -> None:

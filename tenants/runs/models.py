@@ -50,7 +50,9 @@ SUSPENDED_REASON = "tenant suspended by the operator"
 class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "idempotency_key", name="uq_runs_tenant_idempotency_key"),
+        # Partial: only keyed runs, and no query that does not name the key can read a tenant's runs through it
+        Index("uq_runs_tenant_idempotency_key", "tenant_id", "idempotency_key", unique=True,
+              postgresql_where=text("idempotency_key IS NOT NULL"), sqlite_where=text("idempotency_key IS NOT NULL")),
         Index("ix_runs_tenant_created", "tenant_id", "id"),
         Index("ix_runs_state_lease", "state", "lease_until"),
         # The dispatch queue: runnable runs per (tenant, agent) in priority order (see tenants.scheduling).

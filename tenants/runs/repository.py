@@ -76,7 +76,8 @@ ITEM_CHUNK = 1000
 def _run_with_item_sql(columns: tuple[str, ...], idempotent: bool) -> RawStatement:
     """PostgreSQL: a run and its single item in ONE statement (the item's insert is gated on the run's)."""
     values = ", ".join("CAST(:r_input AS JSONB)" if c == "input" else f":r_{c}" for c in columns)
-    conflict = " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING" if idempotent else ""
+    conflict = (" ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+                if idempotent else "")
     return RawStatement.of(
         f"WITH r AS (INSERT INTO runs ({', '.join(columns)}) VALUES ({values}){conflict} RETURNING id) "
         "INSERT INTO run_items (run_id, item_index, tenant_id, input, state, steps_used, llm_calls, "
@@ -105,7 +106,8 @@ class RunRepository(TenantRepository):
     def _run_insert(self, run: Run) -> Any:
         if run.idempotency_key is None:
             return upsert(self.session, _RUNS).values(**self._run_values(run))
-        return insert_ignore(self.session, _RUNS, "tenant_id", "idempotency_key").values(**self._run_values(run))
+        return insert_ignore(self.session, _RUNS, "tenant_id", "idempotency_key",
+                             where=_RUNS.c.idempotency_key.is_not(None)).values(**self._run_values(run))
 
     def insert_items(self, run_id: str, items: Iterable[Any]) -> int:
         """Store batch items in chunks; returns how many."""

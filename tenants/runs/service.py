@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 EXECUTE_RUN = "execute_run"  # the runner's actor, enqueued by name after commit
+WAKEUPS_PER_COMMIT = 64  # workers keep claiming while runs are due: a few wake-ups drain a transaction's runs
 DEFAULT_PRIORITY = 3  # 1 (most urgent) .. 5; orders runs within their tenant only
 
 
@@ -92,7 +93,7 @@ def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_na
         return Submitted(run=existing, created=False)
     # Runs per period are charged when a run is accepted; an exhausted budget refuses it (402).
     charge_run(session, tenant_id, agent_name, now=now)
-    enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run.id)
+    enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant_id, run_id=run.id, at_most=WAKEUPS_PER_COMMIT)
     call_after_commit(session, lambda: metrics.run_submitted(tenant_id, agent_name))
     return Submitted(run=run, created=True)
 
@@ -233,7 +234,7 @@ def set_tenant_status(session: Session, name: str, status: str) -> tuple[Tenant,
         moved = repo.hold_all(now)
     else:
         moved = repo.release_held(now, now + wake_grace())
-        for run_id in moved[:64]:  # workers keep claiming while runs are due: a few wake-ups drain them all
-            enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant.id, run_id=run_id)
+        for run_id in moved:
+            enqueue_after_commit(session, EXECUTE_RUN, tenant_id=tenant.id, run_id=run_id, at_most=WAKEUPS_PER_COMMIT)
     KEYS.clear()  # this process refuses the tenant's keys at once; other API processes within AUTH_CACHE_S
     return tenant, before, len(moved)
