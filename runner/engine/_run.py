@@ -631,8 +631,11 @@ def _claim(settings: Settings, conn: _Connection) -> ClaimedRun | None:
     def attempt() -> ClaimedRun | None:
         session = conn.get()
         try:
+            repo = dispatch_repository(session)
+            if repo.one_statement:  # PostgreSQL: one autocommitted statement, never counted half-way
+                return repo.claim(_owner(), utcnow(), settings.lease_seconds)
             begin_explicit(session)  # a claim that a cap refuses half-way must count nothing: one transaction
-            claimed = dispatch_repository(session).claim(_owner(), utcnow(), settings.lease_seconds)
+            claimed = repo.claim(_owner(), utcnow(), settings.lease_seconds)
             if claimed is None:
                 session.rollback()  # a cap may have said no after a schedule row was counted
             else:

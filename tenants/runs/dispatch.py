@@ -4,11 +4,15 @@ tenants.scheduling's; this module reads and moves their counters).
 The claim is the scheduler's one decision: among the (tenant, agent) queues with a due runnable run,
 take the tenant with the lowest virtual time (never below the lowest of the tenants with work, so an
 idle tenant cannot bank credit) whose running count is under its cap, then that tenant's most urgent
-run (priority, then time in queue) of an agent under its cap. On PostgreSQL it is ONE statement: a
-loose index scan finds the queues, ``FOR UPDATE SKIP LOCKED`` lets concurrent workers take
-different runs, and upserts of the schedule rows count the run as running only if the caps still
-allow (checked on the locked rows, so caps hold exactly). SQLite serialises writers, so there the
-same decision is a few plain statements inside the caller's ``BEGIN IMMEDIATE`` transaction.
+run (priority, then time in queue) of an agent under its cap. On PostgreSQL it is ONE statement,
+committed on its own (autocommit, one round trip): a loose index scan finds the queues, ``FOR UPDATE
+SKIP LOCKED`` lets concurrent workers take different runs, the tenant's and the agent's schedule rows
+are locked and their caps checked on the locked rows (so caps hold exactly), and only then are both
+counted, so the statement never counts a run half-way. The schedule rows are locked only for the
+statement, never across a round trip to the worker (a worker thread waiting for the GIL while holding
+its tenant's row made every other claim and release of that tenant queue behind it).
+SQLite serialises writers, so there the same decision is a few plain statements inside the caller's
+``BEGIN IMMEDIATE`` transaction (:attr:`DispatchRepository.one_statement` is False).
 
 The release side (running - 1, the virtual time corrected by the slice's real cost) is written by
 the engine's journal in the same statement that releases the lease (tenants.runs.journal).
@@ -142,21 +146,35 @@ target AS (  -- lateral: the chosen queue's own index range, in index order (nev
                          ORDER BY r.priority, r.runnable_at, r.id
                          LIMIT 1 FOR UPDATE OF r SKIP LOCKED) t
 ),
+lt AS (  -- the schedule rows, locked (their latest versions) once a run is held: the tenant's before the agent's,
+         -- the order the journal's release takes them in; the caps are checked on these locked rows
+  SELECT s.cap, s.running FROM tenant_schedules s, choice c
+   WHERE s.tenant_id = c.tid AND EXISTS (SELECT 1 FROM target)
+   FOR UPDATE OF s
+),
+la AS (
+  SELECT g.cap, g.running FROM agent_schedules g, choice c
+   WHERE g.tenant_id = c.tid AND g.agent_name = c.agent AND (SELECT count(*) FROM lt) >= 0
+   FOR UPDATE OF g
+),
+allowed AS (
+  SELECT 1 FROM target
+   WHERE NOT EXISTS (SELECT 1 FROM lt WHERE lt.cap IS NOT NULL AND lt.running >= lt.cap)
+     AND NOT EXISTS (SELECT 1 FROM la WHERE la.cap IS NOT NULL AND la.running >= la.cap)
+),
 ts AS (
   INSERT INTO tenant_schedules AS s (tenant_id, weight, vtime, avg_slice_s, running, updated_at)
   SELECT c.tid, 1, (SELECT v FROM vt) + {DEFAULT_SLICE_S}, {DEFAULT_SLICE_S}, 1, :now
-    FROM choice c WHERE EXISTS (SELECT 1 FROM target)
+    FROM choice c WHERE EXISTS (SELECT 1 FROM allowed)
   ON CONFLICT (tenant_id) DO UPDATE
      SET vtime = GREATEST(s.vtime, (SELECT v FROM vt)) + s.avg_slice_s / s.weight,
          running = s.running + 1, updated_at = :now
-   WHERE s.cap IS NULL OR s.running < s.cap
   RETURNING s.tenant_id
 ),
 ag AS (
   INSERT INTO agent_schedules AS g (tenant_id, agent_name, running)
   SELECT c.tid, c.agent, 1 FROM choice c WHERE EXISTS (SELECT 1 FROM ts)
   ON CONFLICT (tenant_id, agent_name) DO UPDATE SET running = g.running + 1
-   WHERE g.cap IS NULL OR g.running < g.cap
   RETURNING g.tenant_id
 )
 UPDATE runs r SET lease_owner = :owner, lease_until = :lease_until, fence = r.fence + 1, runnable_at = NULL,
@@ -169,6 +187,8 @@ RETURNING {columns}""")
 class DispatchRepository(PlatformRepository):
     """Cross-tenant by nature: the claim chooses the tenant. The generic (SQLite) implementation runs the
     decision as plain statements; it relies on the caller's transaction serialising writers."""
+
+    one_statement = False  # whether the claim is one statement that needs no transaction around it
 
     def claim(self, owner: str, now: datetime, lease_s: float) -> ClaimedRun | None:
         """Take the fairest due runnable run and its lease; None when nothing may run now. On None the
@@ -309,6 +329,8 @@ class DispatchRepository(PlatformRepository):
 
 class PostgresDispatchRepository(DispatchRepository):
     """PostgreSQL: the claim is one statement (see the module docstring)."""
+
+    one_statement = True
 
     def claim(self, owner: str, now: datetime, lease_s: float) -> ClaimedRun | None:
         row = execute_raw(self.session, _claim_sql(),

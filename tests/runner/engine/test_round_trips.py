@@ -80,6 +80,7 @@ def test_a_five_step_run_costs_one_claim_and_one_statement_per_step(make_harness
     assert writes == ["WITH"] * 6, seen
     assert seen.count(";") <= 1, seen
     assert seen.count("SELECT") == 0, seen  # the lease keeper's renewals are UPDATEs; no reads at all
+    assert "BEGIN" not in seen, seen  # every statement commits on its own: no lock is held across a round trip
 
 
 @pytest.mark.postgres
