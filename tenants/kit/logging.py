@@ -219,6 +219,18 @@ def _add_trace_ids(_logger: Any, _name: str, event_dict: MutableMapping[str, Any
     return event_dict
 
 
+class _Stderr:
+    """``sys.stderr`` as it is when a line is written, not when logging was configured: a stream swapped in
+    meanwhile and closed since (a test's captured output, an embedding application's redirect) must not make
+    every later log call raise."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
     """Configure structlog once for the process, and route standard-library logging through the same chain."""
     renderer: Any = (
@@ -235,10 +247,10 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, redact_processor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_Stderr())
     handler.set_name(_OUR_HANDLER)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import BindParameter, Select, and_, bindparam, func, select, update
 from sqlalchemy.orm import defer
 
 from tenants.accounts.models import Tenant
@@ -19,6 +20,20 @@ from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect
 __all__ = ["GatedVersion", "PlatformRehearsalRepository", "RehearsalRepository", "SpaceRepository"]
 
 GatedVersion = tuple[AgentVersion, bool, str]  # (version, requires_rehearsal, min_profile)
+
+
+@functools.cache
+def _gated_version(latest: bool) -> Select[AgentVersion, bool, str]:
+    """The submission's one lookup, built once (its construction and cache key cost more than running it):
+    the agent's latest (or ``:version``) version with the agent's gate, for ``:tenant_id`` and ``:name``."""
+    tenant: BindParameter[str] = bindparam("tenant_id")
+    return (select(AgentVersion, RehearsalPolicy.requires_rehearsal, RehearsalPolicy.min_profile)
+            .join(Agent, and_(Agent.id == AgentVersion.agent_id, Agent.tenant_id == tenant))
+            .outerjoin(RehearsalPolicy, and_(RehearsalPolicy.tenant_id == tenant,
+                                             RehearsalPolicy.agent_name == Agent.name))
+            .where(Agent.name == bindparam("name"), AgentVersion.tenant_id == tenant,
+                   AgentVersion.version == (Agent.latest_version if latest else bindparam("version")))
+            .options(defer(AgentVersion.spec)))
 
 
 class RehearsalRepository(TenantRepository):
@@ -57,14 +72,10 @@ class RehearsalRepository(TenantRepository):
     # ---- the deploy gate ------------------------------------------------------------------------
     def version_with_policy(self, name: str, version: int | None) -> GatedVersion | None:
         """The agent's version (its latest when ``version`` is None) and the agent's gate, in one query."""
-        wanted = Agent.latest_version if version is None else version
-        row = self.session.execute(
-            select(AgentVersion, RehearsalPolicy.requires_rehearsal, RehearsalPolicy.min_profile)
-            .join(Agent, and_(Agent.id == AgentVersion.agent_id, Agent.tenant_id == self.tenant_id))
-            .outerjoin(RehearsalPolicy, and_(RehearsalPolicy.tenant_id == self.tenant_id,
-                                             RehearsalPolicy.agent_name == Agent.name))
-            .where(Agent.name == name, AgentVersion.tenant_id == self.tenant_id, AgentVersion.version == wanted)
-            .options(defer(AgentVersion.spec))).first()
+        params: dict[str, Any] = {"tenant_id": self.tenant_id, "name": name}
+        if version is not None:
+            params["version"] = version
+        row = self.session.execute(_gated_version(version is None), params).first()
         if row is None:
             return None
         return row[0], bool(row[1]), str(row[2] or "realistic")

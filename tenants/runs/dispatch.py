@@ -107,10 +107,10 @@ class QueueFigures:
     capped: int = 0
 
 
-@functools.cache
-def _claim_sql() -> RawStatement:
-    columns = ", ".join(f"r.{c}" for c in _CLAIMED_COLUMNS)
-    return RawStatement.of(f"""
+def _choose_sql() -> str:
+    """The claim's decision: the due queues (a loose index scan), each queue's head, the lowest virtual time,
+    the fairest queue under its caps, and its most urgent run, locked (``FOR UPDATE SKIP LOCKED``)."""
+    return """
 WITH RECURSIVE queues(tid, agent) AS (
     (SELECT tenant_id, agent_name FROM runs WHERE runnable_at IS NOT NULL ORDER BY tenant_id, agent_name LIMIT 1)
   UNION ALL
@@ -145,7 +145,12 @@ target AS (  -- lateral: the chosen queue's own index range, in index order (nev
                            AND r.runnable_at <= :now
                          ORDER BY r.priority, r.runnable_at, r.id
                          LIMIT 1 FOR UPDATE OF r SKIP LOCKED) t
-),
+)"""
+
+
+def _count_sql() -> str:
+    """The claim's counting: the schedule rows locked, the caps checked on them, then both counted."""
+    return f"""
 lt AS (  -- the schedule rows, locked (their latest versions) once a run is held: the tenant's before the agent's,
          -- the order the journal's release takes them in; the caps are checked on these locked rows
   SELECT s.cap, s.running FROM tenant_schedules s, choice c
@@ -176,7 +181,13 @@ ag AS (
   SELECT c.tid, c.agent, 1 FROM choice c WHERE EXISTS (SELECT 1 FROM ts)
   ON CONFLICT (tenant_id, agent_name) DO UPDATE SET running = g.running + 1
   RETURNING g.tenant_id
-)
+)"""
+
+
+@functools.cache
+def _claim_sql() -> RawStatement:
+    columns = ", ".join(f"r.{c}" for c in _CLAIMED_COLUMNS)
+    return RawStatement.of(_choose_sql() + ",\n" + _count_sql() + f"""
 UPDATE runs r SET lease_owner = :owner, lease_until = :lease_until, fence = r.fence + 1, runnable_at = NULL,
        state = 'running', reason = NULL, started_at = COALESCE(r.started_at, :now), updated_at = :now,
        wake_at = NULL

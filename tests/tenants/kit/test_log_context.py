@@ -100,3 +100,18 @@ def test_json_is_the_production_default_and_console_the_embedded_one() -> None:
     production = Settings.model_construct(env="production", log_format=None)  # (production also needs services)
     assert production.effective_log_format == "json"
     assert Settings(log_format="json").effective_log_format == "json"
+
+
+def test_a_stream_closed_after_logging_was_configured_does_not_break_later_log_calls(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Logging writes to sys.stderr as it is at each call: configured while a stream that is closed since was
+    sys.stderr (a test's capture, an embedding application's redirect), a log call still works."""
+    gone = io.StringIO()
+    monkeypatch.setattr("sys.stderr", gone)
+    configure_logging("info", "json")
+    monkeypatch.undo()  # back to pytest's stream
+    gone.close()
+    get_logger("t").warning("after_the_stream_closed", n=1)  # raised ValueError (I/O on a closed file) before
+    logging.getLogger("stdlib.t").warning("stdlib too")
+    err = capsys.readouterr().err
+    assert "after_the_stream_closed" in err and "stdlib too" in err
