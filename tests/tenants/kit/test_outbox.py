@@ -37,3 +37,25 @@ def test_a_rolled_back_unit_of_work_sends_nothing(sent: list[dict[str, Any]]) ->
         db.enqueue_after_commit(session, "execute_run", run_id="r1")
         raise ValueError("the request failed")
     assert sent == []
+
+
+def test_at_most_caps_one_transactions_messages_of_an_actor_and_delay_and_resets_after_it(
+        sent: list[dict[str, Any]]) -> None:
+    """A transaction that submits a thousand runs sends a few dozen wake-ups (a woken worker keeps claiming);
+    other actors and delays count apart, and the next transaction starts its own count."""
+    with db.unit_of_work() as session:
+        for n in range(100):
+            db.enqueue_after_commit(session, "execute_run", run_id=f"r{n}", at_most=64)
+        db.enqueue_after_commit(session, "execute_run", 5.0, run_id="later", at_most=64)
+        db.enqueue_after_commit(session, "other", run_id="other", at_most=64)
+    assert len(sent) == 66
+    assert sent[:64] == [{"run_id": f"r{n}"} for n in range(64)]
+    assert {"run_id": "later"} in sent and {"run_id": "other"} in sent
+    sent.clear()
+    with pytest.raises(ValueError), db.unit_of_work() as session:
+        for n in range(64):
+            db.enqueue_after_commit(session, "execute_run", run_id=f"x{n}", at_most=64)
+        raise ValueError("rolled back: its count goes with it")
+    with db.unit_of_work() as session:
+        db.enqueue_after_commit(session, "execute_run", run_id="next", at_most=64)
+    assert sent == [{"run_id": "next"}]
