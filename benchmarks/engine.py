@@ -62,24 +62,23 @@ def commit_floor(samples: int = 300) -> float:
     return median(times)
 
 
-def _ms_per_step(tenant_id: str, version: Any, settings: Any, floors: list[float] | None = None) -> list[float]:
-    """Five runs of 100 steps (after a warm-up): ms per step each. With ``floors``, the durable commit is
-    measured before every run too (a disk's flush time drifts over seconds: 0.3 to 1.5 ms on one machine
+def _ms_per_step(tenant_id: str, version: Any, settings: Any, *, floors: bool = False
+                 ) -> tuple[list[float], list[float]]:
+    """Five runs of 100 steps (after a warm-up): ms per step each, and with ``floors`` the durable commit
+    measured just before each of them (a disk's flush time drifts over seconds: 0.3 to 1.5 ms on one machine
     within minutes), so the ratio compares figures taken at the same time."""
     from runner.actors import run_once
 
-    samples = []
-    for _ in range(6):  # the first is a warm-up
-        if floors is not None:
-            floors.append(commit_floor(60))
+    samples, floor_samples = [], []
+    for n in range(6):  # the first is a warm-up
+        if floors and n:
+            floor_samples.append(commit_floor(60))
         (run_id,) = _submit(tenant_id, version, 1, items=[{"n": 0}, {"n": 1}])
         started = time.perf_counter()
         assert run_once(settings)
         samples.append((time.perf_counter() - started) / 100 * 1000)
         assert _run(tenant_id, run_id).state == "succeeded"
-    if floors is not None:
-        del floors[0]
-    return samples[1:]
+    return samples[1:], floor_samples
 
 
 def step_latency() -> dict[str, Any]:
@@ -91,11 +90,10 @@ def step_latency() -> dict[str, Any]:
 
     with bench_environment():
         tenant_id, version = make_agent(50, items=True)
-        relaxed = median(_ms_per_step(tenant_id, version, get_settings()))
-        floors: list[float] = []
-        strict = median(_ms_per_step(tenant_id, version, get_settings().model_copy(update={"durability": "strict"}),
-                                     floors))
-        floor = median(floors)
+        relaxed = median(_ms_per_step(tenant_id, version, get_settings())[0])
+        strict_samples, floors = _ms_per_step(
+            tenant_id, version, get_settings().model_copy(update={"durability": "strict"}), floors=True)
+        strict, floor = median(strict_samples), median(floors)
     peer_out = run_peer("dbos_steps.py", "100", "5")
     peer = float(re.search(r"median ([\d.]+) ms", peer_out).group(1)) if peer_out else None  # type: ignore[union-attr]
     ratio = f"{peer / relaxed:.1f}x faster than DBOS ({peer:.3f} ms/step)" if peer else "DBOS peer not measured"

@@ -102,6 +102,14 @@ def fresh_pg_schema(prefix: str) -> Iterator[str]:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+@pytest.fixture
+def own_pg_schema() -> Iterator[str]:
+    """A PostgreSQL schema for this test alone: for tests of the worker loop, which claims the fairest run of ANY
+    tenant (another test's queued run in the shared schema would be claimed instead), or of a fresh table."""
+    with fresh_pg_schema("mwown") as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     import redis

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Harness, fresh_pg_schema
+from tests.conftest import Harness
 
 FIVE = """\
 apiVersion: midwatch/v1
@@ -49,21 +49,13 @@ def _statements() -> Iterator[list[str]]:
         psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
 
 
-@pytest.fixture
-def own_schema() -> Iterator[str]:
-    """A schema of its own: the worker loop claims the fairest run of ANY tenant, so another test's queued run in
-    the shared schema would be claimed (and counted) instead."""
-    with fresh_pg_schema("mwrt") as url:
-        yield url
-
-
 @pytest.mark.postgres
 def test_a_five_step_run_costs_one_claim_and_one_statement_per_step(make_harness: Callable[..., Harness],
-                                                                    own_schema: str) -> None:
+                                                                    own_pg_schema: str) -> None:
     from runner.actors import run_once
     from tenants.kit.settings import get_settings
 
-    h = make_harness(db="postgres", worker=None, extra={"MIDWATCH_DATABASE_URL": own_schema})
+    h = make_harness(db="postgres", worker=None, extra={"MIDWATCH_DATABASE_URL": own_pg_schema})
     tenant = h.onboard()
     h.put_agent(tenant, FIVE)
     warm = h.submit(tenant, "five", {"input": None})  # the first run loads the version once per process

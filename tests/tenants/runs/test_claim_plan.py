@@ -9,22 +9,14 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
-from sqlalchemy import text
 
-from tenants.kit.db import pinned_session, unit_of_work
+from tenants.kit.db import RawStatement, execute_raw, read_only, unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.runs.dispatch import _claim_sql
-from tests.conftest import Harness, fresh_pg_schema
+from tests.conftest import Harness
 
 SPEC = "apiVersion: midwatch/v1\nname: q\nscope: {tools: [sandbox.echo]}\nsteps:\n  - {id: s, tool: sandbox.echo}\n"
-
-
-@pytest.fixture
-def own_schema() -> Iterator[str]:
-    with fresh_pg_schema("mwcp") as url:
-        yield url
 
 
 def _scans(node: dict[str, Any]) -> Iterator[tuple[str, str | None, str | None]]:
@@ -35,12 +27,12 @@ def _scans(node: dict[str, Any]) -> Iterator[tuple[str, str | None, str | None]]
 
 @pytest.mark.postgres
 def test_the_claim_reads_the_queue_through_its_index_without_statistics(make_harness: Callable[..., Harness],
-                                                                         own_schema: str) -> None:
+                                                                         own_pg_schema: str) -> None:
     from runner.spec import load_spec
     from tenants.agents.service import store_version
     from tenants.runs.service import submit_run
 
-    h = make_harness(db="postgres", worker=None, extra={"MIDWATCH_DATABASE_URL": own_schema})
+    h = make_harness(db="postgres", worker=None, extra={"MIDWATCH_DATABASE_URL": own_pg_schema})
     tenant = h.onboard()
     with unit_of_work() as session:
         version = store_version(session, tenant.id, "q", load_spec(SPEC).model_dump(mode="json", by_alias=True),
@@ -49,19 +41,11 @@ def test_the_claim_reads_the_queue_through_its_index_without_statistics(make_har
             submit_run(session, tenant.id, version, "q", {"n": n}, None, None)
     now = utcnow()
     params = {"owner": "plan", "now": now, "lease_until": now + timedelta(seconds=30)}
-    session = pinned_session()
-    try:
-        session.execute(text("BEGIN"))
-        raw = session.connection().connection.driver_connection
-        assert isinstance(raw, psycopg.Connection)
-        cursor = psycopg.RawCursor(raw)
-        cursor.execute(b"EXPLAIN (FORMAT JSON) " + _claim_sql().sql, [params[name] for name in _claim_sql().names])
-        (plan,) = cursor.fetchone()  # type: ignore[misc]
-        session.execute(text("ROLLBACK"))
-    finally:
-        session.close()
-        if session.bind is not None and hasattr(session.bind, "close"):
-            session.bind.close()
+    claim = _claim_sql()
+    with read_only() as session:  # EXPLAIN without ANALYZE: planned, not run
+        row = execute_raw(session, RawStatement(b"EXPLAIN (FORMAT JSON) " + claim.sql, claim.names), params)
+    assert row is not None
+    plan = row[0]
     nodes = list(_scans((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]))
     reads = [(kind, index) for kind, relation, index in nodes if relation == "runs" and kind != "ModifyTable"]
     # the loose scan of the queues, each queue's head, the chosen run (locked), then the run by its key
