@@ -22,7 +22,6 @@ from tenants.kit.logging import configure_logging, get_logger
 from tenants.kit.master_key import get_master_key
 from tenants.kit.settings import Settings
 from tenants.kit.tracing import configure_tracing
-from tenants.migrations import upgrade
 from tenants.secrets.keyring_backend import get_secret, get_secret_for_retry, install_keyring
 
 __all__ = ["Services", "bootstrap", "database_ready", "process_ready"]
@@ -61,6 +60,8 @@ def bootstrap(settings: Settings, *, migrate: bool, process: str = "embedded") -
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
+        from tenants.migrations import upgrade  # Alembic only where migrations run: a worker starts faster
+
         upgrade()
     init_broker(settings, _register)
     get_master_key()  # fail fast on a bad or missing key; the embedded mode generates its key here, at first start
