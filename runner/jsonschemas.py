@@ -31,6 +31,7 @@ path, or None).
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import re2
 import referencing
 import referencing.exceptions
@@ -353,14 +355,85 @@ def json_path(path: Iterable[Any]) -> str:
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
-class CompiledSchema:
-    """A checked schema compiled once: RE2 patterns, an offline registry, a bounded amount of work."""
+# The keywords whose meaning the compiled validator (jsonschema-rs) shares exactly with this module's, and
+# whose work is linear without a budget: no $ref (cycles, fan-out), no patterns (RE2 here, another engine
+# there), no multipleOf (float arithmetic), no uniqueItems, no format (an annotation here).
+_FAST_SUBSCHEMA = frozenset({"items", "not", "additionalProperties"})
+_FAST_SUBSCHEMAS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_FAST_DATA = frozenset({"type", "required", "enum", "const", "minimum", "maximum", "exclusiveMinimum",
+                        "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "minProperties",
+                        "maxProperties", "title", "description", "default", "examples", "$comment", "$schema",
+                        "deprecated", "readOnly", "writeOnly"})
+_FAST_NODES = 200  # schema nodes: with no $ref a node meets each value of the instance at most once
 
-    __slots__ = ("_validator", "schema")
+
+def _fast_eligible(schema: Any, budget: list[int]) -> bool:
+    """Whether ``schema`` uses only the keywords above, in at most `_FAST_NODES` (sub)schemas."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, Mapping):
+        return False
+    return all(_fast_keyword(key, value, budget) for key, value in schema.items())
+
+
+def _fast_keyword(key: str, value: Any, budget: list[int]) -> bool:
+    if key in _FAST_DATA:
+        return True
+    if key == "properties":
+        return isinstance(value, Mapping) and all(_fast_eligible(v, budget) for v in value.values())
+    if key in _FAST_SUBSCHEMA:
+        return _fast_eligible(value, budget)
+    return key in _FAST_SUBSCHEMAS and isinstance(value, list) and all(_fast_eligible(v, budget) for v in value)
+
+
+def _fast_validator(schema: Mapping[str, Any] | bool) -> Any:
+    """A compiled (Rust) validity check for a schema of the common keywords, or None."""
+    if not _fast_eligible(schema, [_FAST_NODES]):
+        return None
+    try:
+        return jsonschema_rs.Draft202012Validator(schema if isinstance(schema, bool) else dict(schema),
+                                                  validate_formats=False)
+    except Exception:
+        return None
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_MAX_FAST_DEPTH = 64
+
+
+def _plain_json(value: Any, depth: int) -> bool:
+    """Whether ``value`` holds only what JSON decodes to (exact dict with str keys, list, str, int, float, bool,
+    None): the compiled validator reads a tuple as an array and a Decimal as a number, the reference does not."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return kind is not float or math.isfinite(value)
+    if depth <= 0:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _plain_json(v, depth - 1) for k, v in value.items())
+    if kind is list:
+        return all(_plain_json(v, depth - 1) for v in value)
+    return False
+
+
+class CompiledSchema:
+    """A checked schema compiled once: RE2 patterns, an offline registry, a bounded amount of work.
+
+    :meth:`is_valid` first asks a compiled validator (jsonschema-rs, about 0.2 us instead of 20 us for a
+    small object) when the schema uses only keywords both agree on; its "invalid", or any value it cannot
+    take (a Decimal, an integer beyond 64 bits, NaN), goes to the reference validator, whose answer and
+    errors count. So the fast path can only ever confirm what the reference would also accept.
+    """
+
+    __slots__ = ("_fast", "_validator", "schema")
 
     def __init__(self, schema: Mapping[str, Any] | bool) -> None:
         self.schema = schema
         self._validator = _SafeValidator(schema, registry=_OFFLINE)
+        self._fast = _fast_validator(schema)
 
     def iter_errors(self, instance: Any) -> Iterator[ValidationError]:
         """Every error of ``instance`` (library ``ValidationError`` objects), within the work budget.
@@ -390,6 +463,8 @@ class CompiledSchema:
 
     def best_violation(self, instance: Any) -> Violation | None:
         """The most relevant violation (the library's ``best_match`` heuristic), or None when valid."""
+        if self.is_valid(instance):  # the compiled check when it applies; errors are sorted only when there are
+            return None
         error = best_match(self.iter_errors(instance))
         if error is None:
             return None
@@ -398,6 +473,12 @@ class CompiledSchema:
 
     def is_valid(self, instance: Any) -> bool:
         """Whether ``instance`` matches (stops at the first error)."""
+        if self._fast is not None and _plain_json(instance, _MAX_FAST_DEPTH):
+            try:
+                if self._fast.is_valid(instance):
+                    return True
+            except Exception:  # noqa: S110 - a value it cannot convert: the reference validator decides
+                pass
         return next(self.iter_errors(instance), None) is None
 
 
@@ -421,11 +502,9 @@ def validator_for(schema: Mapping[str, Any] | bool) -> CompiledSchema:
     spec's schema dict is reused for every step of every run). Raises SchemaInvalid.
     """
     key = id(schema)
-    with _compiled_lock:
-        hit = _by_identity.get(key)
-        if hit is not None and hit[0] is schema:
-            _by_identity.move_to_end(key)
-            return hit[1]
+    hit = _by_identity.get(key)  # without the lock: a dict read is atomic, and this runs for every step
+    if hit is not None and hit[0] is schema:
+        return hit[1]  # the order stays that of first use: evicting a hot schema only costs a recompile
     text = _canonical(schema)
     with _compiled_lock:
         compiled = _compiled.get(text)

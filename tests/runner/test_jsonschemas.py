@@ -106,3 +106,70 @@ def test_validators_are_compiled_once_per_schema() -> None:
     schema = {"type": "object", "required": ["a"]}
     assert validator_for(schema) is validator_for(schema)
     assert validator_for(schema) is validator_for({"required": ["a"], "type": "object"})  # canonical JSON
+
+
+# ---- the compiled fast path: only ever confirms what the reference validator accepts ---------------------
+
+FAST_SCHEMAS: list[Any] = [
+    {"type": "object", "required": ["n", "step"],
+     "properties": {"n": {"type": "integer"}, "step": {"type": "integer", "minimum": 0, "maximum": 100}}},
+    {"type": "array", "items": {"type": ["string", "null"], "maxLength": 3}, "minItems": 1, "maxItems": 4},
+    {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "none"}], "not": {"enum": [1, 2.5, True]}},
+    {"type": "object", "additionalProperties": {"type": "boolean"}, "maxProperties": 2,
+     "properties": {"pattern": {"type": "string", "minLength": 2}}},  # a property called "pattern" is data
+    {"oneOf": [{"type": "integer"}, {"type": "number", "maximum": 10}]},
+    {"prefixItems": [{"type": "integer"}, {"type": "object", "required": ["a"]}], "items": False},
+    {"allOf": [{"type": "object"}, {"properties": {"a": {"const": {"b": [1, None]}}}}]},
+    True, False,
+]
+
+
+def _json_values() -> Any:
+    from hypothesis import strategies as st
+
+    scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+               | st.text(max_size=5) | st.sampled_from([0, 1, 2.5, 10, 11, "none", True, 1.0]))
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.sampled_from(["a", "b", "n", "step", "pattern"]), inner, max_size=4),
+                        max_leaves=12)
+
+
+@pytest.mark.parametrize("schema", FAST_SCHEMAS, ids=range(len(FAST_SCHEMAS)))
+def test_the_fast_path_agrees_with_the_reference_validator(schema: Any) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    compiled = validator_for(schema)
+    assert compiled._fast is not None  # these schemas take the compiled path
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(_json_values())
+    def agree(value: Any) -> None:
+        reference = next(compiled.iter_errors(value), None) is None
+        assert compiled.is_valid(value) == reference, value
+        assert compiled._fast.is_valid(value) == reference, value  # the compiled check alone agrees too
+
+    agree()
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "pattern": "^a+$"},  # RE2 here, another engine there
+    {"type": "number", "multipleOf": 0.1},
+    {"type": "array", "uniqueItems": True},
+    {"$defs": {"a": {"type": "integer"}}, "$ref": "#/$defs/a"},
+    {"type": "string", "format": "email"},
+    {"properties": {"a": {"type": "object", "properties": {"b": {"pattern": "x"}}}}},
+    {"anyOf": [{"type": "integer"}] * 250},  # more subschemas than the fast path takes
+])
+def test_keywords_whose_meaning_or_cost_differs_stay_on_the_reference_validator(schema: Any) -> None:
+    assert validator_for(schema)._fast is None
+
+
+def test_values_json_cannot_hold_are_judged_by_the_reference_validator() -> None:
+    from decimal import Decimal
+
+    arrays, integers = validator_for({"type": "array"}), validator_for({"type": "integer"})
+    assert arrays._fast is not None and arrays._fast.is_valid((1, 2))  # the compiled check reads a tuple as an array
+    assert not arrays.is_valid((1, 2))  # the reference does not, and decides
+    assert integers._fast is not None and integers._fast.is_valid(Decimal(3))
+    assert not integers.is_valid(Decimal(3))
+    assert not integers.is_valid({1: "a"}) and integers.is_valid(2**70)
