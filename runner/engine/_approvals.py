@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.engine._kinds import PendingAction, StepContext
 from runner.errors import RuleError, StepFailed
-from runner.rules import RuleInput, compile_rule
+from runner.rules import RuleInput, compile_rule, rule_set
 from runner.spec import ApprovalRule
 from tenants.approvals.repository import ApprovalRepository
 from tenants.approvals.service import ApprovalRequest, request_approval
@@ -37,7 +37,10 @@ def _matching_rule(rules: list[ApprovalRule], ctx: StepContext, pending: Pending
     step = ctx.step
     data = RuleInput({**ctx.context, "step": {"id": step.id, "kind": step.kind, "tool": step.tool or "",
                                                "args": pending.args}})
-    for rule in rules:
+    first = rule_set(tuple(rule.when for rule in rules)).first_true(data)  # one cel call for all of them
+    if first is not None:
+        return rules[first] if first >= 0 else None
+    for rule in rules:  # one by one: a rule that fails is reported
         try:
             if compile_rule(rule.when).evaluate(data):
                 return rule

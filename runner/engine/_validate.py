@@ -6,7 +6,7 @@ from typing import Any
 
 from runner.errors import RuleError, StepFailed
 from runner.jsonschemas import validator_for
-from runner.rules import RuleInput, compile_rule
+from runner.rules import RuleInput, compile_rule, rule_set
 from runner.spec import Step
 
 __all__ = ["validate_output"]
@@ -30,6 +30,9 @@ def validate_output(step: Step, output: Any, context: dict[str, Any]) -> list[di
         verdicts.append({"check": "output_schema", "ok": True})
     if step.rules:
         data = RuleInput({**context, "output": output})  # converted lazily, once for all the step's rules
+        if rule_set(tuple(step.rules)).all_true(data):  # the common case: one cel call for all of them
+            verdicts.extend({"check": "rule", "rule": src, "ok": True} for src in step.rules)
+            return verdicts
         for src in step.rules:
             try:
                 ok = compile_rule(src).evaluate(data)
