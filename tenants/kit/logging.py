@@ -24,6 +24,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -70,6 +71,7 @@ _known_lock = threading.Lock()
 _known_re: re.Pattern[str] | None = None
 
 
+@lru_cache(maxsize=4096)  # every step's event redacts the same few keys ("check", "ok", "attempt", ...)
 def is_sensitive_key(key: str) -> bool:
     """Whether a mapping key or log field names a credential (its value is masked whatever it holds)."""
     name = _CAMEL.sub("_", key).lower().replace("-", "_").strip("_")
@@ -78,7 +80,7 @@ def is_sensitive_key(key: str) -> bool:
 
 def register_secret(values: Iterable[str]) -> None:
     """Remember secret plaintexts so every later log line and decision record redacts them."""
-    global _known_re
+    global _known_re, _generation
     with _known_lock:
         added = {v for v in values if v and len(v) >= 4} - _known
         if not added:
@@ -86,17 +88,47 @@ def register_secret(values: Iterable[str]) -> None:
         _known.update(added)
         ordered = sorted(_known, key=len, reverse=True)
         _known_re = re.compile("|".join(re.escape(v) for v in ordered))
+        _generation += 1  # after the pattern: a text cached under the new generation was redacted with it
+        _redact_short.cache_clear()
+
+
+_CACHED_TEXT = 256  # characters: the short texts every step's event repeats (why, chosen, rule texts)
+
+
+_generation = 0  # of the known secrets: a text redacted under an older set is never served again
+
+
+def _redact_text(value: str) -> str:
+    if len(value) <= _CACHED_TEXT:
+        return _redact_short(value, _generation)
+    return _redact_uncached(value)
+
+
+@lru_cache(maxsize=8192)
+def _redact_short(value: str, _generation: int) -> str:
+    return _redact_uncached(value)
+
+
+def _redact_uncached(value: str) -> str:
+    out = _known_re.sub(REDACTED, value) if _known_re is not None else value
+    if "mw_" in out:  # what _KEY_PATTERN needs; most text has none, and `in` costs a tenth of a search
+        out = _KEY_PATTERN.sub(REDACTED, out)
+    return _BEARER.sub("Bearer " + REDACTED, out)
+
+
+_LEAVES = frozenset({int, float, bool, type(None)})
 
 
 def redact(value: Any) -> Any:
     """Return ``value`` with every known secret and credential pattern replaced, recursively."""
-    if isinstance(value, str):
-        out = _known_re.sub(REDACTED, value) if _known_re is not None else value
-        out = _KEY_PATTERN.sub(REDACTED, out)
-        return _BEARER.sub("Bearer " + REDACTED, out)
+    kind = type(value)
+    if kind in _LEAVES:  # the exact types first: every step's event goes through here
+        return value
+    if kind is str or isinstance(value, str):
+        return _redact_text(value)
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and is_sensitive_key(k) and v else redact(v))
+            k: (REDACTED if v and isinstance(k, str) and is_sensitive_key(k) else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):

@@ -20,7 +20,12 @@ HASHED_FIELDS = (
 )
 
 
+_PLAIN = frozenset({str, int, bool, dict, list, type(None)})
+
+
 def _normal(value: Any) -> Any:
+    if type(value) in _PLAIN:  # none of them has isoformat; asked first because a failed hasattr is slow
+        return value
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if value is None or isinstance(value, str | int | bool | dict | list):
