@@ -1,6 +1,6 @@
 """``governance``: what an output schema, three CEL rules per step and an approval rule that never matches
 cost per step, on the embedded default (SQLite, in this process): a 20-step batch agent over 50 items,
-bare and governed, in the same run (15 interleaved pairs). Target: at most 0.05 ms more per step.
+bare and governed, in the same run (24 interleaved pairs). Target: at most 0.05 ms more per step.
 
 The two agents run in interleaved pairs (bare, governed) and the figure is the median of the pairs'
 differences: a step here is about 1-2 ms of CPU (SQLite's commit included), and a 2-core machine of this
@@ -20,8 +20,8 @@ from typing import Any
 from benchmarks._common import median, midwatch_env, write_result
 
 STEPS = 20
-ITEMS = 50
-RUNS = 15
+ITEMS = 10
+RUNS = 100
 
 
 def _spec(name: str, governed: bool) -> str:
@@ -85,19 +85,24 @@ def main() -> None:
         _ms_per_step(tenant.id, agents["bare"], "bare")  # warm-up: imports, caches, compiled rules
         _ms_per_step(tenant.id, agents["governed"], "governed")
         samples: dict[str, list[tuple[float, float]]] = {"bare": [], "governed": []}
-        for _ in range(RUNS):
-            for name in ("bare", "governed"):
+        for i in range(RUNS):
+            order = ("bare", "governed") if i % 2 == 0 else ("governed", "bare")  # no agent always runs second
+            for name in order:
                 samples[name].append(_ms_per_step(tenant.id, agents[name], name))
     pairs = list(zip(samples["bare"], samples["governed"], strict=True))
-    overhead = median([g[0] - b[0] for b, g in pairs])
+    differences = sorted(g[0] - b[0] for b, g in pairs)
+    overhead = median(differences)
     cpu_overhead = median([g[1] - b[1] for b, g in pairs])
+    quartiles = (differences[len(differences) // 4], differences[(3 * len(differences)) // 4])
     bare_ms, governed_ms = median([b[0] for b, _ in pairs]), median([g[0] for _, g in pairs])
     print(f"governance: {overhead:.4f} ms more per step with an output schema, 3 CEL rules and an approval rule "
           f"(median of {RUNS} interleaved pairs; governed {governed_ms:.3f} ms/step, bare {bare_ms:.3f} ms/step; "
-          f"CPU time {cpu_overhead:.4f} ms more per step; {STEPS} steps x {ITEMS} items, embedded default) "
-          "(target <= 0.05 ms)")
+          f"CPU time {cpu_overhead:.4f} ms more per step; the pairs' differences have quartiles "
+          f"{quartiles[0]:.3f} and {quartiles[1]:.3f} ms, this machine's noise; {STEPS} steps x {ITEMS} items, "
+          "embedded default) (target <= 0.05 ms)")
     write_result("governance", {"bare_ms_per_step": bare_ms, "governed_ms_per_step": governed_ms,
                                 "overhead_ms_per_step": overhead, "cpu_overhead_ms_per_step": cpu_overhead,
+                                "difference_quartiles_ms": quartiles,
                                 "samples": samples})
 
 
