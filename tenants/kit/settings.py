@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(4.0, gt=0)  # renewed every lease/3 s; a dead worker's run resumes after it
     time_slice_seconds: float = Field(30.0, gt=0)
     max_redeliveries: int = Field(5, ge=1)
-    sweep_interval_seconds: float = Field(1.0, gt=0)
+    sweep_interval_seconds: float = Field(0.5, gt=0)  # a dead worker's run resumes within lease + this
     wake_grace_seconds: float = Field(30.0, gt=0)  # a queued run nobody picked up is re-sent after this
     shutdown_grace_s: float = Field(25.0, ge=0)
     actor_time_limit_s: float = Field(600.0, gt=0)
