@@ -401,6 +401,7 @@ def _fast_validator(schema: Mapping[str, Any] | bool) -> Any:
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_EXACT = frozenset({str, int, bool, type(None)})  # JSON scalars needing no further look (a float may be NaN)
 _MAX_FAST_DEPTH = 64
 
 
@@ -412,10 +413,10 @@ def _plain_json(value: Any, depth: int) -> bool:
         return kind is not float or math.isfinite(value)
     if depth <= 0:
         return False
-    if kind is dict:
-        return all(type(k) is str and _plain_json(v, depth - 1) for k, v in value.items())
+    if kind is dict:  # scalars other than floats inline: no call per field
+        return all(type(k) is str and (type(v) in _EXACT or _plain_json(v, depth - 1)) for k, v in value.items())
     if kind is list:
-        return all(_plain_json(v, depth - 1) for v in value)
+        return all(type(v) in _EXACT or _plain_json(v, depth - 1) for v in value)
     return False
 
 

@@ -97,14 +97,14 @@ class _Parser:
         while self.peek("||"):
             self.take()
             parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else _any(tuple(parts))
+        return parts[0] if len(parts) == 1 else _logical(tuple(parts), absorbing=True)
 
     def conjunction(self) -> _Node:
         parts = [self.relation()]
         while self.peek("&&"):
             self.take()
             parts.append(self.relation())
-        return parts[0] if len(parts) == 1 else _all(tuple(parts))
+        return parts[0] if len(parts) == 1 else _logical(tuple(parts), absorbing=False)
 
     def relation(self) -> _Node:
         left = self.unary()
@@ -235,8 +235,8 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 def _compare(op: str, left: _Node, right: _Node) -> _Node:
     test = _OPERATORS[op]
     ordered = op not in ("==", "!=")
-    if isinstance(right, _Constant) and isinstance(left, _Path):  # the common shape: path OP literal
-        return _path_against(test, ordered, left.path, right.value)
+    if isinstance(right, _Constant):  # the common shape: path (or size) OP literal
+        return _against(test, ordered, left, right.value)
 
     def compare(find: Find) -> Any:
         a, b = left(find), right(find)
@@ -247,13 +247,25 @@ def _compare(op: str, left: _Node, right: _Node) -> _Node:
     return compare
 
 
-def _path_against(test: Callable[[Any, Any], bool], ordered: bool, path: tuple[str, ...], literal: Any) -> _Node:
+def _against(test: Callable[[Any, Any], bool], ordered: bool, left: _Node, literal: Any) -> _Node:
     kind = _kind(literal)
     if kind is None or (ordered and kind not in _ORDERED):
         raise ValueError("never comparable")  # cel decides every time: no predicate
-    def compare(find: Find) -> Any:
-        a = find(path)
-        return test(a, literal) if _kind(a) is kind else _UNKNOWN
+    low, high = _INT64
+    if kind is int:
+        def compare_int(find: Find) -> Any:
+            a = left(find)
+            return test(a, literal) if type(a) is int and low <= a <= high else _UNKNOWN
+        return compare_int
+    if kind is str:
+        def compare_text(find: Find) -> Any:
+            a = left(find)
+            return test(a, literal) if type(a) is str and a.isascii() else _UNKNOWN
+        return compare_text
+
+    def compare(find: Find) -> Any:  # a double, a bool, null: the exact type is enough
+        a = left(find)
+        return test(a, literal) if type(a) is kind else _UNKNOWN
     return compare
 
 
@@ -264,28 +276,18 @@ def _not(inner: _Node) -> _Node:
     return negate
 
 
-def _all(parts: tuple[_Node, ...]) -> _Node:
-    def conjunction(find: Find) -> Any:
+def _logical(parts: tuple[_Node, ...], absorbing: bool) -> _Node:
+    """``&&`` (absorbing: False) or ``||`` (absorbing: True) with CEL's commutative rules: ``false && x`` is
+    false and ``true || x`` is true whatever ``x`` is, an error included."""
+    def combine(find: Find) -> Any:
         unknown = False
         for part in parts:
             value = part(find)
-            if value is False:
-                return False  # false && anything (an error included) is false in CEL
+            if value is absorbing:
+                return absorbing
             unknown = unknown or type(value) is not bool
-        return _UNKNOWN if unknown else True
-    return conjunction
-
-
-def _any(parts: tuple[_Node, ...]) -> _Node:
-    def disjunction(find: Find) -> Any:
-        unknown = False
-        for part in parts:
-            value = part(find)
-            if value is True:
-                return True  # true || anything (an error included) is true in CEL
-            unknown = unknown or type(value) is not bool
-        return _UNKNOWN if unknown else False
-    return disjunction
+        return _UNKNOWN if unknown else not absorbing
+    return combine
 
 
 def compile_subset(src: str) -> Predicate | None:

@@ -543,7 +543,7 @@ class RuleInput:
         """The value at a dotted path as given (not converted), or ``_MISSING`` when it does not resolve."""
         node: Any = self._data.get(path[0], _MISSING)
         for part in path[1:]:
-            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+            node = node.get(part, _MISSING) if type(node) is dict or isinstance(node, Mapping) else _MISSING
         return node
 
     def leaf(self, path: tuple[str, ...]) -> Any:

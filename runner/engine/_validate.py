@@ -31,7 +31,7 @@ def validate_output(step: Step, output: Any, context: dict[str, Any]) -> list[di
     if step.rules:
         data = RuleInput({**context, "output": output})  # converted lazily, once for all the step's rules
         if rule_set(tuple(step.rules)).all_true(data):  # the common case: one cel call for all of them
-            verdicts.extend({"check": "rule", "rule": src, "ok": True} for src in step.rules)
+            verdicts += [{"check": "rule", "rule": src, "ok": True} for src in step.rules]
             return verdicts
         for src in step.rules:
             try:

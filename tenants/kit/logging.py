@@ -127,8 +127,9 @@ def redact(value: Any) -> Any:
     if kind is str or isinstance(value, str):
         return _redact_text(value)
     if isinstance(value, dict):
-        return {
-            k: (REDACTED if v and isinstance(k, str) and is_sensitive_key(k) else redact(v))
+        return {  # scalars inline: a step's verdicts are dicts of a few bools and numbers
+            k: (REDACTED if v and (type(k) is str or isinstance(k, str)) and is_sensitive_key(k)
+                else v if type(v) in _LEAVES else _redact_text(v) if type(v) is str else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
