@@ -31,7 +31,6 @@ path, or None).
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -39,13 +38,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-import jsonschema_rs
 import re2
 import referencing
 import referencing.exceptions
 from jsonschema.exceptions import ValidationError, best_match
 
 from runner.errors import SchemaInvalid
+from runner.jsonschema_fast import MAX_FAST_DEPTH, fast_validator, plain_json
 
 __all__ = [
     "BASE_STEPS",
@@ -355,71 +354,6 @@ def json_path(path: Iterable[Any]) -> str:
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
-# The keywords whose meaning the compiled validator (jsonschema-rs) shares exactly with this module's, and
-# whose work is linear without a budget: no $ref (cycles, fan-out), no patterns (RE2 here, another engine
-# there), no multipleOf (float arithmetic), no uniqueItems, no format (an annotation here).
-_FAST_SUBSCHEMA = frozenset({"items", "not", "additionalProperties"})
-_FAST_SUBSCHEMAS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
-_FAST_DATA = frozenset({"type", "required", "enum", "const", "minimum", "maximum", "exclusiveMinimum",
-                        "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "minProperties",
-                        "maxProperties", "title", "description", "default", "examples", "$comment", "$schema",
-                        "deprecated", "readOnly", "writeOnly"})
-_FAST_NODES = 200  # schema nodes: with no $ref a node meets each value of the instance at most once
-
-
-def _fast_eligible(schema: Any, budget: list[int]) -> bool:
-    """Whether ``schema`` uses only the keywords above, in at most `_FAST_NODES` (sub)schemas."""
-    budget[0] -= 1
-    if budget[0] < 0:
-        return False
-    if isinstance(schema, bool):
-        return True
-    if not isinstance(schema, Mapping):
-        return False
-    return all(_fast_keyword(key, value, budget) for key, value in schema.items())
-
-
-def _fast_keyword(key: str, value: Any, budget: list[int]) -> bool:
-    if key in _FAST_DATA:
-        return True
-    if key == "properties":
-        return isinstance(value, Mapping) and all(_fast_eligible(v, budget) for v in value.values())
-    if key in _FAST_SUBSCHEMA:
-        return _fast_eligible(value, budget)
-    return key in _FAST_SUBSCHEMAS and isinstance(value, list) and all(_fast_eligible(v, budget) for v in value)
-
-
-def _fast_validator(schema: Mapping[str, Any] | bool) -> Any:
-    """A compiled (Rust) validity check for a schema of the common keywords, or None."""
-    if not _fast_eligible(schema, [_FAST_NODES]):
-        return None
-    try:
-        return jsonschema_rs.Draft202012Validator(schema if isinstance(schema, bool) else dict(schema),
-                                                  validate_formats=False)
-    except Exception:
-        return None
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-_EXACT = frozenset({str, int, bool, type(None)})  # JSON scalars needing no further look (a float may be NaN)
-_MAX_FAST_DEPTH = 64
-
-
-def _plain_json(value: Any, depth: int) -> bool:
-    """Whether ``value`` holds only what JSON decodes to (exact dict with str keys, list, str, int, float, bool,
-    None): the compiled validator reads a tuple as an array and a Decimal as a number, the reference does not."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return kind is not float or math.isfinite(value)
-    if depth <= 0:
-        return False
-    if kind is dict:  # scalars other than floats inline: no call per field
-        return all(type(k) is str and (type(v) in _EXACT or _plain_json(v, depth - 1)) for k, v in value.items())
-    if kind is list:
-        return all(type(v) in _EXACT or _plain_json(v, depth - 1) for v in value)
-    return False
-
-
 class CompiledSchema:
     """A checked schema compiled once: RE2 patterns, an offline registry, a bounded amount of work.
 
@@ -434,7 +368,7 @@ class CompiledSchema:
     def __init__(self, schema: Mapping[str, Any] | bool) -> None:
         self.schema = schema
         self._validator = _SafeValidator(schema, registry=_OFFLINE)
-        self._fast = _fast_validator(schema)
+        self._fast = fast_validator(schema)
 
     def iter_errors(self, instance: Any) -> Iterator[ValidationError]:
         """Every error of ``instance`` (library ``ValidationError`` objects), within the work budget.
@@ -474,7 +408,7 @@ class CompiledSchema:
 
     def is_valid(self, instance: Any) -> bool:
         """Whether ``instance`` matches (stops at the first error)."""
-        if self._fast is not None and _plain_json(instance, _MAX_FAST_DEPTH):
+        if self._fast is not None and plain_json(instance, MAX_FAST_DEPTH):
             try:
                 if self._fast.is_valid(instance):
                     return True
