@@ -49,6 +49,7 @@ _TOKEN_RE = re.compile(r"""\s*(?:
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)(?!['"])
   | (?P<op>&&|\|\||==|!=|<=|>=|<|>|!|\(|\)|\.|-)
 )""", re.VERBOSE)
+_MAX_DEPTH = 32  # nested `!` and parentheses: the parser and the predicate recurse once per level
 _UNKNOWN = object()  # an operand whose value the subset cannot compare exactly
 
 
@@ -74,6 +75,7 @@ class _Parser:
     def __init__(self, tokens: list[tuple[str, str]]) -> None:
         self.tokens = tokens
         self.at = 0
+        self.depth = 0
 
     def peek(self, value: str, ahead: int = 0) -> bool:
         at = self.at + ahead
@@ -113,6 +115,15 @@ class _Parser:
         return left
 
     def unary(self) -> _Node:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise ValueError("nested too deeply")  # `!!!!...` or `((((...` : cel's business, not a recursion here
+        try:
+            return self._unary()
+        finally:
+            self.depth -= 1
+
+    def _unary(self) -> _Node:
         if self.peek("!"):
             self.take()
             return _not(self.unary())
@@ -299,7 +310,7 @@ def compile_subset(src: str) -> Predicate | None:
         return None
     try:
         node = _Parser(tokens).rule()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
     def predicate(find: Find) -> bool | None:

@@ -110,6 +110,7 @@ def test_anything_not_plain_is_left_to_cel(src: str, data: dict[str, Any]) -> No
     "output.n + 1 > 0", "output.s.startsWith('a')", "output.n in [1, 2]", "has(output.n)", "output['n'] > 0",
     "output.n > 0 ? true : false", "output.n > 0 // note", "r'a' == output.s", "'a\\'b' == output.s",
     "output.xs.all(x, x > 0)", "int(output.s) > 0", "1 < output.n < 3", "output.size > 0",
+    "!" * 900 + "true", "(" * 40 + "true" + ")" * 40,  # deeper than the subset recurses: cel's to judge
 ])
 def test_text_outside_the_subset_compiles_to_nothing(src: str) -> None:
     assert compile_subset(src) is None
