@@ -62,7 +62,7 @@ from functools import lru_cache
 from typing import Any
 
 from runner.errors import RuleError
-from runner.rule_subset import compile_subset
+from runner.rule_subset import Predicate, compile_subset
 
 __all__ = [
     "MAX_COLLECTION",
@@ -845,10 +845,11 @@ class RuleSet:
         self.size = len(sources)
         self._combined: CompiledRule | None = None
         self._flat: _Flattened | None = None
-        subset = [compile_subset(src) for src in sources]  # comparisons of paths and literals: no cel call at all
-        self._subset = tuple(p for p in subset if p is not None) if all(subset) else None
+        self._subset: tuple[Predicate, ...] | None = None
         try:
-            compiled = [compile_rule(src) for src in sources]  # each bounded at upload; here: each compiles
+            compiled = [compile_rule(src) for src in sources]  # each within its bounds, each compiles
+            subset = [compile_subset(src) for src in sources]  # paths compared with literals: no cel call at all
+            self._subset = tuple(p for p in subset if p is not None) if all(subset) else None
             import cel
 
             combined = "[" + ",".join(f"(\n{src}\n)" for src in sources) + "]"  # a // comment ends at its line

@@ -137,3 +137,13 @@ def test_the_shortcuts_answer_the_common_case() -> None:
     assert rule_set(("step.args.n > 1000",)).first_true(data) == -1
     # Outside the subset, the combined cel program answers (one call for the set).
     assert rule_set(("output.n + 1 > 0", "has(output.step)")).all_true(data) is True
+
+
+def test_a_set_with_a_rule_over_its_bounds_takes_no_shortcut() -> None:
+    long_rule = " && ".join(["output.n > 0"] * 90)  # over MAX_RULE_CHARS: compile_rule refuses it
+    with pytest.raises(RuleError):
+        compile_rule(long_rule)
+    assert compile_subset(long_rule) is not None  # the subset alone would have answered it
+    data = RuleInput({"output": {"n": 3}})
+    assert rule_set(("output.n > 0", long_rule)).all_true(data) is None
+    assert rule_set((long_rule,)).first_true(data) is None
