@@ -21,11 +21,16 @@ always goes to cel)::
 (ASCII literals without escapes; no comments, no arithmetic, no other function.)
 
 **Exact or nothing.** The evaluator answers only where CEL's answer is plain: a comparison of two ints
-(64-bit), two doubles, two ASCII strings, two bools (``==``/``!=``), or two nulls, of a path that exists.
-Anything else (a missing key, an int compared with a double, a Decimal, a string outside ASCII) makes it
-return None, and the caller asks cel, which gives the exact value or error. ``&&`` and ``||`` follow CEL's
-commutative rules: ``false && x`` is false and ``true || x`` is true whatever ``x`` is, even unknown.
-A differential test (``tests/runner/test_rule_subset.py``) holds it to cel's answers.
+(64-bit), two doubles (ordering only without NaN, which cel-rust refuses to order), two ASCII strings, two
+bools (``==``/``!=``), or two nulls, of a path that exists; ``size()`` of a container or an ASCII string
+(cel-rust counts a string's UTF-8 bytes). Anything else (a missing key, an int compared with a double, a
+Decimal, a string outside ASCII) makes it return None, and the caller asks cel, which gives the exact value
+or error. ``&&`` and ``||`` follow CEL's commutative rules: ``false && x`` is false and ``true || x`` is
+true whatever ``x`` is, even unknown. But cel converts everything a rule reads before evaluating it, so
+the predicate first checks that every path it reads holds a value cel takes (no lone surrogate, no list
+where a field is read, no object): otherwise even ``true || ...`` is cel's to answer (an error).
+A differential test (``tests/runner/test_rule_subset.py``) holds it to cel's answers; each divergence it
+found (NaN ordering, UTF-8 sizes, conversion errors) is one of the rules above.
 """
 
 from __future__ import annotations
@@ -35,10 +40,10 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Find", "Predicate", "compile_subset"]
+__all__ = ["MISSING", "Predicate", "compile_subset"]
 
 Find = Callable[[tuple[str, ...]], Any]  # a data path -> its value, or MISSING
-Predicate = Callable[[Find], bool | None]  # True/False, or None: ask cel
+Predicate = Callable[[Mapping[str, Any]], bool | None]  # over the roots: True/False, or None: ask cel
 _Node = Callable[[Find], Any]  # a value, or _UNKNOWN
 
 _ROOTS = frozenset({"input", "item", "steps", "output", "step"})
@@ -49,6 +54,8 @@ _TOKEN_RE = re.compile(r"""\s*(?:
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)(?!['"])
   | (?P<op>&&|\|\||==|!=|<=|>=|<|>|!|\(|\)|\.|-)
 )""", re.VERBOSE)
+MISSING = object()  # a path that does not resolve
+_UNFIT = object()  # a value cel would refuse to convert
 _MAX_DEPTH = 32  # nested `!` and parentheses: the parser and the predicate recurse once per level
 _UNKNOWN = object()  # an operand whose value the subset cannot compare exactly
 
@@ -76,6 +83,7 @@ class _Parser:
         self.tokens = tokens
         self.at = 0
         self.depth = 0
+        self.paths: dict[tuple[tuple[str, ...], bool], None] = {}  # (path, read only for its size), in order
 
     def peek(self, value: str, ahead: int = 0) -> bool:
         at = self.at + ahead
@@ -157,12 +165,15 @@ class _Parser:
             self.take()
             path = self.path(self.take()[1])
             self.take(")")
+            self.paths[(path, True)] = None
             return _size(path)
         path = self.path(value)
         if self.peek(".") and self.peek("size", 1):
             for token in (".", "size", "(", ")"):
                 self.take(token)
+            self.paths[(path, True)] = None
             return _size(path)
+        self.paths[(path, False)] = None
         return _path(path)
 
     def path(self, root: str) -> tuple[str, ...]:
@@ -222,7 +233,9 @@ def _path(path: tuple[str, ...]) -> _Node:
 def _size(path: tuple[str, ...]) -> _Node:
     def size(find: Find) -> Any:
         value = find(path)  # what cel would be handed converts a mapping to a map, a list or tuple to a list
-        return len(value) if isinstance(value, Mapping | list | tuple | str) else _UNKNOWN
+        if type(value) is str:  # cel-rust counts a string's UTF-8 bytes: the same as its length in ASCII only
+            return len(value) if value.isascii() else _UNKNOWN
+        return len(value) if isinstance(value, Mapping | list | tuple) else _UNKNOWN
     return size
 
 
@@ -254,6 +267,8 @@ def _compare(op: str, left: _Node, right: _Node) -> _Node:
         kind = _kind(a)
         if kind is None or kind is not _kind(b) or (ordered and kind not in _ORDERED):
             return _UNKNOWN
+        if ordered and kind is float and (a != a or b != b):  # noqa: PLR0124 - NaN: cel-rust has no ordering
+            return _UNKNOWN
         return test(a, b)
     return compare
 
@@ -274,7 +289,13 @@ def _against(test: Callable[[Any, Any], bool], ordered: bool, left: _Node, liter
             return test(a, literal) if type(a) is str and a.isascii() else _UNKNOWN
         return compare_text
 
-    def compare(find: Find) -> Any:  # a double, a bool, null: the exact type is enough
+    if kind is float and ordered:
+        def compare_double(find: Find) -> Any:  # cel-rust has no ordering for NaN: an error, not false
+            a = left(find)
+            return test(a, literal) if type(a) is float and a == a else _UNKNOWN  # noqa: PLR0124 - NaN test
+        return compare_double
+
+    def compare(find: Find) -> Any:  # a double (==, !=), a bool, null: the exact type is enough
         a = left(find)
         return test(a, literal) if type(a) is kind else _UNKNOWN
     return compare
@@ -308,14 +329,63 @@ def compile_subset(src: str) -> Predicate | None:
     tokens = _tokens(src)
     if not tokens:
         return None
+    parser = _Parser(tokens)
     try:
-        node = _Parser(tokens).rule()
+        node = parser.rule()
     except (ValueError, RecursionError):
         return None
+    paths = tuple(parser.paths)
 
-    def predicate(find: Find) -> bool | None:
-        value = node(find)
-        return value if type(value) is bool else None
+    def predicate(data: Mapping[str, Any]) -> bool | None:
+        # Every path first: cel converts all the data a rule reads before it evaluates anything, so a value
+        # it cannot convert fails the rule even where `true || ...` would not look at it.
+        values: dict[tuple[str, ...], Any] = {}
+        for path, size_only in paths:
+            value = _walk(data, path)
+            if not (_fits_size(value) if size_only else _fits(value)):
+                return None
+            values[path] = value
+        answer = node(values.__getitem__)
+        return answer if type(answer) is bool else None
     return predicate
+
+
+def _walk(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path``, ``MISSING`` where it does not resolve, or ``_UNFIT`` where cel would be handed a
+    value it cannot convert (a list where a field is read: cel converts the list whole)."""
+    node: Any = data.get(path[0], MISSING)
+    for part in path[1:]:
+        if type(node) is dict or isinstance(node, Mapping):
+            node = node.get(part, MISSING)
+        elif node is MISSING:
+            return MISSING
+        else:
+            return MISSING if _fits(node) else _UNFIT
+    return node
+
+
+def _fits(value: Any) -> bool:
+    """Whether cel takes ``value`` as it is (what the subset compares), judged conservatively."""
+    kind = type(value)
+    if value is MISSING or kind is bool or kind is float or value is None:
+        return True
+    if kind is int:
+        return bool(_INT64[0] <= value <= _INT64[1])
+    if kind is str:
+        return bool(value.isascii()) or _utf8(value)
+    return False
+
+
+def _fits_size(value: Any) -> bool:
+    """A path read only for its size: cel is handed a list of as many nulls for a container."""
+    return isinstance(value, Mapping | list | tuple | set | frozenset) or _fits(value)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800" decodes to one): cel refuses the string
+        return False
+    return True
 
 

@@ -871,9 +871,8 @@ class RuleSet:
     def all_true(self, data: RuleInput) -> bool | None:
         """True when every rule holds; None when the rules must be evaluated one by one to say more."""
         if self._subset is not None:
-            find = data.find
             for rule in self._subset:
-                if rule(find) is not True:
+                if rule(data._data) is not True:
                     break
             else:
                 return True
@@ -885,7 +884,7 @@ class RuleSet:
         one by one (one of them is not a bool, or fails)."""
         if self._subset is not None:
             for i, rule in enumerate(self._subset):
-                verdict = rule(data.find)
+                verdict = rule(data._data)
                 if verdict is None:
                     break  # cel knows
                 if verdict:
