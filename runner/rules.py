@@ -546,6 +546,17 @@ class RuleInput:
             node = node.get(part, _MISSING) if type(node) is dict or isinstance(node, Mapping) else _MISSING
         return node
 
+    def blocked(self, path: tuple[str, ...]) -> bool:
+        """Whether ``path`` stops at a value that is neither a map nor missing (a list, a scalar)."""
+        node: Any = self._data.get(path[0], _MISSING)
+        for part in path[1:]:
+            if node is _MISSING:
+                return False
+            if not isinstance(node, Mapping):
+                return True
+            node = node.get(part, _MISSING)
+        return False
+
     def leaf(self, path: tuple[str, ...]) -> Any:
         """The value at a dotted path as CEL accepts it, or ``_MISSING`` when the path does not resolve."""
         node = self.find(path)
@@ -949,7 +960,9 @@ class _Flattened:
         for name, path in self._bindings:
             node = data.leaf(path)
             if node is _MISSING:
-                continue
+                if data.blocked(path):  # cel would be handed that value whole, and might refuse it
+                    raise RuleError("a path runs through a value that is not a map")
+                continue  # a missing key: the variable stays unbound, as the field would be missing
             values[name] = node
             if type(node) in _PLAIN:
                 weight += 1

@@ -19,7 +19,7 @@ from runner.rule_subset import compile_subset
 from runner.rules import RuleInput, StepOutputs, compile_rule, rule_set
 
 PATHS = ["output.n", "output.s", "output.f", "output.b", "output.none", "output.missing", "output.xs",
-         "item.n", "step.args.n", "step.tool", "output", "steps.a.output.n"]
+         "item.n", "step.args.n", "step.tool", "output", "steps.a.output.n", "output.xs.a", "output.s.a"]
 LITERALS = ["0", "1", "2", "3", "5", "-3", "9223372036854775807", "1.5", "-0.5", "1e3", "'a'", '"b"', "''",
             "true", "false", "null"]
 OPERATORS = ["==", "!=", "<", "<=", ">", ">="]
@@ -29,7 +29,9 @@ def _atoms() -> Any:
     left = [*PATHS, "size(output.xs)", "output.xs.size()", "size(steps)", "!output.b"]
     compare = st.builds(lambda a, op, b: f"{a} {op} {b}", st.sampled_from(left), st.sampled_from(OPERATORS),
                         st.sampled_from([*LITERALS, *PATHS[:2]]))
-    return compare | st.sampled_from(["output.b", "!output.b", "true", "false", "output.n"])
+    outside = st.sampled_from(["output.n + 0 == 0", "output.n in [1, 2]", "output.s + 'x' == 'ax'",
+                               "has(output.n)"])  # cel only: the set's combined program answers these
+    return compare | outside | st.sampled_from(["output.b", "!output.b", "true", "false", "output.n"])
 
 
 def _rules() -> Any:
@@ -47,7 +49,8 @@ def _scalars() -> Any:
 def _data() -> Any:
     output = st.fixed_dictionaries({}, optional={
         "n": _scalars(), "s": _scalars(), "f": _scalars(), "b": _scalars(), "none": st.none(),
-        "xs": st.lists(st.integers(0, 3), max_size=4) | st.dictionaries(st.sampled_from("ab"), st.integers())
+        "xs": st.lists(st.integers(0, 3), max_size=4) | st.just(["\ud800"])
+        | st.dictionaries(st.sampled_from("ab"), st.integers())
         | st.sampled_from(["abc", "é", "\ud800", "é😀", 3])})
 
     def build(out: dict[str, Any], n: Any, args_n: Any, tool: Any, with_steps: bool) -> dict[str, Any]:
@@ -132,6 +135,15 @@ def test_a_rule_sets_shortcuts_agree_with_the_rules_one_by_one(sources: list[str
         decided = one_by_one[: first + 1] if first >= 0 else one_by_one
         assert all(v is not None for v in decided), (sources, data, one_by_one)  # no rule before it errs
         assert first == next((i for i, v in enumerate(one_by_one) if v), -1), (sources, data, one_by_one)
+
+
+def test_the_combined_cel_program_takes_no_shortcut_through_a_value_cel_would_refuse() -> None:
+    rules = rule_set(("true || output.xs.a == 1", "output.n + 0 == 0 || true"))  # outside the subset
+    assert rules._flat is not None
+    data = {"output": {"xs": ["\ud800"], "n": 0}}
+    assert _reference("true || output.xs.a == 1", data) is None  # cel converts the list whole, and fails
+    assert rules.all_true(RuleInput(data)) is None
+    assert rules.all_true(RuleInput({"output": {"xs": {"a": 1}, "n": 0}})) is True
 
 
 def test_the_shortcuts_answer_the_common_case() -> None:
