@@ -103,18 +103,17 @@ class _Parser:
         return node
 
     def disjunction(self) -> _Node:
-        parts = [self.conjunction()]
-        while self.peek("||"):
-            self.take()
-            parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else _logical(tuple(parts), absorbing=True)
+        return self._joined("||", self.conjunction, absorbing=True)
 
     def conjunction(self) -> _Node:
-        parts = [self.relation()]
-        while self.peek("&&"):
+        return self._joined("&&", self.relation, absorbing=False)
+
+    def _joined(self, op: str, operand: Callable[[], _Node], *, absorbing: bool) -> _Node:
+        parts = [operand()]
+        while self.peek(op):
             self.take()
-            parts.append(self.relation())
-        return parts[0] if len(parts) == 1 else _logical(tuple(parts), absorbing=False)
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else _logical(tuple(parts), absorbing)
 
     def relation(self) -> _Node:
         left = self.unary()
