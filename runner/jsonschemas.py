@@ -44,7 +44,7 @@ import referencing.exceptions
 from jsonschema.exceptions import ValidationError, best_match
 
 from runner.errors import SchemaInvalid
-from runner.jsonschema_fast import MAX_FAST_DEPTH, fast_validator, plain_json
+from runner.jsonschema_fast import MAX_FAST_DEPTH, fast_validator, plain_values
 
 __all__ = [
     "BASE_STEPS",
@@ -209,6 +209,11 @@ def _counted(keyword: Callable[..., Any]) -> Callable[..., Any]:
         return keyword(validator, value, instance, schema)
 
     return counted
+
+
+def _budget_for(values: int) -> int:
+    """The keyword steps a validation of an instance of ``values`` values may take."""
+    return BASE_STEPS + STEPS_PER_VALUE * values
 
 
 def _count_values(instance: Any) -> int:
@@ -376,7 +381,7 @@ class CompiledSchema:
         Over budget, or on a reference that cannot be resolved, the last error says so.
         """
         saved = getattr(_budget, "left", None)
-        _budget.left = BASE_STEPS + STEPS_PER_VALUE * _count_values(instance)
+        _budget.left = _budget_for(_count_values(instance))
         try:
             yield from self._validator.iter_errors(instance)
         except _OverBudget:
@@ -408,7 +413,7 @@ class CompiledSchema:
 
     def is_valid(self, instance: Any) -> bool:
         """Whether ``instance`` matches (stops at the first error)."""
-        if self._fast is not None and plain_json(instance, MAX_FAST_DEPTH):
+        if self._fast is not None and self._fast.within(plain_values(instance, MAX_FAST_DEPTH), _budget_for):
             try:
                 if self._fast.is_valid(instance):
                     return True

@@ -321,8 +321,13 @@ def _logical(parts: tuple[_Node, ...], absorbing: bool) -> _Node:
     return combine
 
 
-def compile_subset(src: str) -> Predicate | None:
-    """``src`` as a Python predicate when it is in the subset (see the module docstring), else None."""
+def compile_subset(src: str, max_chars: int) -> Predicate | None:
+    """``src`` as a Python predicate when it is in the subset (see the module docstring), else None.
+
+    ``max_chars``: the most JSON text the rule may read for cel's bounds (:mod:`runner.rules`) never to
+    refuse it; the predicate says None for data that may be larger (an upper bound of that text, counted
+    per path), so the bounds are applied as they would be to the rule alone.
+    """
     if "//" in src:
         return None
     tokens = _tokens(src)
@@ -333,20 +338,36 @@ def compile_subset(src: str) -> Predicate | None:
         node = parser.rule()
     except (ValueError, RecursionError):
         return None
-    paths = tuple(parser.paths)
+    paths = tuple((path, size_only, sum(len(part) + 6 for part in path)) for path, size_only in parser.paths)
 
     def predicate(data: Mapping[str, Any]) -> bool | None:
         # Every path first: cel converts all the data a rule reads before it evaluates anything, so a value
         # it cannot convert fails the rule even where `true || ...` would not look at it.
         values: dict[tuple[str, ...], Any] = {}
-        for path, size_only in paths:
+        chars = 0
+        for path, size_only, keys in paths:
             value = _walk(data, path)
             if not (_fits_size(value) if size_only else _fits(value)):
                 return None
+            chars += keys + _json_chars(value)
+            if chars > max_chars:
+                return None  # perhaps over the bounds: the rule's own estimate decides
             values[path] = value
         answer = node(values.__getitem__)
         return answer if type(answer) is bool else None
     return predicate
+
+
+def _json_chars(value: Any) -> int:
+    """At least the length of ``value``'s JSON text as the bounds measure it: a container read for its size
+    is a list of as many nulls; a character may take 12 (a surrogate pair, escaped); a number at most 24."""
+    if value is MISSING:
+        return 0
+    if isinstance(value, str):
+        return 12 * len(value) + 2
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        return 6 * len(value) + 2
+    return 24
 
 
 def _walk(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:

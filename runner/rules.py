@@ -86,7 +86,7 @@ MAX_NESTING = 12
 MAX_COMPREHENSIONS = 2
 MAX_RULE_VISITS = 300_000  # values one evaluation may visit (the estimate's upper bound)
 MAX_COLLECTION = 100_000  # elements of any single list or map a rule may see
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "map", "filter"})
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CEL_LOCATION_RE = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
 _OPENERS = "([{"
@@ -583,7 +583,6 @@ class RuleInput:
 # the same part of a root share one conversion.
 _Need = tuple[bool, bool, tuple[tuple[str, Any], ...]]
 _WHOLE: _Need = (True, False, ())
-_SIZE_ONLY: _Need = (False, True, ())
 _SIZE_CALL_BEFORE = re.compile(r"(?<![\w.])size\s*\(\s*$")
 _CALL_AFTER = re.compile(r"\s*\(")
 _CLOSE_AFTER = re.compile(r"\s*\)")
@@ -859,14 +858,16 @@ class RuleSet:
         self._subset: tuple[Predicate, ...] | None = None
         try:
             compiled = [compile_rule(src) for src in sources]  # each within its bounds, each compiles
-            subset = [compile_subset(src) for src in sources]  # paths compared with literals: no cel call at all
+            # Paths compared with literals: no cel call at all, within the size each rule's bounds allow.
+            subset = [compile_subset(src, _surely_small_chars(rule._plan)) for src, rule in zip(
+                sources, compiled, strict=True)]
             self._subset = tuple(p for p in subset if p is not None) if all(subset) else None
             import cel
 
             combined = "[" + ",".join(f"(\n{src}\n)" for src in sources) + "]"  # a // comment ends at its line
             self._combined = CompiledRule(combined, cel.compile(combined))
             if all(set(rule._program.variables()) <= ROOTS for rule in compiled):  # no other name to shadow
-                self._flat = _flatten(combined, self._combined._plan)
+                self._flat = _flatten(combined, self._combined)
         except Exception:  # noqa: S110 - no shortcut: the caller evaluates rule by rule, reporting errors
             pass
 
@@ -944,19 +945,20 @@ class _Flattened:
     that name no variable but the roots. A root named on its own (``size(steps)``) is passed as its view.
     """
 
-    __slots__ = ("_bindings", "_program", "_roots", "_sites")
+    __slots__ = ("_bindings", "_bounds", "_program", "_roots")
 
     def __init__(self, program: Any, bindings: tuple[tuple[str, tuple[str, ...]], ...],
-                 roots: tuple[tuple[str, _Need], ...], sites: tuple[int, int]) -> None:
+                 roots: tuple[tuple[str, _Need], ...], bounds: CompiledRule) -> None:
         self._program = program
         self._bindings = bindings
         self._roots = roots
-        self._sites = sites
+        self._bounds = bounds  # the combined rule: its estimate is at least each rule's
 
     def execute(self, data: RuleInput) -> Any:
         """The list of the rules' values, or RuleError (unbound path, over the bounds, cel's error)."""
+        if not self._bounds._surely_small(data):  # exactly the bounds the rules one by one would apply
+            self._bounds._check_cost(data)
         values: dict[str, Any] = {}
-        weight = longest = 0
         for name, path in self._bindings:
             node = data.leaf(path)
             if node is _MISSING:
@@ -964,39 +966,21 @@ class _Flattened:
                     raise RuleError("a path runs through a value that is not a map")
                 continue  # a missing key: the variable stays unbound, as the field would be missing
             values[name] = node
-            if type(node) in _PLAIN:
-                weight += 1
-            elif _is_container(node):
-                found = _stats(node)
-                weight, longest = weight + found.weight, max(longest, found.longest)
-            else:
-                weight += _scalar_weight(node)
         for root, need in self._roots:
-            if root not in data:
-                continue
-            value = data.raw(root)
-            if need == _SIZE_ONLY and (type(value) in (dict, list) or isinstance(value, StepOutputs)):
-                values[root] = [None] * len(value)  # what the view would be, without walking the value
-                weight, longest = weight + 1 + len(value), max(longest, len(value))
-                continue
-            values[root] = data.view(root, need)
-            found = data.view_stats(root, need)
-            weight, longest = weight + found.weight, max(longest, found.longest)
-        sites, literal = self._sites
-        if longest > MAX_COLLECTION or weight > MAX_COLLECTION or weight * (1 + sites) + literal > MAX_RULE_VISITS:
-            raise RuleError("over the bounds for the shortcut")  # the rules one by one: the detailed estimate
+            if root in data:
+                values[root] = data.view(root, need)
         try:
             return self._program.execute(values)
         except Exception as exc:  # an unbound path, a type error...: the rules one by one say which
             raise RuleError(str(exc)) from exc
 
 
-def _flatten(src: str, plan: _Plan) -> _Flattened | None:
+def _flatten(src: str, bounds: CompiledRule) -> _Flattened | None:
     """``src`` with every ``root.field...`` path replaced by a variable (see :class:`_Flattened`), or None."""
     import cel
 
     blanked = _blanked(src)
-    if plan.flat_sites < 0 or re.search(r"(?<![\w.])(bind|has)\s*\(", blanked):
+    if bounds._plan.flat_sites < 0 or re.search(r"(?<![\w.])(bind|has)\s*\(", blanked):
         return None  # a comprehension or cel.bind could shadow a root; has() needs a field selection
     pieces: list[str] = []
     names: dict[tuple[str, ...], str] = {}
@@ -1029,8 +1013,15 @@ def _flatten(src: str, plan: _Plan) -> _Flattened | None:
     variables = set(program.variables())
     needs = _needs(_skeleton(_blanked(flat)))
     roots = tuple((root, needs.get(root, _WHOLE)) for root in sorted(variables & ROOTS))
-    return _Flattened(program, tuple((name, path) for path, name in names.items()), roots,
-                      (plan.flat_sites, plan.literal))
+    return _Flattened(program, tuple((name, path) for path, name in names.items()), roots, bounds)
+
+
+def _surely_small_chars(plan: _Plan) -> int:
+    """The most JSON text a rule without comprehensions may read and still be surely small (see
+    :meth:`CompiledRule._surely_small`): data within it is never refused by the bounds."""
+    if plan.flat_sites < 0:
+        return -1
+    return max(-1, min(MAX_COLLECTION, (MAX_RULE_VISITS - plan.literal) // (1 + plan.flat_sites)))
 
 
 @lru_cache(maxsize=1024)

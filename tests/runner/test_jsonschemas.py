@@ -146,7 +146,7 @@ def test_the_fast_path_agrees_with_the_reference_validator(schema: Any) -> None:
     def agree(value: Any) -> None:
         reference = next(compiled.iter_errors(value), None) is None
         assert compiled.is_valid(value) == reference, value
-        assert compiled._fast.is_valid(value) == reference, value  # the compiled check alone agrees too
+        assert compiled._fast is not None and compiled._fast.is_valid(value) == reference, value  # alone too
 
     agree()
 
@@ -173,3 +173,11 @@ def test_values_json_cannot_hold_are_judged_by_the_reference_validator() -> None
     assert integers._fast is not None and integers._fast.is_valid(Decimal(3))
     assert not integers.is_valid(Decimal(3))
     assert not integers.is_valid({1: "a"}) and integers.is_valid(2**70)
+
+
+def test_the_fast_path_keeps_the_reference_validators_work_budget() -> None:
+    schema = {"type": "array", "items": {"allOf": [{"type": "integer"}] * 30}}
+    compiled = validator_for(schema)
+    assert compiled._fast is not None and compiled._fast.is_valid(list(range(2000)))  # the compiled check alone
+    assert not compiled.is_valid(list(range(2000)))  # the reference stops: about 31 steps a value, 20 allowed
+    assert compiled.is_valid(list(range(10)))  # a small instance fits the budget: the fast path answers

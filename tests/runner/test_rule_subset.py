@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from runner.errors import RuleError
 from runner.rule_subset import compile_subset
-from runner.rules import RuleInput, StepOutputs, compile_rule, rule_set
+from runner.rules import RuleInput, StepOutputs, _surely_small_chars, compile_rule, rule_set
 
 PATHS = ["output.n", "output.s", "output.f", "output.b", "output.none", "output.missing", "output.xs",
          "item.n", "step.args.n", "step.tool", "output", "steps.a.output.n", "output.xs.a", "output.s.a"]
@@ -62,6 +62,15 @@ def _data() -> Any:
     return st.builds(build, output, _scalars(), _scalars(), _scalars(), st.booleans())
 
 
+def _subset(src: str) -> Any:
+    """The subset's predicate with the size limit the rule set would give it (any size for text cel refuses)."""
+    try:
+        limit = _surely_small_chars(compile_rule(src)._plan)
+    except RuleError:
+        limit = 10**9
+    return compile_subset(src, limit)
+
+
 def _reference(src: str, data: dict[str, Any]) -> bool | None:
     try:
         return compile_rule(src).evaluate(data)
@@ -72,7 +81,7 @@ def _reference(src: str, data: dict[str, Any]) -> bool | None:
 @settings(max_examples=600, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(_rules(), _data())
 def test_when_the_subset_answers_it_answers_as_cel(src: str, data: dict[str, Any]) -> None:
-    predicate = compile_subset(src)
+    predicate = _subset(src)
     if predicate is None:
         return
     answer = predicate(data)
@@ -90,7 +99,7 @@ def test_when_the_subset_answers_it_answers_as_cel(src: str, data: dict[str, Any
     ("!(output.s != 'x')", {"output": {"s": "x"}}, True),
 ])
 def test_plain_comparisons_are_answered_without_cel(src: str, data: dict[str, Any], expected: bool) -> None:
-    predicate = compile_subset(src)
+    predicate = _subset(src)
     assert predicate is not None
     assert predicate(data) is expected is _reference(src, data)
 
@@ -109,7 +118,7 @@ def test_plain_comparisons_are_answered_without_cel(src: str, data: dict[str, An
     ("output.b && true", {"output": {"b": 1}}),
 ])
 def test_anything_not_plain_is_left_to_cel(src: str, data: dict[str, Any]) -> None:
-    predicate = compile_subset(src)
+    predicate = _subset(src)
     assert predicate is None or predicate(data) is None
 
 
@@ -120,7 +129,7 @@ def test_anything_not_plain_is_left_to_cel(src: str, data: dict[str, Any]) -> No
     "!" * 900 + "true", "(" * 40 + "true" + ")" * 40,  # deeper than the subset recurses: cel's to judge
 ])
 def test_text_outside_the_subset_compiles_to_nothing(src: str) -> None:
-    assert compile_subset(src) is None
+    assert _subset(src) is None
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -146,6 +155,28 @@ def test_the_combined_cel_program_takes_no_shortcut_through_a_value_cel_would_re
     assert rules.all_true(RuleInput({"output": {"xs": {"a": 1}, "n": 0}})) is True
 
 
+@pytest.mark.parametrize(("sources", "data"), [
+    (("size(output.xs) >= 0",), {"output": {"xs": [0] * 100_001}}),  # a list longer than rules may see
+    (("output.s != ''" + " && 1 < 2" * 140,), {"output": {"s": "a" * 200_000}}),  # too many visits
+    (("output.s + '' != 'x'",), {"output": {"s": "a" * (99_999 * 64)}}),  # the combined cel program
+    (("size(output) == 3 && output.n + 0 == 1",), {"output": {"n": 1, "big": [0] * 99_000, "k" * 200_000: 0}}),
+])
+def test_data_over_a_rules_bounds_is_refused_as_by_the_rule_alone(sources: tuple[str, ...],
+                                                                   data: dict[str, Any]) -> None:
+    assert [_reference(src, data) for src in sources] == [None] * len(sources)  # refused: over the bounds
+    assert rule_set(sources).all_true(RuleInput(data)) is None
+    assert rule_set(sources).first_true(RuleInput(data)) is None
+
+
+def test_exists_one_is_a_comprehension_its_variable_shadows_a_root() -> None:
+    sources = ("!output.xs.existsOne(step, step.ok != true)",)
+    data = {"output": {"xs": [{"ok": False}]}, "step": {"ok": True}}
+    assert _reference(sources[0], data) is False
+    assert rule_set(sources).all_true(RuleInput(data)) is None
+    with pytest.raises(RuleError, match="comprehension"):  # three nested ones over 1,000 elements: 1e9 steps
+        compile_rule("output.a.existsOne(x, output.a.existsOne(y, output.a.existsOne(z, x == y)))")
+
+
 def test_the_shortcuts_answer_the_common_case() -> None:
     data = RuleInput({"output": {"n": 3, "step": 5}, "steps": StepOutputs(), "step": {"args": {"n": 5}}})
     assert rule_set(("output.n >= 0", "output.step < 100", "size(steps) <= 50")).all_true(data) is True
@@ -159,7 +190,7 @@ def test_a_set_with_a_rule_over_its_bounds_takes_no_shortcut() -> None:
     long_rule = " && ".join(["output.n > 0"] * 90)  # over MAX_RULE_CHARS: compile_rule refuses it
     with pytest.raises(RuleError):
         compile_rule(long_rule)
-    assert compile_subset(long_rule) is not None  # the subset alone would have answered it
+    assert compile_subset(long_rule, 10**9) is not None  # the subset alone would have answered it
     data = RuleInput({"output": {"n": 3}})
     assert rule_set(("output.n > 0", long_rule)).all_true(data) is None
     assert rule_set((long_rule,)).first_true(data) is None
