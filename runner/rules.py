@@ -4,7 +4,7 @@ CEL evaluation (common-expression-language) holds the GIL, has no cost limit and
 interrupted, so a rule is bounded twice.
 
 **At upload, by its text:** at most `MAX_RULE_CHARS` characters, bracket nesting at most
-`MAX_NESTING`, at most `MAX_COMPREHENSIONS` comprehension macros (all/exists/exists_one/map/filter).
+`MAX_NESTING`, at most `MAX_COMPREHENSIONS` comprehension macros (all/exists/exists_one/existsOne/map/filter).
 
 **Before every evaluation, by the data it will see.** A short text can still do a lot of work:
 ``output.xs.all(a, output.xs.all(b, a + b >= 0))`` over 6,000 elements is 36 million steps, and
@@ -235,7 +235,7 @@ def _check_bounds(src: str) -> None:
         raise RuleError(f"rule nests brackets {max_depth} deep; at most {MAX_NESTING} levels are allowed")
     if macros > MAX_COMPREHENSIONS:
         raise RuleError(
-            f"rule uses {macros} comprehension macros (all/exists/exists_one/map/filter); "
+            f"rule uses {macros} comprehension macros (all/exists/exists_one/existsOne/map/filter); "
             f"at most {MAX_COMPREHENSIONS} are allowed"
         )
 
