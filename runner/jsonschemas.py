@@ -403,7 +403,7 @@ class CompiledSchema:
 
     def best_violation(self, instance: Any) -> Violation | None:
         """The most relevant violation (the library's ``best_match`` heuristic), or None when valid."""
-        if self.is_valid(instance):  # the compiled check when it applies; errors are sorted only when there are
+        if self._confirmed_valid(instance):  # the compiled check when it applies
             return None
         error = best_match(self.iter_errors(instance))
         if error is None:
@@ -413,13 +413,16 @@ class CompiledSchema:
 
     def is_valid(self, instance: Any) -> bool:
         """Whether ``instance`` matches (stops at the first error)."""
-        if self._fast is not None and self._fast.within(plain_values(instance, MAX_FAST_DEPTH), _budget_for):
-            try:
-                if self._fast.is_valid(instance):
-                    return True
-            except Exception:  # noqa: S110 - a value it cannot convert: the reference validator decides
-                pass
-        return next(self.iter_errors(instance), None) is None
+        return self._confirmed_valid(instance) or next(self.iter_errors(instance), None) is None
+
+    def _confirmed_valid(self, instance: Any) -> bool:
+        """True when the compiled check may answer and finds ``instance`` valid; False says nothing."""
+        if self._fast is None or not self._fast.within(plain_values(instance, MAX_FAST_DEPTH), _budget_for):
+            return False
+        try:
+            return self._fast.is_valid(instance)
+        except Exception:  # a value it cannot convert: the reference validator decides
+            return False
 
 
 _compiled_lock = threading.Lock()

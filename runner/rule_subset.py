@@ -40,13 +40,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MISSING", "Predicate", "compile_subset"]
+__all__ = ["MISSING", "ROOTS", "Predicate", "Stopped", "compile_subset", "walk"]
 
 Find = Callable[[tuple[str, ...]], Any]  # a data path -> its value, or MISSING
 Predicate = Callable[[Mapping[str, Any]], bool | None]  # over the roots: True/False, or None: ask cel
 _Node = Callable[[Find], Any]  # a value, or _UNKNOWN
 
-_ROOTS = frozenset({"input", "item", "steps", "output", "step"})
+ROOTS = frozenset({"input", "item", "steps", "output", "step"})  # the data a rule can read
 _INT64 = (-(2**63), 2**63 - 1)
 _TOKEN_RE = re.compile(r"""\s*(?:
     (?P<num>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.]))
@@ -55,7 +55,7 @@ _TOKEN_RE = re.compile(r"""\s*(?:
   | (?P<op>&&|\|\||==|!=|<=|>=|<|>|!|\(|\)|\.|-)
 )""", re.VERBOSE)
 MISSING = object()  # a path that does not resolve
-_UNFIT = object()  # a value cel would refuse to convert
+_SCALARS = frozenset({int, float, bool, type(None)})
 _MAX_DEPTH = 32  # nested `!` and parentheses: the parser and the predicate recurse once per level
 _UNKNOWN = object()  # an operand whose value the subset cannot compare exactly
 
@@ -139,7 +139,7 @@ class _Parser:
             kind, value = self.take()
             if kind != "num":
                 raise ValueError("minus")
-            return _constant(-_number(value))
+            return _Constant(-_number(value))
         if self.peek("("):
             self.take()
             inner = self.disjunction()
@@ -150,16 +150,16 @@ class _Parser:
     def operand(self) -> _Node:
         kind, value = self.take()
         if kind == "num":
-            return _constant(_number(value))
+            return _Constant(_number(value))
         if kind == "str":
             text = value[1:-1]
             if not text.isascii():
                 raise ValueError("non-ASCII literal")
-            return _constant(text)
+            return _Constant(text)
         if kind != "name":
             raise ValueError(value)
         if value in _LITERALS:
-            return _constant(_LITERALS[value])
+            return _Constant(_LITERALS[value])
         if value == "size" and self.peek("("):
             self.take()
             path = self.path(self.take()[1])
@@ -176,7 +176,7 @@ class _Parser:
         return _path(path)
 
     def path(self, root: str) -> tuple[str, ...]:
-        if root not in _ROOTS:
+        if root not in ROOTS:
             raise ValueError(root)
         parts = [root]
         while (self.peek(".") and self.at + 1 < len(self.tokens) and self.tokens[self.at + 1][0] == "name"
@@ -211,22 +211,8 @@ class _Constant:
         return self.value
 
 
-class _Path:
-    __slots__ = ("path",)
-
-    def __init__(self, path: tuple[str, ...]) -> None:
-        self.path = path
-
-    def __call__(self, find: Find) -> Any:
-        return find(self.path)
-
-
-def _constant(value: Any) -> _Node:
-    return _Constant(value)
-
-
 def _path(path: tuple[str, ...]) -> _Node:
-    return _Path(path)
+    return lambda find: find(path)
 
 
 def _size(path: tuple[str, ...]) -> _Node:
@@ -346,7 +332,11 @@ def compile_subset(src: str, max_chars: int) -> Predicate | None:
         values: dict[tuple[str, ...], Any] = {}
         chars = 0
         for path, size_only, keys in paths:
-            value = _walk(data, path)
+            value = walk(data, path)
+            if type(value) is Stopped:  # fine for cel if it can convert the value (a field of it is an error)
+                if not _fits(value.value):
+                    return None
+                value = MISSING
             if not (_fits_size(value) if size_only else _fits(value)):
                 return None
             chars += keys + _json_chars(value)
@@ -363,6 +353,8 @@ def _json_chars(value: Any) -> int:
     is a list of as many nulls; a character may take 12 (a surrogate pair, escaped); a number at most 24."""
     if value is MISSING:
         return 0
+    if type(value) in _SCALARS:  # asked first: an isinstance against the Mapping ABC is the slow part
+        return 24
     if isinstance(value, str):
         return 12 * len(value) + 2
     if isinstance(value, Mapping | list | tuple | set | frozenset):
@@ -370,9 +362,18 @@ def _json_chars(value: Any) -> int:
     return 24
 
 
-def _walk(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    """The value at ``path``, ``MISSING`` where it does not resolve, or ``_UNFIT`` where cel would be handed a
-    value it cannot convert (a list where a field is read: cel converts the list whole)."""
+class Stopped:
+    """Where a path runs into a value that is not a map (a list, a scalar): cel is handed that value whole,
+    and fails reading a field of it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def walk(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` as given, ``MISSING`` where a key is missing, or :class:`Stopped`."""
     node: Any = data.get(path[0], MISSING)
     for part in path[1:]:
         if type(node) is dict or isinstance(node, Mapping):
@@ -380,7 +381,7 @@ def _walk(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
         elif node is MISSING:
             return MISSING
         else:
-            return MISSING if _fits(node) else _UNFIT
+            return Stopped(node)
     return node
 
 

@@ -62,7 +62,7 @@ from functools import lru_cache
 from typing import Any
 
 from runner.errors import RuleError
-from runner.rule_subset import Predicate, compile_subset
+from runner.rule_subset import MISSING, ROOTS, Predicate, Stopped, compile_subset, walk
 
 __all__ = [
     "MAX_COLLECTION",
@@ -250,7 +250,6 @@ def _describe_cel_error(exc: Exception) -> str:
     return f"invalid CEL at {line}:{column}: {detail.strip()}"
 
 
-ROOTS = frozenset({"input", "item", "steps", "output", "step"})
 _OPERATOR_RE = re.compile(r"==|!=|<=|>=|<|>|\+|-|\*|/|%")
 _PATH_RE = re.compile(r"(?<![\w.])(input|item|steps|output|step)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
 _STRING_CHARS_PER_VALUE = 64
@@ -426,7 +425,7 @@ def _scalar_weight(value: Any) -> int:
 
 _ONE = _Stats(1, 0, 0)
 
-_MISSING = object()
+_MISSING = MISSING  # one sentinel with runner.rule_subset's walk
 
 
 class StepOutputs(dict[str, Any]):
@@ -535,42 +534,19 @@ class RuleInput:
             found = self._stats[root] = value.stats() if isinstance(value, StepOutputs) else _stats(value)
         return found
 
-    def raw(self, root: str) -> Any:
-        """``root``'s value as given (not converted)."""
-        return self._data[root]
-
-    def find(self, path: tuple[str, ...]) -> Any:
-        """The value at a dotted path as given (not converted), or ``_MISSING`` when it does not resolve."""
-        node: Any = self._data.get(path[0], _MISSING)
-        for part in path[1:]:
-            node = node.get(part, _MISSING) if type(node) is dict or isinstance(node, Mapping) else _MISSING
-        return node
-
-    def blocked(self, path: tuple[str, ...]) -> bool:
-        """Whether ``path`` stops at a value that is neither a map nor missing (a list, a scalar)."""
-        node: Any = self._data.get(path[0], _MISSING)
-        for part in path[1:]:
-            if node is _MISSING:
-                return False
-            if not isinstance(node, Mapping):
-                return True
-            node = node.get(part, _MISSING)
-        return False
-
     def leaf(self, path: tuple[str, ...]) -> Any:
-        """The value at a dotted path as CEL accepts it, or ``_MISSING`` when the path does not resolve."""
-        node = self.find(path)
-        return node if node is _MISSING else _to_cel(node)
+        """The value at a dotted path as CEL accepts it, ``_MISSING`` where a key is missing, or a
+        :class:`~runner.rule_subset.Stopped` where the path runs into a value that is not a map."""
+        node = walk(self._data, path)
+        return node if node is _MISSING or type(node) is Stopped else _to_cel(node)
 
     def path_stats(self, path: tuple[str, ...]) -> _Stats | None:
         """Sizes of the value at a dotted path (None when the path does not exist: CEL reports that)."""
         if len(path) == 1:
             return self.root_stats(path[0]) if path[0] in self._data else None
         if path not in self._paths:
-            node: Any = self._data.get(path[0], _MISSING)
-            for part in path[1:]:
-                node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
-            self._paths[path] = None if node is _MISSING else _stats(node)
+            node = walk(self._data, path)
+            self._paths[path] = None if node is _MISSING or type(node) is Stopped else _stats(node)
         return self._paths[path]
 
 
@@ -848,11 +824,10 @@ class RuleSet:
     before, for the exact verdicts and errors. Rules have no side effects, so evaluating one twice is safe.
     """
 
-    __slots__ = ("_combined", "_flat", "_subset", "size", "sources")
+    __slots__ = ("_combined", "_flat", "_subset", "sources")
 
     def __init__(self, sources: tuple[str, ...]) -> None:
         self.sources = sources
-        self.size = len(sources)
         self._combined: CompiledRule | None = None
         self._flat: _Flattened | None = None
         self._subset: tuple[Predicate, ...] | None = None
@@ -878,7 +853,7 @@ class RuleSet:
             result = self._flat.execute(data) if self._flat is not None else self._combined.execute(data)
         except RuleError:
             return None
-        return result if type(result) is list and len(result) == self.size else None
+        return result if type(result) is list and len(result) == len(self.sources) else None
 
     def all_true(self, data: RuleInput) -> bool | None:
         """True when every rule holds; None when the rules must be evaluated one by one to say more."""
@@ -961,11 +936,10 @@ class _Flattened:
         values: dict[str, Any] = {}
         for name, path in self._bindings:
             node = data.leaf(path)
-            if node is _MISSING:
-                if data.blocked(path):  # cel would be handed that value whole, and might refuse it
-                    raise RuleError("a path runs through a value that is not a map")
-                continue  # a missing key: the variable stays unbound, as the field would be missing
-            values[name] = node
+            if type(node) is Stopped:  # cel would be handed that value whole, and might refuse it
+                raise RuleError("a path runs through a value that is not a map")
+            if node is not _MISSING:  # a missing key leaves the variable unbound, as the field would be missing
+                values[name] = node
         for root, need in self._roots:
             if root in data:
                 values[root] = data.view(root, need)

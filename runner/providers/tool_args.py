@@ -11,6 +11,7 @@ offered to a model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from runner.errors import ToolArgsInvalid
@@ -23,10 +24,15 @@ ANY_OBJECT: dict[str, Any] = {"type": "object"}
 _MESSAGE_MAX = 300
 
 
+def _declared_schema(tool: Any) -> Mapping[str, Any]:
+    """The tool's own arguments schema object (``ANY_OBJECT`` when it declares none): validated by identity,
+    so it is compiled once."""
+    return getattr(tool, "args_schema", None) or ANY_OBJECT
+
+
 def args_schema_of(tool: Any) -> dict[str, Any]:
-    """The tool's arguments schema (any JSON object when it declares none)."""
-    schema = getattr(tool, "args_schema", None)
-    return dict(schema) if schema else dict(ANY_OBJECT)
+    """The tool's arguments schema (any JSON object when it declares none), as a copy to hand out."""
+    return dict(_declared_schema(tool))
 
 
 def tool_spec(tool: Any) -> ToolSpec:
@@ -44,8 +50,7 @@ def validate_args(tool: Any, args: Any) -> None:
     name = str(tool.name)
     if not isinstance(args, dict):
         raise ToolArgsInvalid(name, f"arguments must be a JSON object, not {type(args).__name__}")
-    schema = getattr(tool, "args_schema", None) or ANY_OBJECT  # the tool's own object: compiled once, by identity
-    error = validator_for(schema).best_violation(args)  # linear-time patterns (RE2)
+    error = validator_for(_declared_schema(tool)).best_violation(args)  # linear-time patterns (RE2)
     if error is not None:
         raise ToolArgsInvalid(name, error.message[:_MESSAGE_MAX], json_path=_path(error.path))
 
