@@ -813,6 +813,9 @@ class CompiledRule:
             raise RuleError(f"rule {self.source!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
+_MAX_COMBINED_CHARS = 20 * MAX_RULE_CHARS  # a step's rules at their longest (20 of at most 1,000 characters)
+
+
 class RuleSet:
     """The rules of one place (a step's ``rules``, an agent's approval ``when``s), also compiled as one list
     expression ``[r1, r2, ...]`` so the common case costs one cel call instead of one per rule.
@@ -837,6 +840,8 @@ class RuleSet:
             subset = [compile_subset(src, _surely_small_chars(rule._plan)) for src, rule in zip(
                 sources, compiled, strict=True)]
             self._subset = tuple(p for p in subset if p is not None) if all(subset) else None
+            if sum(map(len, sources)) > _MAX_COMBINED_CHARS:
+                return  # the combined program is for a step's rules; a longer list goes one by one
             import cel
 
             combined = "[" + ",".join(f"(\n{src}\n)" for src in sources) + "]"  # a // comment ends at its line
@@ -960,9 +965,11 @@ def _flatten(src: str, bounds: CompiledRule) -> _Flattened | None:
     names: dict[tuple[str, ...], str] = {}
     at = 0
     for m in _CHAIN_RE.finditer(blanked):
-        before = blanked[:m.start()].rstrip()
         parts = _DOT_RE.split(m.group())
-        if parts[0] not in ROOTS or before.endswith("."):
+        back = m.start() - 1
+        while back >= 0 and blanked[back].isspace():  # linear in all: only the gap since the previous chain
+            back -= 1
+        if parts[0] not in ROOTS or (back >= 0 and blanked[back] == "."):
             continue  # not a root, or a field of something else
         end, fields = m.start() + len(parts[0]), []
         for part in parts[1:]:

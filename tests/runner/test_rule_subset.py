@@ -194,3 +194,10 @@ def test_a_set_with_a_rule_over_its_bounds_takes_no_shortcut() -> None:
     data = RuleInput({"output": {"n": 3}})
     assert rule_set(("output.n > 0", long_rule)).all_true(data) is None
     assert rule_set((long_rule,)).first_true(data) is None
+
+
+def test_a_list_longer_than_a_steps_rules_is_not_combined_and_still_answers() -> None:
+    sources = tuple(f"step.args.n == {i} && step.tool != '{'x' * 900}'" for i in range(30))  # 28,000 characters
+    rules = rule_set(sources)
+    assert rules._combined is None  # one cel program of this size is not built (nor rewritten)
+    assert rules.first_true(RuleInput({"step": {"args": {"n": 7}, "tool": "t"}})) == 7  # the subset still answers
