@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import anyio.to_thread
 from litestar import Request
@@ -81,11 +81,15 @@ def reset_limiter() -> None:
     KEYS.clear()
 
 
-def _authenticate(request: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+def _authenticate(request: ASGIConnection[Any, Any, Any, Any], *, may_block: bool = True) -> Principal | None:
     """Resolve the Authorization header (cached briefly), count the request against the key's per-minute
     limit (429 ``rate_limited`` over it). An address that keeps failing authentication gets 429 for the rest of
 the minute for any key not verified in the last few seconds (keys in use keep working, so a guesser
-behind a shared address cannot lock out the users next to it)."""
+behind a shared address cannot lock out the users next to it).
+
+    ``may_block=False`` (on the event loop): answer only from memory, a key verified in the last few seconds
+    and a count the limiter holds; None, with nothing counted, where the answer needs the database or Redis
+    (or is a refusal of the key: failures are counted on the worker thread)."""
     settings = get_settings()
     limits = limiter()
     address = request.client.host if request.client else "unknown"
@@ -94,6 +98,8 @@ behind a shared address cannot lock out the users next to it)."""
         key_hash = hash_key(bearer_token(request.headers.get("authorization")))
         verified = KEYS.get(key_hash)
         if verified is None:  # only a key not verified recently costs a lookup: guard that with the throttle
+            if not may_block:
+                return None
             throttled = limits.failures_exceeded(address, settings.auth_failures_per_minute)
             if not throttled.allowed:
                 raise RateLimited(f"too many failed authentications from this address; retry in "
@@ -104,10 +110,15 @@ behind a shared address cannot lock out the users next to it)."""
         elif verified.expires_at is not None and verified.expires_at <= now:
             raise Unauthorized("unknown or revoked API key")
     except Unauthorized:
+        if not may_block:
+            return None
         limits.failed(address)
         raise
     limit = verified.rate_limit_per_minute or settings.rate_limit_per_minute
-    verdict = limits.request(verified.principal.key_id, limit)
+    verdict = (limits.request(verified.principal.key_id, limit) if may_block
+               else limits.request_local(verified.principal.key_id, limit))
+    if verdict is None:
+        return None
     if not verdict.allowed:
         raise RateLimited(f"this API key is limited to {limit} requests per minute; retry in "
                           f"{verdict.retry_after_s} s", retry_after_s=verdict.retry_after_s)
@@ -135,12 +146,15 @@ def declared_roles(opt: Mapping[str, object]) -> tuple[Role, ...]:
 
 
 async def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Authenticate the caller (once per request, in a worker thread: it may read the database or Redis) and
-    admit it only with a role the route declares."""
+    """Authenticate the caller once per request and admit it only with a role the route declares. A key
+    verified in the last few seconds, whose count the limiter holds in memory, is admitted on the event loop;
+    anything that needs the database or Redis is asked on a worker thread."""
     allowed = declared_roles(handler.opt)
     if not allowed:
         raise Forbidden("this route declares no roles")  # fail closed: a route without roles admits nobody
-    principal = await anyio.to_thread.run_sync(_authenticated, connection)
+    principal = _authenticated(connection, may_block=False)  # a key in use: no round trip, no thread hop
+    if principal is None:
+        principal = await anyio.to_thread.run_sync(_authenticated, connection)
     if allowed == ("operator",):
         if not principal.is_operator:
             raise Forbidden("this action needs an operator key")
@@ -151,11 +165,20 @@ async def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: Ba
         raise Forbidden(f"this action needs one of the roles: {', '.join(allowed)} (your key is {principal.role})")
 
 
-def _authenticated(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+@overload
+def _authenticated(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal: ...
+
+
+@overload
+def _authenticated(connection: ASGIConnection[Any, Any, Any, Any], *, may_block: bool) -> Principal | None: ...
+
+
+def _authenticated(connection: ASGIConnection[Any, Any, Any, Any], *, may_block: bool = True) -> Principal | None:
     found: Principal | None = connection.state.get(_STATE_KEY)
     if found is None:
-        found = _authenticate(connection)
-        connection.state[_STATE_KEY] = found
+        found = _authenticate(connection, may_block=may_block)
+        if found is not None:
+            connection.state[_STATE_KEY] = found
     return found
 
 

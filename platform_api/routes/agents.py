@@ -19,6 +19,7 @@ from runner.jsonschemas import validator_for
 from runner.spec import AgentSpec, ParseResult, SpecIssue, load_version_spec, parse_spec
 from tenants.agents.repository import AgentRepository
 from tenants.agents.service import get_agent, get_version, store_version
+from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
 from tenants.kit.settings import get_settings
 from tenants.rehearsals.service import version_for_run
@@ -154,13 +155,16 @@ def _check_input(spec: AgentSpec, data: SubmitRun) -> None:
             raise InvalidInput(f"{where}: {error.message}", field=where)
 
 
-def submit(name: FromPath[str], data: JSONBody[SubmitRun], caller: TenantCaller, session: Db,
+def submit(name: FromPath[str], data: JSONBody[SubmitRun], caller: TenantCaller,
            idempotency_key: IdempotencyKey = None) -> Response[RunOut]:
-    version = version_for_run(session, caller.tenant_id, name, data.version)  # the deploy gate, if any
-    _check_input(load_version_spec(version.id, lambda: version.spec), data)
-    submitted = submit_run(session, caller.tenant_id, version, name, data.input, data.items, idempotency_key,
-                           priority=data.priority)
-    out = RunOut.model_validate(submitted.run)
+    # The hot path opens and commits its unit of work on its own worker thread: one thread hop per request
+    # instead of a second hop for the ``Db`` dependency's commit (the transaction never waits for a thread).
+    with unit_of_work() as session:
+        version = version_for_run(session, caller.tenant_id, name, data.version)  # the deploy gate, if any
+        _check_input(load_version_spec(version.id, lambda: version.spec), data)
+        submitted = submit_run(session, caller.tenant_id, version, name, data.input, data.items, idempotency_key,
+                               priority=data.priority)
+        out = RunOut.model_validate(submitted.run)
     return Response(out, status_code=201 if submitted.created else 200)
 
 

@@ -4,7 +4,13 @@ database write per request.
 Two counters with one interface (:class:`Counter`):
 
 - :class:`RedisCounter` (used whenever the deployment has Redis: ``MIDWATCH_REDIS_URL``, or a Redis
-  broker): ``INCR`` + ``EXPIRE`` in one pipelined round trip; exact across any number of API replicas.
+  broker): never over the limit across any number of API replicas. Each hit takes the next position in
+  the key's window with ``INCRBY`` (and ``EXPIRE``, one pipelined round trip) and is admitted while its
+  position is within the limit. A key with a high limit claims positions in blocks (``limit // 1000``,
+  at most :data:`MAX_BLOCK`) and counts the block down in memory: one round trip per block, not per
+  request. A replica's unused positions are never given to another, so a key may be refused at most
+  ``block - 1`` requests (0.1 % of its limit) early per replica; it is never admitted over its limit.
+  Limits up to 1,999 a minute claim one position at a time.
 - :class:`BatchedCounter` (no Redis, e.g. PostgreSQL + RabbitMQ, and the embedded default): each process
   counts in memory and, about once a second, adds its counts to the shared row in ``api_key_windows``
   and reads the total back. Exact within one process; across replicas a key can go over its limit by at
@@ -26,10 +32,11 @@ from tenants.kit.db import unit_of_work
 from tenants.kit.ids import utcnow
 from tenants.kit.logging import get_logger
 
-__all__ = ["RATE_WINDOW_SECONDS", "BatchedCounter", "Counter", "Limiter", "RedisCounter", "Verdict"]
+__all__ = ["MAX_BLOCK", "RATE_WINDOW_SECONDS", "BatchedCounter", "Counter", "Limiter", "RedisCounter", "Verdict"]
 
 RATE_WINDOW_SECONDS = 60
 FLUSH_EVERY_S = 1.0
+MAX_BLOCK = 100  # positions a replica claims from Redis at once, for a key limited to 100,000 a minute or more
 log = get_logger("ratelimit")
 
 
@@ -42,7 +49,11 @@ class Verdict:
 class Counter(Protocol):
     """Counts hits of a name in one-minute windows; returns the count including this hit."""
 
-    def hit(self, name: str, window_start: int) -> int: ...
+    def hit(self, name: str, window_start: int, block: int = 1) -> int:
+        """Count a hit (``block``: how many counts the counter may claim from a shared store at once)."""
+
+    def hit_local(self, name: str, window_start: int) -> int | None:
+        """Count a hit without a round trip, or None (nothing counted) when that needs one."""
 
     def peek(self, name: str, window_start: int) -> int: ...
 
@@ -50,21 +61,46 @@ class Counter(Protocol):
 
 
 class RedisCounter:
-    """Exact across replicas: one pipelined ``INCR`` + ``EXPIRE`` per hit."""
+    """Never over the limit across replicas: a hit's count is its position in the key's window, claimed
+    from Redis one at a time or in blocks (see the module docstring)."""
 
     def __init__(self, client: Any, namespace: str) -> None:
         self._client = client
         self._namespace = namespace
+        self._lock = threading.Lock()
+        self._claimed: dict[tuple[str, int], tuple[int, int]] = {}  # (name, window) -> (next, last) position
 
     def _key(self, name: str, window_start: int) -> str:
         return f"{self._namespace}:rl:{name}:{window_start}"
 
-    def hit(self, name: str, window_start: int) -> int:
+    def hit_local(self, name: str, window_start: int) -> int | None:
+        key = (name, window_start)
+        with self._lock:
+            claimed = self._claimed.get(key)
+            if claimed is None:
+                return None
+            position, last = claimed
+            if position == last:
+                del self._claimed[key]
+            else:
+                self._claimed[key] = (position + 1, last)
+            return position
+
+    def hit(self, name: str, window_start: int, block: int = 1) -> int:
+        position = self.hit_local(name, window_start)
+        if position is not None:
+            return position
         pipe = self._client.pipeline(transaction=False)
-        pipe.incr(self._key(name, window_start))
+        pipe.incrby(self._key(name, window_start), block)
         pipe.expire(self._key(name, window_start), RATE_WINDOW_SECONDS * 2)
-        count, _ = pipe.execute()
-        return int(count)
+        total, _ = pipe.execute()
+        first = int(total) - block + 1
+        if block > 1:
+            with self._lock:
+                for old in [k for k in self._claimed if k[1] < window_start]:
+                    del self._claimed[old]
+                self._claimed[(name, window_start)] = (first + 1, int(total))
+        return first
 
     def peek(self, name: str, window_start: int) -> int:
         return int(self._client.get(self._key(name, window_start)) or 0)
@@ -89,7 +125,7 @@ class BatchedCounter:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def hit(self, name: str, window_start: int) -> int:
+    def hit(self, name: str, window_start: int, block: int = 1) -> int:
         key = (name, window_start)
         with self._lock:
             if not name.startswith("key_"):
@@ -100,6 +136,9 @@ class BatchedCounter:
             count = self._pending[key] + self._shared.get(key, 0)
         self._ensure_flusher()
         return count
+
+    def hit_local(self, name: str, window_start: int) -> int | None:
+        return self.hit(name, window_start)  # always in memory
 
     def peek(self, name: str, window_start: int) -> int:
         key = (name, window_start)
@@ -168,7 +207,14 @@ class Limiter:
     def request(self, key_id: str, limit: int) -> Verdict:
         """Count one request of an API key against ``limit`` per minute."""
         window_start, epoch = self._window()
-        return self._verdict(self.counter.hit(key_id, window_start), limit, window_start, epoch)
+        block = max(1, min(MAX_BLOCK, limit // 1000))
+        return self._verdict(self.counter.hit(key_id, window_start, block), limit, window_start, epoch)
+
+    def request_local(self, key_id: str, limit: int) -> Verdict | None:
+        """:meth:`request` without a round trip, or None (nothing counted) when counting needs one."""
+        window_start, epoch = self._window()
+        count = self.counter.hit_local(key_id, window_start)
+        return None if count is None else self._verdict(count, limit, window_start, epoch)
 
     def failures_exceeded(self, address: str, limit: int) -> Verdict:
         """Whether ``address`` already failed authentication ``limit`` times this minute (no hit counted)."""

@@ -204,6 +204,74 @@ def test_with_redis_concurrent_requests_on_many_replicas_never_exceed_the_limit(
     assert sorted(results) == [False] * 10 + [True] * 10
 
 
+@pytest.mark.redis
+def test_with_redis_a_high_limit_is_claimed_in_blocks_and_never_exceeded_across_replicas(redis_url: str) -> None:
+    """A key limited to 5,000 a minute claims 5 positions per round trip (limit // 1000). Four replicas
+    sending 2,000 requests each at once: never more than 5,000 admitted, at most 4 x 4 refused early
+    (positions a replica claimed and did not use), and Redis saw one claim per 5 requests."""
+    import redis
+
+    from tenants.accounts.ratelimit import RATE_WINDOW_SECONDS, Limiter, RedisCounter
+
+    namespace = f"mwtest-rl-{secrets.token_hex(4)}"
+    client = redis.Redis.from_url(redis_url)
+    window = int(time.time() // RATE_WINDOW_SECONDS) * RATE_WINDOW_SECONDS
+    if time.time() - window > RATE_WINDOW_SECONDS - 5:  # too close to the minute's end: use the next one
+        time.sleep(RATE_WINDOW_SECONDS - (time.time() - window) + 0.1)
+    limiters = [Limiter(RedisCounter(redis.Redis.from_url(redis_url), namespace)) for _ in range(4)]
+    admitted: list[int] = []
+    local_answers: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def replica(limiter: Limiter) -> None:
+        barrier.wait()
+        allowed = local = 0
+        for _ in range(2000):
+            verdict = limiter.request_local("key_abc", 5000)
+            if verdict is None:
+                verdict = limiter.request("key_abc", 5000)
+            else:
+                local += 1
+            allowed += verdict.allowed
+        admitted.append(allowed)
+        local_answers.append(local)
+
+    threads = [threading.Thread(target=replica, args=(limiter,)) for limiter in limiters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [int(v) for v in (client.get(k) for k in client.keys(f"{namespace}:rl:key_abc:*")) if v]
+    assert len(claimed) == 1 and 8000 <= claimed[0] <= 8000 + 4 * 4  # every claim is a block of 5
+    assert 5000 - 4 * 4 <= sum(admitted) <= 5000
+    assert sum(local_answers) == 8000 - claimed[0] // 5  # 4 of every 5 requests took no round trip
+
+
+def test_a_verified_key_is_admitted_on_the_event_loop_without_a_thread_hop(
+        make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard asks a worker thread only when the answer needs the database or Redis: the first request of
+    a key (verified in the database), not the next ones (cached key, count in memory without Redis)."""
+    import anyio.to_thread
+
+    h = make_harness(worker=None)
+    tenant = h.onboard()
+    viewer = h.client.post("/v1/keys", json={"role": "viewer"}, headers=tenant.headers).json()["key"]
+    hops: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(func: Callable[..., object], *args: object, **kwargs: object) -> object:
+        hops.append(getattr(func, "__name__", "?"))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    assert h.client.get("/v1/runs", headers=_bearer(viewer)).status_code == 200
+    assert hops.count("_authenticated") == 1  # not seen before: verified on a worker thread
+    assert [h.client.get("/v1/runs", headers=_bearer(viewer)).status_code for _ in range(3)] == [200] * 3
+    assert hops.count("_authenticated") == 1  # cached and counted in memory: no hop
+    assert h.client.get("/v1/runs", headers=_bearer("mw_adm_nosuchkey")).status_code == 401
+    assert hops.count("_authenticated") == 2  # an unknown key is refused (and counted) on the worker thread
+
+
 @pytest.mark.postgres
 def test_without_redis_replicas_share_counts_through_the_database_within_one_flush(
         make_harness: Callable[..., Harness]) -> None:
