@@ -21,7 +21,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 from tenants.kit.settings import Settings, get_settings
 
@@ -81,11 +81,12 @@ def _build_engine(settings: Settings) -> Engine:
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         _private_sqlite_file(make_url(url).database)
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            poolclass=NullPool if ":memory:" not in url else None,
-        )
+        # Pooled: opening a connection (the WAL index, four PRAGMAs) cost more CPU than the unit of work it
+        # served (embedded submits: 9 ms -> 4.4 ms of CPU each). Beyond the pool's size, connections are
+        # opened and closed per use (no overflow limit: a burst of threads never waits for a connection).
+        pooled: dict[str, Any] = {} if ":memory:" in url else {
+            "poolclass": QueuePool, "pool_size": settings.worker_threads + 8, "max_overflow": -1}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pooled)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
