@@ -18,7 +18,7 @@ from runner.errors import SpecInvalid
 from runner.jsonschemas import validator_for
 from runner.spec import AgentSpec, ParseResult, SpecIssue, load_version_spec, parse_spec
 from tenants.agents.repository import AgentRepository
-from tenants.agents.service import get_agent, get_version, store_version
+from tenants.agents.service import get_agent, get_version, store_version, version_spec
 from tenants.kit.db import unit_of_work
 from tenants.kit.errors import InvalidInput
 from tenants.kit.settings import get_settings
@@ -161,7 +161,7 @@ def submit(name: FromPath[str], data: JSONBody[SubmitRun], caller: TenantCaller,
     # instead of a second hop for the ``Db`` dependency's commit (the transaction never waits for a thread).
     with unit_of_work() as session:
         version = version_for_run(session, caller.tenant_id, name, data.version)  # the deploy gate, if any
-        _check_input(load_version_spec(version.id, lambda: version.spec), data)
+        _check_input(load_version_spec(version.id, lambda: version_spec(session, caller.tenant_id, version.id)), data)
         submitted = submit_run(session, caller.tenant_id, version, name, data.input, data.items, idempotency_key,
                                priority=data.priority)
         out = RunOut.model_validate(submitted.run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tenants.kit.db import Base
 from tenants.kit.types import Edited, JsonType, TenantOwned, UtcDateTime
 
-__all__ = ["Agent", "AgentVersion"]
+__all__ = ["Agent", "AgentVersion", "VersionRef"]
 
 
 class Agent(TenantOwned, Edited, Base):
@@ -32,3 +33,13 @@ class AgentVersion(TenantOwned, Base):
     spec_hash: Mapped[str] = mapped_column(String(64))
     warnings: Mapped[list[Any]] = mapped_column(JsonType, default=list)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRef:
+    """What a submission needs of a version, read as plain columns (no ORM object on the hot path; the
+    parsed spec is cached by version id)."""
+
+    id: str
+    agent_id: str
+    version: int

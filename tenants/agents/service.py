@@ -13,7 +13,7 @@ from tenants.agents.repository import AgentRepository
 from tenants.kit.errors import Conflict, NotFound, found
 from tenants.kit.ids import new_id, sha256_hex, utcnow
 
-__all__ = ["StoredVersion", "get_agent", "get_version", "store_version"]
+__all__ = ["StoredVersion", "get_agent", "get_version", "store_version", "version_spec"]
 
 MAX_VERSION = 2**31 - 1  # the column is a 32-bit INTEGER; a larger number cannot exist (nor be bound)
 
@@ -59,6 +59,11 @@ def store_version(session: Session, tenant_id: str, name: str, spec: dict[str, A
 def get_agent(session: Session, tenant_id: str, name: str) -> Agent:
     """The agent or NotFound."""
     return found(AgentRepository(session, tenant_id).by_name(name), f"agent {name!r}")
+
+
+def version_spec(session: Session, tenant_id: str, version_id: str) -> dict[str, Any]:
+    """A stored version's spec JSON by the version's id, or NotFound."""
+    return found(AgentRepository(session, tenant_id).version_by_id(version_id), f"agent version {version_id!r}").spec
 
 
 def get_version(session: Session, tenant_id: str, name: str, version: int | None = None) -> AgentVersion:

@@ -11,7 +11,7 @@ from sqlalchemy import BindParameter, Select, and_, bindparam, func, select, upd
 from sqlalchemy.orm import defer
 
 from tenants.accounts.models import Tenant
-from tenants.agents.models import Agent, AgentVersion
+from tenants.agents.models import Agent, AgentVersion, VersionRef
 from tenants.approvals.models import Approval
 from tenants.kit.repository import PlatformRepository, TenantRepository
 from tenants.rehearsals.models import Rehearsal, RehearsalPolicy
@@ -19,21 +19,22 @@ from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect
 
 __all__ = ["GatedVersion", "PlatformRehearsalRepository", "RehearsalRepository", "SpaceRepository"]
 
-GatedVersion = tuple[AgentVersion, bool, str]  # (version, requires_rehearsal, min_profile)
+
+GatedVersion = tuple[VersionRef, bool, str]  # (version, requires_rehearsal, min_profile)
 
 
 @functools.cache
-def _gated_version(latest: bool) -> Select[AgentVersion, bool, str]:
+def _gated_version(latest: bool) -> Select[str, str, int, bool, str]:
     """The submission's one lookup, built once (its construction and cache key cost more than running it):
     the agent's latest (or ``:version``) version with the agent's gate, for ``:tenant_id`` and ``:name``."""
     tenant: BindParameter[str] = bindparam("tenant_id")
-    return (select(AgentVersion, RehearsalPolicy.requires_rehearsal, RehearsalPolicy.min_profile)
+    return (select(AgentVersion.id, AgentVersion.agent_id, AgentVersion.version, RehearsalPolicy.requires_rehearsal,
+                   RehearsalPolicy.min_profile)
             .join(Agent, and_(Agent.id == AgentVersion.agent_id, Agent.tenant_id == tenant))
             .outerjoin(RehearsalPolicy, and_(RehearsalPolicy.tenant_id == tenant,
                                              RehearsalPolicy.agent_name == Agent.name))
             .where(Agent.name == bindparam("name"), AgentVersion.tenant_id == tenant,
-                   AgentVersion.version == (Agent.latest_version if latest else bindparam("version")))
-            .options(defer(AgentVersion.spec)))
+                   AgentVersion.version == (Agent.latest_version if latest else bindparam("version"))))
 
 
 class RehearsalRepository(TenantRepository):
@@ -78,7 +79,7 @@ class RehearsalRepository(TenantRepository):
         row = self.session.execute(_gated_version(version is None), params).first()
         if row is None:
             return None
-        return row[0], bool(row[1]), str(row[2] or "realistic")
+        return VersionRef(row[0], row[1], row[2]), bool(row[3]), str(row[4] or "realistic")
 
     def _passed(self, min_rank: int) -> Any:
         return select(Rehearsal.agent_version_id).where(

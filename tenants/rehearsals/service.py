@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tenants.agents.models import AgentVersion
+from tenants.agents.models import AgentVersion, VersionRef
 from tenants.agents.service import get_agent, get_version
 from tenants.kit.db import enqueue_after_commit
 from tenants.kit.errors import InvalidInput, NotFound
@@ -193,7 +193,7 @@ def set_policy(session: Session, tenant_id: str, agent_name: str, *, requires_re
         agent_name, requires_rehearsal=requires_rehearsal, min_profile=min_profile, updated_by=actor, now=utcnow())
 
 
-def version_for_run(session: Session, tenant_id: str, agent_name: str, version: int | None = None) -> AgentVersion:
+def version_for_run(session: Session, tenant_id: str, agent_name: str, version: int | None = None) -> VersionRef:
     """The version a submission runs: ``version``, else the latest; through the gate when the agent requires a
     rehearsal (one query when it does not). Raises NotFound or RehearsalRequired (409 ``rehearsal_required``)."""
     repo = RehearsalRepository(session, tenant_id)
@@ -213,11 +213,11 @@ def version_for_run(session: Session, tenant_id: str, agent_name: str, version: 
             f"{version} has none: run `midwatch rehearse {agent_name}` or POST /v1/agents/{agent_name}/rehearsals",
             agent=agent_name, version=version)
     passed = repo.newest_passed_version(chosen.agent_id, rank)
-    if passed is None:
-        raise RehearsalRequired(
-            f"agent {agent_name!r} requires a passed rehearsal (profile {min_profile} or harder) and no version has "
-            f"one yet: rehearse version {chosen.version} first", agent=agent_name, version=chosen.version)
-    return passed
+    if passed is not None:
+        return VersionRef(passed.id, passed.agent_id, passed.version)
+    raise RehearsalRequired(
+        f"agent {agent_name!r} requires a passed rehearsal (profile {min_profile} or harder) and no version has "
+        f"one yet: rehearse version {chosen.version} first", agent=agent_name, version=chosen.version)
 
 
 def history(session: Session, *, limit: int = 500) -> Sequence[tuple[Rehearsal, str]]:

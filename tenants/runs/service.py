@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tenants.accounts.models import Tenant
 from tenants.accounts.service import KEYS, tenant_named
-from tenants.agents.models import AgentVersion
+from tenants.agents.models import AgentVersion, VersionRef
 from tenants.audit.seals import broken_marker, run_chain
 from tenants.audit.seals import seal as seal_head
 from tenants.budgets.service import charge_run
@@ -57,7 +57,7 @@ class Submitted:
     created: bool
 
 
-def submit_run(session: Session, tenant_id: str, version: AgentVersion, agent_name: str, run_input: Any,
+def submit_run(session: Session, tenant_id: str, version: AgentVersion | VersionRef, agent_name: str, run_input: Any,
                items: Sequence[Any] | None, idempotency_key: str | None,
                priority: int = DEFAULT_PRIORITY) -> Submitted:
     """Insert a run (and its items) once per Idempotency-Key, charge the runs-per-period budget if one
