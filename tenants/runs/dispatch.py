@@ -26,11 +26,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, select, text, tuple_, update
+from sqlalchemy import Table, bindparam, case, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from tenants.accounts.models import Tenant
-from tenants.kit.db import RawStatement, execute_raw, insert_ignore, upsert
+from tenants.kit.db import RawStatement, dialect_insert, execute_raw
 from tenants.kit.repository import PlatformRepository, for_dialect
 from tenants.runs.models import Run
 from tenants.runs.repository import back_in_queue
@@ -45,6 +45,7 @@ __all__ = [
     "dispatch_repository",
 ]
 
+_RUNS: Table = Run.__table__  # type: ignore[assignment]
 _CLAIMED_COLUMNS = ("id", "tenant_id", "agent_name", "agent_version_id", "agent_version", "input", "is_batch",
                     "items_total", "items_done", "items_failed", "cost_usd", "fence", "crash_count",
                     "event_seq", "event_head", "event_seal", "started_at", "created_at", "priority")
@@ -207,22 +208,15 @@ class DispatchRepository(PlatformRepository):
         queues = self._queues()
         if not queues:
             return None
-        tenants = {q[0] for q in queues}
-        t, g = TenantSchedule.__table__.c, AgentSchedule.__table__.c
-        active = set(self.session.scalars(select(Tenant.id).where(Tenant.id.in_(tenants),
-                                                                  Tenant.status == "active")))
+        q = _claim_statements(self.session.get_bind().dialect.name)
+        tenants = sorted({tenant_id for tenant_id, _ in queues})
+        active = set(self.session.scalars(q.active, {"tenants": tenants}))
         # Core rows, never ORM objects: the worker's session lives across claims and must not cache counts
-        sched = {r.tenant_id: r for r in self.session.execute(
-            select(t.tenant_id, t.vtime, t.weight, t.running, t.cap, t.avg_slice_s).where(t.tenant_id.in_(tenants)))}
-        agents = {(r.tenant_id, r.agent_name): r for r in self.session.execute(
-            select(g.tenant_id, g.agent_name, g.running, g.cap).where(g.tenant_id.in_(tenants)))}
+        sched = {r.tenant_id: r for r in self.session.execute(q.schedules, {"tenants": tenants})}
+        agents = {(r.tenant_id, r.agent_name): r for r in self.session.execute(q.agents, {"tenants": tenants})}
         heads = []
         for tenant_id, agent in queues:
-            head = self.session.execute(
-                select(Run.id, Run.priority, Run.runnable_at)
-                .where(Run.tenant_id == tenant_id, Run.agent_name == agent, Run.runnable_at.is_not(None),
-                       Run.runnable_at <= now)
-                .order_by(Run.priority, Run.runnable_at, Run.id).limit(1)).first()
+            head = self.session.execute(q.head, {"tenant": tenant_id, "agent": agent, "now": now}).first()
             if head is not None:
                 heads.append((tenant_id, agent, *head))
         vt = min((sched[x].vtime if x in sched else 0.0) for x in {h[0] for h in heads}) if heads else 0.0
@@ -240,37 +234,24 @@ class DispatchRepository(PlatformRepository):
         _, tenant_id, agent, run_id = best
         s = sched.get(tenant_id)
         if s is None:
-            self.session.execute(insert_ignore(self.session, TenantSchedule, "tenant_id").values(
-                tenant_id=tenant_id, weight=1, vtime=vt + DEFAULT_SLICE_S, avg_slice_s=DEFAULT_SLICE_S, running=1,
-                updated_at=now))
+            self.session.execute(q.new_schedule, {"tenant": tenant_id, "vtime": vt + DEFAULT_SLICE_S, "now": now})
         else:
-            self.session.execute(update(TenantSchedule).where(t.tenant_id == tenant_id).values(
-                vtime=max(s.vtime, vt) + s.avg_slice_s / s.weight, running=t.running + 1, updated_at=now))
-        self.session.execute(upsert(self.session, AgentSchedule)
-                             .values(tenant_id=tenant_id, agent_name=agent, running=1)
-                             .on_conflict_do_update(index_elements=["tenant_id", "agent_name"],
-                                                    set_={"running": g.running + 1}))
-        row = self.session.execute(
-            update(Run).where(Run.id == run_id, Run.runnable_at.is_not(None))
-            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_s), fence=Run.fence + 1,
-                    runnable_at=None, state="running", reason=None,
-                    started_at=func.coalesce(Run.started_at, now), updated_at=now, wake_at=None)
-            .returning(*(getattr(Run, c) for c in _CLAIMED_COLUMNS))).first()
+            self.session.execute(q.charge_schedule, {"tenant": tenant_id, "vtime": max(s.vtime, vt) + s.avg_slice_s
+                                                     / s.weight, "now": now})
+        self.session.execute(q.agent_running, {"tenant": tenant_id, "agent": agent})
+        row = self.session.execute(q.take, {"run": run_id, "owner": owner, "now": now,
+                                            "lease_until": now + timedelta(seconds=lease_s)}).first()
         return None if row is None else ClaimedRun.of(row)
 
     def _queues(self) -> list[tuple[str, str]]:
         """Every (tenant, agent) with a runnable run: a loose index scan, one seek per queue."""
+        q = _claim_statements(self.session.get_bind().dialect.name)
         out: list[tuple[str, str]] = []
-        cursor: tuple[str, str] | None = None
-        while True:
-            q = select(Run.tenant_id, Run.agent_name).where(Run.runnable_at.is_not(None))
-            if cursor is not None:
-                q = q.where(tuple_(Run.tenant_id, Run.agent_name) > tuple_(*cursor))
-            row = self.session.execute(q.order_by(Run.tenant_id, Run.agent_name).limit(1)).first()
-            if row is None:
-                return out
-            cursor = (str(row[0]), str(row[1]))
-            out.append(cursor)
+        row = self.session.execute(q.first_queue).first()
+        while row is not None:
+            out.append((str(row[0]), str(row[1])))
+            row = self.session.execute(q.next_queue, {"tenant": out[-1][0], "agent": out[-1][1]}).first()
+        return out
 
     # ---- the sweeper --------------------------------------------------------------------------
     def recover_expired(self, now: datetime, wake_at: datetime, limit: int = 500) -> list[WokenRun]:
@@ -356,6 +337,62 @@ class PostgresDispatchRepository(DispatchRepository):
             "UPDATE agent_schedules SET running = GREATEST(running - 1, 0) WHERE tenant_id = :t AND agent_name = :a "
             "AND (SELECT count(*) FROM t) >= 0"),
             {"t": tenant_id, "a": agent})
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimStatements:
+    first_queue: Any
+    next_queue: Any
+    active: Any
+    schedules: Any
+    agents: Any
+    head: Any
+    new_schedule: Any
+    charge_schedule: Any
+    agent_running: Any
+    take: Any
+
+
+@functools.cache
+def _claim_statements(dialect: str) -> _ClaimStatements:
+    """The generic claim's statements, built once per dialect with their values as parameters: SQLAlchemy
+    compiles each once instead of building, keying and compiling it on every claim (on SQLite the claim
+    holds the write lock the whole time)."""
+    tenant_schedules: Table = TenantSchedule.__table__  # type: ignore[assignment]
+    agent_schedules: Table = AgentSchedule.__table__  # type: ignore[assignment]
+    tenant_rows: Table = Tenant.__table__  # type: ignore[assignment]
+    r, t, g = _RUNS.c, tenant_schedules.c, agent_schedules.c
+    tenants: Any = bindparam("tenants", expanding=True)
+    queues = select(r.tenant_id, r.agent_name).where(r.runnable_at.is_not(None))
+    order = (r.tenant_id, r.agent_name)
+    return _ClaimStatements(
+        first_queue=queues.order_by(*order).limit(1),
+        next_queue=queues.where(tuple_(*order) > tuple_(bindparam("tenant"), bindparam("agent")))
+        .order_by(*order).limit(1),
+        active=select(tenant_rows.c.id).where(tenant_rows.c.id.in_(tenants), tenant_rows.c.status == "active"),
+        schedules=select(t.tenant_id, t.vtime, t.weight, t.running, t.cap, t.avg_slice_s)
+        .where(t.tenant_id.in_(tenants)),
+        agents=select(g.tenant_id, g.agent_name, g.running, g.cap).where(g.tenant_id.in_(tenants)),
+        head=select(r.id, r.priority, r.runnable_at)
+        .where(r.tenant_id == bindparam("tenant"), r.agent_name == bindparam("agent"), r.runnable_at.is_not(None),
+               r.runnable_at <= bindparam("now", type_=r.runnable_at.type))
+        .order_by(r.priority, r.runnable_at, r.id).limit(1),
+        new_schedule=dialect_insert(dialect, tenant_schedules)
+        .on_conflict_do_nothing(index_elements=["tenant_id"])
+        .values(tenant_id=bindparam("tenant"), weight=1, vtime=bindparam("vtime", type_=t.vtime.type),
+                avg_slice_s=DEFAULT_SLICE_S, running=1, updated_at=bindparam("now", type_=t.updated_at.type)),
+        charge_schedule=update(tenant_schedules).where(t.tenant_id == bindparam("tenant"))
+        .values(vtime=bindparam("vtime", type_=t.vtime.type), running=t.running + 1,
+                updated_at=bindparam("now", type_=t.updated_at.type)),
+        agent_running=dialect_insert(dialect, agent_schedules)
+        .values(tenant_id=bindparam("tenant"), agent_name=bindparam("agent"), running=1)
+        .on_conflict_do_update(index_elements=["tenant_id", "agent_name"], set_={"running": g.running + 1}),
+        take=update(_RUNS).where(r.id == bindparam("run"), r.runnable_at.is_not(None))
+        .values(lease_owner=bindparam("owner"), lease_until=bindparam("lease_until", type_=r.lease_until.type),
+                fence=r.fence + 1, runnable_at=None, state="running", reason=None,
+                started_at=func.coalesce(r.started_at, bindparam("now", type_=r.started_at.type)),
+                updated_at=bindparam("now", type_=r.updated_at.type), wake_at=None)
+        .returning(*(r[c] for c in _CLAIMED_COLUMNS)))
 
 
 def dispatch_repository(session: Session) -> DispatchRepository:
