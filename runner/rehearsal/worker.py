@@ -32,6 +32,7 @@ import structlog
 from runner.rehearsal.plan import Plan
 from runner.rehearsal.upstream import CONTEXT_HEADER, format_context
 from runner.tools.egress import EgressBlocked
+from tenants.kit.logging import bound_work
 from tenants.rehearsals.space import SpaceRun
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class RehearsalGuard:
                                 f"{scheme}://{netloc}", url=url, host=host)
 
     def headers(self) -> Mapping[str, str]:
-        bound = structlog.contextvars.get_contextvars()
+        bound = bound_work()
         run = self.runs.get(str(bound.get("run_id", "")))
         if run is None:
             return {}

@@ -19,7 +19,9 @@ approval or request id: those belong in traces and logs.
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -190,13 +192,23 @@ def step_finished(tenant: str, agent: str, *, ok: bool, category: str | None = N
     wall time including the checkpoint; ``retries`` attempts beyond the first."""
     agent = _agent(agent)
     retries = max(0, retries)
-    STEPS.labels(tenant, agent, "succeeded" if ok else "failed").inc()
-    STEP_ATTEMPTS.labels(tenant, agent).inc(1 + retries)
+    outcome, attempts, duration = _step_series(tenant, agent, ok)
+    outcome.inc()
+    attempts.inc(1 + retries)
     if retries:
         STEP_RETRIES.labels(tenant, agent).inc(retries)
     if not ok:
         STEP_FAILURES.labels(tenant, agent, _category(category) or "internal").inc()
-    STEP_SECONDS.labels(tenant, agent).observe(max(0.0, seconds))
+    duration.observe(max(0.0, seconds))
+
+
+@functools.lru_cache(maxsize=4096)
+def _step_series(tenant: str, agent: str, ok: bool) -> tuple[Any, Any, Any]:
+    """The three series every step moves, looked up once per (tenant, agent, outcome) instead of three
+    ``labels()`` calls (a lock and a tuple of label values each) per step. A series evicted from this cache
+    is looked up again: ``labels()`` returns the same child."""
+    return (STEPS.labels(tenant, agent, "succeeded" if ok else "failed"), STEP_ATTEMPTS.labels(tenant, agent),
+            STEP_SECONDS.labels(tenant, agent))
 
 
 def model_call(tenant: str, agent: str, *, provider: str, ok: bool, seconds: float = 0.0, input_tokens: int = 0,

@@ -48,7 +48,7 @@ def _write_in_thread() -> list[BaseException]:
         try:
             with unit_of_work() as session:
                 session.execute(text("UPDATE probe SET n = n + 1"))
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=write)
@@ -71,7 +71,7 @@ def test_concurrent_writers_of_one_process_take_turns_without_touching_sqlites_b
                 with unit_of_work() as session:
                     n = session.execute(text("SELECT n FROM probe")).scalar_one()
                     session.execute(text("UPDATE probe SET n = :n"), {"n": n + 1})  # read-modify-write
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
 
     threads = [threading.Thread(target=writer) for _ in range(8)]
