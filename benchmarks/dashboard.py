@@ -78,6 +78,11 @@ def main() -> int:
     operator_key = f"mw_op_bench_{secrets.token_urlsafe(24)}"
     os.environ.update({"MIDWATCH_DATABASE_URL": url, "MIDWATCH_LOG_LEVEL": "warning",
                        "MIDWATCH_OPERATOR_KEY": operator_key})
+    from tenants.kit.db import reset_engine
+    from tenants.kit.settings import reset_settings
+
+    reset_settings()  # a benchmark run before this one in the same process may have left its settings cached
+    reset_engine()
     try:
         from dashboard.seed import seed
         from tenants.accounts.service import ensure_operator_key

@@ -8,16 +8,18 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BindParameter, Select, and_, bindparam, func, select, update
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import Session, defer
 
 from tenants.accounts.models import Tenant
 from tenants.agents.models import Agent, AgentVersion, VersionRef
 from tenants.approvals.models import Approval
-from tenants.kit.repository import PlatformRepository, TenantRepository
+from tenants.kit.db import RawStatement, execute_raw
+from tenants.kit.repository import PlatformRepository, TenantRepository, for_dialect
 from tenants.rehearsals.models import Rehearsal, RehearsalPolicy
 from tenants.runs.models import DecisionEvent, Run, RunItem, SideEffect
 
-__all__ = ["GatedVersion", "PlatformRehearsalRepository", "RehearsalRepository", "SpaceRepository"]
+__all__ = ["GatedVersion", "PlatformRehearsalRepository", "PostgresRehearsalRepository", "RehearsalRepository",
+           "SpaceRepository", "rehearsal_repository"]
 
 
 GatedVersion = tuple[VersionRef, bool, str]  # (version, requires_rehearsal, min_profile)
@@ -35,6 +37,17 @@ def _gated_version(latest: bool) -> Select[str, str, int, bool, str]:
                                              RehearsalPolicy.agent_name == Agent.name))
             .where(Agent.name == bindparam("name"), AgentVersion.tenant_id == tenant,
                    AgentVersion.version == (Agent.latest_version if latest else bindparam("version"))))
+
+
+@functools.cache
+def _gated_version_sql(latest: bool) -> RawStatement:
+    """:func:`_gated_version` for PostgreSQL, straight through the driver (the submission's hot path)."""
+    sql = """
+        SELECT v.id, v.agent_id, v.version, p.requires_rehearsal, p.min_profile FROM agent_versions v
+        JOIN agents a ON a.id = v.agent_id AND a.tenant_id = :tenant_id
+        LEFT JOIN rehearsal_policies p ON p.tenant_id = :tenant_id AND p.agent_name = a.name
+        WHERE a.name = :name AND v.tenant_id = :tenant_id AND v.version = """
+    return RawStatement.of(sql + ("a.latest_version" if latest else ":version"))
 
 
 class RehearsalRepository(TenantRepository):
@@ -76,10 +89,7 @@ class RehearsalRepository(TenantRepository):
         params: dict[str, Any] = {"tenant_id": self.tenant_id, "name": name}
         if version is not None:
             params["version"] = version
-        row = self.session.execute(_gated_version(version is None), params).first()
-        if row is None:
-            return None
-        return VersionRef(row[0], row[1], row[2]), bool(row[3]), str(row[4] or "realistic")
+        return _gated(self.session.execute(_gated_version(version is None), params).first())
 
     def _passed(self, min_rank: int) -> Any:
         return select(Rehearsal.agent_version_id).where(
@@ -181,3 +191,20 @@ class SpaceRepository(TenantRepository):
     def side_effects(self) -> Sequence[SideEffect]:
         return self.session.scalars(select(SideEffect).where(SideEffect.tenant_id == self.tenant_id)
                                     .order_by(SideEffect.idempotency_key)).all()
+
+
+def _gated(row: Any) -> GatedVersion | None:
+    return None if row is None else (VersionRef(row[0], row[1], row[2]), bool(row[3]), str(row[4] or "realistic"))
+
+
+class PostgresRehearsalRepository(RehearsalRepository):
+    """PostgreSQL: the submission's version lookup is one prepared statement through the driver."""
+
+    def version_with_policy(self, name: str, version: int | None) -> GatedVersion | None:
+        params: dict[str, Any] = {"tenant_id": self.tenant_id, "name": name, "version": version}
+        return _gated(execute_raw(self.session, _gated_version_sql(version is None), params))
+
+
+def rehearsal_repository(session: Session, tenant_id: str) -> RehearsalRepository:
+    """The tenant's rehearsal repository for the session's database."""
+    return for_dialect(session, RehearsalRepository, PostgresRehearsalRepository, tenant_id)

@@ -27,7 +27,7 @@ from tenants.kit.errors import InvalidInput, NotFound
 from tenants.kit.ids import new_id, utcnow
 from tenants.rehearsals.errors import RehearsalInProgress, RehearsalRequired
 from tenants.rehearsals.models import PROFILE_RANKS, Rehearsal, RehearsalPolicy
-from tenants.rehearsals.repository import PlatformRehearsalRepository, RehearsalRepository
+from tenants.rehearsals.repository import PlatformRehearsalRepository, RehearsalRepository, rehearsal_repository
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -196,7 +196,7 @@ def set_policy(session: Session, tenant_id: str, agent_name: str, *, requires_re
 def version_for_run(session: Session, tenant_id: str, agent_name: str, version: int | None = None) -> VersionRef:
     """The version a submission runs: ``version``, else the latest; through the gate when the agent requires a
     rehearsal (one query when it does not). Raises NotFound or RehearsalRequired (409 ``rehearsal_required``)."""
-    repo = RehearsalRepository(session, tenant_id)
+    repo = rehearsal_repository(session, tenant_id)
     found = repo.version_with_policy(agent_name, version)
     if found is None:
         get_agent(session, tenant_id, agent_name)  # NotFound for the agent itself

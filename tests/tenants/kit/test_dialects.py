@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from tenants.kit.db import insert_ignore, unit_of_work
 from tenants.kit.ids import new_id, utcnow
+from tenants.rehearsals.repository import PostgresRehearsalRepository, RehearsalRepository, rehearsal_repository
 from tenants.reliability.repository import BulkLoader, PostgresBulkLoader, bulk_loader
 from tenants.runs.dispatch import DispatchRepository, PostgresDispatchRepository, dispatch_repository
 from tenants.runs.journal import JournalRepository, PostgresJournalRepository, journal_repository
@@ -43,6 +44,7 @@ def test_each_factory_picks_the_implementation_of_the_sessions_database(tenant: 
         (lambda s: run_repository(s, t.id), RunRepository, PostgresRunRepository),
         (webhook_platform_repository, WebhookPlatformRepository, PostgresWebhookPlatformRepository),
         (bulk_loader, BulkLoader, PostgresBulkLoader),
+        (lambda s: rehearsal_repository(s, t.id), RehearsalRepository, PostgresRehearsalRepository),
     ]
     with unit_of_work() as session:
         for factory, sqlite_cls, postgres_cls in pairs:
@@ -75,6 +77,30 @@ def test_submitting_a_run_creates_it_and_its_items_once_per_key(tenant: tuple[st
                                      .group_by(RunItem.run_id)).all())
         runs = session.scalar(select(func.count()).select_from(Run).where(Run.tenant_id == t.id))
     assert runs == 2 and items == {one.id: 1, batch.id: 3}
+
+
+def test_a_submission_finds_the_latest_or_the_asked_version_with_the_agents_gate(tenant: tuple[str, Tenant]) -> None:
+    from tenants.agents.models import VersionRef
+    from tenants.agents.service import store_version
+    from tenants.rehearsals.service import set_policy
+
+    _, t = tenant
+    with unit_of_work() as session:
+        spec = {"apiVersion": "midwatch/v1", "name": "a"}
+        first = store_version(session, t.id, "a", spec, []).version
+        second = store_version(session, t.id, "a", {**spec, "description": "v2"}, []).version
+    with unit_of_work() as session:
+        repo = rehearsal_repository(session, t.id)
+        assert repo.version_with_policy("a", None) == (VersionRef(second.id, second.agent_id, 2), False,
+                                                       "realistic")
+        assert repo.version_with_policy("a", 1) == (VersionRef(first.id, first.agent_id, 1), False, "realistic")
+        assert repo.version_with_policy("a", 3) is None
+        assert repo.version_with_policy("b", None) is None
+        assert rehearsal_repository(session, "another-tenant").version_with_policy("a", None) is None
+        set_policy(session, t.id, "a", requires_rehearsal=True, min_profile="hostile", actor="test")
+    with unit_of_work() as session:
+        assert rehearsal_repository(session, t.id).version_with_policy("a", None) == (
+            VersionRef(second.id, second.agent_id, 2), True, "hostile")
 
 
 def test_due_webhook_deliveries_are_claimed_once_until_their_claim_expires(tenant: tuple[str, Tenant]) -> None:
