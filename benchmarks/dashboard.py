@@ -58,6 +58,21 @@ def _measure(operator_key: str, repeat: int, runs: int, tenants: int) -> dict[st
     return figures
 
 
+def _configure(url: str) -> str:
+    """This process on ``url`` alone (no other MIDWATCH_* setting); returns the operator key it set."""
+    from tenants.kit.db import reset_engine
+    from tenants.kit.settings import reset_settings
+
+    for key in [k for k in os.environ if k.startswith("MIDWATCH_")]:
+        del os.environ[key]
+    operator_key = f"mw_op_bench_{secrets.token_urlsafe(24)}"
+    os.environ.update({"MIDWATCH_DATABASE_URL": url, "MIDWATCH_LOG_LEVEL": "warning",
+                       "MIDWATCH_OPERATOR_KEY": operator_key})
+    reset_settings()  # a benchmark run before this one in the same process may have left its settings cached
+    reset_engine()
+    return operator_key
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1_000_000)
@@ -73,16 +88,7 @@ def main() -> int:
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     url = f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={schema}')}"
-    for key in [k for k in os.environ if k.startswith("MIDWATCH_")]:
-        del os.environ[key]
-    operator_key = f"mw_op_bench_{secrets.token_urlsafe(24)}"
-    os.environ.update({"MIDWATCH_DATABASE_URL": url, "MIDWATCH_LOG_LEVEL": "warning",
-                       "MIDWATCH_OPERATOR_KEY": operator_key})
-    from tenants.kit.db import reset_engine
-    from tenants.kit.settings import reset_settings
-
-    reset_settings()  # a benchmark run before this one in the same process may have left its settings cached
-    reset_engine()
+    operator_key = _configure(url)
     try:
         from dashboard.seed import seed
         from tenants.accounts.service import ensure_operator_key
