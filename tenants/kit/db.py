@@ -1,8 +1,7 @@
 """Engine, sessions and the unit of work. The edge (route handler, actor) owns the transaction.
 
 SQLite (embedded) runs in WAL mode on pooled connections and starts every write transaction with
-``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing on lock upgrade: a process's own writers
-on an in-process lock handed over at commit, other processes on SQLite's busy timeout.
+``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of failing on lock upgrade.
 PostgreSQL runs READ COMMITTED with a pre-ping pool.
 """
 
@@ -10,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -89,8 +87,7 @@ def _build_engine(settings: Settings) -> Engine:
         # opened and closed per use (no overflow limit: a burst of threads never waits for a connection).
         pooled: dict[str, Any] = {} if ":memory:" in url else {
             "poolclass": QueuePool, "pool_size": settings.worker_threads + 8, "max_overflow": -1}
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
-                                                  "factory": _writer_queue()}, **pooled)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pooled)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -105,15 +102,8 @@ def _build_engine(settings: Settings) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # Readers (the dashboard) take no write lock: a deferred BEGIN never blocks a worker.
-            if conn.get_execution_options().get(READ_ONLY_OPTION, False):
-                conn.exec_driver_sql("BEGIN")
-                return
-            conn.connection.driver_connection.take_writer_lock()
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            except BaseException:
-                conn.connection.driver_connection.give_writer_lock()
-                raise
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     engine = create_engine(
@@ -133,49 +123,6 @@ def _build_engine(settings: Settings) -> Engine:
         dbapi_conn.commit()
 
     return engine
-
-
-def _writer_queue() -> type[sqlite3.Connection]:
-    """SQLite connections whose write transactions queue on one in-process lock (one per engine).
-
-    SQLite's busy handler, which other processes still wait on, sleeps up to 100 ms between polls of its
-    write lock; this process's writers instead wait on a lock handed over the moment the holder's COMMIT
-    or ROLLBACK has returned (embedded submits: p99 0.8 s -> 0.14 s). The lock is taken before
-    ``BEGIN IMMEDIATE`` and given back after the DBAPI commit, rollback or close, so every way a transaction
-    ends (the pool's reset, an invalidated connection) hands it on. A lock not had in 30 s (a writer stuck
-    in another transaction of the same thread) falls back to the busy handler."""
-    writer = threading.Lock()
-
-    class WriterQueueConnection(sqlite3.Connection):
-        holds_writer = False
-
-        def take_writer_lock(self) -> None:
-            self.holds_writer = writer.acquire(timeout=30)
-
-        def give_writer_lock(self) -> None:
-            if self.holds_writer:
-                self.holds_writer = False
-                writer.release()
-
-        def commit(self) -> None:
-            try:
-                super().commit()
-            finally:
-                self.give_writer_lock()
-
-        def rollback(self) -> None:
-            try:
-                super().rollback()
-            finally:
-                self.give_writer_lock()
-
-        def close(self) -> None:
-            try:
-                super().close()
-            finally:
-                self.give_writer_lock()
-
-    return WriterQueueConnection
 
 
 def _private_sqlite_file(database: str | None) -> None:

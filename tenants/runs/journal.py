@@ -152,13 +152,14 @@ class JournalRepository(TenantRepository):
         c = _RUNS.c
         fenced = {"w_tenant_id": self.tenant_id, "w_run_id": w.run_id, "w_fence": w.fence}
         if w.release is None:  # a step: one statement object per shape, values as parameters (compiled once)
-            counters = tuple(name for name, amount in self._counters(w) if amount)
+            added = [(name, amount) for name, amount in self._counters(w) if amount]
             params = {**fenced, "w_now": w.now, "w_lease_until": w.lease_until,
-                      **{f"w_{name}": amount for name, amount in self._counters(w) if amount}}
+                      **{f"w_{name}": amount for name, amount in added}}
             if w.head is not None:
                 params["w_head_seq"], params["w_head_hash"] = w.head
                 params["w_head_seal"] = w.head_seal
-            row = self.session.execute(_step_update(counters, w.head is not None), params).first()
+            statement = _step_update(tuple(name for name, _ in added), w.head is not None)
+            row = self.session.execute(statement, params).first()
         else:
             row = self.session.execute(
                 update(_RUNS).where(c.tenant_id == self.tenant_id, c.id == w.run_id, c.fence == w.fence)
@@ -358,9 +359,7 @@ class PostgresJournalRepository(JournalRepository):
     """PostgreSQL: the whole write is one statement (data-modifying CTEs gated on the fenced UPDATE)."""
 
     def write(self, w: JournalWrite, *, durable: bool = True) -> Flags:
-        counters = tuple(name for name, amount in (("steps_done", w.steps), ("items_done", w.items_done),
-                                                   ("items_failed", w.items_failed), ("llm_calls", w.llm_calls),
-                                                   ("cost_usd", w.cost_usd)) if amount)
+        counters = tuple(name for name, amount in self._counters(w) if amount)
         r = w.release
         shape = (counters, len(w.events), w.head is not None, w.checkpoint is not None, w.item_end is not None,
                  w.item_attempt is not None, w.side_effect is not None, w.loop_call is not None,
