@@ -32,7 +32,6 @@ __all__ = [
     "begin_explicit",
     "call_after_commit",
     "commit_needed",
-    "dialect_insert",
     "dispatch_after_commit",
     "enqueue_after_commit",
     "execute_raw",
@@ -219,23 +218,20 @@ def commit_needed(session: Session) -> bool:
                                              or session.info.get("midwatch_after_commit"))
 
 
-def upsert(session: Session, table: Any) -> Any:
-    """``INSERT`` for the session's dialect, ready for ``.on_conflict_do_update(...)`` (PostgreSQL and SQLite
-    spell the same upsert)."""
-    return dialect_insert(session.get_bind().dialect.name, table)
-
-
-def dialect_insert(dialect: str, table: Any) -> Any:
-    """:func:`upsert` for a dialect by name (for a statement built once and reused across sessions)."""
+def upsert(on: Session | str, table: Any) -> Any:
+    """``INSERT`` for the dialect of ``on`` (a session, or a dialect's name for a statement built once and
+    reused across sessions), ready for ``.on_conflict_do_update(...)`` (PostgreSQL and SQLite spell the same
+    upsert)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
+    dialect = on if isinstance(on, str) else on.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def insert_ignore(session: Session, table: Any, *conflict_columns: str, where: Any = None) -> Any:
-    """``INSERT ... ON CONFLICT (conflict_columns) [WHERE where] DO NOTHING`` for the session's dialect (``where``:
-    the predicate of a partial unique index); add ``.values()``."""
-    return upsert(session, table).on_conflict_do_nothing(index_elements=list(conflict_columns), index_where=where)
+def insert_ignore(on: Session | str, table: Any, *conflict_columns: str, where: Any = None) -> Any:
+    """``INSERT ... ON CONFLICT (conflict_columns) [WHERE where] DO NOTHING`` for the dialect of ``on`` (as for
+    :func:`upsert`; ``where``: the predicate of a partial unique index); add ``.values()``."""
+    return upsert(on, table).on_conflict_do_nothing(index_elements=list(conflict_columns), index_where=where)
 
 
 def is_postgresql(session: Session) -> bool:

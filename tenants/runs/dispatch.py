@@ -30,7 +30,7 @@ from sqlalchemy import Table, bindparam, case, func, select, text, tuple_, updat
 from sqlalchemy.orm import Session
 
 from tenants.accounts.models import Tenant
-from tenants.kit.db import RawStatement, dialect_insert, execute_raw
+from tenants.kit.db import RawStatement, execute_raw, insert_ignore, upsert
 from tenants.kit.repository import PlatformRepository, for_dialect
 from tenants.runs.models import Run
 from tenants.runs.repository import back_in_queue
@@ -205,10 +205,10 @@ class DispatchRepository(PlatformRepository):
     def claim(self, owner: str, now: datetime, lease_s: float) -> ClaimedRun | None:
         """Take the fairest due runnable run and its lease; None when nothing may run now. On None the
         caller must roll back (a schedule row may have been counted before a cap said no)."""
-        queues = self._queues()
+        q = _claim_statements(self.session.get_bind().dialect.name)
+        queues = self._queues(q)
         if not queues:
             return None
-        q = _claim_statements(self.session.get_bind().dialect.name)
         tenants = sorted({tenant_id for tenant_id, _ in queues})
         active = set(self.session.scalars(q.active, {"tenants": tenants}))
         # Core rows, never ORM objects: the worker's session lives across claims and must not cache counts
@@ -243,9 +243,8 @@ class DispatchRepository(PlatformRepository):
                                             "lease_until": now + timedelta(seconds=lease_s)}).first()
         return None if row is None else ClaimedRun.of(row)
 
-    def _queues(self) -> list[tuple[str, str]]:
+    def _queues(self, q: _ClaimStatements) -> list[tuple[str, str]]:
         """Every (tenant, agent) with a runnable run: a loose index scan, one seek per queue."""
-        q = _claim_statements(self.session.get_bind().dialect.name)
         out: list[tuple[str, str]] = []
         row = self.session.execute(q.first_queue).first()
         while row is not None:
@@ -377,14 +376,13 @@ def _claim_statements(dialect: str) -> _ClaimStatements:
         .where(r.tenant_id == bindparam("tenant"), r.agent_name == bindparam("agent"), r.runnable_at.is_not(None),
                r.runnable_at <= bindparam("now", type_=r.runnable_at.type))
         .order_by(r.priority, r.runnable_at, r.id).limit(1),
-        new_schedule=dialect_insert(dialect, tenant_schedules)
-        .on_conflict_do_nothing(index_elements=["tenant_id"])
+        new_schedule=insert_ignore(dialect, tenant_schedules, "tenant_id")
         .values(tenant_id=bindparam("tenant"), weight=1, vtime=bindparam("vtime", type_=t.vtime.type),
                 avg_slice_s=DEFAULT_SLICE_S, running=1, updated_at=bindparam("now", type_=t.updated_at.type)),
         charge_schedule=update(tenant_schedules).where(t.tenant_id == bindparam("tenant"))
         .values(vtime=bindparam("vtime", type_=t.vtime.type), running=t.running + 1,
                 updated_at=bindparam("now", type_=t.updated_at.type)),
-        agent_running=dialect_insert(dialect, agent_schedules)
+        agent_running=upsert(dialect, agent_schedules)
         .values(tenant_id=bindparam("tenant"), agent_name=bindparam("agent"), running=1)
         .on_conflict_do_update(index_elements=["tenant_id", "agent_name"], set_={"running": g.running + 1}),
         take=update(_RUNS).where(r.id == bindparam("run"), r.runnable_at.is_not(None))

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Table, and_, case, func, insert, literal, null, or_, select, update
 from sqlalchemy.orm import Session
 
-from tenants.kit.db import RawStatement, dialect_insert, execute_raw
+from tenants.kit.db import RawStatement, execute_raw, insert_ignore, upsert
 from tenants.kit.errors import LeaseLost
 from tenants.kit.repository import PlatformRepository, TenantRepository, for_dialect
 from tenants.runs.models import (
@@ -76,10 +76,8 @@ _ITEM_INSERT = insert(_ITEMS)  # Core, not the ORM's bulk insert: the same rows 
 @functools.cache
 def _run_insert(dialect: str, idempotent: bool) -> Any:
     """The run's INSERT (``idempotent``: skipped when the tenant's Idempotency-Key exists) RETURNING its id."""
-    statement = dialect_insert(dialect, _RUNS)
-    if idempotent:
-        statement = statement.on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"],
-                                                     index_where=_RUNS.c.idempotency_key.is_not(None))
+    statement = (insert_ignore(dialect, _RUNS, "tenant_id", "idempotency_key",
+                               where=_RUNS.c.idempotency_key.is_not(None)) if idempotent else upsert(dialect, _RUNS))
     return statement.returning(_RUNS.c.id)
 
 
