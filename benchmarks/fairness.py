@@ -5,7 +5,8 @@ x 8 threads, 5-step no-op runs).
    tenant A has 10,000 runs queued: the worst submit-to-first-step time of B's runs, both ways. Each
    time the workers are warm first (two throwaway B runs; 100 of A's runs done): on a slow machine a
    worker process's first claims took up to 1.2 s, a cold start, not a wait behind A.
-2. Three tenants with weights 1 : 2 : 4, all saturated for 60 s: each one's share of the completed steps.
+2. Three tenants with weights 1 : 2 : 4, all saturated for 60 s (6,000 runs queued per unit of weight, and a
+   feeder thread per tenant tops a backlog below 2,000 per unit of weight up): each one's share of the completed steps.
 3. Throughput with the work spread over 10 tenants, beside one tenant's, measured in the same run.
 """
 
@@ -125,23 +126,64 @@ def _flood_and_single(env: dict[str, str]) -> dict[str, Any]:
             "flood_median_s": median(busy), "a_still_queued_after": left, "flood": FLOOD}
 
 
+class _Feeder:
+    """Keeps every tenant's backlog above ``low x weight`` runnable runs for the whole window, whatever this
+    machine's speed: a fixed backlog ran dry on a fast machine (510 runs/s), and a tenant with nothing queued
+    cannot take its share. One thread per tenant (a top-up of 2,000 runs took up to 8 s under load, so one
+    thread for all fell behind). Records the smallest backlog seen per tenant, so the figure says whether it
+    held."""
+
+    def __init__(self, agents: list[tuple[str, Any, str]], weights: tuple[int, ...], low: int = 2000,
+                 chunk: int = 1000) -> None:
+        import threading
+
+        self.least = {a[0]: low * w for a, w in zip(agents, weights, strict=True)}
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self._loop, args=(a, low * w, chunk * w), daemon=True)
+                        for a, w in zip(agents, weights, strict=True)]
+
+    def _loop(self, agent: tuple[str, Any, str], low: int, chunk: int) -> None:
+        while not self.done.is_set():
+            queued = _queued(agent[0])
+            self.least[agent[0]] = min(self.least[agent[0]], queued)
+            if queued < low:
+                started = time.monotonic()
+                _submit(agent, chunk)
+                if os.environ.get("MIDWATCH_BENCH_VERBOSE"):
+                    print(f"feeder: {agent[2]} had {queued}, +{chunk} in {time.monotonic() - started:.1f} s",
+                          flush=True)
+            self.done.wait(0.5)
+
+    def __enter__(self) -> _Feeder:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join()
+
+
 def _weights(env: dict[str, str]) -> dict[str, Any]:
     from tenants.kit.db import unit_of_work
     from tenants.kit.ids import utcnow
     from tenants.scheduling.repository import ScheduleRepository
 
-    tenants = []
+    agents = []
     for weight in WEIGHTS:
         agent = _agent(f"weighted{weight}")
         with unit_of_work() as session:
             ScheduleRepository(session, agent[0]).set_weight(weight, utcnow())
-        _submit(agent, int(4000 * weight * WINDOW_S / 60) + 2000)
-        tenants.append(agent[0])
+        _submit(agent, 6000 * weight)
+        agents.append(agent)
+    tenants = [a[0] for a in agents]
     workers = [spawn(env, "worker") for _ in range(2)]
-    time.sleep(8)  # started and saturated
-    start = utcnow()
-    time.sleep(WINDOW_S)
-    end = utcnow()
+    with _Feeder(agents, WEIGHTS) as feeder:
+        time.sleep(8)  # started and saturated
+        start = utcnow()
+        time.sleep(WINDOW_S)
+        end = utcnow()
     _stop(workers)
     steps = _steps_between(tenants, start, end)
     total = sum(steps.values()) or 1
@@ -149,7 +191,7 @@ def _weights(env: dict[str, str]) -> dict[str, Any]:
     expected = [w / sum(WEIGHTS) for w in WEIGHTS]
     return {"steps": [steps.get(t, 0) for t in tenants], "shares": shares, "expected": expected,
             "worst_relative_error": max(abs(s - e) / e for s, e in zip(shares, expected, strict=True)),
-            "still_queued": [_queued(t) for t in tenants], "window_s": WINDOW_S}
+            "least_queued": [feeder.least[t] for t in tenants], "window_s": WINDOW_S}
 
 
 def _spread_throughput(env: dict[str, str], runs: int = 1000, tenants: int = 10) -> float:
@@ -181,7 +223,8 @@ def main() -> None:
     shares = ", ".join(f"{w}: {s:.1%} (expected {e:.1%})" for w, s, e in
                        zip(WEIGHTS, weights["shares"], weights["expected"], strict=True))
     print(f"fairness: weights 1:2:4 saturated for {WINDOW_S:.0f} s -> step shares {shares}; worst relative error "
-          f"{weights['worst_relative_error']:.1%} (target <= 15%); steps {weights['steps']}")
+          f"{weights['worst_relative_error']:.1%} (target <= 15%); steps {weights['steps']}; smallest backlog "
+          f"{min(weights['least_queued']):,} runs (0: a tenant ran dry, the figure does not count)")
     one = throughput()
     with bench_environment({"MIDWATCH_WORKER_THREADS": "8"}) as env:
         spread = _spread_throughput(env)

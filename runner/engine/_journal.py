@@ -11,7 +11,7 @@ ride on the next write. A write that fails leaves the in-memory chain as it was 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -31,12 +31,11 @@ T = TypeVar("T")
 class Journal:
     """One run's writer for one time slice (see the module docstring)."""
 
-    def __init__(self, tenant_id: str, run_id: str, fence: int, lease_s: float,
+    def __init__(self, tenant_id: str, run_id: str, fence: int,
                  head: tuple[int, str | None, str | None], *, strict: bool, session: Session | None = None) -> None:
         self.tenant_id = tenant_id
         self.run_id = run_id
         self.fence = fence
-        self.lease_s = lease_s
         self.seq, self.prev_hash = head[0], head[1] or GENESIS
         self.chain = run_chain(tenant_id, run_id)
         # The head this slice starts from must carry a valid seal; if not, every head it writes carries the
@@ -68,8 +67,7 @@ class Journal:
 
     def write(self, now: datetime, **parts: Any) -> JournalWrite:
         """A write of this run at ``now`` carrying every pending event (and ``parts``)."""
-        write = JournalWrite(run_id=self.run_id, fence=self.fence, now=now,
-                             lease_until=now + timedelta(seconds=self.lease_s), events=list(self.pending), **parts)
+        write = JournalWrite(run_id=self.run_id, fence=self.fence, now=now, events=list(self.pending), **parts)
         if write.head is not None:
             write.head_seal = self.broken or seal("run", self.chain, *write.head)
         return write

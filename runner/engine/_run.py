@@ -129,7 +129,7 @@ class RunSlice:
         self.tenant_id = claimed.tenant_id
         self.run_id = claimed.id
         self.agent_name = claimed.agent_name
-        self.journal = Journal(claimed.tenant_id, claimed.id, claimed.fence, settings.lease_seconds,
+        self.journal = Journal(claimed.tenant_id, claimed.id, claimed.fence,
                                (claimed.event_seq, claimed.event_head, claimed.event_seal),
                                strict=settings.durability == "strict",
                                session=session)

@@ -50,7 +50,10 @@ def validate_args(tool: Any, args: Any) -> None:
     name = str(tool.name)
     if not isinstance(args, dict):
         raise ToolArgsInvalid(name, f"arguments must be a JSON object, not {type(args).__name__}")
-    error = validator_for(_declared_schema(tool)).best_violation(args)  # linear-time patterns (RE2)
+    schema = _declared_schema(tool)
+    if schema is ANY_OBJECT:  # no schema declared: any object will do, and it is one
+        return
+    error = validator_for(schema).best_violation(args)  # linear-time patterns (RE2)
     if error is not None:
         raise ToolArgsInvalid(name, error.message[:_MESSAGE_MAX], json_path=_path(error.path))
 

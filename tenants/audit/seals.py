@@ -35,23 +35,26 @@ ChainKind = Literal["run", "audit"]
 BROKEN = "broken:"  # the marker prefix of a head extended from a head whose seal did not hold
 _LABEL = b"chain-heads/v1"
 _KEY_ID = re.compile(r"mk_[0-9a-f]{16}")
-_keys: dict[str, bytes] = {}
+_macs: dict[str, hmac.HMAC] = {}
 _keys_lock = threading.Lock()
 
 
-def _key(master: MasterKey) -> bytes:
-    with _keys_lock:
-        derived = _keys.get(master.key_id)
-        if derived is None:
-            derived = _keys[master.key_id] = master.derive(_LABEL)
-        return derived
+def _mac(master: MasterKey) -> hmac.HMAC:
+    """A fresh HMAC under the master key's sealing key: a copy of one keyed once per key (every step seals
+    its run's head, and keying an HMAC costs as much as the rest of the seal)."""
+    prototype = _macs.get(master.key_id)
+    if prototype is None:
+        with _keys_lock:
+            prototype = _macs.setdefault(master.key_id, hmac.new(master.derive(_LABEL), digestmod=hashlib.sha256))
+    return prototype.copy()
 
 
 def seal(kind: ChainKind, chain: str, seq: int, head: str, *, master: MasterKey | None = None) -> str:
     """The seal of ``chain``'s head (seq, hash): ``<master key id>:<hex HMAC>``."""
     master = master or get_master_key()
-    message = canonical_json(["midwatch/chain-head/v1", kind, chain, int(seq), head]).encode()
-    return f"{master.key_id}:{hmac.new(_key(master), message, hashlib.sha256).hexdigest()}"
+    mac = _mac(master)
+    mac.update(canonical_json(["midwatch/chain-head/v1", kind, chain, int(seq), head]).encode())
+    return f"{master.key_id}:{mac.hexdigest()}"
 
 
 def seal_problem(kind: ChainKind, chain: str, seq: int, head: str, stored: str | None, *,

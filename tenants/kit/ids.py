@@ -22,9 +22,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    """Deterministic JSON (sorted keys, no spaces) for hashing."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    """Deterministic JSON (sorted keys, no spaces) for hashing (one encoder: ``json.dumps`` with options
+    builds a new one per call, and a step hashes several values)."""
+    return _CANONICAL.encode(value)
 
 
 def sha256_hex(value: Any) -> str:

@@ -1,10 +1,14 @@
 """The engine's one writer: every change a worker makes to a run it holds, as ONE fenced write.
 
-A :class:`JournalWrite` says what one commit of the engine does: renew (or release) the lease, bump the
+A :class:`JournalWrite` says what one commit of the engine does: (on release) give the lease up, bump the
 run's counters, append decision events and move the chain head (with its seal), store a checkpoint, end an item,
 record a side effect's outcome or an agent loop's model turn or tool call, and on release give the run back to the
 queue (or finish it) and correct the tenant's schedule. Everything is gated on the fenced UPDATE of
 the run row, so a zombie worker whose fence is stale writes nothing and gets :class:`LeaseLost`.
+
+A step's write does not touch the lease: the worker's lease keeper (``runner.engine._lease``) renews every
+held lease each third of its length. ``lease_until`` is indexed (the sweeper finds expired leases by it), so
+moving it on every step made every run UPDATE a non-HOT one, with an entry in each of the table's indexes.
 
 Two implementations with one interface (like DBOS's system database):
 
@@ -67,10 +71,9 @@ _FLAGS = (_RUNS.c.cancel_requested, _RUNS.c.suspend_requested, _RUNS.c.agent_nam
 
 @functools.lru_cache(maxsize=64)
 def _step_update(counters: tuple[str, ...], head: bool) -> Any:
-    """A step's run UPDATE (no release) for one shape: fenced, counters added, lease extended, head moved."""
+    """A step's run UPDATE (no release) for one shape: fenced, counters added, head moved."""
     c = _RUNS.c
-    values: dict[str, Any] = {"updated_at": bindparam("w_now", type_=c.updated_at.type),
-                              "lease_until": bindparam("w_lease_until", type_=c.lease_until.type)}
+    values: dict[str, Any] = {"updated_at": bindparam("w_now", type_=c.updated_at.type)}
     values.update({name: c[name] + bindparam(f"w_{name}", type_=c[name].type) for name in counters})
     if head:
         values.update({column: bindparam(f"w_{name}", type_=c[column].type) for column, name in
@@ -106,7 +109,6 @@ class JournalWrite:
     run_id: str
     fence: int
     now: datetime
-    lease_until: datetime
     steps: int = 0
     items_done: int = 0
     items_failed: int = 0
@@ -137,8 +139,11 @@ class Flags:
     intent_recorded: bool = False  # the write's intent row was new (False: its key already existed)
 
 
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+    return None if value is None else _ENCODER.encode(value)
 
 
 class JournalRepository(TenantRepository):
@@ -153,7 +158,7 @@ class JournalRepository(TenantRepository):
         fenced = {"w_tenant_id": self.tenant_id, "w_run_id": w.run_id, "w_fence": w.fence}
         if w.release is None:  # a step: one statement object per shape, values as parameters (compiled once)
             added = [(name, amount) for name, amount in self._counters(w) if amount]
-            params = {**fenced, "w_now": w.now, "w_lease_until": w.lease_until,
+            params = {**fenced, "w_now": w.now,
                       **{f"w_{name}": amount for name, amount in added}}
             if w.head is not None:
                 params["w_head_seq"], params["w_head_hash"] = w.head
@@ -207,7 +212,6 @@ class JournalRepository(TenantRepository):
             values["event_seal"] = w.head_seal
         r = w.release
         if r is None:
-            values["lease_until"] = w.lease_until
             return values
         values.update(lease_owner=None, lease_until=None, runnable_at=r.runnable_at, wake_at=r.wake_at)
         if r.state is not None:
@@ -265,8 +269,6 @@ def _run_update(counters: tuple[str, ...], head: bool, release: bool, release_st
             sets += ["state = :rel_state", "reason = :rel_reason", "failure_category = :rel_category"]
         if finished:
             sets.append("finished_at = :now")
-    else:
-        sets.append("lease_until = :lease_until")
     return f"""touched AS (
   UPDATE runs SET {", ".join(sets)}
    WHERE tenant_id = :tenant_id AND id = :run_id AND fence = :fence
@@ -367,7 +369,7 @@ class PostgresJournalRepository(JournalRepository):
                  r is not None and r.state is not None, r is not None and r.finished, r is not None and r.requeues,
                  durable)
         params: dict[str, Any] = {"tenant_id": self.tenant_id, "run_id": w.run_id, "fence": w.fence, "now": w.now,
-                                  "lease_until": w.lease_until, "steps_done": w.steps, "items_done": w.items_done,
+                                  "steps_done": w.steps, "items_done": w.items_done,
                                   "items_failed": w.items_failed, "llm_calls": w.llm_calls, "cost_usd": w.cost_usd}
         if w.head is not None:
             params["head_seq"], params["head_hash"] = w.head

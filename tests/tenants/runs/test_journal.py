@@ -72,7 +72,7 @@ def _scenario(session: Session, tenant: str) -> dict[str, Any]:
     e1 = _event(1, GENESIS, "run.started")
     e2 = _event(2, e1["hash"], "step.succeeded", item_index=0, step_index=0, step_id="s0")
     flags = repo.write(JournalWrite(
-        run_id="run_j1", fence=7, now=T0, lease_until=T0 + timedelta(seconds=4), steps=1, items_done=1,
+        run_id="run_j1", fence=7, now=T0, steps=1, items_done=1,
         cost_usd=Decimal("0.5"), events=[e1, e2],
         checkpoint={"item_index": 0, "step_index": 0, "step_id": "s0", "status": "succeeded",
                     "output": {"x": [1, "two"]}, "output_hash": "o" * 64, "attempts": 2, "latency_ms": 3.25,
@@ -86,19 +86,22 @@ def _scenario(session: Session, tenant: str) -> dict[str, Any]:
                    "created_at": T0},
         intent={"idempotency_key": "mw-run_j1-1-0", "item_index": 1, "step_index": 0, "step_id": "s0",
                 "tool": "t", "state": "intent", "attempts": 1, "created_at": T0}), durable=False)
+    session.flush()
+    # a step's write leaves the lease alone (the lease keeper renews it): the run UPDATE stays HOT
+    lease_after_step = session.scalar(select(Run.lease_until).where(Run.tenant_id == tenant, Run.id == "run_j1"))
     again = repo.write(JournalWrite(
-        run_id="run_j1", fence=7, now=T0, lease_until=T0,
+        run_id="run_j1", fence=7, now=T0,
         intent={"idempotency_key": "mw-run_j1-1-0", "item_index": 1, "step_index": 0, "step_id": "s0",
                 "tool": "t", "state": "intent", "attempts": 1, "created_at": T0}))
     e3 = _event(3, e2["hash"], "run.succeeded")
-    repo.write(JournalWrite(run_id="run_j1", fence=7, now=T0 + timedelta(seconds=1), lease_until=T0, items_done=1,
+    repo.write(JournalWrite(run_id="run_j1", fence=7, now=T0 + timedelta(seconds=1), items_done=1,
                             events=[e3], release=Release(state="succeeded", reason=None, finished=True,
                                                          slice_s=0.25)))
     with pytest.raises(LeaseLost):  # a zombie's write: nothing
-        repo.write(JournalWrite(run_id="run_j1", fence=6, now=T0, lease_until=T0, steps=1))
+        repo.write(JournalWrite(run_id="run_j1", fence=6, now=T0, steps=1))
     session.flush()
     return {"flags": (flags.cancel_requested, flags.suspend_requested, flags.intent_recorded,
-                      again.intent_recorded), **_rows(session, tenant)}
+                      again.intent_recorded), "lease_after_step": lease_after_step, **_rows(session, tenant)}
 
 
 def _rows(s: Session, tenant: str) -> dict[str, Any]:
@@ -136,6 +139,7 @@ def test_both_journals_write_the_same_rows(sessions: dict[str, Session]) -> None
     tenant = f"tnt_j{secrets.token_hex(6)}"
     results = {name: _scenario(s, tenant) for name, s in sessions.items()}
     assert results["sqlite"]["flags"] == (False, False, True, False)
+    assert results["sqlite"]["lease_after_step"] == T0
     for part in results["sqlite"]:
         assert results["postgres"][part] == results["sqlite"][part], part
     run = dict(results["sqlite"]["run"][0])
@@ -147,7 +151,7 @@ def test_both_journals_write_the_same_rows(sessions: dict[str, Session]) -> None
 
 def _release_by_journal(session: Session, tenant: str, run_id: str) -> None:
     journal_repository(session, tenant).write(JournalWrite(
-        run_id=run_id, fence=7, now=T0, lease_until=T0,
+        run_id=run_id, fence=7, now=T0,
         release=Release(state="succeeded", reason=None, finished=True, slice_s=0.1)))
 
 
