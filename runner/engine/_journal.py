@@ -16,11 +16,19 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from tenants.audit.seals import broken_marker, run_chain, seal
-from tenants.kit.db import Session, begin_explicit, commit_needed, pinned_session, with_db_retry
+from tenants.kit.db import (
+    Session,
+    begin_explicit,
+    commit_needed,
+    is_transient_db_error,
+    pinned_session,
+    with_db_retry,
+)
 from tenants.kit.logging import get_logger, redact
 from tenants.kit.tracing import current_trace_id
 from tenants.runs.events import GENESIS, event_hash
 from tenants.runs.journal import Flags, JournalWrite, journal_repository
+from tenants.runs.repository import RunRepository
 
 __all__ = ["Journal"]
 
@@ -44,6 +52,7 @@ class Journal:
         self.strict = strict  # every commit waits for the WAL flush (MIDWATCH_DURABILITY=strict)
         self.pending: list[dict[str, Any]] = []
         self._session: Session | None = session
+        self._inflight: tuple[JournalWrite, Callable[[], Flags]] | None = None
 
     # ---- events ---------------------------------------------------------------------------
     def event(self, now: datetime, kind: str, **fields: Any) -> dict[str, Any]:
@@ -80,7 +89,11 @@ class Journal:
         return self._session
 
     def detach(self) -> Session | None:
-        """Hand the pinned session to the caller (the worker loop reuses it for its next claim)."""
+        """Hand the pinned session to the caller (the worker loop reuses it for its next claim). A slice ends
+        with a commit, so no write is in flight then; if one is (a slice left by an exception), the session
+        is discarded instead."""
+        if self._inflight is not None:
+            self.discard()
         session, self._session = self._session, None
         return session
 
@@ -88,6 +101,12 @@ class Journal:
         """Roll back and hand the connection back to the pool (after an error, or at the slice's end)."""
         if self._session is None:
             return
+        try:
+            if self._inflight is not None:  # its answer must be read before the connection is used again
+                self._inflight[1]()
+        except Exception:  # the slice is being dropped: the run resumes from what the database holds
+            log.debug("inflight_write_dropped", exc_info=True)
+        self._inflight = None
         try:
             self._session.rollback()
             self._session.close()
@@ -124,10 +143,58 @@ class Journal:
         del self.pending[:len(applied[0].events)]
         return flags
 
+    def commit_later(self, write: JournalWrite) -> Flags | None:
+        """A pure step's write, sent without waiting for it: the server commits it while the next step runs.
+
+        For a step with no side effect and no release, at the default durability (``MIDWATCH_DURABILITY=
+        strict`` commits it now). The write is one autocommitted statement on PostgreSQL (elsewhere it is
+        written now), and every later use of the connection first reads its answer (:meth:`settle`), so
+        the writes still land one after the other, in order. What it costs: a cancel or suspension this
+        write reports is seen one step later. Returns the flags of the write before it, if one was in flight.
+        """
+        flags = self.settle()
+        if self.strict:
+            return self.commit(write, durable=False, what="checkpoint")
+        sent = self.transaction(lambda s: journal_repository(s, self.tenant_id).send(write, durable=False),
+                                "checkpoint", atomic=False)
+        self._inflight = (write, sent)
+        del self.pending[:len(write.events)]
+        return flags
+
+    def settle(self) -> Flags | None:
+        """Wait for the write in flight (:meth:`commit_later`), if any, and return its flags.
+
+        A database that went away has the write applied again, with back-off, as any write. Any other
+        failure (a lost lease, a bug) rewinds the in-memory chain to before that write, dropping the events
+        made since (their step is abandoned with the exception), so the next write the slice makes
+        continues the chain from what the database holds."""
+        if self._inflight is None:
+            return None
+        write, answer = self._inflight
+        self._inflight = None
+        try:
+            return answer()
+        except Exception as exc:
+            self.discard()
+            if is_transient_db_error(exc):
+                return self.transaction(lambda s: self._apply_unless_landed(s, write), "checkpoint", atomic=False)
+            first = write.events[0]
+            self.seq, self.prev_hash, self.pending = first["seq"] - 1, first["prev_hash"], list(write.events)
+            raise
+
+    def _apply_unless_landed(self, session: Session, write: JournalWrite) -> Flags:
+        """Apply ``write`` again after the connection it was sent on failed, unless it had landed (the server
+        may have committed it before the connection went): the run's committed head tells."""
+        head = RunRepository(session, self.tenant_id).head(self.run_id)
+        if head is not None and write.head is not None and head[0] >= write.head[0]:
+            return Flags(False, False)  # the next write reports the flags
+        return journal_repository(session, self.tenant_id).write(write, durable=False)
+
     def transaction(self, body: Callable[[Session], T], what: str, *, atomic: bool = True) -> T:
         """Run ``body`` in one transaction with back-off; the in-memory chain rolls back with it.
         ``atomic=False``: ``body`` runs a single statement (or only reads), which needs no explicit transaction
         (on PostgreSQL's autocommit connection, nor a commit)."""
+        self.settle()
         seq, prev, pending = self.seq, self.prev_hash, list(self.pending)
 
         def attempt() -> T:

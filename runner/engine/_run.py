@@ -409,14 +409,18 @@ class RunSlice:
             side_effect=(key, {"state": "succeeded", "outcome": redact(outcome.output), "completed_at": now})
             if key is not None else None,
             release=release)
-        # A pure tool step may skip the WAL flush wait: redoing it after a server crash is harmless.
-        flags = self.journal.commit(write, durable=key is not None or step.tool is None, what="checkpoint")
+        # A pure tool step may skip the WAL flush wait, and need not wait for its write at all: redoing it
+        # after a crash is harmless (Journal.commit_later).
+        durable = key is not None or step.tool is None
+        flags = (self.journal.commit(write, durable=durable, what="checkpoint") if durable or release is not None
+                 else self.journal.commit_later(write))
         item.next_attempt = 1
         self.items_done += int(last)
         if ends_run:
             self._ended("succeeded", None, None)
             return
-        self._stop_if_asked(flags)
+        if flags is not None:
+            self._stop_if_asked(flags)
 
     def _stop_if_asked(self, flags: Any) -> None:
         if flags.cancel_requested:

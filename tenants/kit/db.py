@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,8 +19,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import pq
+from psycopg.adapt import PyFormat, Transformer
+from psycopg.generators import fetch_many, send
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, make_url, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -286,11 +290,82 @@ def execute_raw(session: Session, statement: RawStatement, params: Mapping[str, 
             cursor.execute(statement.sql, values, prepare=True)
             return cursor.fetchone()
     except psycopg.Error as exc:
-        broken = raw.broken or raw.closed
-        if broken:  # the pool must not hand this connection out again
-            connection.invalidate(exc)
-        raise DBAPIError.instance(statement.sql.decode(), values, exc, psycopg.Error, hide_parameters=True,
-                                  connection_invalidated=broken) from exc
+        raise _driver_error(connection, raw, statement, values, exc) from exc
+
+
+class SentStatement:
+    """A statement sent on a PostgreSQL connection whose answer is read later (:func:`send_raw`): the
+    server works on it while the caller goes on. Nothing else may use the connection until :meth:`row`."""
+
+    def __init__(self, connection: Connection, raw: psycopg.Connection[Any], statement: RawStatement,
+                 values: list[Any]) -> None:
+        self._connection, self._raw, self._statement, self._values = connection, raw, statement, values
+        self._done = False
+        self._row: tuple[Any, ...] | None = None
+
+    def row(self) -> tuple[Any, ...] | None:
+        """The statement's first row (waiting for it if it has not come yet); a driver error as SQLAlchemy's,
+        as from :func:`execute_raw`."""
+        if self._done:
+            return self._row
+        self._done = True
+        raw = self._raw
+        try:
+            results = raw.wait(fetch_many(raw.pgconn))
+            error = next((r for r in results if r.status == pq.ExecStatus.FATAL_ERROR), None)
+            if error is not None:
+                raise psycopg.errors.error_from_result(error, encoding=raw.info.encoding)
+            transformer = Transformer(raw)
+            transformer.set_pgresult(results[0])
+            self._row = transformer.load_row(0, tuple) if results[0].ntuples else None
+            return self._row
+        except psycopg.Error as exc:
+            raise _driver_error(self._connection, raw, self._statement, self._values, exc) from exc
+
+
+def send_raw(session: Session, statement: RawStatement, params: Mapping[str, Any]) -> SentStatement:
+    """Send ``statement`` (prepared on first use on this connection) without waiting for its answer.
+
+    For a pure step's write on the worker's autocommitted connection: the server executes and commits it
+    while the engine runs the next step, and the engine reads the answer before it writes again."""
+    connection = session.connection()
+    raw = connection.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    values = [params[name] for name in statement.names]
+    try:
+        name = _prepared_on(raw, statement)
+        transformer = Transformer(raw)
+        # text: the server reads each value as its parameter's type (binary ints differ in width per value)
+        dumped = transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
+        raw.pgconn.send_query_prepared(name, dumped, param_formats=transformer.formats)
+        raw.wait(send(raw.pgconn))
+    except psycopg.Error as exc:
+        raise _driver_error(connection, raw, statement, values, exc) from exc
+    return SentStatement(connection, raw, statement, values)
+
+
+_prepared: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[bytes, bytes]] = weakref.WeakKeyDictionary()
+
+
+def _prepared_on(raw: psycopg.Connection[Any], statement: RawStatement) -> bytes:
+    names = _prepared.setdefault(raw, {})
+    name = names.get(statement.sql)
+    if name is None:
+        name = f"_mw_{len(names)}".encode()
+        result = raw.pgconn.prepare(name, statement.sql)
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+        names[statement.sql] = name
+    return name
+
+
+def _driver_error(connection: Connection, raw: psycopg.Connection[Any], statement: RawStatement, values: list[Any],
+                  exc: psycopg.Error) -> StatementError:
+    broken = raw.broken or raw.closed
+    if broken:  # the pool must not hand this connection out again
+        connection.invalidate(exc)
+    return DBAPIError.instance(statement.sql.decode(), values, exc, psycopg.Error, hide_parameters=True,
+                               connection_invalidated=broken)
 
 
 def is_transient_db_error(exc: BaseException) -> bool:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, func, insert, update
 from sqlalchemy.orm import Session
 
-from tenants.kit.db import RawStatement, execute_raw, insert_ignore
+from tenants.kit.db import RawStatement, execute_raw, insert_ignore, send_raw
 from tenants.kit.errors import LeaseLost
 from tenants.kit.repository import TenantRepository, for_dialect
 from tenants.runs.models import SUSPENDED_REASON, DecisionEvent, LoopCall, Run, RunItem, SideEffect, StepCheckpoint
@@ -195,6 +195,13 @@ class JournalRepository(TenantRepository):
         if w.release is not None:
             self._release_schedule(str(row[2]), w.release.slice_s)
         return Flags(bool(row[0]), bool(row[1]), recorded)
+
+    def send(self, w: JournalWrite, *, durable: bool = True) -> Callable[[], Flags]:
+        """Send ``w`` without waiting for it where the database allows (PostgreSQL, on an autocommitted
+        connection: the server commits it while the caller goes on); the returned function waits for it and
+        gives its flags (or raises LeaseLost). Nothing else may use the session before that. Here: written now."""
+        flags = self.write(w, durable=durable)
+        return lambda: flags
 
     @staticmethod
     def _counters(w: JournalWrite) -> tuple[tuple[str, Any], ...]:
@@ -361,6 +368,13 @@ class PostgresJournalRepository(JournalRepository):
     """PostgreSQL: the whole write is one statement (data-modifying CTEs gated on the fenced UPDATE)."""
 
     def write(self, w: JournalWrite, *, durable: bool = True) -> Flags:
+        return _flags(w, execute_raw(self.session, *self._statement(w, durable)))
+
+    def send(self, w: JournalWrite, *, durable: bool = True) -> Callable[[], Flags]:
+        sent = send_raw(self.session, *self._statement(w, durable))
+        return lambda: _flags(w, sent.row())
+
+    def _statement(self, w: JournalWrite, durable: bool) -> tuple[RawStatement, dict[str, Any]]:
         counters = tuple(name for name, amount in self._counters(w) if amount)
         r = w.release
         shape = (counters, len(w.events), w.head is not None, w.checkpoint is not None, w.item_end is not None,
@@ -402,10 +416,13 @@ class PostgresJournalRepository(JournalRepository):
         if r is not None:
             params.update(rel_runnable_at=r.runnable_at, rel_wake_at=r.wake_at, rel_state=r.state,
                           rel_reason=r.reason, rel_category=r.category, rel_slice_s=float(r.slice_s))
-        row = execute_raw(self.session, _write_sql(shape), params)
-        if row is None:
-            raise LeaseLost(f"run {w.run_id} is owned by another worker (fence {w.fence} is stale)")
-        return Flags(bool(row[0]), bool(row[1]), bool(row[2]))
+        return _write_sql(shape), params
+
+
+def _flags(w: JournalWrite, row: tuple[Any, ...] | None) -> Flags:
+    if row is None:
+        raise LeaseLost(f"run {w.run_id} is owned by another worker (fence {w.fence} is stale)")
+    return Flags(bool(row[0]), bool(row[1]), bool(row[2]))
 
 
 def journal_repository(session: Session, tenant_id: str) -> JournalRepository:

@@ -22,7 +22,8 @@ steps:
 @contextmanager
 def _statements() -> Iterator[list[str]]:
     """Every statement the process sends to PostgreSQL while the block runs, counted at the driver (psycopg's
-    cursor): SQLAlchemy's statements and the journal's prepared ones alike."""
+    cursor): SQLAlchemy's statements and the journal's prepared ones alike, and the pure steps' writes the
+    journal sends without waiting (``send_raw``, straight through libpq)."""
     import psycopg
 
     seen: list[str] = []
@@ -40,13 +41,22 @@ def _statements() -> Iterator[list[str]]:
         seen.append(first_word(query))
         return executemany(self, query, *args, **kwargs)
 
+    def counted_send(session: Any, statement: Any, params: Any) -> Any:  # a pure step's write, sent unawaited
+        seen.append(first_word(statement.sql))
+        return send_raw(session, statement, params)
+
+    from tenants.runs import journal
+
+    send_raw = journal.send_raw
     psycopg.Cursor.execute = counted  # type: ignore[method-assign]
     psycopg.Cursor.executemany = counted_many  # type: ignore[method-assign]
+    journal.send_raw = counted_send  # type: ignore[assignment]
     try:
         yield seen
     finally:
         psycopg.Cursor.execute = execute  # type: ignore[method-assign]
         psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
+        journal.send_raw = send_raw  # type: ignore[assignment]
 
 
 @pytest.mark.postgres
