@@ -35,11 +35,13 @@ from tenants.reliability.repository import (
     RUN_OUTCOME_COLUMNS,
     DeriverRepository,
     EventRow,
+    FailureEntry,
+    HealthDelta,
     ReliabilityRepository,
 )
 
-__all__ = ["BAD_STATES", "CURSOR", "GAP_TTL_S", "bucket_wait_s", "day_of", "derive_all", "derive_once", "hour_of",
-           "minute_of", "wait_bucket"]
+__all__ = ["BAD_STATES", "CURSOR", "GAP_TTL_S", "bucket_wait_s", "day_of", "derive_all", "derive_once",
+           "health_delta", "hour_of", "minute_of", "wait_bucket"]
 
 CURSOR = "reliability"
 GAP_TTL_S = 120.0
@@ -131,34 +133,82 @@ class _Fold:
             "cost_usd_sum": Decimal(0)})
 
     def write(self, session: Session) -> None:
-        by_tenant: dict[str, ReliabilityRepository] = {}
-
-        def repo(tenant_id: str) -> ReliabilityRepository:
-            if tenant_id not in by_tenant:
-                by_tenant[tenant_id] = ReliabilityRepository(session, tenant_id)
-            return by_tenant[tenant_id]
-
+        """Every table's rows of this batch, set-based: one upsert per table and tenant, one per agent's health."""
+        tenants: dict[str, _TenantRows] = defaultdict(_TenantRows)
         for (tenant_id, agent, hour), values in self.run_hours.items():
-            repo(tenant_id).bump_run_hour(agent, hour, **values)
-        step_rows: dict[tuple[str, str, datetime], dict[str, dict[str, Any]]] = defaultdict(dict)
+            tenants[tenant_id].run_hours[(agent, hour)] = values
         for (tenant_id, agent, step_id, day), (att, ok, failed, retries, lat_sum, lat_max) in self.step_days.items():
-            step_rows[(tenant_id, agent, day)][step_id] = {
+            tenants[tenant_id].step_days[(agent, step_id, day)] = {
                 "attempts": int(att), "succeeded": int(ok), "failed": int(failed), "retries": int(retries),
                 "latency_ms_sum": lat_sum, "latency_ms_max": lat_max}
-        for (tenant_id, agent, day), rows in step_rows.items():
-            repo(tenant_id).bump_step_days(agent, day, rows)
         for (tenant_id, agent, hour, category), count in self.failures.items():
-            repo(tenant_id).bump_failure_hour(agent, hour, category, count)
-        for tenant_id, cells in self.start_waits.items():
-            repo(tenant_id).bump_start_waits(cells)
+            tenants[tenant_id].failures[(agent, hour, category)] = count
         for e in self.outcomes:  # in log order: incidents open and close as they happened
+            rows = tenants[e.tenant_id]
+            rows.outcomes[e.agent_name].append(e)
             state = e.kind.removeprefix("run.")
-            bad = state in BAD_STATES
-            if bad:
+            if state in BAD_STATES:
                 category = e.failure_category if e.failure_category in FAILURE_CATEGORIES else "internal"
-                repo(e.tenant_id).push_latest_failure(run_id=e.run_id, agent_name=e.agent_name, state=state,
-                                                      category=category, reason=e.why, at=e.created_at)
-            repo(e.tenant_id).note_outcome(e.agent_name, state, e.created_at, bad=bad, good=state == "succeeded")
+                rows.latest.append(FailureEntry(e.run_id, e.agent_name, state, category, e.why, e.created_at))
+        for tenant_id, cells in self.start_waits.items():
+            tenants[tenant_id].start_waits = cells
+        for tenant_id, rows in tenants.items():
+            rows.write(ReliabilityRepository(session, tenant_id))
+
+
+@dataclass
+class _TenantRows:
+    """One tenant's share of a batch, keyed as its repository writes it."""
+
+    run_hours: dict[tuple[str, datetime], dict[str, Any]] = field(default_factory=dict)
+    step_days: dict[tuple[str, str, datetime], dict[str, Any]] = field(default_factory=dict)
+    failures: dict[tuple[str, datetime, str], int] = field(default_factory=dict)
+    start_waits: dict[tuple[datetime, int], int] = field(default_factory=dict)
+    outcomes: dict[str, list[EventRow]] = field(default_factory=lambda: defaultdict(list))
+    latest: list[FailureEntry] = field(default_factory=list)
+
+    def write(self, repo: ReliabilityRepository) -> None:
+        repo.bump_run_hours(self.run_hours)
+        repo.bump_step_days(self.step_days)
+        repo.bump_failure_hours(self.failures)
+        repo.bump_start_waits(self.start_waits)
+        for agent, outcomes in self.outcomes.items():
+            repo.note_outcomes(agent, health_delta(outcomes))
+        repo.push_latest_failures(self.latest)
+
+
+def _epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def health_delta(outcomes: list[EventRow]) -> HealthDelta:
+    """Fold one agent's outcome events (``run.<state>``, in log order) into what they do to its health row: a bad
+    run opens an incident (or adds to the open one), a success closes and times it, anything else only becomes
+    the last state."""
+    first_bad: int | None = None
+    bad_before = 0
+    first_good: int | None = None
+    incidents = recovery = consecutive = 0
+    open_since: int | None = None
+    for e in outcomes:
+        state, at_ms = e.kind.removeprefix("run."), _epoch_ms(e.created_at)
+        if first_good is None:  # still before the first success: depends on what the row holds open
+            if state in BAD_STATES:
+                first_bad = at_ms if first_bad is None else first_bad
+                bad_before += 1
+            elif state == "succeeded":
+                first_good = at_ms
+        elif state in BAD_STATES:
+            open_since = at_ms if open_since is None else open_since
+            consecutive += 1
+        elif state == "succeeded":
+            if open_since is not None:
+                incidents += 1
+                recovery += at_ms - open_since
+            open_since, consecutive = None, 0
+    last = outcomes[-1]
+    return HealthDelta(last.kind.removeprefix("run."), last.created_at, first_bad, bad_before, first_good,
+                       incidents, recovery, open_since, consecutive)
 
 
 def derive_once(session: Session, *, now: datetime | None = None, batch: int = BATCH) -> int:
