@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -41,7 +42,7 @@ from tenants.reliability.repository import (
 )
 
 __all__ = ["BAD_STATES", "CURSOR", "GAP_TTL_S", "bucket_wait_s", "day_of", "derive_all", "derive_once",
-           "health_delta", "hour_of", "minute_of", "wait_bucket"]
+           "derive_written", "health_delta", "hour_of", "minute_of", "wait_bucket"]
 
 CURSOR = "reliability"
 GAP_TTL_S = 120.0
@@ -223,18 +224,47 @@ def derive_once(session: Session, *, now: datetime | None = None, batch: int = B
         repo.save_cursor(CURSOR, last_id, _live_gaps(gaps, now), now)
         return 0
     high = ids[-1] if ids else last_id
-    seen = set(ids)
-    new_gaps = {str(i): now.isoformat() for i in range(last_id + 1, high) if i not in seen}
-    horizon = minute_of(now - START_WAIT_RETENTION)
-    fold = _Fold(start_horizon=horizon)
-    events = repo.events(last_id, high, found_gaps)
-    for e in events:
-        fold.add(e)
-    fold.write(session)
-    repo.prune_start_waits(horizon)
+    new_gaps = _passed_over(last_id, high, ids, now)
+    _fold(session, repo.events(last_id, high, found_gaps), now)
     remaining = {k: v for k, v in gaps.items() if int(k) not in set(found_gaps)}
     repo.save_cursor(CURSOR, high, _live_gaps({**remaining, **new_gaps}, now), now)
     return len(ids) + len(found_gaps)
+
+
+def derive_written(session: Session, events: Sequence[EventRow], *, now: datetime | None = None) -> bool:
+    """Fold decision events the caller's transaction has just appended (a seed's bulk load: every event it
+    wrote, in write order; their ``id`` is not read) from memory instead of reading them back, and move the
+    cursor past them — only when they are exactly the events the deriver has not read yet: the cursor (locked)
+    has no gaps, and the events visible after it are as many as these (the caller sees its own, so none is
+    someone else's). Else does nothing and returns False: :func:`derive_once` reads them as usual. The fold and
+    the cursor are the same as derive_once's."""
+    now = now or utcnow()
+    repo = DeriverRepository(session)
+    last_id, gaps = repo.cursor(CURSOR)
+    count, high = repo.events_after(last_id)
+    if gaps or count != len(events) or not events:
+        return False
+    _fold(session, events, now)
+    contiguous = high - last_id == count  # else some ids were taken by transactions still in flight: gaps
+    gaps = {} if contiguous else _passed_over(last_id, high, repo.event_ids_after(last_id, count), now)
+    repo.save_cursor(CURSOR, high, _live_gaps(gaps, now), now)
+    return True
+
+
+def _fold(session: Session, events: Iterable[EventRow], now: datetime) -> None:
+    """Fold ``events`` (in id order) into the read models and drop time-to-start minutes past the retention."""
+    horizon = minute_of(now - START_WAIT_RETENTION)
+    fold = _Fold(start_horizon=horizon)
+    for e in events:
+        fold.add(e)
+    fold.write(session)
+    DeriverRepository(session).prune_start_waits(horizon)
+
+
+def _passed_over(last_id: int, high: int, ids: Sequence[int], now: datetime) -> dict[str, str]:
+    """The ids in (last_id, high) not seen: transactions still in flight (or rolled back), kept as gaps."""
+    seen = set(ids)
+    return {str(i): now.isoformat() for i in range(last_id + 1, high) if i not in seen}
 
 
 def _live_gaps(gaps: dict[str, str], now: datetime) -> dict[str, str]:
@@ -243,14 +273,15 @@ def _live_gaps(gaps: dict[str, str], now: datetime) -> dict[str, str]:
     return {k: v for k, v in gaps.items() if datetime.fromisoformat(v) >= horizon}
 
 
-def derive_all(max_batches: int = 100_000, *, batch: int = BATCH) -> int:
+def derive_all(max_batches: int = 100_000, *, batch: int = BATCH, now: datetime | None = None) -> int:
     """Fold every event there is now (tests, seeds, ``midwatch up`` at start); returns events folded.
 
-    A seed of millions of events passes a larger ``batch``: fewer round trips and upserts, the same fold."""
+    A seed of millions of events passes a larger ``batch``: fewer round trips and upserts, the same fold; and its
+    own ``now`` (default: the clock at each batch)."""
     total = 0
     for _ in range(max_batches):
         with unit_of_work() as session:
-            n = derive_once(session, batch=batch)
+            n = derive_once(session, batch=batch, now=now)
         total += n
         if n == 0:
             return total

@@ -219,6 +219,13 @@ class DeriverRepository(PlatformRepository):
         return [int(i) for i in self.session.scalars(
             select(DecisionEvent.id).where(DecisionEvent.id > last_id).order_by(DecisionEvent.id).limit(limit))]
 
+    def events_after(self, last_id: int) -> tuple[int, int]:
+        """(how many events have an id above ``last_id``, the highest id; ``last_id`` when none): a primary-key
+        range."""
+        e = DecisionEvent
+        count, high = self.session.execute(select(func.count(), func.max(e.id)).where(e.id > last_id)).one()
+        return int(count or 0), int(high if high is not None else last_id)
+
     def existing(self, ids: list[str]) -> list[int]:
         """Which of the gap ids are visible now."""
         wanted = [int(i) for i in ids]
