@@ -237,13 +237,13 @@ def _flush(batches: dict[str, list[dict[str, Any]]], report: SeedReport, now: da
 
 def _event_rows(batches: dict[str, list[dict[str, Any]]]) -> list[EventRow]:
     """The batch's decision events as the deriver reads them (with their run's agent, start and submission)."""
-    runs = {r["id"]: r for r in batches["runs"]}
+    runs = {r["id"]: (r["agent_name"], r["started_at"], r["created_at"]) for r in batches["runs"]}
     rows = []
-    for e in batches["decision_events"]:
-        run = runs[e["run_id"]]
-        rows.append(EventRow(0, e["tenant_id"], e["run_id"], run["agent_name"], run["started_at"], e["kind"],
-                             e["step_id"], e["failure_category"], e["why"], Decimal(e["cost_usd"] or 0),
-                             float(e["latency_ms"] or 0), e["attempts"], e["created_at"], run["created_at"]))
+    for e in batches["decision_events"]:  # cost_usd is a Decimal and latency_ms a float here, as read back
+        agent, started, created = runs[e["run_id"]]
+        rows.append(EventRow(0, e["tenant_id"], e["run_id"], agent, started, e["kind"], e["step_id"],
+                             e["failure_category"], e["why"], e["cost_usd"], e["latency_ms"], e["attempts"],
+                             e["created_at"], created))
     return rows
 
 

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, and_, case, delete, func, literal, or_, select
 from sqlalchemy.orm import Session
@@ -171,9 +172,9 @@ class ReliabilityRepository(TenantRepository):
         self.session.execute(stmt, rows)
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """A decision event as the read-model deriver needs it (with its run's agent and start)."""
+class EventRow(NamedTuple):
+    """A decision event as the read-model deriver needs it (with its run's agent and start); a named tuple:
+    millions are made for a large seed, and a tuple is made several times faster than a frozen dataclass."""
 
     id: int
     tenant_id: str
@@ -476,10 +477,17 @@ class PostgresBulkLoader(BulkLoader):
         raw = self.session.connection().connection.driver_connection
         assert raw is not None
         cols_sql = ", ".join(f'"{c}"' for c in columns)
+        values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+        json_at = [i for i, c in enumerate(columns) if c in json_cols]
         with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({cols_sql}) FROM STDIN') as copy:
             for row in batch:
-                copy.write_row([json.dumps(row[c]) if c in json_cols and row[c] is not None else row[c]
-                                for c in columns])
+                cells = values(row)
+                if json_at:
+                    cells = list(cells)
+                    for i in json_at:
+                        if cells[i] is not None:
+                            cells[i] = json.dumps(cells[i])
+                copy.write_row(cells)
 
 
 def bulk_loader(session: Session) -> BulkLoader:
