@@ -15,6 +15,11 @@ Event ids come from one sequence; on PostgreSQL a transaction can commit after a
 visible, so ids the deriver passed without seeing are kept as gaps and folded when they appear; a gap
 still empty after :data:`GAP_TTL_S` was a rolled-back transaction and is forgotten. Runs of rehearsals
 never reach these tables (``runs.rehearsal`` is excluded by the reader).
+
+A batch is aggregated in memory and written set-based: one upsert per table and tenant, and one per agent for
+its incidents (:func:`health_delta`), the same rows as folding the events one at a time. A seed that bulk-loads
+history hands the events it just wrote to :func:`derive_written`: the same fold and cursor, without reading
+millions of events back.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ def bucket_wait_s(bucket: int) -> float:
 
 @dataclass
 class _Fold:
-    """One batch of events, aggregated in memory, then written as one upsert per table."""
+    """One batch of events, aggregated in memory, then written set-based (:meth:`write`)."""
 
     run_hours: dict[tuple[str, str, datetime], dict[str, Any]] = field(default_factory=dict)
     step_days: dict[tuple[str, str, str, datetime], list[float]] = field(default_factory=dict)
