@@ -281,8 +281,8 @@ def _live_gaps(gaps: dict[str, str], now: datetime) -> dict[str, str]:
 def derive_all(max_batches: int = 100_000, *, batch: int = BATCH, now: datetime | None = None) -> int:
     """Fold every event there is now (tests, seeds, ``midwatch up`` at start); returns events folded.
 
-    A seed of millions of events passes a larger ``batch``: fewer round trips and upserts, the same fold; and its
-    own ``now`` (default: the clock at each batch)."""
+    A seed of millions of events passes a larger ``batch``: fewer round trips and upserts, the same fold. ``now``
+    (default: the clock at each batch) fixes the time-to-start horizon and the cursor's time (tests)."""
     total = 0
     for _ in range(max_batches):
         with unit_of_work() as session:
