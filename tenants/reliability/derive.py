@@ -15,12 +15,18 @@ Event ids come from one sequence; on PostgreSQL a transaction can commit after a
 visible, so ids the deriver passed without seeing are kept as gaps and folded when they appear; a gap
 still empty after :data:`GAP_TTL_S` was a rolled-back transaction and is forgotten. Runs of rehearsals
 never reach these tables (``runs.rehearsal`` is excluded by the reader).
+
+A batch is aggregated in memory and written set-based: one upsert per table and tenant, and one per agent for
+its incidents (:func:`health_delta`), the same rows as folding the events one at a time. A seed that bulk-loads
+history hands the events it just wrote to :func:`derive_written`: the same fold and cursor, without reading
+millions of events back.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -35,11 +41,13 @@ from tenants.reliability.repository import (
     RUN_OUTCOME_COLUMNS,
     DeriverRepository,
     EventRow,
+    FailureEntry,
+    HealthDelta,
     ReliabilityRepository,
 )
 
-__all__ = ["BAD_STATES", "CURSOR", "GAP_TTL_S", "bucket_wait_s", "day_of", "derive_all", "derive_once", "hour_of",
-           "minute_of", "wait_bucket"]
+__all__ = ["BAD_STATES", "CURSOR", "GAP_TTL_S", "bucket_wait_s", "day_of", "derive_all", "derive_once",
+           "derive_written", "health_delta", "hour_of", "minute_of", "wait_bucket"]
 
 CURSOR = "reliability"
 GAP_TTL_S = 120.0
@@ -79,7 +87,7 @@ def bucket_wait_s(bucket: int) -> float:
 
 @dataclass
 class _Fold:
-    """One batch of events, aggregated in memory, then written as one upsert per table."""
+    """One batch of events, aggregated in memory, then written set-based (:meth:`write`)."""
 
     run_hours: dict[tuple[str, str, datetime], dict[str, Any]] = field(default_factory=dict)
     step_days: dict[tuple[str, str, str, datetime], list[float]] = field(default_factory=dict)
@@ -131,34 +139,82 @@ class _Fold:
             "cost_usd_sum": Decimal(0)})
 
     def write(self, session: Session) -> None:
-        by_tenant: dict[str, ReliabilityRepository] = {}
-
-        def repo(tenant_id: str) -> ReliabilityRepository:
-            if tenant_id not in by_tenant:
-                by_tenant[tenant_id] = ReliabilityRepository(session, tenant_id)
-            return by_tenant[tenant_id]
-
+        """Every table's rows of this batch, set-based: one upsert per table and tenant, one per agent's health."""
+        tenants: dict[str, _TenantRows] = defaultdict(_TenantRows)
         for (tenant_id, agent, hour), values in self.run_hours.items():
-            repo(tenant_id).bump_run_hour(agent, hour, **values)
-        step_rows: dict[tuple[str, str, datetime], dict[str, dict[str, Any]]] = defaultdict(dict)
+            tenants[tenant_id].run_hours[(agent, hour)] = values
         for (tenant_id, agent, step_id, day), (att, ok, failed, retries, lat_sum, lat_max) in self.step_days.items():
-            step_rows[(tenant_id, agent, day)][step_id] = {
+            tenants[tenant_id].step_days[(agent, step_id, day)] = {
                 "attempts": int(att), "succeeded": int(ok), "failed": int(failed), "retries": int(retries),
                 "latency_ms_sum": lat_sum, "latency_ms_max": lat_max}
-        for (tenant_id, agent, day), rows in step_rows.items():
-            repo(tenant_id).bump_step_days(agent, day, rows)
         for (tenant_id, agent, hour, category), count in self.failures.items():
-            repo(tenant_id).bump_failure_hour(agent, hour, category, count)
-        for tenant_id, cells in self.start_waits.items():
-            repo(tenant_id).bump_start_waits(cells)
+            tenants[tenant_id].failures[(agent, hour, category)] = count
         for e in self.outcomes:  # in log order: incidents open and close as they happened
+            rows = tenants[e.tenant_id]
+            rows.outcomes[e.agent_name].append(e)
             state = e.kind.removeprefix("run.")
-            bad = state in BAD_STATES
-            if bad:
+            if state in BAD_STATES:
                 category = e.failure_category if e.failure_category in FAILURE_CATEGORIES else "internal"
-                repo(e.tenant_id).push_latest_failure(run_id=e.run_id, agent_name=e.agent_name, state=state,
-                                                      category=category, reason=e.why, at=e.created_at)
-            repo(e.tenant_id).note_outcome(e.agent_name, state, e.created_at, bad=bad, good=state == "succeeded")
+                rows.latest.append(FailureEntry(e.run_id, e.agent_name, state, category, e.why, e.created_at))
+        for tenant_id, cells in self.start_waits.items():
+            tenants[tenant_id].start_waits = cells
+        for tenant_id, rows in tenants.items():
+            rows.write(ReliabilityRepository(session, tenant_id))
+
+
+@dataclass
+class _TenantRows:
+    """One tenant's share of a batch, keyed as its repository writes it."""
+
+    run_hours: dict[tuple[str, datetime], dict[str, Any]] = field(default_factory=dict)
+    step_days: dict[tuple[str, str, datetime], dict[str, Any]] = field(default_factory=dict)
+    failures: dict[tuple[str, datetime, str], int] = field(default_factory=dict)
+    start_waits: dict[tuple[datetime, int], int] = field(default_factory=dict)
+    outcomes: dict[str, list[EventRow]] = field(default_factory=lambda: defaultdict(list))
+    latest: list[FailureEntry] = field(default_factory=list)
+
+    def write(self, repo: ReliabilityRepository) -> None:
+        repo.bump_run_hours(self.run_hours)
+        repo.bump_step_days(self.step_days)
+        repo.bump_failure_hours(self.failures)
+        repo.bump_start_waits(self.start_waits)
+        for agent, outcomes in self.outcomes.items():
+            repo.note_outcomes(agent, health_delta(outcomes))
+        repo.push_latest_failures(self.latest)
+
+
+def _epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def health_delta(outcomes: list[EventRow]) -> HealthDelta:
+    """Fold one agent's outcome events (``run.<state>``, in log order) into what they do to its health row: a bad
+    run opens an incident (or adds to the open one), a success closes and times it, anything else only becomes
+    the last state."""
+    first_bad: int | None = None
+    bad_before = 0
+    first_good: int | None = None
+    incidents = recovery = consecutive = 0
+    open_since: int | None = None
+    for e in outcomes:
+        state, at_ms = e.kind.removeprefix("run."), _epoch_ms(e.created_at)
+        if first_good is None:  # still before the first success: depends on what the row holds open
+            if state in BAD_STATES:
+                first_bad = at_ms if first_bad is None else first_bad
+                bad_before += 1
+            elif state == "succeeded":
+                first_good = at_ms
+        elif state in BAD_STATES:
+            open_since = at_ms if open_since is None else open_since
+            consecutive += 1
+        elif state == "succeeded":
+            if open_since is not None:
+                incidents += 1
+                recovery += at_ms - open_since
+            open_since, consecutive = None, 0
+    last = outcomes[-1]
+    return HealthDelta(last.kind.removeprefix("run."), last.created_at, first_bad, bad_before, first_good,
+                       incidents, recovery, open_since, consecutive)
 
 
 def derive_once(session: Session, *, now: datetime | None = None, batch: int = BATCH) -> int:
@@ -173,18 +229,47 @@ def derive_once(session: Session, *, now: datetime | None = None, batch: int = B
         repo.save_cursor(CURSOR, last_id, _live_gaps(gaps, now), now)
         return 0
     high = ids[-1] if ids else last_id
-    seen = set(ids)
-    new_gaps = {str(i): now.isoformat() for i in range(last_id + 1, high) if i not in seen}
-    horizon = minute_of(now - START_WAIT_RETENTION)
-    fold = _Fold(start_horizon=horizon)
-    events = repo.events(last_id, high, found_gaps)
-    for e in events:
-        fold.add(e)
-    fold.write(session)
-    repo.prune_start_waits(horizon)
+    new_gaps = _passed_over(last_id, high, ids, now)
+    _fold(session, repo.events(last_id, high, found_gaps), now)
     remaining = {k: v for k, v in gaps.items() if int(k) not in set(found_gaps)}
     repo.save_cursor(CURSOR, high, _live_gaps({**remaining, **new_gaps}, now), now)
     return len(ids) + len(found_gaps)
+
+
+def derive_written(session: Session, events: Sequence[EventRow], *, now: datetime | None = None) -> bool:
+    """Fold decision events the caller's transaction has just appended (a seed's bulk load: every event it
+    wrote, in write order; their ``id`` is not read) from memory instead of reading them back, and move the
+    cursor past them — only when they are exactly the events the deriver has not read yet: the cursor (locked)
+    has no gaps, and the events visible after it are as many as these (the caller sees its own, so none is
+    someone else's). Else does nothing and returns False: :func:`derive_once` reads them as usual. The fold and
+    the cursor are the same as derive_once's."""
+    now = now or utcnow()
+    repo = DeriverRepository(session)
+    last_id, gaps = repo.cursor(CURSOR)
+    count, high = repo.events_after(last_id)
+    if gaps or count != len(events) or not events:
+        return False
+    _fold(session, events, now)
+    contiguous = high - last_id == count  # else some ids were taken by transactions still in flight: gaps
+    gaps = {} if contiguous else _passed_over(last_id, high, repo.event_ids_after(last_id, count), now)
+    repo.save_cursor(CURSOR, high, _live_gaps(gaps, now), now)
+    return True
+
+
+def _fold(session: Session, events: Iterable[EventRow], now: datetime) -> None:
+    """Fold ``events`` (in id order) into the read models and drop time-to-start minutes past the retention."""
+    horizon = minute_of(now - START_WAIT_RETENTION)
+    fold = _Fold(start_horizon=horizon)
+    for e in events:
+        fold.add(e)
+    fold.write(session)
+    DeriverRepository(session).prune_start_waits(horizon)
+
+
+def _passed_over(last_id: int, high: int, ids: Sequence[int], now: datetime) -> dict[str, str]:
+    """The ids in (last_id, high) not seen: transactions still in flight (or rolled back), kept as gaps."""
+    seen = set(ids)
+    return {str(i): now.isoformat() for i in range(last_id + 1, high) if i not in seen}
 
 
 def _live_gaps(gaps: dict[str, str], now: datetime) -> dict[str, str]:
@@ -193,14 +278,15 @@ def _live_gaps(gaps: dict[str, str], now: datetime) -> dict[str, str]:
     return {k: v for k, v in gaps.items() if datetime.fromisoformat(v) >= horizon}
 
 
-def derive_all(max_batches: int = 100_000, *, batch: int = BATCH) -> int:
+def derive_all(max_batches: int = 100_000, *, batch: int = BATCH, now: datetime | None = None) -> int:
     """Fold every event there is now (tests, seeds, ``midwatch up`` at start); returns events folded.
 
-    A seed of millions of events passes a larger ``batch``: fewer round trips and upserts, the same fold."""
+    A seed of millions of events passes a larger ``batch``: fewer round trips and upserts, the same fold. ``now``
+    (default: the clock at each batch) fixes the time-to-start horizon and the cursor's time (tests)."""
     total = 0
     for _ in range(max_batches):
         with unit_of_work() as session:
-            n = derive_once(session, batch=batch)
+            n = derive_once(session, batch=batch, now=now)
         total += n
         if n == 0:
             return total

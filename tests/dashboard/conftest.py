@@ -144,9 +144,9 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDb]:
 
 
 @contextlib.contextmanager
-def _database(data_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """Point the settings at a fresh, migrated SQLite database in ``data_dir`` with an operator key; restore the
-    previous environment (and engine) on exit. Yields (operator key, environment)."""
+def _database(data_dir: Path, database_url: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """Point the settings at a fresh, migrated SQLite database in ``data_dir`` (or at ``database_url``) with an
+    operator key; restore the previous environment (and engine) on exit. Yields (operator key, environment)."""
     from tenants.accounts.service import ensure_operator_key, open_platform_chain
     from tenants.kit.db import reset_engine, unit_of_work
     from tenants.kit.settings import reset_settings
@@ -154,6 +154,8 @@ def _database(data_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
 
     key = f"mw_op_test_{secrets.token_urlsafe(24)}"
     env = {"MIDWATCH_DATA_DIR": str(data_dir), "MIDWATCH_OPERATOR_KEY": key, "MIDWATCH_LOG_LEVEL": "warning"}
+    if database_url is not None:
+        env["MIDWATCH_DATABASE_URL"] = database_url
     with pytest.MonkeyPatch.context() as mp:
         for name in [k for k in os.environ if k.startswith("MIDWATCH_") and "TEST" not in k]:
             mp.delenv(name)

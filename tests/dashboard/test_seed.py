@@ -5,6 +5,8 @@ to show."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +77,47 @@ def test_the_seeded_queue_follows_each_tenants_profile(seeded_db: SeededDb) -> N
         if str(tid) in profiles:
             waits.setdefault(profiles[str(tid)], []).append((started - created).total_seconds())
     assert min(waits["flood"]) >= 20 and max(waits["steady"]) < 60
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_the_seeds_fold_from_memory_gives_the_rows_reading_the_log_back_gives(
+        db: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seed folds each loaded batch from its rows in memory (derive_written); wiping the read models and
+    deriving the same log again the usual way (derive_all reads it back) gives the same rows, column for column
+    (float sums to 1e-6: the two add the same latencies in different batches)."""
+    from sqlalchemy import delete, select
+
+    import dashboard.seed as seed_module
+    from tenants.kit.db import read_only, unit_of_work
+    from tenants.kit.ids import utcnow
+    from tenants.reliability import models as rm
+    from tenants.reliability.derive import derive_all
+    from tenants.reliability.repository import DeriverRepository
+    from tests.dashboard.conftest import _database
+
+    tables = (rm.RunRollupHourly, rm.StepStatDaily, rm.FailureHourly, rm.AgentHealth, rm.LatestFailure,
+              rm.ReliabilityCounter, rm.RunStartWait, rm.ReadModelCursor)
+
+    def snapshot() -> dict[str, list[tuple[Any, ...]]]:
+        with read_only() as s:
+            return {m.__tablename__: sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in row)
+                                            for row in s.execute(select(*m.__table__.columns)).all())
+                    for m in tables if m is not rm.ReadModelCursor}
+
+    reads: list[int] = []
+    events = DeriverRepository.events
+    monkeypatch.setattr(DeriverRepository, "events", lambda self, *a: reads.append(1) or events(self, *a))
+    monkeypatch.setattr(seed_module, "BATCH", 97)  # many loads, each folded in its own transaction
+    url = request.getfixturevalue("own_pg_schema") if db == "postgres" else None
+    (tmp_path / "data").mkdir()
+    with _database(tmp_path / "data", url):
+        now = utcnow()
+        report = seed_module.seed(400, 3, now=now)
+        assert not reads and report.rows["events_derived"] == report.rows["decision_events"] > 2000
+        from_memory = snapshot()
+        with unit_of_work() as s:
+            for model in tables:
+                s.execute(delete(model))
+        assert derive_all(batch=500, now=now) == report.rows["decision_events"] and reads
+        assert snapshot() == from_memory
+    assert len(from_memory["latest_failures"]) > 20 and len(from_memory["agent_health"]) >= 3
