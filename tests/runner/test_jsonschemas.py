@@ -136,17 +136,25 @@ def _json_values() -> Any:
 
 @pytest.mark.parametrize("schema", FAST_SCHEMAS, ids=range(len(FAST_SCHEMAS)))
 def test_the_fast_path_agrees_with_the_reference_validator(schema: Any) -> None:
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, example, given, settings
+
+    from runner.jsonschema_fast import MAX_FAST_DEPTH, plain_values
 
     compiled = validator_for(schema)
     assert compiled._fast is not None  # these schemas take the compiled path
 
     @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(_json_values())
+    @example(float("inf"))
+    @example(float("-inf"))
+    @example([1.0, float("-inf")])
     def agree(value: Any) -> None:
         reference = next(compiled.iter_errors(value), None) is None
         assert compiled.is_valid(value) == reference, value
-        assert compiled._fast is not None and compiled._fast.is_valid(value) == reference, value  # alone too
+        # alone too, for what it is ever asked: values JSON can hold (an infinity goes to the reference, which
+        # accepts it as a number; the compiled check may not: Hypothesis found -inf against oneOf, 2026-11-26)
+        if plain_values(value, MAX_FAST_DEPTH) >= 0:
+            assert compiled._fast is not None and compiled._fast.is_valid(value) == reference, value
 
     agree()
 
