@@ -128,11 +128,17 @@ class Journal:
         the ledger decide from rows they read in the same transaction), and ``after`` may write rows too.
         ``durable=False`` (a pure step, a hand-back) lets PostgreSQL commit without waiting for the WAL
         flush unless the journal is strict; only a server crash can lose such a commit, and the run then
-        simply redoes that pure work.
+        simply redoes that pure work. A plain write retried after the database went away is applied again
+        only if its last event is not in the log (:meth:`_apply_unless_landed`).
         """
         applied: list[JournalWrite] = []
+        # One statement, its own transaction: if the database went away before its answer came, the server may
+        # have committed it; the retry then checks the run's head instead of applying it twice.
+        single = not callable(write) and after is None and not atomic and bool(write.events)
 
         def body(session: Session) -> Flags:
+            if single and applied:
+                return self._apply_unless_landed(session, applied[0])
             applied[:] = [write(session) if callable(write) else write]
             flags = journal_repository(session, self.tenant_id).write(applied[0], durable=durable or self.strict)
             if after is not None:
@@ -184,10 +190,13 @@ class Journal:
 
     def _apply_unless_landed(self, session: Session, write: JournalWrite) -> Flags:
         """Apply ``write`` again after the connection it was sent on failed, unless it had landed (the server
-        may have committed it before the connection went): the run's committed head tells."""
-        head = RunRepository(session, self.tenant_id).head(self.run_id)
-        if head is not None and write.head is not None and head[0] >= write.head[0]:
-            return Flags(False, False)  # the next write reports the flags
+        may have committed it before the connection went): its last event is in the log, hash for hash (another
+        worker's event at that place would differ; the write applied again then raises LeaseLost)."""
+        if write.head is not None:
+            seq, digest = write.head
+            found = RunRepository(session, self.tenant_id).events(self.run_id, after=seq - 1, limit=1)
+            if found and found[0].seq == seq and found[0].hash == digest:
+                return Flags(False, False)  # it landed; the next write reports the flags
         return journal_repository(session, self.tenant_id).write(write, durable=False)
 
     def transaction(self, body: Callable[[Session], T], what: str, *, atomic: bool = True) -> T:

@@ -178,3 +178,34 @@ def test_a_lease_lost_while_a_write_is_in_flight_stops_the_slice(make_harness: C
     assert _checkpoints(tenant, run["id"]) == ["s0", "s1"]
     assert h.run(tenant, run["id"])["state"] == "running"  # the new owner's, untouched
     assert h.client.get(f"/v1/runs/{run['id']}/events/verify", headers=tenant.headers).json()["ok"] is True
+
+
+@pytest.mark.postgres
+def test_a_waited_write_whose_answer_is_lost_after_it_committed_is_not_applied_twice(
+        make_harness: Callable[..., Harness], own_pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same loss on the ordinary path: the last step's write (it ends the run) commits, then the
+    connection fails before its answer arrives. The back-off retries the write; applied blindly, the retry
+    would hit the checkpoint's key and fail the run as an internal error."""
+    from sqlalchemy.exc import OperationalError
+
+    from runner.actors import run_once
+    from tenants.kit.settings import get_settings
+    from tenants.runs import journal
+
+    h, tenant = _harness(make_harness, own_pg_schema)
+    run = h.submit(tenant, "five", {"input": None})
+    execute_raw, lost = journal.execute_raw, []
+
+    def answer_lost(session: Any, statement: Any, params: Any) -> Any:
+        row = execute_raw(session, statement, params)
+        if params.get("cp_step_id") == "s4" and not lost:
+            lost.append("s4")
+            raise OperationalError("WITH", {}, Exception("server closed the connection unexpectedly"))
+        return row
+
+    monkeypatch.setattr(journal, "execute_raw", answer_lost)
+    assert run_once(get_settings())
+    assert lost == ["s4"]
+    assert h.run(tenant, run["id"])["state"] == "succeeded"
+    assert _checkpoints(tenant, run["id"]) == ["s0", "s1", "s2", "s3", "s4"]
+    assert h.client.get(f"/v1/runs/{run['id']}/events/verify", headers=tenant.headers).json()["ok"] is True
