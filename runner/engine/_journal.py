@@ -133,8 +133,8 @@ class Journal:
         """
         applied: list[JournalWrite] = []
         # One statement, its own transaction: if the database went away before its answer came, the server may
-        # have committed it; the retry then checks the run's head instead of applying it twice.
-        single = not callable(write) and after is None and not atomic and bool(write.events)
+        # have committed it; the retry then looks for its last event in the log instead of applying it twice.
+        single = not callable(write) and after is None and not atomic
 
         def body(session: Session) -> Flags:
             if single and applied:

@@ -326,11 +326,13 @@ class SentStatement:
 def send_raw(session: Session, statement: RawStatement, params: Mapping[str, Any]) -> SentStatement:
     """Send ``statement`` (prepared on first use on this connection) without waiting for its answer.
 
-    For a pure step's write on the worker's autocommitted connection: the server executes and commits it
-    while the engine runs the next step, and the engine reads the answer before it writes again."""
+    For a pure step's write on the worker's autocommitted connection (:func:`pinned_session`): the server
+    executes and commits it while the engine runs the next step, and the engine reads the answer before it
+    writes again. Only there: libpq sends no ``BEGIN`` of its own, so on a connection in a transaction the
+    statement would run outside it (:func:`execute_raw` goes through psycopg's cursor, which does)."""
     connection = session.connection()
     raw = connection.connection.driver_connection
-    assert isinstance(raw, psycopg.Connection)
+    assert isinstance(raw, psycopg.Connection) and raw.autocommit
     values = [params[name] for name in statement.names]
     try:
         name = _prepared_on(raw, statement)
